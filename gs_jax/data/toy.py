@@ -1,0 +1,41 @@
+"""Two-moons data of Figure 1 and Appendix B (DESIGN §3.1)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def two_moons(seed: int, delta: float, *, n_samples: int = 300, noise: float = 0.1,
+              rotation_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+  """The released code's two-moons construction, deterministic per ``seed``.
+
+  Starting from ``make_moons(n_samples, noise, random_state=seed)`` with labels y ∈ {0,1}:
+  subtract 0.5 from x₁ and ``0.3·(2y−1)`` from x₂; centre x₂; multiply it by
+  ``sign(−x₂·(2y−1))`` (so class +1 lies at x₂ ≤ 0 and class −1 at x₂ ≥ 0); subtract
+  ``(2y−1)·Δ`` (a gap of 2Δ between the classes for Δ > 0, an overlap for Δ < 0); then swap
+  the coordinates, so the separating direction is horizontal. Optionally rotate by
+  ``rotation_deg`` (Appendix B: 45°).
+
+  Returns:
+    ``x`` of shape (n, 2), float32, and labels ``y`` ∈ {−1,+1}, float32.
+  """
+  from sklearn.datasets import make_moons  # lazy: keeps `import gs_jax` light
+
+  x, y01 = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
+  s = 2.0 * y01 - 1.0
+  x[:, 0] -= 0.5
+  x[:, 1] -= 0.3 * s
+  x[:, 1] -= x[:, 1].mean()
+  x[:, 1] *= np.sign(-x[:, 1] * s)
+  x[:, 1] -= s * delta
+  x = x[:, ::-1]
+  if rotation_deg:
+    a = np.deg2rad(rotation_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    x = x @ rot.T
+  return np.ascontiguousarray(x, np.float32), s.astype(np.float32)
+
+
+def two_moons_seeds(seeds, delta: float, **kwargs) -> dict[str, np.ndarray]:
+  """Stacks :func:`two_moons` for several seeds: ``{"x": (S, n, 2), "y": (S, n)}``."""
+  xs, ys = zip(*(two_moons(int(s), delta, **kwargs) for s in seeds))
+  return {"x": np.stack(xs), "y": np.stack(ys)}

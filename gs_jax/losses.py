@@ -1,0 +1,157 @@
+"""Training objectives: logistic / cross-entropy, weight decay and spectral decoupling.
+
+Conventions (DESIGN.md §4): training losses are *means* over examples and ``sd_lambda``
+multiplies ``mean(ŷ²)`` over every logit entry, as in the authors' released code, so the
+paper's λ values carry over unchanged. The theory (eq 5, eq 17; ``gs_jax.dual``) uses sums and
+``λ/2``: for n examples, ``mean softplus(−yŷ) + sd_lambda·mean(ŷ²)`` equals
+``(1/n)·[Σ softplus(−yŷ) + (λ/2)‖ŷ‖²]`` with ``λ = 2·sd_lambda``.
+
+Every function here is pure and jit-able. Label checks run eagerly whenever the labels are
+concrete (not traced), so bad input fails before compilation with a message naming it.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LabelKind = Literal["01", "pm1"]
+
+
+def binary_label_kind(y) -> LabelKind:
+  """Says whether binary labels are {0,1} ("01") or ±1 ("pm1").
+
+  Raises:
+    ValueError: if ``y`` holds any value outside {0,1} and outside {−1,+1} (the message names
+      the offending values), or is empty.
+  """
+  y = np.asarray(y)
+  if y.size == 0:
+    raise ValueError("binary labels are empty")
+  values = np.unique(y)
+  if np.all(np.isin(values, (0, 1))):
+    return "01"
+  if np.all(np.isin(values, (-1, 1))):
+    return "pm1"
+  bad = values[~np.isin(values, (-1, 0, 1))]
+  if bad.size == 0:  # a mix of 0 and −1
+    bad = values
+  raise ValueError(
+      f"binary labels must be all in {{0,1}} or all in {{-1,+1}}; got values {bad.tolist()}")
+
+
+def to_pm1(y, kind: LabelKind | None = None) -> jax.Array:
+  """Maps {0,1} or ±1 labels to ±1 floats. ``kind`` is inferred (and checked) when omitted."""
+  if kind is None:
+    kind = binary_label_kind(y)
+  y = jnp.asarray(y, jnp.float32)
+  return 2.0 * y - 1.0 if kind == "01" else y
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_same_length(logits, y):
+  if jnp.shape(logits) != jnp.shape(y):
+    raise ValueError(f"logits shape {jnp.shape(logits)} does not match labels shape "
+                     f"{jnp.shape(y)}")
+
+
+def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = "mean"):
+  """Logistic loss ``softplus(−y·ŷ)`` (eq 5 without the ridge term).
+
+  Written with softplus, so it is exact and finite for |ŷ| up to float range (no overflow at
+  |ŷ| = 1e4). ``y`` is {0,1} or ±1; under ``jit`` pass ``kind`` (labels cannot be inspected
+  while traced, and ``kind="pm1"`` is assumed).
+
+  Args:
+    logits: (n,) real-valued outputs ŷ.
+    y: (n,) labels.
+    kind: "01" or "pm1"; inferred from concrete labels when omitted.
+    reduction: "mean" (training convention, §4), "sum" (theory, eq 5) or "none".
+  """
+  _check_same_length(logits, y)
+  if kind is None:
+    kind = binary_label_kind(y) if _is_concrete(y) else "pm1"
+  per_example = jax.nn.softplus(-to_pm1(y, kind) * logits)
+  return _reduce(per_example, reduction)
+
+
+def softmax_cross_entropy(logits, labels, *, reduction: str = "mean"):
+  """Cross-entropy ``−log softmax(ŷ)[label]`` for integer labels in [0, C)."""
+  if jnp.ndim(logits) != 2 or jnp.shape(labels) != jnp.shape(logits)[:1]:
+    raise ValueError(f"expected logits (n, C) and labels (n,); got {jnp.shape(logits)} and "
+                     f"{jnp.shape(labels)}")
+  if _is_concrete(labels):
+    lab = np.asarray(labels)
+    bad = lab[(lab < 0) | (lab >= logits.shape[1]) | (lab != np.round(lab))]
+    if bad.size:
+      raise ValueError(f"class labels must be integers in [0, {logits.shape[1]}); got "
+                       f"{np.unique(bad).tolist()}")
+  logp = jax.nn.log_softmax(logits)
+  per_example = -jnp.take_along_axis(logp, jnp.asarray(labels, jnp.int32)[:, None], axis=1)[:, 0]
+  return _reduce(per_example, reduction)
+
+
+def sd_penalty(logits, sd_lambda):
+  """Spectral decoupling, training form: ``sd_lambda · mean(ŷ²)`` over all logit entries.
+
+  The paper's eq 17 adds ``(λ/2)‖ŷ‖²`` to a *summed* loss; divided by n this is the term here
+  with ``sd_lambda = λ/2`` (and for C logits per example, the mean also runs over classes).
+  """
+  return sd_lambda * jnp.mean(jnp.square(logits))
+
+
+def sd_penalty_with_targets(logits, y, lambdas, gammas):
+  """SD with per-class targets: ``Σ_c λ_c · mean_{i: y_i=c} (ŷ_i − γ_c)²`` (DESIGN §1).
+
+  Used for CelebA with ``λ = (0.1, 0.1)`` and ``γ = (0.44, 2.5)`` for classes (0, 1). Classes
+  absent from the batch contribute zero.
+
+  Args:
+    logits: (n,) outputs.
+    y: (n,) integer class labels in [0, C).
+    lambdas, gammas: length-C sequences.
+  """
+  _check_same_length(logits, y)
+  lambdas = jnp.asarray(lambdas, jnp.float32)
+  gammas = jnp.asarray(gammas, jnp.float32)
+  if lambdas.shape != gammas.shape or lambdas.ndim != 1:
+    raise ValueError(f"lambdas and gammas must be 1-D of equal length; got {lambdas.shape} "
+                     f"and {gammas.shape}")
+  onehot = jax.nn.one_hot(y, lambdas.shape[0])                       # (n, C)
+  sq = jnp.square(logits[:, None] - gammas[None, :]) * onehot        # (n, C)
+  counts = onehot.sum(0)
+  per_class = sq.sum(0) / jnp.maximum(counts, 1.0)
+  return jnp.sum(lambdas * per_class)
+
+
+def l2_penalty(params, weight_decay):
+  """``(weight_decay/2)·‖θ‖²`` over every leaf (weights and biases).
+
+  Its gradient ``weight_decay·θ`` is exactly what PyTorch's ``SGD(weight_decay=…)`` adds to
+  the gradient before momentum ("coupled" L2); :func:`gs_jax.train.make_optimizer` applies it
+  as ``optax.add_decayed_weights`` ahead of the optimizer, which is the same update.
+  """
+  leaves = jax.tree_util.tree_leaves(params)
+  return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
+
+
+def accuracy_binary(logits, y, *, kind: LabelKind | None = None):
+  """Fraction of examples with ``sign(ŷ) == y`` (a logit of exactly 0 counts as class −1/0)."""
+  if kind is None:
+    kind = binary_label_kind(y) if _is_concrete(y) else "pm1"
+  return jnp.mean(jnp.where(logits > 0, 1.0, -1.0) == to_pm1(y, kind))
+
+
+def _reduce(x, reduction):
+  if reduction == "mean":
+    return jnp.mean(x)
+  if reduction == "sum":
+    return jnp.sum(x)
+  if reduction == "none":
+    return x
+  raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")

@@ -1,0 +1,197 @@
+"""Train state, a pure ``train_step``, full-batch loops as ``lax.scan``, and ``vmap`` over seeds.
+
+The pieces compose as::
+
+    tx = make_optimizer("sgd", learning_rate=1e-2, momentum=0.9)
+    step = make_train_step(model, tx, objective)           # pure: (state, batch, hp) -> ...
+    states, history = fit_seeds(model, tx, objective, keys, batches, hparams, num_steps=1000)
+
+An *objective* is ``objective(logits, batch, params, step, hparams) -> (loss, metrics)``:
+``batch`` is a dict of arrays (``"x"`` is fed to the model), ``hparams`` a pytree of scalars
+(e.g. ``{"sd_lambda": 0.003}``) that may differ between vmapped runs without recompiling, and
+``metrics`` a dict of scalars recorded at every step.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gs_jax import losses
+
+Objective = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree.
+
+  Attributes:
+    step: number of updates applied so far.
+    params: the ``"params"`` collection.
+    opt_state: optax state.
+    model_state: the other variable collections (e.g. ``{"batch_stats": …}``); ``{}`` if none.
+    key: PRNG key for stochastic layers; step ``t`` uses ``fold_in(key, t)``.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  key: jax.Array
+
+  def variables(self):
+    return {"params": self.params, **self.model_state}
+
+
+def make_optimizer(name: str = "sgd", learning_rate: float | optax.Schedule = 1e-2, *,
+                   momentum: float = 0.9, weight_decay: float = 0.0,
+                   nesterov: bool = False) -> optax.GradientTransformation:
+  """SGD(+momentum) or Adam with PyTorch's *coupled* weight decay.
+
+  PyTorch's ``SGD``/``Adam`` with ``weight_decay=wd`` add ``wd·θ`` to the gradient before the
+  momentum / moment estimates, i.e. they minimise ``loss + (wd/2)‖θ‖²`` (see
+  :func:`gs_jax.losses.l2_penalty`); ``optax.add_decayed_weights`` placed first does the same.
+  PyTorch's SGD momentum (``v ← μv + g; θ ← θ − lr·v``) is optax's ``sgd(lr, momentum)``.
+  """
+  if name == "sgd":
+    opt = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
+  elif name == "adam":
+    opt = optax.adam(learning_rate)
+  else:
+    raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {name!r}")
+  if weight_decay < 0:
+    raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+  return optax.chain(optax.add_decayed_weights(weight_decay), opt) if weight_decay else opt
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+               x: jax.Array) -> TrainState:
+  """Initialises parameters on an example input ``x`` (its batch size is irrelevant)."""
+  init_key, state_key = jax.random.split(key)
+  variables = model.init(init_key, x, train=False)
+  params = variables.pop("params") if isinstance(variables, dict) else variables["params"]
+  model_state = {k: v for k, v in variables.items() if k != "params"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=model_state, key=state_key)
+
+
+def apply_model(model: nn.Module, state: TrainState, x: jax.Array, *, train: bool = False,
+                params=None):
+  """Logits of ``model`` at ``state`` (or at ``params``), and the updated model state.
+
+  In train mode the dropout stream is ``fold_in(state.key, state.step)`` and batch statistics
+  are recomputed from the batch; in eval mode stored statistics are used.
+  """
+  variables = {"params": state.params if params is None else params, **state.model_state}
+  mutable = list(state.model_state) if (train and state.model_state) else False
+  rngs = {"dropout": jax.random.fold_in(state.key, state.step)} if train else None
+  out = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+  return out if mutable else (out, state.model_state)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    objective: Objective) -> Callable:
+  """Returns the pure ``train_step(state, batch, hparams) -> (state, metrics)``.
+
+  Not jitted by itself: it is meant to be traced inside ``jit``/``scan``/``vmap`` by the caller
+  (:func:`fit`), so that one compiled program runs all steps and all seeds.
+  """
+  def train_step(state: TrainState, batch, hparams):
+    def loss_fn(params):
+      logits, model_state = apply_model(model, state, batch["x"], train=True, params=params)
+      loss, metrics = objective(logits, batch, params, state.step, hparams)
+      return loss, (metrics, model_state)
+
+    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    return new_state, {"loss": loss, **metrics}
+
+  return train_step
+
+
+def binary_objective(logits, batch, params, step, hparams):
+  """Mean logistic loss on ±1 labels ``batch["y"]`` plus ``hparams["sd_lambda"]·mean(ŷ²)``.
+
+  The objective of the two-moons experiments (DESIGN §3.1); ``sd_lambda = 0`` is ERM. Weight
+  decay lives in the optimizer (:func:`make_optimizer`). Records the data loss (without the SD
+  term) and the training accuracy.
+  """
+  del params, step
+  nll = losses.logistic_loss(logits, batch["y"], kind="pm1")
+  loss = nll + losses.sd_penalty(logits, hparams.get("sd_lambda", 0.0))
+  return loss, {"nll": nll, "accuracy": losses.accuracy_binary(logits, batch["y"], kind="pm1")}
+
+
+def fit(train_step: Callable, state: TrainState, batch, hparams, num_steps: int):
+  """Full-batch training: ``num_steps`` applications of ``train_step`` as one ``lax.scan``.
+
+  Traceable, so it can be jitted and vmapped (see :func:`make_seed_trainer`).
+
+  Returns:
+    The final state and the per-step metrics, each of shape ``(num_steps, …)``.
+  """
+  return jax.lax.scan(lambda s, _: train_step(s, batch, hparams), state, None,
+                      length=num_steps)
+
+
+def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
+                      objective: Objective, *, shared_batch: bool = False,
+                      chunk: int = 250) -> Callable:
+  """Builds ``train(keys, batches, hparams, num_steps, desc=None)`` for many seeds at once.
+
+  All seeds train in one compiled program: initialisation and :func:`fit` are ``vmap``-ed
+  over the seed axis (the released code trains seeds one after another in Python). Steps run
+  in compiled chunks of ``chunk`` scan steps so that a tqdm bar can advance between them;
+  the chunk program is compiled once per chunk length and reused across calls, so call the
+  returned function once per configuration (``hparams`` are traced and do not recompile).
+
+  Args:
+    shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
+      otherwise every array in ``batches`` has a leading seed axis (S, n, …).
+
+  The returned function takes ``keys`` (S,) PRNG keys, ``batches`` (dict with ``"x"``),
+  ``hparams`` (pytree of scalars shared by the seeds), ``num_steps``, and optional ``desc``
+  and ``progress`` (False hides the bar). It returns ``(states, history)`` with a leading
+  (S,) axis; ``history`` holds every metric at every step, shape (S, num_steps).
+  """
+  from tqdm.auto import tqdm
+
+  train_step = make_train_step(model, tx, objective)
+  batch_axis = None if shared_batch else 0
+
+  @jax.jit
+  def init_all(keys, batches):
+    x = batches["x"] if shared_batch else batches["x"][0]
+    return jax.vmap(lambda k: init_state(model, tx, k, x))(keys)
+
+  @functools.partial(jax.jit, static_argnums=3)
+  def run_chunk(states, batches, hparams, length):
+    return jax.vmap(lambda s, b: fit(train_step, s, b, hparams, length),
+                    in_axes=(0, batch_axis))(states, batches)
+
+  def train(keys, batches, hparams, num_steps: int, desc: str | None = None,
+            progress: bool = True):
+    if num_steps < 1:
+      raise ValueError(f"num_steps must be >= 1; got {num_steps}")
+    states = init_all(keys, batches)
+    histories, done = [], 0
+    with tqdm(total=num_steps, desc=desc, disable=not progress, leave=False) as bar:
+      while done < num_steps:
+        length = min(chunk, num_steps - done)
+        states, hist = run_chunk(states, batches, hparams, length)
+        histories.append(hist)
+        done += length
+        bar.update(length)
+    history = jax.tree_util.tree_map(lambda *h: jnp.concatenate(h, axis=1), *histories)
+    return states, history
+
+  return train
