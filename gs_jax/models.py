@@ -82,3 +82,34 @@ class MLP(nn.Module):
 def two_layer_relu(width: int = 500, kernel_init: str = "torch", **kwargs) -> MLP:
   """The 2 → width → 1 ReLU net of DESIGN §3.1 (released code: width 500, PyTorch init)."""
   return MLP(hidden=(width,), num_outputs=1, kernel_init=kernel_init, **kwargs)
+
+
+class NTKTwoLayerReLU(nn.Module):
+  """Two-layer ReLU net in NTK parametrisation (for the finite-width Theorem-2 check).
+
+  ``f(x; θ) = (1/√h) Σ_k a_k · relu(w_k·x/√d + β·b_k)`` with every parameter ``N(0, 1)`` at
+  initialisation (Jacot et al.'s parametrisation): as the width ``h`` grows the empirical NTK
+  converges to a fixed kernel and training stays in the linear regime of eq 3, so the dual
+  predictions of ``gs_jax.dual`` become exact. Use it centred (``gs_jax.ntk.centred``) with
+  the ridge ``λ/2‖θ − θ0‖²`` (``gs_jax.ntk.ridge_from_init``), DESIGN §1.
+
+  Attributes:
+    width: hidden width h.
+    bias_scale: β (0 removes the hidden bias).
+  Returns logits of shape (n,).
+  """
+  width: int = 512
+  bias_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = x.reshape(x.shape[0], -1)
+    d = x.shape[-1]
+    normal = nn.initializers.normal(1.0)
+    w = self.param("w", normal, (d, self.width), x.dtype)
+    a = self.param("a", normal, (self.width,), x.dtype)
+    h = x @ w / jnp.sqrt(d)
+    if self.bias_scale:
+      h = h + self.bias_scale * self.param("b", normal, (self.width,), x.dtype)
+    return nn.relu(h) @ a / jnp.sqrt(self.width)
