@@ -1,0 +1,613 @@
+"""Dual dynamics of gradient starvation: fixed points, closed forms, Lemma 1, Theorem 2.
+
+Notation (DESIGN.md §1). ``YΦ0 = U S V^T`` with ``U`` (n×k) having orthonormal columns
+(k ≤ n) and strengths ``S = (s_1, …, s_k) ≥ 0``; ``λ > 0`` is the ridge coefficient of eq 5 /
+eq 17 (the paper's *sum* loss with ``λ/2``; a training loss ``mean softplus + (wd/2)‖θ‖²``
+over n examples corresponds to ``λ = n·wd``, and ``mean softplus + sd_lambda·mean(ŷ²)`` to
+``λ = 2·sd_lambda``, see :mod:`gs_jax.losses`). Write ``Q = U S² U^T`` (n×n).
+
+The three dynamics, all of the form ``α̇ = η F(α)`` with ``F = ∇ψ`` the gradient of a
+strictly concave function ``ψ``:
+
+* ``"exact"`` (eq 9):   ``F(α) = log((1−α)/α) − Qα/λ``,
+  ``ψ(α) = Σ H(α_i) − α^T Q α/(2λ)`` — the dual problem eq 8, domain ``(0,1)^n``;
+* ``"taylor"`` (eq 10): ``F(α) = −log α − Aα`` with ``A = Q/λ + I``,
+  ``ψ(α) = Σ α_i(1 − log α_i) − α^T A α/2``, domain ``α > 0`` (Theorem 1);
+* ``"sd"`` (eq 18):     ``F(α) = log((1−α)/α) − α/λ`` (no U, no S), domain ``(0,1)^n``.
+
+The responses at a dual point (eq 11) are ``z = S² U^T α/λ`` (``"taylor"``, ``"exact"``) and
+``z = U^T α/λ`` under spectral decoupling.
+
+:func:`fixed_point` maximises ψ by a damped Newton method (Cholesky of the n×n negative
+Hessian, step cut back to stay inside the domain, Armijo back-tracking on ψ) in float64, and
+is differentiable with respect to ``U``, ``S`` and ``λ`` through the implicit-function theorem
+(a ``custom_jvp``: ``α̇ = (−∂F/∂α)^{-1} ∂F/∂θ·θ̇``), never by unrolling the iterations, so
+``jax.grad``/``jax.jacfwd``/``jax.jacrev`` all work. :func:`starvation` uses it to get every
+``dz_j*/d(s_i²)`` (Def. 2) at once.
+
+Precision. Everything here runs in float64. Called with concrete arrays while x64 is off,
+each public function enables it for its own scope (``jax.experimental.enable_x64``) and
+returns NumPy float64 arrays; with x64 on (``jax.config.update("jax_enable_x64", True)``) they
+return jax arrays and can be traced (jit, grad, vmap). Tracing them with x64 off is a
+``ValueError``: float32 is too coarse for these problems.
+
+Usage::
+
+    from gs_jax import dual
+    alpha = dual.fixed_point(U, S, lam)               # eq 10, Theorem 1
+    z = dual.responses_at(U, S, lam, alpha)           # eq 11
+    M = dual.starvation(U, S, lam)                    # M[i, j] = dz_j*/d(s_i²)
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import enable_x64
+
+Dynamics = Literal["taylor", "exact", "sd"]
+DYNAMICS = ("taylor", "exact", "sd")
+
+# Largest allowed entry of |U^T U − I| (U from a float32 eigh of an NTK Gram matrix is
+# orthonormal to ~1e-6; anything much worse is not an orthonormal basis).
+ORTHO_TOL = 1e-5
+
+
+class SolverInfo(NamedTuple):
+  """Diagnostics of :func:`fixed_point`.
+
+  Attributes:
+    num_steps: Newton iterations taken.
+    residual: ``max_i |F_i(α)|`` at the returned point (absolute; F from the module docstring).
+    converged: ``residual <= tol``, or the solver stopped at float64 round-off (a full Newton
+      step no longer lowered the residual) with residual ≤ 1e-9.
+  """
+  num_steps: Any
+  residual: Any
+  converged: Any
+
+
+class Trajectory(NamedTuple):
+  """Output of :func:`integrate`: ``alpha[i]`` and ``z[i]`` at time ``t[i]``."""
+  t: Any
+  alpha: Any
+  z: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# float64 scope and input checks
+
+
+def _x64_enabled() -> bool:
+  return jax.dtypes.canonicalize_dtype(np.float64) == np.dtype(np.float64)
+
+
+def _is_tracer(x) -> bool:
+  return isinstance(x, jax.core.Tracer)
+
+
+def _float64_scope(fn):
+  """Runs ``fn`` with x64 on; see "Precision" in the module docstring."""
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    if _x64_enabled():
+      return fn(*args, **kwargs)
+    if any(_is_tracer(leaf) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
+      raise ValueError(
+          f"gs_jax.dual.{fn.__name__} needs float64 but was traced with x64 disabled; call it "
+          "on concrete arrays, or enable x64 (jax.config.update('jax_enable_x64', True) or "
+          "`with jax.experimental.enable_x64():`) around the traced code")
+    with enable_x64():
+      out = fn(*args, **kwargs)
+      return jax.tree_util.tree_map(
+          lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, out)
+
+  return wrapper
+
+
+def _f64(x) -> jax.Array:
+  return jnp.asarray(x, jnp.float64)
+
+
+def _check_dynamics(dynamics):
+  if dynamics not in DYNAMICS:
+    raise ValueError(f"dynamics must be one of {DYNAMICS}; got {dynamics!r}")
+
+
+def _check_finite(name, x):
+  if not _is_tracer(x) and not np.all(np.isfinite(np.asarray(x))):
+    raise ValueError(f"{name} has non-finite entries (NaN or inf)")
+
+
+def _check_lam(lam) -> jax.Array:
+  if jnp.ndim(lam) != 0:
+    raise ValueError(f"lam must be a scalar; got shape {jnp.shape(lam)}")
+  if not _is_tracer(lam):
+    lam_v = float(np.asarray(lam))
+    if not np.isfinite(lam_v) or lam_v <= 0:
+      raise ValueError(f"lam must be a finite number > 0; got {lam_v}")
+  return _f64(lam)
+
+
+def _check_problem(U, S, lam, orth_tol=ORTHO_TOL):
+  """Validates (U, S, λ) and returns them as float64 arrays. See :func:`fixed_point`."""
+  if jnp.ndim(U) != 2:
+    raise ValueError(f"U must be a 2-D (n, k) array; got shape {jnp.shape(U)}")
+  n, k = jnp.shape(U)
+  if n == 0 or k == 0:
+    raise ValueError(f"U must be non-empty; got shape {(n, k)}")
+  if k > n:
+    raise ValueError(f"U must be (n, k) with k <= n (orthonormal columns); got shape {(n, k)}")
+  if jnp.shape(S) != (k,):
+    raise ValueError(f"S must have shape ({k},) to match U of shape {(n, k)}; got "
+                     f"{jnp.shape(S)}")
+  # Value checks on concrete inputs only (NumPy, before any jax op can turn them into tracers).
+  _check_finite("U", U)
+  _check_finite("S", S)
+  lam = _check_lam(lam)
+  if not _is_tracer(S) and np.any(np.asarray(S) < 0):
+    raise ValueError(f"S (singular values) must be >= 0; got min {float(np.min(S))}")
+  if not _is_tracer(U):
+    u = np.asarray(U, np.float64)
+    err = float(np.max(np.abs(u.T @ u - np.eye(k))))
+    if err > orth_tol:
+      raise ValueError(f"U must have orthonormal columns: max |U^T U - I| = {err:.2e} > "
+                       f"orth_tol = {orth_tol:.1e}")
+  return _f64(U), _f64(S), lam
+
+
+# ---------------------------------------------------------------------------------------------
+# Lambert W (principal branch), eq 12 and eq 13
+
+
+def _lambertw_newton(x):
+  """W_0(x) for real x >= −1/e by Halley's method (float64: 30 iterations are plenty)."""
+  x = jnp.asarray(x)
+  # Starting points: branch-point series near −1/e, log1p for moderate x, asymptotics above.
+  p = jnp.sqrt(jnp.maximum(2.0 * (jnp.e * x + 1.0), 0.0))
+  w_branch = -1.0 + p - p * p / 3.0 + 11.0 / 72.0 * p ** 3
+  lx = jnp.log(jnp.maximum(x, 3.0))
+  llx = jnp.log(lx)
+  w_large = lx - llx + llx / lx
+  w0 = jnp.where(x < -0.25, w_branch, jnp.where(x < 3.0, jnp.log1p(jnp.maximum(x, -0.25)),
+                                                w_large))
+
+  def halley(_, w):
+    ew = jnp.exp(w)
+    f = w * ew - x
+    wp1 = w + 1.0
+    denom = ew * wp1 - (w + 2.0) * f / (2.0 * wp1)
+    step = jnp.where((denom != 0) & (jnp.abs(wp1) > 1e-14), f / denom, 0.0)
+    return w - step
+
+  w = jax.lax.fori_loop(0, 30, halley, w0)
+  w = jnp.where(x == -1.0 / jnp.e, -1.0, w)
+  return jnp.where(x < -1.0 / jnp.e - 1e-15, jnp.nan, w)
+
+
+@jax.custom_jvp
+def _lambertw(x):
+  return _lambertw_newton(x)
+
+
+@_lambertw.defjvp
+def _lambertw_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  w = _lambertw(x)
+  # W'(x) = W / (x (1 + W)) = 1 / (e^W (1 + W)), the latter finite at x = 0.
+  return w, dx / (jnp.exp(w) * (1.0 + w))
+
+
+@_float64_scope
+def lambertw(x):
+  """Principal branch ``W_0`` of the Lambert W function (``W e^W = x``) for real ``x ≥ −1/e``.
+
+  jax has no Lambert W; this runs Halley's method from a branch-point / log / asymptotic
+  starting guess, with derivative ``W/(x(1+W))`` supplied analytically. Returns NaN below −1/e
+  (like ``scipy.special.lambertw(x).real`` does not: scipy returns a complex value there).
+  """
+  return _lambertw(_f64(x))
+
+
+def _uncoupled_alpha(s2, lam):
+  # Solves −log a = (s²/λ + 1) a: a = W(c)/c with c = s²/λ + 1 (= λW/(s²+λ), eq 13).
+  c = s2 / lam + 1.0
+  return _lambertw(c) / c
+
+
+@_float64_scope
+def fixed_point_equal_strengths(U, s, lam):
+  """Closed form eq 12: the Taylor fixed point (eq 10) when all strengths equal ``s``.
+
+  With ``S² = s² I`` and square orthogonal ``U``, ``A = (s²/λ + 1) I`` and
+
+    ``α_i* = λ W(s²/λ + 1)/(s² + λ)``,   ``z_j* = s² W(s²/λ + 1)/(s² + λ) · Σ_i u_ij``.
+
+  Args:
+    U: (n, n) orthogonal matrix.
+    s: the common strength (scalar ≥ 0).
+    lam: λ > 0.
+
+  Returns:
+    ``(alpha, z)``, shapes (n,) and (n,).
+  """
+  U = _f64(U)
+  if U.ndim != 2 or U.shape[0] != U.shape[1]:
+    raise ValueError(f"eq 12 needs a square orthogonal U; got shape {U.shape}")
+  if jnp.ndim(s) != 0:
+    raise ValueError(f"s must be a scalar strength; got shape {jnp.shape(s)}")
+  U, _, lam = _check_problem(U, jnp.full(U.shape[1], s), lam)
+  s2 = _f64(s) ** 2
+  w = _lambertw(s2 / lam + 1.0)
+  alpha = jnp.full(U.shape[0], lam * w / (s2 + lam))
+  z = s2 * w / (s2 + lam) * U.sum(axis=0)
+  return alpha, z
+
+
+@_float64_scope
+def fixed_point_uncoupled(S, lam):
+  """Closed form eq 13: the Taylor fixed point (eq 10) for ``U = I`` (uncoupled features).
+
+    ``α_i* = λ W(s_i²/λ + 1)/(s_i² + λ)``,   ``z_i* = s_i² W(s_i²/λ + 1)/(s_i² + λ)``.
+
+  Returns:
+    ``(alpha, z)``, both of shape ``S.shape``.
+  """
+  S = _f64(S)
+  if S.ndim != 1:
+    raise ValueError(f"S must be 1-D; got shape {S.shape}")
+  _check_problem(jnp.eye(S.shape[0]), S, lam)
+  lam = _f64(lam)
+  s2 = S ** 2
+  w = _lambertw(s2 / lam + 1.0)
+  return lam * w / (s2 + lam), s2 * w / (s2 + lam)
+
+
+@_float64_scope
+def coupling_matrix(delta):
+  """Two-feature coupling eq 15: ``U(δ) = [[√(1−δ²), −δ], [δ, √(1−δ²)]]`` for ``|δ| ≤ 1``."""
+  if not _is_tracer(delta):
+    d = float(np.asarray(delta))
+    if not np.isfinite(d) or abs(d) > 1:
+      raise ValueError(f"delta must be a finite number in [-1, 1]; got {d}")
+  delta = _f64(delta)
+  c = jnp.sqrt(1.0 - delta ** 2)
+  return jnp.array([[c, -delta], [delta, c]])
+
+
+@_float64_scope
+def lemma1(U, S, lam):
+  """Lemma 1 (eq 14): the Taylor fixed point for ``U`` close to the identity.
+
+  Linearising ``log α`` around the uncoupled fixed point ``α0*`` of eq 13 (the same strengths
+  with ``U = I``) turns eq 10 into a linear system:
+
+    ``α* ≈ [A + diag(1/α0*)]^{-1} (1 − log α0*)``,   ``A = U S² U^T/λ + I``.
+
+  The error is O(δ²) when ``U − I = O(δ)``. ``U`` must be square.
+  """
+  U, S, lam = _check_problem(U, S, lam)
+  if U.shape[0] != U.shape[1]:
+    raise ValueError(f"Lemma 1 needs a square U (a perturbed identity); got shape {U.shape}")
+  a0 = _uncoupled_alpha(S ** 2, lam)
+  A = (U * S ** 2) @ U.T / lam + jnp.eye(U.shape[0])
+  return jnp.linalg.solve(A + jnp.diag(1.0 / a0), 1.0 - jnp.log(a0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector fields, objectives and responses (internal versions take s2 = S² and are traceable)
+
+
+def _field(alpha, U, s2, lam, dynamics):
+  """F(α) of eq 9 / 10 / 18 (module docstring); ``α̇ = η F(α)``."""
+  if dynamics == "sd":
+    return jnp.log1p(-alpha) - jnp.log(alpha) - alpha / lam
+  qa = U @ (s2 * (U.T @ alpha)) / lam
+  if dynamics == "taylor":
+    return -jnp.log(alpha) - alpha - qa
+  return jnp.log1p(-alpha) - jnp.log(alpha) - qa
+
+
+def _entropy_terms(alpha, dynamics):
+  # Separable part h of ψ (ψ = Σ h(α_i) − quadratic); Taylor folds the +I of A into h.
+  if dynamics == "taylor":
+    return alpha * (1.0 - jnp.log(alpha)) - 0.5 * alpha ** 2
+  return -alpha * jnp.log(alpha) - (1.0 - alpha) * jnp.log1p(-alpha)
+
+
+def _curvature(alpha, dynamics):
+  # −h''(α): the diagonal of the negative Hessian of ψ.
+  if dynamics == "taylor":
+    return 1.0 / alpha + 1.0
+  return 1.0 / (alpha * (1.0 - alpha))
+
+
+def _responses(U, s2, lam, alpha, dynamics):
+  if dynamics == "sd":
+    return U.T @ alpha / lam
+  return s2 * (U.T @ alpha) / lam
+
+
+# ---------------------------------------------------------------------------------------------
+# Newton solver
+
+
+def _newton(U, s2, lam, dynamics, tol, max_iter):
+  """Damped Newton ascent on ψ; returns (alpha, num_steps, residual, converged)."""
+  n = U.shape[0]
+  if dynamics == "sd":
+    M = None  # quadratic part is α^T α/(2λ): diagonal
+  else:
+    M = (U * s2) @ U.T / lam
+  eps = jnp.finfo(jnp.float64).eps
+
+  def matvec(v):
+    return v / lam if M is None else M @ v
+
+  def psi_parts(alpha):
+    return _entropy_terms(alpha, dynamics), 0.5 * alpha @ matvec(alpha)
+
+  def field(alpha):
+    if dynamics == "sd":
+      return jnp.log1p(-alpha) - jnp.log(alpha) - alpha / lam
+    h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
+    return h - M @ alpha
+
+  def path(alpha, d, t):
+    # Newton step taken in log α (eq 10) or logit α (eq 9, 18) coordinates: α(t) stays in the
+    # domain, dα/dt(0) = d, and the second-order difference from α + t d keeps convergence
+    # quadratic.
+    if dynamics == "taylor":
+      return alpha * jnp.exp(jnp.minimum(t * d / alpha, 50.0))
+    u = jnp.log(alpha) - jnp.log1p(-alpha)
+    return jax.nn.sigmoid(u + t * d / (alpha * (1.0 - alpha)))
+
+  def direction(alpha, g):
+    d = _curvature(alpha, dynamics)
+    if M is None:
+      return g / (d + 1.0 / lam)
+    factor = jax.scipy.linalg.cho_factor(M + jnp.diag(d), lower=True)
+    return jax.scipy.linalg.cho_solve(factor, g)
+
+  # Start from the uncoupled solution with the diagonal of Q (exact for diagonal Q).
+  if M is None:
+    alpha0 = jnp.full(n, 0.5 * lam / (1.0 + lam))
+  else:
+    alpha0 = _uncoupled_alpha(jnp.diag(M) * lam, lam)
+  alpha0 = jnp.clip(alpha0, 1e-300, 0.5)
+  g0 = field(alpha0)
+  res0 = jnp.max(jnp.abs(g0))
+
+  def cond(state):
+    _, _, res, it, stalled = state
+    return (res > tol) & (it < max_iter) & ~stalled
+
+  def body(state):
+    alpha, g, res, it, _ = state
+    d = direction(alpha, g)
+    slope = g @ d  # > 0: Newton decrement squared
+    t0 = 1.0
+    h_old, q_old = psi_parts(alpha)
+    scale = jnp.sum(jnp.abs(h_old)) + jnp.abs(q_old)
+
+    def accepted(t):
+      # ψ(α + t d) − ψ(α), the quadratic part expanded to avoid cancellation; round-off slack.
+      a = path(alpha, d, t)
+      gain = jnp.sum(_entropy_terms(a, dynamics) - h_old) - 0.5 * (a @ matvec(a)) + q_old
+      return (gain >= 1e-4 * t * slope - 64 * eps * scale) & jnp.all(jnp.isfinite(a))
+
+    t = jax.lax.while_loop(lambda t: ~accepted(t) & (t > 1e-12), lambda t: 0.5 * t, t0)
+    alpha_new = path(alpha, d, t)
+    g_new = field(alpha_new)
+    res_new = jnp.max(jnp.abs(g_new))
+    # Round-off floor: a full step that does not lower the residual ends the iteration.
+    stalled = (res_new >= res) & (t == 1.0)
+    keep = stalled | ~jnp.isfinite(res_new)
+    alpha_new = jnp.where(keep, alpha, alpha_new)
+    g_new = jnp.where(keep, g, g_new)
+    res_new = jnp.where(keep, res, res_new)
+    return alpha_new, g_new, res_new, it + 1, stalled | ~jnp.isfinite(res_new)
+
+  alpha, _, res, it, stalled = jax.lax.while_loop(
+      cond, body, (alpha0, g0, res0, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+  converged = (res <= tol) | (stalled & (res <= 1e-9))
+  return alpha, it, res, converged
+
+
+@functools.partial(jax.jit, static_argnames=("dynamics", "max_iter"))
+def _solve(U, s2, lam, tol, dynamics, max_iter):
+  alpha, it, res, conv = _newton(U, s2, lam, dynamics, tol, max_iter)
+  return alpha, it, res, conv
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _implicit(dynamics, alpha, U, s2, lam):
+  """Returns ``alpha`` (a root of F); its JVP is that of the implicit function α*(U, s², λ)."""
+  del U, s2, lam
+  return alpha
+
+
+@_implicit.defjvp
+def _implicit_jvp(dynamics, primals, tangents):
+  alpha, U, s2, lam = primals
+  _, dU, ds2, dlam = tangents
+  # F(α*(θ), θ) = 0  ⇒  (−∂F/∂α) α̇ = ∂F/∂θ·θ̇, with −∂F/∂α = diag(c) + Q/λ SPD.
+  _, rhs = jax.jvp(lambda U_, s2_, lam_: _field(alpha, U_, s2_, lam_, dynamics),
+                   (U, s2, lam), (dU, ds2, dlam))
+  c = _curvature(alpha, dynamics)
+  if dynamics == "sd":
+    dalpha = rhs / (c + 1.0 / lam)
+  else:
+    H = (U * s2) @ U.T / lam + jnp.diag(c)
+    dalpha = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(H, lower=True), rhs)
+  return alpha, dalpha
+
+
+def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-13, max_iter=100):
+  alpha, it, res, conv = _solve(jax.lax.stop_gradient(U), jax.lax.stop_gradient(s2),
+                                jax.lax.stop_gradient(lam), tol, dynamics, max_iter)
+  return _implicit(dynamics, alpha, U, s2, lam), SolverInfo(it, res, conv)
+
+
+@_float64_scope
+def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-13,
+                max_iter: int = 100, orth_tol: float = ORTHO_TOL, return_info: bool = False):
+  """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
+
+  Maximises the strictly concave ψ whose gradient is the vector field F (module docstring) by
+  Newton's method in float64: each step solves ``(diag(−h''(α)) + Q/λ) d = F(α)`` by
+  Cholesky, is cut to 99% of the distance to the boundary of the domain (so α stays in
+  ``(0,1)^n``, or ``α > 0`` for eq 10) and halved until ψ rises (Armijo). It starts from the
+  uncoupled solution eq 13 with strengths ``diag(Q)`` and stops when ``max|F| ≤ tol`` or when a
+  full step no longer lowers the residual (float64 round-off). Convergence is quadratic near
+  the optimum: typically < 10 iterations.
+
+  Differentiable w.r.t. ``U``, ``S`` and ``lam`` by the implicit-function theorem (see module
+  docstring); not w.r.t. ``tol``.
+
+  Args:
+    U: (n, k) with orthonormal columns, k ≤ n: max |U^T U − I| must be ≤ ``orth_tol``.
+    S: (k,) strengths (singular values of YΦ0), ≥ 0.
+    lam: λ > 0 (sum-loss convention, eq 5 / eq 17).
+    dynamics: ``"taylor"`` (eq 10, Theorem 1), ``"exact"`` (eq 9, = the dual optimum of eq 8)
+      or ``"sd"`` (eq 18, spectral decoupling; depends on λ only).
+    tol: target for ``max_i |F_i(α)|``.
+    max_iter: Newton iteration cap.
+    orth_tol: tolerance of the orthonormality check.
+    return_info: also return a :class:`SolverInfo`.
+
+  Returns:
+    ``alpha`` of shape (n,), or ``(alpha, info)``.
+
+  Raises:
+    ValueError: λ ≤ 0 or not finite; non-finite entries in U or S; U not (n, k) with k ≤ n or
+      without orthonormal columns; S of the wrong shape or negative; unknown dynamics.
+  """
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam, orth_tol)
+  alpha, info = _fixed_point_s2(U, S ** 2, lam, dynamics, tol, max_iter)
+  return (alpha, info) if return_info else alpha
+
+
+@_float64_scope
+def responses_at(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
+  """Responses at a dual point (eq 11): ``z = S² U^T α/λ``; under SD ``z = U^T α/λ``.
+
+  At the fixed point these are the network's responses ``z* = U^T Y ŷ*`` to the k features.
+  """
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam)
+  alpha = _f64(alpha)
+  if alpha.shape != (U.shape[0],):
+    raise ValueError(f"alpha must have shape ({U.shape[0]},); got {alpha.shape}")
+  _check_finite("alpha", alpha)
+  return _responses(U, S ** 2, lam, alpha, dynamics)
+
+
+@_float64_scope
+def vector_field(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
+  """The right-hand side ``F(α)`` of eq 9 / 10 / 18 with η = 1 (module docstring)."""
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam)
+  return _field(_f64(alpha), U, S ** 2, lam, dynamics)
+
+
+@_float64_scope
+def dual_objective(U, S, lam, alpha, dynamics: Dynamics = "exact"):
+  """ψ(α): eq 8 (``"exact"``), its Taylor surrogate (eq 10) or the SD dual (eq 18)."""
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam)
+  alpha = _f64(alpha)
+  h = jnp.sum(_entropy_terms(alpha, dynamics))
+  if dynamics == "sd":
+    return h - alpha @ alpha / (2 * lam)
+  return h - jnp.sum(S ** 2 * (U.T @ alpha) ** 2) / (2 * lam)
+
+
+@_float64_scope
+def starvation(U, S, lam, *, dynamics: Dynamics = "taylor", orth_tol: float = ORTHO_TOL):
+  """Gradient-starvation matrix (Def. 2): ``M[i, j] = dz_j*/d(s_i²)``.
+
+  By forward-mode autodiff through :func:`fixed_point` (implicit function theorem), one
+  k×k Jacobian of ``z*(s²)`` (eq 11). Feature i starves feature j when ``M[i, j] < 0``;
+  Theorem 2 says ``M[0, 1] < 0`` for U(δ) of eq 15 with ``s1² > s2²``. Under SD
+  (``dynamics="sd"``) ``z* = U^T α*/λ`` does not depend on S at all, so M = 0.
+  """
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam, orth_tol)
+
+  def z_of(s2):
+    alpha, _ = _fixed_point_s2(U, s2, lam, dynamics)
+    return _responses(U, s2, lam, alpha, dynamics)
+
+  return jax.jacfwd(z_of)(S ** 2).T
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectories
+
+
+@_float64_scope
+def integrate(U, S, lam, alpha0, t, dynamics: Dynamics = "taylor", eta: float = 1.0, *,
+              rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = 100_000):
+  """Trajectories of the dual dynamics ``α̇ = η F(α)`` (eq 9 / 10 / 18) and of ``z`` (eq 11).
+
+  The ODE is stiff (curvatures up to ``s²/λ``), so it is solved with diffrax's implicit
+  Kvaerno5 and a PID step-size controller, in ``log α`` (eq 10) or ``logit α`` (eq 9, 18)
+  coordinates so that α cannot leave its domain. The trajectory is the same.
+
+  Args:
+    U, S, lam: as in :func:`fixed_point`.
+    alpha0: initial α, shape (n,) or a scalar broadcast to (n,); in (0, 1) (eq 9, 18) or > 0.
+    t: increasing save times, shape (T,); integration starts at ``t[0]``.
+    dynamics: ``"taylor"``, ``"exact"`` or ``"sd"``.
+    eta: learning rate η > 0 of the dual flow.
+    rtol, atol: step-size controller tolerances; max_steps: solver step cap.
+
+  Returns:
+    :class:`Trajectory` with ``t`` (T,), ``alpha`` (T, n), ``z`` (T, k).
+  """
+  import diffrax  # pylint: disable=g-import-not-at-top
+
+  _check_dynamics(dynamics)
+  U, S, lam = _check_problem(U, S, lam)
+  n = U.shape[0]
+  alpha0 = jnp.broadcast_to(_f64(alpha0), (n,))
+  t = _f64(t)
+  if t.ndim != 1 or t.shape[0] < 1:
+    raise ValueError(f"t must be a 1-D array of save times; got shape {t.shape}")
+  _check_finite("alpha0", alpha0)
+  _check_finite("t", t)
+  if not _is_tracer(t) and np.any(np.diff(np.asarray(t)) <= 0):
+    raise ValueError("t must be strictly increasing")
+  if not _is_tracer(alpha0):
+    a = np.asarray(alpha0)
+    if np.any(a <= 0) or (dynamics != "taylor" and np.any(a >= 1)):
+      raise ValueError(f"alpha0 must lie in the domain of the {dynamics!r} dynamics "
+                       f"({'alpha > 0' if dynamics == 'taylor' else '0 < alpha < 1'})")
+  if not _is_tracer(eta) and not float(eta) > 0:
+    raise ValueError(f"eta must be > 0; got {eta}")
+  s2 = S ** 2
+
+  if dynamics == "taylor":
+    to_alpha, from_alpha = jnp.exp, jnp.log
+    dalpha_du = lambda a: a
+  else:
+    to_alpha, from_alpha = jax.nn.sigmoid, lambda a: jnp.log(a) - jnp.log1p(-a)
+    dalpha_du = lambda a: a * (1.0 - a)
+
+  def rhs(_, u, args):
+    a = to_alpha(u)
+    return eta * _field(a, U, s2, lam, dynamics) / dalpha_du(a)
+
+  sol = diffrax.diffeqsolve(
+      diffrax.ODETerm(rhs), diffrax.Kvaerno5(), t0=t[0], t1=t[-1], dt0=None,
+      y0=from_alpha(alpha0), saveat=diffrax.SaveAt(ts=t),
+      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
+  alpha = to_alpha(sol.ys)
+  z = jax.vmap(lambda a: _responses(U, s2, lam, a, dynamics))(alpha)
+  return Trajectory(t=t, alpha=alpha, z=z)
