@@ -48,7 +48,7 @@ def test_feature_scaled_net_scales_only_s1():
 
 def test_finite_network_error_falls_with_width_and_starvation_sign():
   res = theorem2.network_check(widths=(32, 1024), kappas=(1.0, 1.5), seeds=(0,),
-                               num_steps=8000, progress=False)
+                               num_steps=5000, progress=False)
   s = res["summary"]
   assert s[1]["rel_error_mean"] < 0.5 * s[0]["rel_error_mean"], s
   assert s[1]["rel_error_mean"] < 0.02, s
