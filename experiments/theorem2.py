@@ -400,7 +400,7 @@ def plot_network(res, path_base):
   widths = np.array([s["width"] for s in summ])
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
   ax = axes[0]
-  ax.loglog(widths, [s["rel_error_mean"] for s in summ], "o-", label="mean over seeds, c")
+  ax.loglog(widths, [s["rel_error_mean"] for s in summ], "o-", label="mean over seeds and sweep")
   ax.loglog(widths, [s["rel_error_max"] for s in summ], "s--", label="max")
   ref = summ[0]["rel_error_mean"] * np.sqrt(widths[0] / widths)
   ax.loglog(widths, ref, ":", color="gray", label="∝ 1/√width")

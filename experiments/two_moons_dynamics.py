@@ -251,6 +251,8 @@ def summarize(result):
                  "z2_final_mean": float(z[:, -1, 1].mean()),
                  "z2_final_std": float(z[:, -1, 1].std()),
                  "z2_max_mean_path": float(z[:, :, 1].mean(0).max()),
+                 # Direction in the (z1, z2) plane: share of the vertical feature.
+                 "z2_over_z1_final": float(z[:, -1, 1].mean() / z[:, -1, 0].mean()),
                  "train_accuracy_mean": float(np.mean(s["train_accuracy"])),
                  "z_at_init_max_abs": s["z0_max_abs"], "seconds": s["seconds"],
                  "captured_z1_z2": s["captured"], "mixing_z1_z2": s["mixing"],
@@ -292,10 +294,12 @@ def main(argv=None):
                                               "z_mean": s["z"].mean(0)[::k].tolist()}
                                  for s in result["settings"]}},
                os.path.join(args.out_dir, "results.json"))
-  print(f"{'setting':<12} {'z1 final':>16} {'z2 final':>16} {'max z2':>8} {'train acc':>9}")
+  print(f"{'setting':<12} {'z1 final':>16} {'z2 final':>16} {'max z2':>8} {'z2/z1':>7} "
+        f"{'train acc':>9}")
   for r in rows:
     print(f"{r['label']:<12} {r['z1_final_mean']:8.3f} ± {r['z1_final_std']:5.3f} "
           f"{r['z2_final_mean']:8.3f} ± {r['z2_final_std']:5.3f} {r['z2_max_mean_path']:8.3f} "
+          f"{r['z2_over_z1_final']:7.3f} "
           f"{r['train_accuracy_mean']:9.3f}")
   print(f"wrote {base}.png/.pdf and results.json")
   return result
