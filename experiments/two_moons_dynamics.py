@@ -108,9 +108,9 @@ def feature_dynamics(seeds=tuple(range(10)), num_epochs=10_000, *, width=500,
 
   Returns:
     dict: ``settings`` (list of per-setting dicts with ``label``, ``delta``, ``sd_lambda``,
-    ``z`` of shape (S, num_epochs + 1, 2) = responses (z1, z2) at θ_0 … θ_T, the chosen
-    the mixing weights, ``captured`` and ``corr`` per seed, final train accuracy) plus the grid feature functions of
-    the first seed for each Δ.
+    ``z`` of shape (S, num_epochs + 1, 2) = responses (z1, z2) at θ_0 … θ_T, the mixing
+    weights, ``captured`` and ``corr`` per seed, final train accuracy) plus the grid feature
+    functions of the first seed for each Δ.
   """
   import jax
   import jax.numpy as jnp
@@ -217,7 +217,8 @@ def plot(result, path_base):
     done.add(s["delta"])
     c = np.array(s["corr"])                     # (S, 2 features, 2 coords)
     cap = np.array(s["captured"]).mean(0)
-    lines.append(f"Δ={s['delta']:+.1f}: z1 corr ({c[:, 0, 0].mean():+.2f}, {c[:, 0, 1].mean():+.2f}),"
+    lines.append(f"Δ={s['delta']:+.1f}: z1 corr ({c[:, 0, 0].mean():+.2f}, "
+                 f"{c[:, 0, 1].mean():+.2f}),"
                  f" z2 corr ({c[:, 1, 0].mean():+.2f}, {c[:, 1, 1].mean():+.2f}); captured x1 "
                  f"{cap[0]:.2f}, x2 {cap[1]:.2f}")
   for k, (delta, g) in enumerate(sorted(result["grid_features"].items())[-1:]):

@@ -72,7 +72,8 @@ def _pad_rows(x, size):
 
 
 def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
-                  implementation: str = "jacobian_contraction", block_size: int = 256) -> np.ndarray:
+                  implementation: str = "jacobian_contraction",
+                  block_size: int = 256) -> np.ndarray:
   """Empirical NTK Gram matrix ``K_ij = ⟨∂ŷ(x1_i)/∂θ, ∂ŷ(x2_j)/∂θ⟩`` (so ``K = Φ0 Φ0^T``).
 
   Computed with ``neural_tangents.empirical_ntk_fn`` in blocks of ``block_size`` rows and
