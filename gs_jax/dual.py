@@ -61,12 +61,17 @@ class SolverInfo(NamedTuple):
 
   Attributes:
     num_steps: Newton iterations taken.
-    residual: ``max_i |F_i(α)|`` at the returned point (absolute; F from the module docstring).
-    converged: ``residual <= tol``, or the solver stopped at float64 round-off (a full Newton
-      step no longer lowered the residual) with residual ≤ 1e-9.
+    residual: ``max_i |F_i(α)| / (1 + |h'(α_i)| + Σ_j |Q_ij| α_j/λ)`` at the returned point,
+      with ``F = h'(α) − Qα/λ`` (module docstring; under SD the last term is ``α_i/λ``): the
+      error of each equation relative to the size of its terms, so its float64 round-off
+      floor is ~1e-16·√n whatever the scale of ``Q/λ``.
+    abs_residual: ``max_i |F_i(α)|``.
+    converged: ``residual <= tol``, or the solver stopped at float64 round-off (residual ≤ 1e-9
+      and a Newton step no longer lowered it).
   """
   num_steps: Any
   residual: Any
+  abs_residual: Any
   converged: Any
 
 
@@ -337,7 +342,7 @@ def _responses(U, s2, lam, alpha, dynamics):
 
 
 def _newton(U, s2, lam, dynamics, tol, max_iter):
-  """Damped Newton ascent on ψ; returns (alpha, num_steps, residual, converged)."""
+  """Damped Newton ascent on ψ; returns (alpha, SolverInfo)."""
   n = U.shape[0]
   if dynamics == "sd":
     M = None  # quadratic part is α^T α/(2λ): diagonal
@@ -356,6 +361,12 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
       return jnp.log1p(-alpha) - jnp.log(alpha) - alpha / lam
     h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
     return h - M @ alpha
+
+  def residual(alpha, g):
+    # |F_i| relative to the size of the terms summed in F_i (SolverInfo.residual).
+    h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
+    q = alpha / lam if M is None else jnp.abs(M) @ alpha
+    return jnp.max(jnp.abs(g) / (1.0 + jnp.abs(h) + q))
 
   def path(alpha, d, t):
     # Newton step taken in log α (eq 10) or logit α (eq 9, 18) coordinates: α(t) stays in the
@@ -380,7 +391,7 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     alpha0 = _uncoupled_alpha(jnp.diag(M) * lam, lam)
   alpha0 = jnp.clip(alpha0, 1e-300, 0.5)
   g0 = field(alpha0)
-  res0 = jnp.max(jnp.abs(g0))
+  res0 = residual(alpha0, g0)
 
   def cond(state):
     _, _, res, it, stalled = state
@@ -403,25 +414,25 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     t = jax.lax.while_loop(lambda t: ~accepted(t) & (t > 1e-12), lambda t: 0.5 * t, t0)
     alpha_new = path(alpha, d, t)
     g_new = field(alpha_new)
-    res_new = jnp.max(jnp.abs(g_new))
-    # Round-off floor: a full step that does not lower the residual ends the iteration.
-    stalled = (res_new >= res) & (t == 1.0)
+    res_new = residual(alpha_new, g_new)
+    # Round-off floor: near the optimum (res ≤ 1e-9, quadratic phase), a step that no longer
+    # lowers the residual ends the iteration. Far from it, ψ may rise while |F| does not.
+    stalled = (res_new >= res) & (res <= 1e-9)
     keep = stalled | ~jnp.isfinite(res_new)
     alpha_new = jnp.where(keep, alpha, alpha_new)
     g_new = jnp.where(keep, g, g_new)
     res_new = jnp.where(keep, res, res_new)
     return alpha_new, g_new, res_new, it + 1, stalled | ~jnp.isfinite(res_new)
 
-  alpha, _, res, it, stalled = jax.lax.while_loop(
+  alpha, g, res, it, stalled = jax.lax.while_loop(
       cond, body, (alpha0, g0, res0, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
-  converged = (res <= tol) | (stalled & (res <= 1e-9))
-  return alpha, it, res, converged
+  converged = (res <= tol) | stalled
+  return alpha, SolverInfo(it, res, jnp.max(jnp.abs(g)), converged)
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics", "max_iter"))
 def _solve(U, s2, lam, tol, dynamics, max_iter):
-  alpha, it, res, conv = _newton(U, s2, lam, dynamics, tol, max_iter)
-  return alpha, it, res, conv
+  return _newton(U, s2, lam, dynamics, tol, max_iter)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -447,14 +458,14 @@ def _implicit_jvp(dynamics, primals, tangents):
   return alpha, dalpha
 
 
-def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-13, max_iter=100):
-  alpha, it, res, conv = _solve(jax.lax.stop_gradient(U), jax.lax.stop_gradient(s2),
-                                jax.lax.stop_gradient(lam), tol, dynamics, max_iter)
-  return _implicit(dynamics, alpha, U, s2, lam), SolverInfo(it, res, conv)
+def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-14, max_iter=100):
+  alpha, info = _solve(jax.lax.stop_gradient(U), jax.lax.stop_gradient(s2),
+                       jax.lax.stop_gradient(lam), tol, dynamics, max_iter)
+  return _implicit(dynamics, alpha, U, s2, lam), info
 
 
 @_float64_scope
-def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-13,
+def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
                 max_iter: int = 100, orth_tol: float = ORTHO_TOL, return_info: bool = False):
   """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
 
@@ -462,8 +473,8 @@ def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-13,
   Newton's method in float64: each step solves ``(diag(−h''(α)) + Q/λ) d = F(α)`` by
   Cholesky, is cut to 99% of the distance to the boundary of the domain (so α stays in
   ``(0,1)^n``, or ``α > 0`` for eq 10) and halved until ψ rises (Armijo). It starts from the
-  uncoupled solution eq 13 with strengths ``diag(Q)`` and stops when ``max|F| ≤ tol`` or when a
-  full step no longer lowers the residual (float64 round-off). Convergence is quadratic near
+  uncoupled solution eq 13 with strengths ``diag(Q)`` and stops when the relative residual
+  (:class:`SolverInfo`) is ≤ ``tol`` or has reached float64 round-off. Convergence is quadratic near
   the optimum: typically < 10 iterations.
 
   Differentiable w.r.t. ``U``, ``S`` and ``lam`` by the implicit-function theorem (see module
@@ -475,7 +486,7 @@ def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-13,
     lam: λ > 0 (sum-loss convention, eq 5 / eq 17).
     dynamics: ``"taylor"`` (eq 10, Theorem 1), ``"exact"`` (eq 9, = the dual optimum of eq 8)
       or ``"sd"`` (eq 18, spectral decoupling; depends on λ only).
-    tol: target for ``max_i |F_i(α)|``.
+    tol: target for the relative residual ``SolverInfo.residual``.
     max_iter: Newton iteration cap.
     orth_tol: tolerance of the orthonormality check.
     return_info: also return a :class:`SolverInfo`.
