@@ -136,7 +136,7 @@ def _plot(paths, results, args):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), gridspec_kw=dict(width_ratios=[1, 1, 0.7]))
   cmap = plt.get_cmap("viridis")
   for i, (s1, out) in enumerate(paths.items()):
     c = cmap(i / max(1, len(paths) - 1))
@@ -150,18 +150,35 @@ def _plot(paths, results, args):
     axes[1].plot(zs[:, 0], zs[:, 1], "--", color=c, lw=2, label=f"$s_1$={s1:g}")
     axes[1].plot(*np.abs(results["runs"][i]["fixed_point_z"]["sd"]), "o", ms=9, mfc="none",
                  mec="k")
-  axes[0].set_title("weight decay: primal GD (solid) vs dual GA (dotted)\n"
-                    "○ = dual.fixed_point(exact)")
-  axes[1].set_title("spectral decoupling: primal GD (dashed); weight decay faint\n"
-                    "○ = dual.fixed_point(sd)")
-  for ax in axes:
+  axes[0].set_title("weight decay (log axes): primal GD from θ=0 (solid),\n"
+                    "dual GA from α=1/2 (dotted); ○ = dual.fixed_point(exact)", fontsize=10)
+  axes[1].set_title("spectral decoupling: primal GD from θ=0 (dashed),\n"
+                    "weight-decay primal faint; ○ = dual.fixed_point(sd)", fontsize=10)
+  s1s = [r["s1"] for r in results["runs"]]
+  ax = axes[2]
+  ax.plot(s1s, [abs(r["fixed_point_z"]["exact"][1]) for r in results["runs"]], "k-o", mfc="none",
+          label="weight decay: fixed point (exact)")
+  ax.plot(s1s, [abs(r["primal"]["z_end"][1]) for r in results["runs"]], "C0x", ms=9,
+          label="weight decay: primal end")
+  ax.plot(s1s, [abs(r["dual"]["z_end"][1]) for r in results["runs"]], "C1+", ms=12,
+          label="weight decay: dual end")
+  ax.plot(s1s, [abs(r["fixed_point_z"]["sd"][1]) for r in results["runs"]], "k--s", mfc="none",
+          label="SD: fixed point")
+  ax.plot(s1s, [abs(r["primal_sd"]["z_end"][1]) for r in results["runs"]], "C2x", ms=9,
+          label="SD: primal end")
+  ax.set_xlabel("$s_1$ (strength of feature 1)")
+  ax.set_ylabel("final $|z_2|$")
+  ax.set_title("feature 1 starves feature 2;\nSD removes the dependence", fontsize=10)
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  for ax in axes[:2]:
     ax.set_xlabel("$|z_1|$ (response to feature 1)")
     ax.set_ylabel("$|z_2|$ (response to feature 2)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-  zmax = max(np.abs(r["fixed_point_z"]["exact"]).max() for r in results["runs"])
-  axes[0].set_xlim(0, 1.15 * zmax)
-  axes[0].set_ylim(0, 1.15 * zmax)
+  # Log axes: the primal starts at z = 0, the dual at α = 1/2 where z = S²U^Tα/λ is large.
+  axes[0].set_xscale("log")
+  axes[0].set_yscale("log")
   fig.suptitle(f"Figure 5: U(δ={args.delta}), S=diag($s_1$, {args.s2:g}), λ={args.lam}, "
                "y=(+1,+1)")
   fig.tight_layout()

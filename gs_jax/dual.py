@@ -60,7 +60,8 @@ class SolverInfo(NamedTuple):
   """Diagnostics of :func:`fixed_point`.
 
   Attributes:
-    num_steps: Newton iterations taken.
+    num_steps: iterations taken (Newton steps plus chord steps).
+    num_factorizations: Cholesky factorizations of the n×n Hessian (= Newton steps).
     residual: ``max_i |F_i(α)| / (1 + |h'(α_i)| + Σ_j |Q_ij| α_j/λ)`` at the returned point,
       with ``F = h'(α) − Qα/λ`` (module docstring; under SD the last term is ``α_i/λ``): the
       error of each equation relative to the size of its terms, so its float64 round-off
@@ -70,6 +71,7 @@ class SolverInfo(NamedTuple):
       and a Newton step no longer lowered it).
   """
   num_steps: Any
+  num_factorizations: Any
   residual: Any
   abs_residual: Any
   converged: Any
@@ -156,7 +158,7 @@ def _check_problem(U, S, lam, orth_tol=ORTHO_TOL):
   lam = _check_lam(lam)
   if not _is_tracer(S) and np.any(np.asarray(S) < 0):
     raise ValueError(f"S (singular values) must be >= 0; got min {float(np.min(S))}")
-  if not _is_tracer(U):
+  if orth_tol is not None and not _is_tracer(U):
     u = np.asarray(U, np.float64)
     err = float(np.max(np.abs(u.T @ u - np.eye(k))))
     if err > orth_tol:
@@ -377,12 +379,16 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     u = jnp.log(alpha) - jnp.log1p(-alpha)
     return jax.nn.sigmoid(u + t * d / (alpha * (1.0 - alpha)))
 
-  def direction(alpha, g):
-    d = _curvature(alpha, dynamics)
+  def factorize(alpha):
+    c = _curvature(alpha, dynamics)
     if M is None:
-      return g / (d + 1.0 / lam)
-    factor = jax.scipy.linalg.cho_factor(M + jnp.diag(d), lower=True)
-    return jax.scipy.linalg.cho_solve(factor, g)
+      return c + 1.0 / lam
+    return jnp.linalg.cholesky(M + jnp.diag(c))
+
+  def solve(factor, g):
+    if M is None:
+      return g / factor
+    return jax.scipy.linalg.cho_solve((factor, True), g)
 
   # Start from the uncoupled solution with the diagonal of Q (exact for diagonal Q).
   if M is None:
@@ -394,40 +400,48 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
   res0 = residual(alpha0, g0)
 
   def cond(state):
-    _, _, res, it, stalled = state
+    res, it, stalled = state[2], state[3], state[4]
     return (res > tol) & (it < max_iter) & ~stalled
 
   def body(state):
-    alpha, g, res, it, _ = state
-    d = direction(alpha, g)
-    slope = g @ d  # > 0: Newton decrement squared
-    t0 = 1.0
+    alpha, g, res, it, _, factor, num_fact, last_ratio = state
+    # Newton step, or a chord step reusing the last Cholesky factor once the residual is small
+    # and the previous chord step cut it at least 10× (saves O(n³) work near the optimum).
+    refresh = (it == 0) | (res > 1e-4) | (last_ratio > 0.1)
+    factor = jax.lax.cond(refresh, factorize, lambda _: factor, alpha)
+    d = solve(factor, g)
+    slope = g @ d  # > 0: (approximate) Newton decrement squared
     h_old, q_old = psi_parts(alpha)
     scale = jnp.sum(jnp.abs(h_old)) + jnp.abs(q_old)
 
     def accepted(t):
-      # ψ(α + t d) − ψ(α), the quadratic part expanded to avoid cancellation; round-off slack.
+      # ψ(α(t)) − ψ(α) ≥ Armijo bound, with a round-off slack.
       a = path(alpha, d, t)
       gain = jnp.sum(_entropy_terms(a, dynamics) - h_old) - 0.5 * (a @ matvec(a)) + q_old
       return (gain >= 1e-4 * t * slope - 64 * eps * scale) & jnp.all(jnp.isfinite(a))
 
-    t = jax.lax.while_loop(lambda t: ~accepted(t) & (t > 1e-12), lambda t: 0.5 * t, t0)
+    t = jax.lax.while_loop(lambda t: ~accepted(t) & (t > 1e-12), lambda t: 0.5 * t, 1.0)
     alpha_new = path(alpha, d, t)
     g_new = field(alpha_new)
     res_new = residual(alpha_new, g_new)
-    # Round-off floor: near the optimum (res ≤ 1e-9, quadratic phase), a step that no longer
-    # lowers the residual ends the iteration. Far from it, ψ may rise while |F| does not.
-    stalled = (res_new >= res) & (res <= 1e-9)
-    keep = stalled | ~jnp.isfinite(res_new)
-    alpha_new = jnp.where(keep, alpha, alpha_new)
-    g_new = jnp.where(keep, g, g_new)
-    res_new = jnp.where(keep, res, res_new)
-    return alpha_new, g_new, res_new, it + 1, stalled | ~jnp.isfinite(res_new)
+    # Round-off floor: near the optimum (res ≤ 1e-9, quadratic phase), a Newton step that no
+    # longer lowers the residual ends the iteration (far from it, ψ may rise while |F| does
+    # not). A chord step that fails to lower it is undone and followed by a Newton step.
+    worse = (res_new >= res) | ~jnp.isfinite(res_new)
+    stalled = worse & refresh & (res <= 1e-9)
+    alpha_new = jnp.where(worse & (stalled | ~refresh), alpha, alpha_new)
+    g_new = jnp.where(worse & (stalled | ~refresh), g, g_new)
+    res_new = jnp.where(worse & (stalled | ~refresh), res, res_new)
+    ratio = jnp.where(worse, 1.0, res_new / res)
+    return (alpha_new, g_new, res_new, it + 1, stalled, factor,
+            num_fact + refresh.astype(jnp.int32), ratio)
 
-  alpha, g, res, it, stalled = jax.lax.while_loop(
-      cond, body, (alpha0, g0, res0, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+  factor0 = jnp.zeros((n,) if M is None else (n, n))
+  init = (alpha0, g0, res0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), factor0,
+          jnp.zeros((), jnp.int32), jnp.ones(()))
+  alpha, g, res, it, stalled, _, num_fact, _ = jax.lax.while_loop(cond, body, init)
   converged = (res <= tol) | stalled
-  return alpha, SolverInfo(it, res, jnp.max(jnp.abs(g)), converged)
+  return alpha, SolverInfo(it, num_fact, res, jnp.max(jnp.abs(g)), converged)
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics", "max_iter"))
@@ -466,7 +480,7 @@ def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-14, max_iter=100):
 
 @_float64_scope
 def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
-                max_iter: int = 100, orth_tol: float = ORTHO_TOL, return_info: bool = False):
+                max_iter: int = 100, orth_tol: float | None = ORTHO_TOL, return_info: bool = False):
   """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
 
   Maximises the strictly concave ψ whose gradient is the vector field F (module docstring) by
@@ -488,7 +502,8 @@ def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
       or ``"sd"`` (eq 18, spectral decoupling; depends on λ only).
     tol: target for the relative residual ``SolverInfo.residual``.
     max_iter: Newton iteration cap.
-    orth_tol: tolerance of the orthonormality check.
+    orth_tol: tolerance of the orthonormality check; ``None`` skips it (it costs one n·k²
+      matrix product, as much as forming Q: worth skipping for large U known to be orthonormal).
     return_info: also return a :class:`SolverInfo`.
 
   Returns:
@@ -540,7 +555,8 @@ def dual_objective(U, S, lam, alpha, dynamics: Dynamics = "exact"):
 
 
 @_float64_scope
-def starvation(U, S, lam, *, dynamics: Dynamics = "taylor", orth_tol: float = ORTHO_TOL):
+def starvation(U, S, lam, *, dynamics: Dynamics = "taylor",
+               orth_tol: float | None = ORTHO_TOL):
   """Gradient-starvation matrix (Def. 2): ``M[i, j] = dz_j*/d(s_i²)``.
 
   By forward-mode autodiff through :func:`fixed_point` (implicit function theorem), one
