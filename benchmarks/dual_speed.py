@@ -26,9 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-jax.config.update("jax_enable_x64", True)  # a script, not the library: global is fine here
-
-from gs_jax import dual  # pylint: disable=g-import-not-at-top
+from gs_jax import dual
 
 
 def _problem(n, lam, seed):
@@ -155,4 +153,5 @@ def main():
 
 
 if __name__ == "__main__":
+  jax.config.update("jax_enable_x64", True)  # a script run: float64 throughout
   main()

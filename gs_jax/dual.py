@@ -566,12 +566,16 @@ def starvation(U, S, lam, *, dynamics: Dynamics = "taylor",
   """
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam, orth_tol)
+  return _starvation_matrix(U, S ** 2, lam, dynamics)
 
-  def z_of(s2):
-    alpha, _ = _fixed_point_s2(U, s2, lam, dynamics)
-    return _responses(U, s2, lam, alpha, dynamics)
 
-  return jax.jacfwd(z_of)(S ** 2).T
+@functools.partial(jax.jit, static_argnames=("dynamics",))
+def _starvation_matrix(U, s2, lam, dynamics):
+  def z_of(s2_):
+    alpha, _ = _fixed_point_s2(U, s2_, lam, dynamics)
+    return _responses(U, s2_, lam, alpha, dynamics)
+
+  return jax.jacfwd(z_of)(s2).T
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,22 +623,35 @@ def integrate(U, S, lam, alpha0, t, dynamics: Dynamics = "taylor", eta: float = 
   if not _is_tracer(eta) and not float(eta) > 0:
     raise ValueError(f"eta must be > 0; got {eta}")
   s2 = S ** 2
-
-  if dynamics == "taylor":
-    to_alpha, from_alpha = jnp.exp, jnp.log
-    dalpha_du = lambda a: a
-  else:
-    to_alpha, from_alpha = jax.nn.sigmoid, lambda a: jnp.log(a) - jnp.log1p(-a)
-    dalpha_du = lambda a: a * (1.0 - a)
-
-  def rhs(_, u, args):
-    a = to_alpha(u)
-    return eta * _field(a, U, s2, lam, dynamics) / dalpha_du(a)
-
+  to_alpha, from_alpha, _ = _COORDINATES[dynamics]
   sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(rhs), diffrax.Kvaerno5(), t0=t[0], t1=t[-1], dt0=None,
-      y0=from_alpha(alpha0), saveat=diffrax.SaveAt(ts=t),
+      diffrax.ODETerm(_ODE_RHS[dynamics]), diffrax.Kvaerno5(), t0=t[0], t1=t[-1], dt0=None,
+      y0=from_alpha(alpha0), args=(U, s2, lam, _f64(eta)), saveat=diffrax.SaveAt(ts=t),
       stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
   alpha = to_alpha(sol.ys)
   z = jax.vmap(lambda a: _responses(U, s2, lam, a, dynamics))(alpha)
   return Trajectory(t=t, alpha=alpha, z=z)
+
+
+# Coordinates u of the ODE: log α (eq 10, α > 0) or logit α (eq 9, 18, α ∈ (0,1)); with
+# α = to_alpha(u), u̇ = α̇ / (dα/du).
+_COORDINATES = {
+    "taylor": (jnp.exp, jnp.log, lambda a: a),
+    "exact": (jax.nn.sigmoid, lambda a: jnp.log(a) - jnp.log1p(-a), lambda a: a * (1.0 - a)),
+}
+_COORDINATES["sd"] = _COORDINATES["exact"]
+
+
+def _make_rhs(dynamics):
+  to_alpha, _, dalpha_du = _COORDINATES[dynamics]
+
+  def rhs(_, u, args):
+    U, s2, lam, eta = args
+    a = to_alpha(u)
+    return eta * _field(a, U, s2, lam, dynamics) / dalpha_du(a)
+
+  return rhs
+
+
+# Module-level functions, so that diffrax's compilation cache is hit by repeated calls.
+_ODE_RHS = {d: _make_rhs(d) for d in DYNAMICS}

@@ -310,10 +310,12 @@ def test_integrate_converges_to_fixed_point(dynamics):
 
 
 def test_integrate_eta_rescales_time():
-  U, S, lam = dual.coupling_matrix(0.3), np.array([3.0, 2.0]), 0.05
-  a1 = dual.integrate(U, S, lam, 0.3, np.array([0.0, 0.2]), eta=1.0).alpha[-1]
-  a2 = dual.integrate(U, S, lam, 0.3, np.array([0.0, 0.1]), eta=2.0).alpha[-1]
-  assert _rel(a1, a2) < 1e-6
+  rng = np.random.default_rng(10)
+  U, S, lam = _orthogonal(rng, 4), rng.uniform(0.5, 2.0, 4), 0.1
+  t = np.linspace(0.0, 0.6, 7)
+  a1 = dual.integrate(U, S, lam, 0.3, t, eta=1.0).alpha
+  a2 = dual.integrate(U, S, lam, 0.3, t / 2, eta=2.0).alpha
+  assert _rel(a2, a1) < 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
