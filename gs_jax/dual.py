@@ -19,7 +19,8 @@ The responses at a dual point (eq 11) are ``z = S² U^T α/λ`` (``"taylor"``, `
 ``z = U^T α/λ`` under spectral decoupling.
 
 :func:`fixed_point` maximises ψ by a damped Newton method (Cholesky of the n×n negative
-Hessian, step cut back to stay inside the domain, Armijo back-tracking on ψ) in float64, and
+Hessian, steps taken in log / logit coordinates to stay inside the domain, Armijo
+back-tracking on ψ) in float64, and
 is differentiable with respect to ``U``, ``S`` and ``λ`` through the implicit-function theorem
 (a ``custom_jvp``: ``α̇ = (−∂F/∂α)^{-1} ∂F/∂θ·θ̇``), never by unrolling the iterations, so
 ``jax.grad``/``jax.jacfwd``/``jax.jacrev`` all work. :func:`starvation` uses it to get every
@@ -480,16 +481,19 @@ def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-14, max_iter=100):
 
 @_float64_scope
 def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
-                max_iter: int = 100, orth_tol: float | None = ORTHO_TOL, return_info: bool = False):
+                max_iter: int = 100, orth_tol: float | None = ORTHO_TOL,
+                return_info: bool = False):
   """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
 
   Maximises the strictly concave ψ whose gradient is the vector field F (module docstring) by
-  Newton's method in float64: each step solves ``(diag(−h''(α)) + Q/λ) d = F(α)`` by
-  Cholesky, is cut to 99% of the distance to the boundary of the domain (so α stays in
-  ``(0,1)^n``, or ``α > 0`` for eq 10) and halved until ψ rises (Armijo). It starts from the
-  uncoupled solution eq 13 with strengths ``diag(Q)`` and stops when the relative residual
-  (:class:`SolverInfo`) is ≤ ``tol`` or has reached float64 round-off. Convergence is quadratic near
-  the optimum: typically < 10 iterations.
+  a damped Newton method in float64. Each step solves ``(diag(−h''(α)) + Q/λ) d = F(α)`` by
+  Cholesky and moves along ``α(t) = α·exp(t d/α)`` (eq 10) or ``sigmoid(logit α + t d/(α(1−α)))``
+  (eq 9, 18) — the Newton step taken in log / logit coordinates, so α never leaves ``α > 0`` /
+  ``(0,1)^n`` — with t halved from 1 until ψ rises enough (Armijo). Once the residual is below
+  1e-4, steps reuse the last Cholesky factor while each cuts the residual ≥ 10× (chord steps;
+  O(n²) instead of O(n³)). It starts from the uncoupled solution eq 13 with strengths
+  ``diag(Q)`` and stops when the relative residual (:class:`SolverInfo`) is ≤ ``tol`` or has
+  reached float64 round-off. Typically 5–6 factorizations and < 12 iterations.
 
   Differentiable w.r.t. ``U``, ``S`` and ``lam`` by the implicit-function theorem (see module
   docstring); not w.r.t. ``tol``.
@@ -501,7 +505,7 @@ def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
     dynamics: ``"taylor"`` (eq 10, Theorem 1), ``"exact"`` (eq 9, = the dual optimum of eq 8)
       or ``"sd"`` (eq 18, spectral decoupling; depends on λ only).
     tol: target for the relative residual ``SolverInfo.residual``.
-    max_iter: Newton iteration cap.
+    max_iter: iteration cap (Newton plus chord steps).
     orth_tol: tolerance of the orthonormality check; ``None`` skips it (it costs one n·k²
       matrix product, as much as forming Q: worth skipping for large U known to be orthonormal).
     return_info: also return a :class:`SolverInfo`.
