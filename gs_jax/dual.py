@@ -348,9 +348,10 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
   """Damped Newton ascent on ψ; returns (alpha, SolverInfo)."""
   n = U.shape[0]
   if dynamics == "sd":
-    M = None  # quadratic part is α^T α/(2λ): diagonal
+    M = abs_M = None  # quadratic part is α^T α/(2λ): diagonal
   else:
     M = (U * s2) @ U.T / lam
+    abs_M = jnp.abs(M)
   eps = jnp.finfo(jnp.float64).eps
 
   def matvec(v):
@@ -368,7 +369,7 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
   def residual(alpha, g):
     # |F_i| relative to the size of the terms summed in F_i (SolverInfo.residual).
     h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
-    q = alpha / lam if M is None else jnp.abs(M) @ alpha
+    q = alpha / lam if M is None else abs_M @ alpha
     return jnp.max(jnp.abs(g) / (1.0 + jnp.abs(h) + q))
 
   def path(alpha, d, t):
