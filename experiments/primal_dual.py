@@ -89,6 +89,15 @@ def _main(argv):
                  help="dual step size (stable below ~2/(s1²/λ + 1/α*))")
   p.add_argument("--every", type=int, default=50, help="save the path every this many steps")
   args = p.parse_args(argv)
+  if args.lam <= 0 or args.s2 <= 0 or min(args.s1) <= 0:
+    raise ValueError(f"--lam, --s1 and --s2 must be > 0; got lam={args.lam}, s1={args.s1}, "
+                     f"s2={args.s2}")
+  if args.primal_lr <= 0 or args.dual_lr <= 0:
+    raise ValueError("--primal_lr and --dual_lr must be > 0")
+  if not 1 <= args.every <= args.steps:
+    raise ValueError(f"need 1 <= --every <= --steps; got every={args.every}, steps={args.steps}")
+  if args.m < 2:
+    raise ValueError(f"--m must be >= 2 (V is m×2 with orthonormal columns); got {args.m}")
   os.makedirs(args.out_dir, exist_ok=True)
 
   y = jnp.ones(2)

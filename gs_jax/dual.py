@@ -47,7 +47,10 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import enable_x64
+try:
+  from jax.experimental import enable_x64
+except ImportError:  # newer jax
+  enable_x64 = jax.enable_x64
 
 Dynamics = Literal["taylor", "exact", "sd"]
 DYNAMICS = ("taylor", "exact", "sd")
@@ -55,6 +58,8 @@ DYNAMICS = ("taylor", "exact", "sd")
 # Largest allowed entry of |U^T U − I| (U from a float32 eigh of an NTK Gram matrix is
 # orthonormal to ~1e-6; anything much worse is not an orthonormal basis).
 ORTHO_TOL = 1e-5
+# Relative residual below which Newton steps may reuse the last Cholesky factor (chord steps).
+_CHORD_BELOW = 1e-4
 
 
 class SolverInfo(NamedTuple):
@@ -409,7 +414,7 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     alpha, g, res, it, _, factor, num_fact, last_ratio = state
     # Newton step, or a chord step reusing the last Cholesky factor once the residual is small
     # and the previous chord step cut it at least 10× (saves O(n³) work near the optimum).
-    refresh = (it == 0) | (res > 1e-4) | (last_ratio > 0.1)
+    refresh = (it == 0) | (res > _CHORD_BELOW) | (last_ratio > 0.1)
     factor = jax.lax.cond(refresh, factorize, lambda _: factor, alpha)
     d = solve(factor, g)
     slope = g @ d  # > 0: (approximate) Newton decrement squared

@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from experiments import primal_dual
 
 
@@ -20,3 +22,10 @@ def test_primal_dual_reduced(tmp_path):
   assert checks["max_primal_dual_rel_gap"] < 1e-6
   for ext in ("png", "pdf"):
     assert os.path.getsize(os.path.join(out, f"fig5_primal_dual.{ext}")) > 1000
+
+
+def test_primal_dual_bad_flags(tmp_path):
+  with pytest.raises(ValueError, match="lam"):
+    primal_dual.main(["--out_dir", str(tmp_path), "--lam", "0"])
+  with pytest.raises(ValueError, match="every"):
+    primal_dual.main(["--out_dir", str(tmp_path), "--steps", "10", "--every", "20"])
