@@ -37,12 +37,13 @@ along the sweep, and from ``dual.starvation`` (autodiff through the fixed point)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from experiments import common
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,9 +160,7 @@ def linear_check(s1_values=(2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0), s2=2.0
 
 
 def plot_linear(res, path_base):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.matplotlib_pyplot()
 
   s1sq = np.asarray(res["s1"])**2
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -192,8 +191,7 @@ def plot_linear(res, path_base):
   fig.suptitle("Theorem 2, linear model Φ0 = Y U(δ) S Vᵀ: a stronger feature 1 lowers z2 "
                "(ridge), not under SD", fontsize=10)
   fig.tight_layout()
-  for ext in ("png", "pdf"):
-    fig.savefig(f"{path_base}.{ext}", dpi=130)
+  common.save_figure(fig, path_base)
   plt.close(fig)
 
 
@@ -392,9 +390,7 @@ def summarize_network(rows):
 
 
 def plot_network(res, path_base):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.matplotlib_pyplot()
 
   summ = res["summary"]
   widths = np.array([s["width"] for s in summ])
@@ -435,16 +431,8 @@ def plot_network(res, path_base):
   fig.suptitle("Theorem 2 on finite two-layer ReLU nets (NTK param., centred, ridge on θ−θ0)",
                fontsize=10)
   fig.tight_layout()
-  for ext in ("png", "pdf"):
-    fig.savefig(f"{path_base}.{ext}", dpi=130)
+  common.save_figure(fig, path_base)
   plt.close(fig)
-
-
-def _atomic_json(obj, path):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as fh:
-    json.dump(obj, fh, indent=1)
-  os.replace(tmp, path)
 
 
 def _floats(s):
@@ -485,16 +473,15 @@ def main(argv=None):
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, "results.json")
   results = {"config": vars(args)}
-  if os.path.exists(path):  # resume: keep the part that is not rerun
-    with open(path) as fh:
-      old = json.load(fh)
+  old = common.read_json(path)
+  if old:  # resume: keep the part that is not rerun
     results.update({k: v for k, v in old.items() if k in ("linear", "network")})
   if args.part in ("both", "linear"):
     res = linear_check(_floats(args.s1), args.s2, args.delta, args.lam_linear,
                        num_steps=args.linear_steps, progress=not args.no_progress)
     results["linear"] = res
     plot_linear(res, os.path.join(args.out_dir, "theorem2_linear"))
-    _atomic_json(results, path)
+    common.atomic_write_json(path, results)
     print("(a) linear model, trained vs dual fixed point")
     print(f"{'s1':>5} {'z1 GD':>10} {'z1 dual':>10} {'z2 GD':>10} {'z2 dual':>10} "
           f"{'rel.err':>9} {'dz2/ds1² AD':>12} | {'z2 SD GD':>9} {'z2 SD dual':>10} "
@@ -513,7 +500,7 @@ def main(argv=None):
                         momentum=args.momentum, progress=not args.no_progress)
     results["network"] = res
     plot_network(res, os.path.join(args.out_dir, "theorem2_network"))
-    _atomic_json(results, path)
+    common.atomic_write_json(path, results)
     print("(b) finite networks: relative error of the trained responses vs the dual prediction;"
           " sign of dz2/d(s1²)")
     print(f"{'width':>6} {'rel.err mean':>12} {'max':>9} {'top-2':>9} {'FD trained':>11} "

@@ -27,12 +27,13 @@ x1 and x2 on a uniform grid (see :func:`identify_features`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import numpy as np
+
+from experiments import common
 
 SETTINGS = (  # (label, Δ, sd_lambda, line style) as in the paper's Figure 1(d)
     ("Δ=−0.1 ERM", -0.1, 0.0, ":"),
@@ -168,9 +169,7 @@ def feature_dynamics(seeds=tuple(range(10)), num_epochs=10_000, *, width=500,
 
 def plot(result, path_base):
   """Figure 1(d): the z2-vs-z1 paths (mean over seeds), z1(t), z2(t), and the features."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.matplotlib_pyplot()
 
   fig = plt.figure(figsize=(15, 7.5))
   gs = fig.add_gridspec(2, 4)
@@ -229,16 +228,8 @@ def plot(result, path_base):
       fig.colorbar(im, ax=a, fraction=0.046)
   fig.text(0.01, 0.005, "\n".join(lines), fontsize=8, family="monospace", va="bottom")
   fig.tight_layout(rect=(0, 0.13, 1, 1))
-  for ext in ("png", "pdf"):
-    fig.savefig(f"{path_base}.{ext}", dpi=130)
+  common.save_figure(fig, path_base)
   plt.close(fig)
-
-
-def _atomic_json(obj, path):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as fh:
-    json.dump(obj, fh, indent=1)
-  os.replace(tmp, path)
 
 
 def summarize(result):
@@ -290,11 +281,12 @@ def main(argv=None):
   plot(result, base)
   rows = summarize(result)
   k = max(1, args.record_every)
-  _atomic_json({"config": vars(args), "summary": rows,
-                "trajectories": {s["label"]: {"epochs": list(range(0, s["z"].shape[1], k)),
-                                              "z_mean": s["z"].mean(0)[::k].tolist()}
-                                 for s in result["settings"]}},
-               os.path.join(args.out_dir, "results.json"))
+  common.atomic_write_json(
+      os.path.join(args.out_dir, "results.json"),
+      {"config": vars(args), "summary": rows,
+       "trajectories": {s["label"]: {"epochs": list(range(0, s["z"].shape[1], k)),
+                                     "z_mean": s["z"].mean(0)[::k].tolist()}
+                        for s in result["settings"]}})
   print(f"{'setting':<12} {'z1 final':>16} {'z2 final':>16} {'max z2':>8} {'z2/z1':>7} "
         f"{'train acc':>9}")
   for r in rows:
