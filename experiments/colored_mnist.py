@@ -6,7 +6,9 @@ r"""Colored MNIST: ERM, SD, IRM, V-REx and the grayscale oracle (Table 2, Figure
 All restarts of a method train in ONE compiled full-batch program: initialisation and the
 ``lax.scan`` over steps are ``vmap``-ed over restarts (``gs_jax.train.make_seed_trainer``);
 the released PyTorch code trains them one after another. Every restart sees the same data
-(built once from ``--data_seed``); restarts differ in their initialisation key.
+(built once from ``--data_seed``) and restarts differ in their initialisation key, unless
+``--resample_data`` gives restart r its own data (seed ``data_seed + r``), as the released
+code does (then the data carry a leading restart axis and are vmapped too).
 
 Writes ``<out_dir>/results.json`` (per restart: train/test accuracy and, per Figure-3 variant,
 accuracy and mean prediction entropy; a summary; the progress table) and prints the released
@@ -66,6 +68,7 @@ class Config:
   n_train: int = 0
   n_test: int = 0
   log_every: int = 100
+  resample_data: bool = False
 
   @classmethod
   def for_method(cls, method: str, **overrides) -> "Config":
@@ -201,10 +204,22 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
       return old
 
   t0 = time.time()
-  batch, variants = build_data(cfg, data_dir, mnist)
+  if cfg.resample_data:  # as the released code: restart r gets its own shuffle and coin flips
+    if mnist is None:
+      from gs_jax.data.colored_mnist import load_mnist_train
+      mnist = load_mnist_train(data_dir)
+    per = [build_data(dataclasses.replace(cfg, data_seed=cfg.data_seed + r), data_dir, mnist)
+           for r in range(cfg.restarts)]
+    batch = {k: np.stack([b[k] for b, _ in per]) for k in per[0][0]}
+    variants = {name: tuple(np.stack([v[name][i] for _, v in per]) for i in range(2))
+                for name in per[0][1]}
+  else:
+    batch, variants = build_data(cfg, data_dir, mnist)
+  data_axis = 0 if cfg.resample_data else None
   model = models.MLP(hidden=(cfg.hidden, cfg.hidden), num_outputs=1, kernel_init="xavier")
   tx = train.make_optimizer("adam", cfg.lr)
-  trainer = train.make_seed_trainer(model, tx, make_objective(cfg, model), shared_batch=True)
+  trainer = train.make_seed_trainer(model, tx, make_objective(cfg, model),
+                                     shared_batch=not cfg.resample_data)
   hparams = {"sd_coef": jnp.float32(cfg.sd_coef), "anneal_steps": jnp.int32(cfg.anneal_steps),
              "penalty_weight": jnp.float32(cfg.penalty_weight),
              "l2_weight": jnp.float32(cfg.l2_weight)}
@@ -223,7 +238,7 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
     return (losses.accuracy_binary(logits, y, kind="01"),
             jnp.mean(losses.binary_entropy_from_logits(logits)))
 
-  eval_all = jax.vmap(evaluate, in_axes=(0, None, None))
+  eval_all = jax.vmap(evaluate, in_axes=(0, data_axis, data_axis))
   train_acc, _ = eval_all(states.params, batch["x"], batch["y"])
   test_acc, _ = eval_all(states.params, batch["test_x"], batch["test_y"])
   var_res = {name: tuple(np.asarray(a) for a in eval_all(states.params, jnp.asarray(x),
@@ -251,7 +266,7 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
       "timing_s": {"data": t_data, "train": t_train,
                    "ms_per_step_all_restarts": 1e3 * t_train / cfg.steps},
       "device": str(jax.devices()[0]),
-      "n_train": int(batch["x"].shape[0]), "n_test": int(batch["test_x"].shape[0]),
+      "n_train": int(batch["y"].shape[-1]), "n_test": int(batch["test_y"].shape[-1]),
   }
   _write_json_atomic(path, results)
   if verbose:
@@ -305,6 +320,9 @@ def parse_args(argv=None):
   p.add_argument("--n_train", type=int, default=0,
                  help="reduced runs: use only this many training examples (0 = all 50,000)")
   p.add_argument("--n_test", type=int, default=0, help="reduced runs: test examples (0 = all)")
+  p.add_argument("--resample_data", action="store_true",
+                 help="restart r uses data seed data_seed+r (its own shuffle and label/colour "
+                      "noise), as the released code; default: all restarts share the data")
   p.add_argument("--log_every", type=int, default=100, help="progress-table interval")
   p.add_argument("--matmul_precision", default="highest", choices=("default", "high", "highest"),
                  help="jax_default_matmul_precision (highest = full float32, no TF32 on GPUs)")
@@ -325,7 +343,7 @@ def main(argv=None):
       steps=args.steps, hidden=args.hidden, lr=args.lr, sd_coef=args.sd_coef,
       anneal_steps=args.anneal_steps, penalty_weight=args.penalty_weight,
       l2_weight=args.l2_weight, rex_form=args.rex_form, n_train=args.n_train,
-      n_test=args.n_test, log_every=args.log_every)
+      n_test=args.n_test, log_every=args.log_every, resample_data=args.resample_data)
   out_dir = args.out_dir or os.path.join("runs", "colored_mnist", args.method)
   run(cfg, args.data_dir, out_dir, overwrite=args.overwrite, progress=not args.no_progress)
   return 0
