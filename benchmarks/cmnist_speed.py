@@ -9,7 +9,8 @@ the loss). gs-jax times (a) one jitted ``train_step`` called from Python per ste
 same steps as one compiled ``lax.scan`` (how ``experiments.colored_mnist`` trains). PyTorch
 times the released code's eager loop (``zero_grad``/``backward``/``step``, ``autograd.grad``
 with ``create_graph`` for IRM). Prints ms/step for each and the speed-up of gs-jax (scan) over
-PyTorch. Median over ``--steps`` timed steps after ``--warmup`` untimed ones.
+PyTorch. The frameworks alternate in ``--rounds`` rounds (so that load from other processes on
+a shared machine hits both alike); medians over rounds.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def time_calls(fn, warmup: int, steps: int) -> float:
   return statistics.median(times)
 
 
-def bench_jax(method: str, x, y, env, warmup: int, steps: int) -> dict:
+def build_jax(method: str, x, y, env, k: int):
+  """Callables for one jitted step and for ``k`` steps as one ``lax.scan`` (both blocking)."""
   import jax
   import jax.numpy as jnp
 
@@ -73,20 +75,17 @@ def bench_jax(method: str, x, y, env, warmup: int, steps: int) -> dict:
     box["s"], m = step_fn(box["s"], batch, hp)
     jax.block_until_ready(m["loss"])
 
-  per_call = time_calls(one, warmup, steps)
-  k = steps
   fit = jax.jit(lambda s: train.fit(train.make_train_step(model, tx, objective), s, batch, hp, k))
 
   def scan():
-    s, h = fit(box["s"])
+    box["s"], h = fit(box["s"])
     jax.block_until_ready(h["loss"])
 
-  per_scan_step = time_calls(scan, 1, 3) / k
-  return {"jit_step_ms": 1e3 * per_call, "scan_step_ms": 1e3 * per_scan_step,
-          "hidden": cfg.hidden}
+  return one, scan, cfg.hidden
 
 
-def bench_torch(method: str, x, y, env, warmup: int, steps: int) -> dict:
+def build_torch(method: str, x, y, env):
+  """The released code's eager step as a callable."""
   import torch
   from torch import autograd, nn
 
@@ -124,38 +123,55 @@ def bench_torch(method: str, x, y, env, warmup: int, steps: int) -> dict:
     loss.backward()
     opt.step()
 
-  return {"step_ms": 1e3 * time_calls(one, warmup, steps), "threads": torch.get_num_threads(),
-          "version": torch.__version__}
+  return one, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m benchmarks.cmnist_speed",
                               description=__doc__.split("\n\n")[0])
   p.add_argument("--n", type=int, default=50_000, help="examples in the full batch")
-  p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
-  p.add_argument("--warmup", type=int, default=2, help="untimed steps (incl. compilation)")
+  p.add_argument("--steps", type=int, default=3,
+                 help="steps per timed round: gs-jax scans this many, PyTorch runs this many")
+  p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+  p.add_argument("--warmup", type=int, default=1, help="untimed rounds (incl. compilation)")
   p.add_argument("--methods", default="sd,irm", help="comma-separated: sd (=ERM step + SD), irm")
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="torch.set_num_threads (0 = PyTorch's default, one per core)")
   p.add_argument("--data_dir", default=None, help="use real Colored MNIST from mnist.npz here")
   args = p.parse_args(argv)
   import jax
 
+  if args.torch_threads:
+    try:
+      import torch
+      torch.set_num_threads(args.torch_threads)
+    except ImportError:
+      pass
   x, y, env = make_data(args.n, args.data_dir)
   print(f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
         f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible")
-  rows = []
   for method in args.methods.split(","):
-    j = bench_jax(method, x, y, env, args.warmup, args.steps)
+    jax_step, jax_scan, hidden = build_jax(method, x, y, env, args.steps)
     try:
-      t = bench_torch(method, x, y, env, args.warmup, args.steps)
+      torch_step, torch_info = build_torch(method, x, y, env)
     except ImportError:
-      t = None
-    ratio = t["step_ms"] / j["scan_step_ms"] if t else float("nan")
-    rows.append((method, j, t, ratio))
-    torch_s = f"{t['step_ms']:9.1f}" if t else "   (none)"
-    print(f"{method:4s} h={j['hidden']}: gs-jax jit step {j['jit_step_ms']:8.1f} ms | "
-          f"gs-jax scan {j['scan_step_ms']:8.1f} ms/step | PyTorch eager {torch_s} ms "
-          f"({t['threads'] if t else '-'} threads, torch {t['version'] if t else '-'}) | "
-          f"speed-up {ratio:.2f}x")
+      torch_step, torch_info = None, "PyTorch not installed"
+    for _ in range(args.warmup):  # compilation and first-touch costs
+      jax_step(), jax_scan()
+      if torch_step:
+        torch_step()
+    # Interleaved rounds, so that load from other processes hits both sides alike.
+    t_jit, t_scan, t_torch = [], [], []
+    for _ in range(args.rounds):
+      t_jit.append(time_calls(jax_step, 0, 1))
+      t_scan.append(time_calls(jax_scan, 0, 1) / args.steps)
+      if torch_step:
+        t_torch.append(time_calls(torch_step, 0, args.steps))
+    ms = lambda t: 1e3 * statistics.median(t)
+    torch_ms = ms(t_torch) if t_torch else float("nan")
+    print(f"{method:4s} h={hidden}: gs-jax jit step {ms(t_jit):8.1f} ms | gs-jax scan "
+          f"{ms(t_scan):8.1f} ms/step | PyTorch eager {torch_ms:8.1f} ms/step ({torch_info}) | "
+          f"speed-up (PyTorch / gs-jax scan) {torch_ms / ms(t_scan):.2f}x")
   return 0
 
 
