@@ -219,7 +219,9 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
   model = models.MLP(hidden=(cfg.hidden, cfg.hidden), num_outputs=1, kernel_init="xavier")
   tx = train.make_optimizer("adam", cfg.lr)
   trainer = train.make_seed_trainer(model, tx, make_objective(cfg, model),
-                                     shared_batch=not cfg.resample_data)
+                                     shared_batch=not cfg.resample_data,
+                                     # without a bar, one chunk: a single compilation
+                                     chunk=250 if progress else cfg.steps)
   hparams = {"sd_coef": jnp.float32(cfg.sd_coef), "anneal_steps": jnp.int32(cfg.anneal_steps),
              "penalty_weight": jnp.float32(cfg.penalty_weight),
              "l2_weight": jnp.float32(cfg.l2_weight)}
