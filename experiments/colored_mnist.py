@@ -10,8 +10,8 @@ the released PyTorch code trains them one after another. Every restart sees the 
 ``--resample_data`` gives restart r its own data (seed ``data_seed + r``), as the released
 code does (then the data carry a leading restart axis and are vmapped too).
 
-Writes ``<out_dir>/results.json`` (per restart: train/test accuracy and, per Figure-3 variant,
-accuracy and mean prediction entropy; a summary; the progress table) and prints the released
+Writes ``<out_dir>/results.json`` (per restart: train/test accuracy of the final model and, per
+Figure-3 variant, accuracy and mean prediction entropy; a summary; the progress table) and prints the released
 code's progress table (every ``--log_every`` steps, mean over restarts) after training.
 A finished run with the same configuration is not recomputed (``--overwrite`` forces it).
 """
@@ -255,6 +255,9 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
       "data_dir": data_dir,
       "restarts": [
           {"restart": r, "train_acc": float(train_acc[r]), "test_acc": float(test_acc[r]),
+           # the released code reports these: metrics of the last step, before its update
+           "last_step_train_acc": float(history["train_acc"][r, -1]),
+           "last_step_test_acc": float(history["test_acc"][r, -1]),
            "variants": {name: {"accuracy": float(a[r]), "entropy": float(h[r])}
                         for name, (a, h) in var_res.items()}}
           for r in range(cfg.restarts)],
