@@ -51,6 +51,7 @@ def to_pm1(y, kind: LabelKind | None = None) -> jax.Array:
 
 
 def _is_concrete(x) -> bool:
+  """False for traced values (inside jit/vmap/grad), whose labels cannot be inspected."""
   return not isinstance(x, jax.core.Tracer)
 
 

@@ -30,16 +30,31 @@ def torch_linear_bias_init(fan_in: int) -> Callable:
 INITS = ("torch", "xavier", "lecun")
 
 
+def small_fan_in_dot_general(lhs, rhs, dimension_numbers, precision=None,
+                             preferred_element_type=None):
+  """``lhs @ rhs`` for a tiny contraction (fan-in ≤ 4) as a sum of broadcast products.
+
+  XLA:CPU runs a (n×2)·(2×h) product as a general matmul with a poor inner loop; written
+  elementwise it fuses with the bias and ReLU (and so does its gradient), which makes the
+  two-moons nets ~3× faster on CPU. Same result as ``lax.dot_general`` up to rounding.
+  """
+  del precision, preferred_element_type
+  (lc, rc), _ = dimension_numbers
+  assert tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,), dimension_numbers
+  return sum(lhs[..., k, None] * rhs[k] for k in range(lhs.shape[-1]))
+
+
 def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
+  kwargs = {"dot_general": small_fan_in_dot_general} if fan_in <= 4 else {}
   if init == "torch":
     return nn.Dense(features, kernel_init=torch_linear_kernel_init,
-                    bias_init=torch_linear_bias_init(fan_in), name=name)
+                    bias_init=torch_linear_bias_init(fan_in), name=name, **kwargs)
   if init == "xavier":
     return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
-                    bias_init=nn.initializers.zeros, name=name)
+                    bias_init=nn.initializers.zeros, name=name, **kwargs)
   if init == "lecun":
-    return nn.Dense(features, name=name)
-  raise ValueError(f"init must be one of {INITS}; got {init!r}")
+    return nn.Dense(features, name=name, **kwargs)
+  raise ValueError(f"kernel_init must be one of {INITS}; got {init!r}")
 
 
 class MLP(nn.Module):

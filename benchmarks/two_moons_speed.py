@@ -1,0 +1,157 @@
+"""Figure-1 job (10 seeds × 3 configurations × 1,000 epochs): gs-jax vs PyTorch eager.
+
+    python -m benchmarks.two_moons_speed            # needs the torch extra: pip install torch==2.13.0
+
+Prints, for the same machine and the same process launch:
+  1. training only (compile included, imports and plotting excluded): gs-jax's vmapped
+     ``make_seed_trainer`` vs a straightforward PyTorch eager loop over seeds (the released
+     code's structure), their ratio, and the achieved GFLOP/s of the JAX training loop (FLOPs
+     from XLA's cost analysis of the compiled program);
+  2. the whole job end to end, each as a fresh subprocess (imports, data, training, decision
+     maps, figure): ``python -m experiments.two_moons`` vs the PyTorch script below
+     (``--torch_job``), which trains the same nets and draws the same three decision maps
+     (it computes no margins, so the comparison favours PyTorch).
+Targets (issue 2): training ≥ 10×, end to end ≥ 3×.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+FIG1 = ((-0.1, 0.0), (0.1, 0.0), (0.1, 0.003))   # (Δ, sd_lambda) of Figure 1 a, b, c
+
+
+def torch_train(seeds, epochs, delta, sd_lambda):
+  """The released code's structure: one seed after another, PyTorch eager, full batch."""
+  import torch
+  from gs_jax.data import toy
+
+  nets = []
+  for seed in seeds:
+    torch.manual_seed(seed)
+    x, y = (torch.from_numpy(a) for a in toy.two_moons(seed, delta))
+    net = torch.nn.Sequential(torch.nn.Linear(2, 500), torch.nn.ReLU(), torch.nn.Linear(500, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
+    for _ in range(epochs):
+      opt.zero_grad()
+      out = net(x)[:, 0]
+      loss = torch.nn.functional.softplus(-y * out).mean() + sd_lambda * (out ** 2).mean()
+      loss.backward()
+      opt.step()
+    nets.append(net)
+  return nets
+
+
+def jax_train(seeds, epochs):
+  """gs-jax's Figure-1 training: one compiled vmapped program, reused for the 3 configs."""
+  import jax
+  import jax.numpy as jnp
+  from experiments import two_moons
+
+  trainer, states = None, None
+  for cfg in two_moons.FIGURE1:
+    cfg = type(cfg)(**{**cfg.__dict__, "epochs": epochs})
+    states, _, _, trainer = two_moons.train_config(cfg, seeds, trainer=trainer, progress=False)
+    jax.block_until_ready(states)
+  return states
+
+
+def jax_training_flops(seeds, epochs):
+  """FLOPs of one configuration's training, from XLA's cost analysis of the chunk program."""
+  import jax
+  import jax.numpy as jnp
+  from gs_jax import models, train
+  from gs_jax.data import toy
+
+  model = models.two_layer_relu()
+  tx = train.make_optimizer("sgd", 1e-2, momentum=0.9)
+  step = train.make_train_step(model, tx, train.binary_objective)
+  data = {k: jnp.asarray(v) for k, v in toy.two_moons_seeds(seeds, 0.1).items()}
+  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+  states = jax.vmap(lambda k: train.init_state(model, tx, k, data["x"][0]))(keys)
+  one = jax.jit(jax.vmap(lambda s, b: step(s, b, {"sd_lambda": 0.003})))
+  cost = one.lower(states, data).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost["flops"]) * epochs
+
+
+def torch_job(out_png):
+  """End-to-end PyTorch job: train Figure 1's nets and draw the three decision maps."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import torch
+  from gs_jax.data import toy
+
+  xs = np.linspace(-2, 2, 100)
+  grid = torch.from_numpy(np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2).astype(np.float32))
+  fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+  for ax, (delta, sd) in zip(axes, FIG1):
+    nets = torch_train(range(10), 1000, delta, sd)
+    with torch.no_grad():
+      z = torch.stack([n(grid)[:, 0] for n in nets]).mean(0).numpy().reshape(100, 100)
+    ax.contourf(xs, xs, z, levels=21, cmap="RdBu_r")
+    ax.contour(xs, xs, z, levels=[0.0], colors="k")
+    x, y = toy.two_moons(0, delta)
+    ax.scatter(x[:, 0], x[:, 1], c=y, s=4)
+  fig.savefig(out_png)
+
+
+def _timed_subprocess(cmd):
+  t0 = time.perf_counter()
+  subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return time.perf_counter() - t0
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--seeds", type=int, default=10, help="seeds per configuration")
+  p.add_argument("--epochs", type=int, default=1000, help="full-batch epochs")
+  p.add_argument("--skip_end_to_end", action="store_true", help="only time training")
+  p.add_argument("--torch_job", metavar="PNG", help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.torch_job:
+    torch_job(args.torch_job)
+    return
+  try:
+    import torch
+  except ImportError:
+    sys.exit("PyTorch is needed for the baseline: pip install torch==2.13.0 (or make bench-deps)")
+  import jax
+
+  seeds = list(range(args.seeds))
+  print(f"machine: {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, "
+        f"{args.seeds} seeds × 3 configurations × {args.epochs} epochs")
+
+  t0 = time.perf_counter()
+  jax_train(seeds, args.epochs)
+  t_jax = time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  for delta, sd in FIG1:
+    torch_train(seeds, args.epochs, delta, sd)
+  t_torch = time.perf_counter() - t0
+
+  flops = 3 * jax_training_flops(seeds, args.epochs)
+  print(f"training   gs-jax {t_jax:8.2f} s (compile included)   PyTorch eager {t_torch:8.2f} s"
+        f"   speed-up {t_torch / t_jax:6.1f}x   (target >= 10x)")
+  print(f"           gs-jax training loop: {flops / 1e9:.1f} GFLOP in {t_jax:.2f} s = "
+        f"{flops / 1e9 / t_jax:.1f} GFLOP/s (XLA cost analysis)")
+
+  if not args.skip_end_to_end:
+    with tempfile.TemporaryDirectory() as tmp:
+      t_jax_e2e = _timed_subprocess([sys.executable, "-m", "experiments.two_moons",
+                                     f"--out_dir={tmp}/jax", "--no_progress"])
+      t_torch_e2e = _timed_subprocess([sys.executable, "-m", "benchmarks.two_moons_speed",
+                                       f"--torch_job={tmp}/torch.png"])
+    print(f"end to end gs-jax {t_jax_e2e:8.2f} s   PyTorch eager {t_torch_e2e:8.2f} s   "
+          f"speed-up {t_torch_e2e / t_jax_e2e:6.1f}x   (target >= 3x)")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from gs_jax.data import toy
+
+
+def _linearly_separable(x, y):
+  # feasibility of y_i (w·x_i + b) >= 1 as a linear program
+  a = -y[:, None] * np.concatenate([x, np.ones((len(x), 1))], axis=1)
+  res = linprog(np.zeros(3), A_ub=a, b_ub=-np.ones(len(x)), bounds=[(None, None)] * 3)
+  return res.status == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_delta_plus_is_separable_with_horizontal_margin(seed):
+  x, y = toy.two_moons(seed, 0.1)
+  assert x.shape == (300, 2) and set(np.unique(y)) == {-1.0, 1.0}
+  assert x[y > 0, 0].max() <= -0.1 + 1e-6
+  assert x[y < 0, 0].min() >= 0.1 - 1e-6
+  assert _linearly_separable(x, y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_delta_minus_is_not_linearly_separable(seed):
+  x, y = toy.two_moons(seed, -0.1)
+  assert not _linearly_separable(x, y)
+
+
+def test_deterministic_per_seed_and_rotation_is_an_isometry():
+  a, ya = toy.two_moons(3, 0.1)
+  b, yb = toy.two_moons(3, 0.1)
+  c, _ = toy.two_moons(4, 0.1)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(ya, yb)
+  assert not np.allclose(a, c)
+  r, yr = toy.two_moons(3, 0.1, rotation_deg=45)
+  np.testing.assert_allclose(np.linalg.norm(r, axis=1), np.linalg.norm(a, axis=1), rtol=1e-5)
+  np.testing.assert_allclose(r[:, 0], (a[:, 0] - a[:, 1]) / np.sqrt(2), atol=1e-5)
+  stacked = toy.two_moons_seeds([0, 1], 0.1)
+  assert stacked["x"].shape == (2, 300, 2) and stacked["y"].shape == (2, 300)

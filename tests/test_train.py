@@ -1,0 +1,88 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gs_jax import models, train
+from gs_jax.data import toy
+
+
+def _data(seeds, n=64):
+  d = toy.two_moons_seeds(seeds, 0.1, n_samples=n)
+  return {k: jnp.asarray(v) for k, v in d.items()}
+
+
+@pytest.mark.parametrize("kwargs, opt", [({}, "sgd"), ({"dropout_rate": 0.5}, "sgd"),
+                                         ({"batch_norm": True}, "adam")])
+def test_vmapped_seeds_equal_per_seed_runs(kwargs, opt):
+  model = models.MLP(hidden=(32,), **kwargs)
+  tx = train.make_optimizer(opt, 1e-2, momentum=0.9, weight_decay=1e-3)
+  seeds = [0, 1, 2]
+  data = _data(seeds)
+  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+  hp = {"sd_lambda": jnp.float32(0.003)}
+  trainer = train.make_seed_trainer(model, tx, train.binary_objective, chunk=7)
+  states, hist = trainer(keys, data, hp, 20, progress=False)
+  assert hist["loss"].shape == (3, 20)
+
+  step = jax.jit(train.make_train_step(model, tx, train.binary_objective))
+  for i, s in enumerate(seeds):
+    batch = {k: v[i] for k, v in data.items()}
+    st = train.init_state(model, tx, jax.random.PRNGKey(s), batch["x"])
+    losses = []
+    for _ in range(20):
+      st, m = step(st, batch, hp)
+      losses.append(m["loss"])
+    flat_v = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: a[i], states.params))
+    # Adam divides by √v, which amplifies float32 rounding of tiny early gradients.
+    atol = 1e-4 if opt == "adam" else 2e-6
+    for a, b in zip(flat_v, jax.tree_util.tree_leaves(st.params)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=atol)
+    np.testing.assert_allclose(hist["loss"][i], losses, rtol=2e-5, atol=1e-6)
+    if kwargs.get("batch_norm"):
+      np.testing.assert_allclose(
+          states.model_state["batch_stats"]["bn_0"]["mean"][i],
+          st.model_state["batch_stats"]["bn_0"]["mean"], rtol=2e-5, atol=atol)
+
+
+def test_training_reduces_loss_and_separates_two_moons():
+  model = models.two_layer_relu(width=100)
+  tx = train.make_optimizer("sgd", 1e-2, momentum=0.9)
+  data = _data([0, 1], n=200)
+  trainer = train.make_seed_trainer(model, tx, train.binary_objective)
+  _, hist = trainer(jax.vmap(jax.random.PRNGKey)(jnp.arange(2)), data,
+                    {"sd_lambda": 0.0}, 300, progress=False)
+  assert np.all(hist["loss"][:, -1] < 0.5 * hist["loss"][:, 0])
+  assert np.all(hist["accuracy"][:, -1] == 1.0)
+
+
+def test_shared_batch_seeds_differ_only_by_init():
+  model = models.MLP(hidden=(16,))
+  tx = train.make_optimizer("sgd", 1e-2)
+  data = {k: v[0] for k, v in _data([0]).items()}
+  trainer = train.make_seed_trainer(model, tx, train.binary_objective, shared_batch=True)
+  keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+  states, _ = trainer(keys, data, {"sd_lambda": 0.0}, 10, progress=False)
+  w = states.params["dense_0"]["kernel"]
+  np.testing.assert_array_equal(w[0], w[1])
+  assert not np.allclose(w[0], w[2])
+
+
+def test_train_step_is_pure_and_dropout_masks_change_per_step():
+  model = models.MLP(hidden=(64,), dropout_rate=0.5)
+  tx = train.make_optimizer("sgd", 0.0)   # lr 0: parameters stay, only the masks move
+  batch = {k: v[0] for k, v in _data([0]).items()}
+  st = train.init_state(model, tx, jax.random.PRNGKey(0), batch["x"])
+  step = jax.jit(train.make_train_step(model, tx, train.binary_objective))
+  a, ma = step(st, batch, {"sd_lambda": 0.0})
+  b, mb = step(st, batch, {"sd_lambda": 0.0})
+  assert float(ma["loss"]) == float(mb["loss"])
+  _, mc = step(a, batch, {"sd_lambda": 0.0})
+  assert float(mc["loss"]) != float(ma["loss"])
+
+
+def test_bad_optimizer_arguments():
+  with pytest.raises(ValueError, match="optimizer"):
+    train.make_optimizer("rmsprop")
+  with pytest.raises(ValueError, match="weight_decay"):
+    train.make_optimizer("sgd", weight_decay=-1.0)
