@@ -1,0 +1,179 @@
+r"""Colored-MNIST training-step speed: gs-jax vs a PyTorch eager step, measured in the same run.
+
+    python -m benchmarks.cmnist_speed [--n=50000] [--steps=5] [--methods=sd,irm] [--data_dir=…]
+
+One full-batch training step of the 392 → h → h → 1 ReLU MLP with Adam on n examples:
+``sd`` (h = 300: forward, BCE + SD term, backward, Adam; the ERM/SD step of DESIGN §3.4) and
+``irm`` (h = 390: per-environment risks, IRMv1 penalty through a second-order gradient, L2 on
+the loss). gs-jax times (a) one jitted ``train_step`` called from Python per step and (b) the
+same steps as one compiled ``lax.scan`` (how ``experiments.colored_mnist`` trains). PyTorch
+times the released code's eager loop (``zero_grad``/``backward``/``step``, ``autograd.grad``
+with ``create_graph`` for IRM). Prints ms/step for each and the speed-up of gs-jax (scan) over
+PyTorch. The frameworks alternate in ``--rounds`` rounds (so that load from other processes on
+a shared machine hits both alike); medians over rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def make_data(n: int, data_dir: str | None, seed: int = 0):
+  """``x`` (n, 392) float32, ``y`` (n,) ∈ {0,1}, ``env`` (n,) — Colored MNIST if ``data_dir``
+  is given, otherwise random inputs with MNIST-like sparsity (about 90% zeros)."""
+  if data_dir:
+    from gs_jax.data import colored_mnist as cm
+    b = cm.train_batch(cm.colored_mnist(seed, data_dir, with_variants=False))
+    reps = int(np.ceil(n / len(b["y"])))
+    return tuple(np.concatenate([b[k]] * reps)[:n] for k in ("x", "y", "env"))
+  rng = np.random.default_rng(seed)
+  x = rng.random((n, 392), dtype=np.float32) * (rng.random((n, 392)) < 0.1)
+  y = rng.integers(0, 2, n).astype(np.float32)
+  env = (np.arange(n) >= n // 2).astype(np.int32)
+  return x, y, env
+
+
+def time_calls(fn, warmup: int, steps: int) -> float:
+  """Median seconds per call of ``fn`` (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def build_jax(method: str, x, y, env, k: int):
+  """Callables for one jitted step and for ``k`` steps as one ``lax.scan`` (both blocking)."""
+  import jax
+  import jax.numpy as jnp
+
+  from experiments import colored_mnist as exp
+  from gs_jax import models, train
+
+  cfg = exp.Config.for_method(method, restarts=1)
+  model = models.MLP(hidden=(cfg.hidden, cfg.hidden), num_outputs=1, kernel_init="xavier")
+  tx = train.make_optimizer("adam", cfg.lr)
+  objective = exp.make_objective(cfg, model)
+  hp = {"sd_coef": jnp.float32(cfg.sd_coef), "anneal_steps": jnp.int32(0),  # penalty active
+        "penalty_weight": jnp.float32(cfg.penalty_weight), "l2_weight": jnp.float32(cfg.l2_weight)}
+  # The benchmark times the training step only: no per-step test evaluation.
+  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "env": jnp.asarray(env),
+           "test_x": jnp.asarray(x[:1]), "test_y": jnp.asarray(y[:1])}
+  step_fn = jax.jit(train.make_train_step(model, tx, objective))
+  state = train.init_state(model, tx, jax.random.PRNGKey(0), batch["x"][:2])
+  box = {"s": state}
+
+  def one():
+    box["s"], m = step_fn(box["s"], batch, hp)
+    jax.block_until_ready(m["loss"])
+
+  fit = jax.jit(lambda s: train.fit(train.make_train_step(model, tx, objective), s, batch, hp, k))
+
+  def scan():
+    box["s"], h = fit(box["s"])
+    jax.block_until_ready(h["loss"])
+
+  return one, scan, cfg.hidden
+
+
+def build_torch(method: str, x, y, env):
+  """The released code's eager step as a callable."""
+  import torch
+  from torch import autograd, nn
+
+  from experiments import colored_mnist as exp
+
+  cfg = exp.Config.for_method(method, restarts=1)
+  torch.manual_seed(0)
+  lins = [nn.Linear(392, cfg.hidden), nn.Linear(cfg.hidden, cfg.hidden), nn.Linear(cfg.hidden, 1)]
+  for lin in lins:
+    nn.init.xavier_uniform_(lin.weight)
+    nn.init.zeros_(lin.bias)
+  mlp = nn.Sequential(lins[0], nn.ReLU(True), lins[1], nn.ReLU(True), lins[2])
+  opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
+  xt, yt = torch.from_numpy(x), torch.from_numpy(y)[:, None]
+  half = len(y) // 2
+  bce = nn.functional.binary_cross_entropy_with_logits
+
+  def penalty(logits, yy):
+    scale = torch.tensor(1.0, requires_grad=True)
+    g = autograd.grad(bce(logits * scale, yy), [scale], create_graph=True)[0]
+    return torch.sum(g ** 2)
+
+  def one():
+    logits = mlp(xt)
+    if method.startswith("sd"):
+      nll = bce(logits, yt)
+      loss = cfg.sd_coef * ((logits ** 2).mean() + nll)
+    else:
+      l0, l1 = logits[:half], logits[half:]
+      nll = torch.stack([bce(l0, yt[:half]), bce(l1, yt[half:])]).mean()
+      pen = torch.stack([penalty(l0, yt[:half]), penalty(l1, yt[half:])]).mean()
+      wn = sum(w.norm().pow(2) for w in mlp.parameters())
+      loss = (nll + cfg.l2_weight * wn + cfg.penalty_weight * pen) / cfg.penalty_weight
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  return one, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m benchmarks.cmnist_speed",
+                              description=__doc__.split("\n\n")[0])
+  p.add_argument("--n", type=int, default=50_000, help="examples in the full batch")
+  p.add_argument("--steps", type=int, default=3,
+                 help="steps per timed round: gs-jax scans this many, PyTorch runs this many")
+  p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
+  p.add_argument("--warmup", type=int, default=1, help="untimed rounds (incl. compilation)")
+  p.add_argument("--methods", default="sd,irm", help="comma-separated: sd (=ERM step + SD), irm")
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="torch.set_num_threads (0 = PyTorch's default, one per core)")
+  p.add_argument("--data_dir", default=None, help="use real Colored MNIST from mnist.npz here")
+  args = p.parse_args(argv)
+  import jax
+
+  if args.torch_threads:
+    try:
+      import torch
+      torch.set_num_threads(args.torch_threads)
+    except ImportError:
+      pass
+  x, y, env = make_data(args.n, args.data_dir)
+  print(f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
+        f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible")
+  for method in args.methods.split(","):
+    jax_step, jax_scan, hidden = build_jax(method, x, y, env, args.steps)
+    try:
+      torch_step, torch_info = build_torch(method, x, y, env)
+    except ImportError:
+      torch_step, torch_info = None, "PyTorch not installed"
+    for _ in range(args.warmup):  # compilation and first-touch costs
+      jax_step(), jax_scan()
+      if torch_step:
+        torch_step()
+    # Interleaved rounds, so that load from other processes hits both sides alike.
+    t_jit, t_scan, t_torch = [], [], []
+    for _ in range(args.rounds):
+      t_jit.append(time_calls(jax_step, 0, 1))
+      t_scan.append(time_calls(jax_scan, 0, 1) / args.steps)
+      if torch_step:
+        t_torch.append(time_calls(torch_step, 0, args.steps))
+    ms = lambda t: 1e3 * statistics.median(t)
+    torch_ms = ms(t_torch) if t_torch else float("nan")
+    print(f"{method:4s} h={hidden}: gs-jax jit step {ms(t_jit):8.1f} ms | gs-jax scan "
+          f"{ms(t_scan):8.1f} ms/step | PyTorch eager {torch_ms:8.1f} ms/step ({torch_info}) | "
+          f"speed-up (PyTorch / gs-jax scan) {torch_ms / ms(t_scan):.2f}x")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
