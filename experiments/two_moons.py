@@ -99,31 +99,35 @@ def train_config(cfg: MoonsConfig, seeds, *, trainer=None, progress=True):
   return states, history, data, trainer
 
 
-def seed_averaged_logits(model, states):
-  """``F(x) = mean_s f(x; θ_s)``: the decision function whose zero set Figure 1 draws."""
-  def fn(x):
-    per_seed = jax.vmap(lambda s: train.apply_model(model, s, x)[0])(states)
-    return jnp.mean(per_seed, axis=0)
-  return jax.jit(fn)
+def decision_functions(model):
+  """``(averaged, single)``: ``averaged(states, x) = mean_s f(x; θ_s)`` — the decision function
+  whose zero set Figure 1 draws — and ``single(state, x) = f(x; θ)``. States are arguments, so
+  one compilation serves every seed."""
+  def single(state, x):
+    return train.apply_model(model, state, x)[0]
+
+  def averaged(states, x):
+    return jnp.mean(jax.vmap(lambda s: single(s, x))(states), axis=0)
+
+  return averaged, single
 
 
 def evaluate_config(cfg, states, history, data, *, map_resolution=100,
                     margin_resolution=400):
   """Metrics of one trained configuration and its seed-averaged decision map."""
-  model = cfg.model()
-  fn = seed_averaged_logits(model, states)
+  averaged, single = decision_functions(cfg.model())
   pts = np.asarray(data["x"]).reshape(-1, 2)
   ys = np.asarray(data["y"]).reshape(-1)
-  margins = boundary.input_space_margins(fn, pts, ys, resolution=margin_resolution)
-  per_seed_min = []
-  for s in range(len(data["x"])):
-    state_s = jax.tree_util.tree_map(lambda a: a[s], states)
-    fn_s = jax.jit(lambda x, st=state_s: train.apply_model(model, st, x)[0])
-    per_seed_min.append(boundary.input_space_margins(
-        fn_s, np.asarray(data["x"][s]), np.asarray(data["y"][s]),
-        resolution=margin_resolution).min())
-  xs, ys_grid, zmap = boundary.grid_values(fn, resolution=map_resolution)
-  eval_logits = jax.vmap(lambda s, x: train.apply_model(model, s, x)[0])(states, data["x"])
+  margins = boundary.input_space_margins(averaged, pts, ys, resolution=margin_resolution,
+                                         params=states)
+  per_seed_min = [
+      boundary.input_space_margins(
+          single, np.asarray(data["x"][s]), np.asarray(data["y"][s]),
+          resolution=margin_resolution,
+          params=jax.tree_util.tree_map(lambda a: a[s], states)).min()
+      for s in range(len(data["x"]))]
+  xs, ys_grid, zmap = boundary.grid_values(averaged, resolution=map_resolution, params=states)
+  eval_logits = jax.vmap(single)(states, data["x"])
   eval_acc = jnp.mean((eval_logits > 0) == (data["y"] > 0), axis=1)
   result = {
       "config": cfg.as_dict(),

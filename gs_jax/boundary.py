@@ -8,48 +8,90 @@ the error is the chord error of the polyline (≈ curvature · h²/8), not the g
 """
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-DecisionFn = Callable[[jax.Array], jax.Array]   # (m, 2) -> (m,)
+DecisionFn = Callable[..., jax.Array]   # fn(x) or fn(params, x); x (m, 2) -> (m,)
+
+
+def _bucket(m: int, minimum: int = 256) -> int:
+  """Padded length for m rows: the next power of two, so varying sizes reuse compilations."""
+  return max(minimum, 1 << (max(m, 1) - 1).bit_length())
+
+
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+  return np.concatenate([a, np.repeat(a[:1], rows - len(a), axis=0)]) if rows > len(a) else a
+
+
+def _as_binary(fn: DecisionFn, params: Any):
+  """``(fn2, params)`` with ``fn2(params, x)``; ``params`` are traced, not baked into jit."""
+  if params is None:
+    return (lambda _, x: fn(x)), ()
+  return fn, params
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _values(fn2, params, x):
+  return fn2(params, x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _newton_step(fn2, params, verts, max_step):
+  """One Newton step onto {F = 0} along ∇F; steps longer than ``max_step`` are refused."""
+  f = fn2(params, verts)
+  g = jax.vmap(jax.grad(lambda p: fn2(params, p[None])[0]))(verts)
+  step = (f / jnp.maximum(jnp.sum(g * g, axis=1), 1e-12))[:, None] * g
+  # A step larger than the grid spacing means a flat spot: keep the grid vertex.
+  ok = jnp.linalg.norm(step, axis=1, keepdims=True) < max_step
+  return jnp.where(ok, verts - step, verts)
+
+
+@jax.jit
+def _nearest(p, a, ab, ab2):
+  ap = p[:, None, :] - a[None]
+  t = jnp.clip(jnp.sum(ap * ab[None], axis=2) / ab2[None], 0.0, 1.0)
+  d = ap - t[..., None] * ab[None]
+  return jnp.sqrt(jnp.min(jnp.sum(d * d, axis=2), axis=1))
 
 
 def grid_values(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100,
-                batch: int = 65536):
+                batch: int = 16384, *, params=None):
   """``F`` on a ``resolution²`` grid over ``bounds²``: returns ``(xs, ys, Z)`` with Z[i, j] at
-  (xs[j], ys[i]) (matplotlib's ``contourf(xs, ys, Z)`` convention)."""
+  (xs[j], ys[i]) (matplotlib's ``contourf(xs, ys, Z)`` convention).
+
+  ``fn(x)``, or ``fn(params, x)`` when ``params`` is given (then one compilation serves every
+  ``params`` of the same structure, e.g. every seed)."""
+  fn2, params = _as_binary(fn, params)
   xs = np.linspace(bounds[0], bounds[1], resolution)
   gx, gy = np.meshgrid(xs, xs)
   pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
-  vals = np.concatenate([np.asarray(fn(jnp.asarray(pts[i:i + batch])))
-                         for i in range(0, len(pts), batch)])
-  return xs, xs, vals.reshape(resolution, resolution)
+  size = min(batch, _bucket(len(pts)))
+  vals = [np.asarray(_values(fn2, params, _pad_rows(pts[i:i + size], size)))[:len(pts[i:i + size])]
+          for i in range(0, len(pts), size)]
+  return xs, xs, np.concatenate(vals).reshape(resolution, resolution)
 
 
 def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
-                   newton_steps: int = 3) -> list[np.ndarray]:
+                   newton_steps: int = 3, *, params=None) -> list[np.ndarray]:
   """Polylines (each (k, 2)) of ``{F = 0}`` inside ``bounds²``, vertices refined by Newton."""
   import contourpy  # matplotlib's contouring engine; lazy to keep imports light
 
-  xs, ys, z = grid_values(fn, bounds, resolution)
+  fn2, params = _as_binary(fn, params)
+  xs, ys, z = grid_values(fn2, bounds, resolution, params=params)
   lines = contourpy.contour_generator(xs, ys, z).lines(0.0)
   if not lines:
     return []
   sizes = [len(line) for line in lines]
-  verts = jnp.asarray(np.concatenate(lines), jnp.float32)
-  grad = jax.vmap(jax.grad(lambda p: fn(p[None])[0]))
+  flat = np.concatenate(lines).astype(np.float32)
+  verts = jnp.asarray(_pad_rows(flat, _bucket(len(flat))))
+  h = (bounds[1] - bounds[0]) / (resolution - 1)
   for _ in range(newton_steps):
-    f = fn(verts)
-    g = grad(verts)
-    step = (f / jnp.maximum(jnp.sum(g * g, axis=1), 1e-12))[:, None] * g
-    # A Newton step larger than the grid spacing means a flat spot: keep the grid vertex.
-    h = (bounds[1] - bounds[0]) / (resolution - 1)
-    ok = jnp.linalg.norm(step, axis=1, keepdims=True) < h
-    verts = jnp.where(ok, verts - step, verts)
-  return np.split(np.asarray(verts), np.cumsum(sizes)[:-1])
+    verts = _newton_step(fn2, params, verts, h)
+  return np.split(np.asarray(verts)[:len(flat)], np.cumsum(sizes)[:-1])
 
 
 def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
@@ -58,30 +100,27 @@ def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
   segs = [np.stack([p[:-1], p[1:]], axis=1) for p in polylines if len(p) > 1]
   if not segs:
     return np.full(len(points), np.inf)
-  segs = jnp.asarray(np.concatenate(segs))                    # (s, 2, 2)
+  segs = np.concatenate(segs).astype(np.float32)              # (s, 2, 2)
+  segs = jnp.asarray(_pad_rows(segs, _bucket(len(segs))))     # repeats don't change the min
   a, ab = segs[:, 0], segs[:, 1] - segs[:, 0]
   ab2 = jnp.maximum(jnp.sum(ab * ab, axis=1), 1e-20)
-
-  @jax.jit
-  def nearest(p):                                              # (c, 2) -> (c,)
-    ap = p[:, None, :] - a[None]
-    t = jnp.clip(jnp.sum(ap * ab[None], axis=2) / ab2[None], 0.0, 1.0)
-    d = ap - t[..., None] * ab[None]
-    return jnp.sqrt(jnp.min(jnp.sum(d * d, axis=2), axis=1))
-
   pts = np.asarray(points, np.float32)
-  return np.concatenate([np.asarray(nearest(jnp.asarray(pts[i:i + chunk])))
-                         for i in range(0, len(pts), chunk)])
+  size = min(chunk, _bucket(len(pts), minimum=16))
+  out = [np.asarray(_nearest(jnp.asarray(_pad_rows(pts[i:i + size], size)), a, ab, ab2))
+         [:len(pts[i:i + size])] for i in range(0, len(pts), size)]
+  return np.concatenate(out)
 
 
 def input_space_margins(fn: DecisionFn, x: np.ndarray, y: np.ndarray, *,
-                        bounds=(-2.0, 2.0), resolution: int = 400) -> np.ndarray:
+                        bounds=(-2.0, 2.0), resolution: int = 400, params=None) -> np.ndarray:
   """Signed distance of each training point (x, y ∈ ±1) to ``{F = 0}``.
 
   Positive when ``sign F(x) = y`` (correct side), negative otherwise; ``inf`` if the zero set
-  does not cross ``bounds²``.
+  does not cross ``bounds²``. ``fn(x)``, or ``fn(params, x)`` when ``params`` is given.
   """
-  lines = zero_level_set(fn, bounds, resolution)
+  fn2, params = _as_binary(fn, params)
+  lines = zero_level_set(fn2, bounds, resolution, params=params)
   dist = distance_to_polylines(x, lines)
-  side = np.where(np.asarray(fn(jnp.asarray(x, jnp.float32))) > 0, 1.0, -1.0)
+  x = np.asarray(x, np.float32)
+  side = np.where(np.asarray(_values(fn2, params, jnp.asarray(x))) > 0, 1.0, -1.0)
   return dist * side * np.asarray(y)
