@@ -1,8 +1,14 @@
-# Every target builds .venv from pyproject.toml first if it is missing or stale.
+# Every target builds .venv from pyproject.toml first (when missing or older than pyproject).
+# Pass flags with ARGS="...", e.g. make two_moons ARGS="--what=all --seeds=3".
+# Offline data: MNIST_DIR / CIFAR_DIR point at the npz copies (default: tfds.load downloads).
 PY := .venv/bin/python
 ARGS ?=
+MNIST_DIR ?=
+CIFAR_DIR ?=
+CMNIST_METHODS ?= erm sd irm rex oracle
 
-.PHONY: test test-all two_moons clean-venv
+.PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
+        cmnist cifar cifar_table bench-two-moons bench-dual bench-cmnist bench-cifar clean-venv
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -18,8 +24,47 @@ test: .venv/.installed
 test-all: .venv/.installed
 	$(PY) -m pytest -q -n 2
 
+# --- experiments -------------------------------------------------------------------------
 two_moons: .venv/.installed
 	$(PY) -m experiments.two_moons $(ARGS)
+
+two_moons_grid: .venv/.installed
+	$(PY) -m experiments.two_moons --what=appendix_b $(ARGS)
+
+two_moons_dynamics: .venv/.installed
+	$(PY) -m experiments.two_moons_dynamics $(ARGS)
+
+theorem2: .venv/.installed
+	$(PY) -m experiments.theorem2 $(ARGS)
+
+primal_dual: .venv/.installed
+	$(PY) -m experiments.primal_dual $(ARGS)
+
+cmnist: .venv/.installed
+	for m in $(CMNIST_METHODS); do \
+	  $(PY) -m experiments.colored_mnist --method=$$m --restarts=10 \
+	    $(if $(MNIST_DIR),--data_dir=$(MNIST_DIR)) --out_dir=runs/colored_mnist/$$m $(ARGS) || exit 1; \
+	done
+	$(PY) -m analysis.cmnist_table --runs_dir=runs/colored_mnist
+
+cifar: .venv/.installed
+	$(PY) -m experiments.cifar $(if $(CIFAR_DIR),--data_dir=$(CIFAR_DIR)) $(ARGS)
+
+cifar_table: .venv/.installed
+	$(PY) -m analysis.cifar_table --runs="runs/cifar/*" $(ARGS)
+
+# --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
+bench-two-moons: .venv/.installed
+	$(PY) -m benchmarks.two_moons_speed $(ARGS)
+
+bench-dual: .venv/.installed
+	$(PY) -m benchmarks.dual_speed $(ARGS)
+
+bench-cmnist: .venv/.installed
+	$(PY) -m benchmarks.cmnist_speed $(if $(MNIST_DIR),--data_dir=$(MNIST_DIR)) $(ARGS)
+
+bench-cifar: .venv/.installed
+	$(PY) -m benchmarks.cifar_speed $(ARGS)
 
 clean-venv:
 	rm -rf .venv

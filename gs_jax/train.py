@@ -188,7 +188,8 @@ def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
       while done < num_steps:
         length = min(chunk, num_steps - done)
         states, hist = run_chunk(states, batches, hparams, length)
-        histories.append(hist)
+        # Wait for the chunk, so that the bar shows computed (not just dispatched) steps.
+        histories.append(jax.block_until_ready(hist))
         done += length
         bar.update(length)
     history = jax.tree_util.tree_map(lambda *h: jnp.concatenate(h, axis=1), *histories)
