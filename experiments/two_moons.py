@@ -159,8 +159,8 @@ def plot_panels(ax_list, entries, maps, data_by_cfg):
     ax.scatter(x[y > 0, 0], x[y > 0, 1], s=6, c="tab:red", edgecolors="k", linewidths=0.2)
     ax.scatter(x[y < 0, 0], x[y < 0, 1], s=6, c="tab:blue", edgecolors="k", linewidths=0.2)
     m = res["margin"]
-    ax.set_title(f"{res['config']['title']}\nmargin min {m['min']:.3f} · median "
-                 f"{m['median']:.3f}", fontsize=8)
+    ax.set_title(f"{res['config']['title']} ({res['seeds']} seeds)\nmargin min "
+                 f"{m['min']:.3f} · median {m['median']:.3f}", fontsize=8)
     ax.set_xlim(-2, 2)
     ax.set_ylim(-2, 2)
     ax.set_aspect("equal")
@@ -204,6 +204,9 @@ def parse_args(argv):
                  help="grid size used to trace the zero level set before Newton refinement.")
   p.add_argument("--overwrite", action="store_true",
                  help="retrain configurations already present in --out_dir.")
+  p.add_argument("--plot_only", action="store_true",
+                 help="redraw the figures from results.json and maps/ in --out_dir, without "
+                      "training (whatever seeds each configuration was run with).")
   p.add_argument("--no_progress", action="store_true", help="hide progress bars.")
   args = p.parse_args(argv)
   if args.seeds < 1:
@@ -242,8 +245,10 @@ def run(args) -> dict:
   for cfg in configs:
     map_path = maps_dir / f"{cfg.name}.npz"
     prev = results.get(cfg.name)
-    if (not args.overwrite and prev and map_path.exists()
-        and prev["config"] == cfg.as_dict() and prev["seeds"] == len(seeds)):
+    if args.plot_only and not (prev and map_path.exists()):
+      raise SystemExit(f"--plot_only: {cfg.name} has no results in {out_dir}; run it first")
+    if args.plot_only or (not args.overwrite and prev and map_path.exists()
+                          and prev["config"] == cfg.as_dict() and prev["seeds"] == len(seeds)):
       print(f"{cfg.name}: found in {results_path}, not retrained (--overwrite to redo)")
       with np.load(map_path) as m:
         maps[cfg.name] = (m["xs"], m["ys"], m["z"])

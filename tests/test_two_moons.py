@@ -25,6 +25,12 @@ def test_figure1_reduced_shows_sd_margin_gain(tmp_path, capsys):
   capsys.readouterr()
   two_moons.main([f"--out_dir={tmp_path}", "--seeds=3", "--no_progress"])
   assert capsys.readouterr().out.count("not retrained") == 3
+  # --plot_only redraws from disk whatever the seeds, and refuses configurations never run.
+  (tmp_path / "figure1.png").unlink()
+  two_moons.main([f"--out_dir={tmp_path}", "--seeds=7", "--plot_only"])
+  assert (tmp_path / "figure1.png").exists()
+  with pytest.raises(SystemExit, match="b_sd"):
+    two_moons.main([f"--out_dir={tmp_path}", "--configs=b_sd", "--plot_only"])
 
 
 def test_appendix_b_grid_runs_every_variant(tmp_path):
