@@ -170,7 +170,7 @@ def plot_panels(ax_list, entries, maps, data_by_cfg):
 
 def make_figure(plt, configs, results, maps, out_stem, ncols):
   nrows = -(-len(configs) // ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), squeeze=False)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 3.05 * nrows), squeeze=False)
   data = {c.name: toy.two_moons(0, c.delta, rotation_deg=c.rotation_deg) for c in configs}
   plot_panels(axes.ravel(), [(c.name, results[c.name]) for c in configs], maps, data)
   for ax in axes.ravel()[len(configs):]:
