@@ -61,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--resume", action="store_true",
                  help="continue from the last checkpoint in out_dir (a finished run is only "
                       "re-evaluated)")
+  p.add_argument("--no_checkpoint", action="store_true",
+                 help="skip orbax checkpoints (no --resume); for throwaway accelerator runs")
   p.add_argument("--eval_batch", type=int, default=500, help="batch size of evaluation/PGD")
   p.add_argument("--margin_n", type=int, default=500,
                  help="margins on the first N test images (-1: all)")
@@ -87,6 +89,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.out_dir = os.path.join("runs", "cifar", f"{args.dataset}_{args.config}_{method}_"
                                 f"s{args.seed}")
   return args
+
+
+class _NoBar:
+  def __init__(self, *a, **k):
+    pass
+
+  def update(self, *a):
+    pass
+
+  def set_postfix(self, **k):
+    pass
+
+  def close(self):
+    pass
 
 
 def objective(logits, batch, params, step, hparams):
@@ -210,9 +226,9 @@ def run_experiment(args: argparse.Namespace) -> dict:
   x_all, y_all = jax.device_put(data.x_train, rep), jax.device_put(data.y_train, rep)
   data_key = jax.random.fold_in(seed_key, 1)
 
-  ocp, mgr = _checkpoint_manager(args.out_dir)
+  ocp, mgr = _checkpoint_manager(args.out_dir) if not args.no_checkpoint else (None, None)
   history, start_epoch = [], 0
-  latest = mgr.latest_step()
+  latest = mgr.latest_step() if mgr is not None else None
   if latest is not None and not args.resume:
     raise ValueError(f"{args.out_dir} already holds checkpoints (epoch {latest}); pass --resume "
                      f"to continue that run or choose another --out_dir")
@@ -224,7 +240,11 @@ def run_experiment(args: argparse.Namespace) -> dict:
     history, start_epoch = restored["meta"]["history"], latest
     print(f"resumed from epoch {latest} in {args.out_dir}", file=sys.stderr)
 
-  from tqdm.auto import tqdm
+  try:
+    from tqdm.auto import tqdm
+  except ImportError:  # bare accelerator images: run without a bar
+    args.no_progress = True
+    tqdm = _NoBar
   bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, disable=args.no_progress,
              desc=f"{args.dataset} {'ERM' if args.sd_lambda == 0 else 'SD'} s{args.seed}")
   t_train = time.time()
@@ -243,6 +263,8 @@ def run_experiment(args: argparse.Namespace) -> dict:
         os._exit(3)  # simulated kill (tests): no cleanup, no checkpoint of this epoch
     history.append({"epoch": epoch + 1, "lr_end": float(schedule(int(state.step))),
                     **{k: v / steps_per_epoch for k, v in sums.items()}})
+    if mgr is None:
+      continue
     mgr.save(epoch + 1, args=ocp.args.Composite(
         state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave({"history": history})))
     mgr.wait_until_finished()

@@ -105,11 +105,10 @@ def pgd(logits_fn: LogitsFn, x, y, key, eps, *, norm: str = "linf", steps: int =
     raise ValueError(f"steps and restarts must be >= 1; got {steps} and {restarts}")
   eps = jnp.asarray(eps, x.dtype)
   alpha = eps / 10.0 if step_size is None else jnp.asarray(step_size, x.dtype)
-  alpha_b = _per_example(alpha, x)
   grad_fn = jax.grad(lambda xa: _xent_sum(logits_fn(xa), y))
 
   def step(delta, _):
-    return ascent_step(x, delta, grad_fn(x + delta), eps, alpha_b, norm), None
+    return ascent_step(x, delta, grad_fn(x + delta), eps, alpha, norm), None
 
   def one_restart(carry, k):
     best, fooled = carry

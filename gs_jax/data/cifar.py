@@ -150,16 +150,21 @@ def load_npz(dataset: str, data_dir: str) -> CifarData:
 
 
 def load_tfds(dataset: str, tfds_data_dir: str | None = None) -> CifarData:
-  """Whole splits via ``tfds.load(..., batch_size=-1)`` (imports TensorFlow lazily)."""
+  """Whole splits from ``tfds.load`` as uint8 arrays (imports TensorFlow lazily)."""
   import tensorflow_datasets as tfds  # lazy: heavy, and only this path needs it
 
   name = _TFDS_NAMES[dataset]
+
+  def split(s):
+    # Batches of 4096 concatenated on the host: ``batch_size=-1`` aborted TF 2.21 (vector::reserve).
+    ds = tfds.load(name, split=s, as_supervised=True, batch_size=4096, data_dir=tfds_data_dir)
+    xs, ys = zip(*tfds.as_numpy(ds))
+    return np.concatenate(xs), np.concatenate(ys)
+
   try:
-    splits = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
-                                      as_supervised=True, data_dir=tfds_data_dir))
+    (x_train, y_train), (x_test, y_test) = split("train"), split("test")
   except Exception as e:  # no network, no prepared data dir, …
     raise FileNotFoundError(_missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
-  (x_train, y_train), (x_test, y_test) = splits
   return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}")
 
 
