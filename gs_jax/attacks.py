@@ -157,7 +157,7 @@ def margin_bisection(predict: Callable, x, y, key, *, eps_max: float,
 
 
 def margin(logits_fn: LogitsFn, x, y, key, *, eps_max: float, bisection_steps: int = 8,
-           norm: str = "linf", steps: int = 10, restarts: int = 1):
+           norm: str = "linf", steps: int = 10, restarts: int = 1, rand_init: bool = True):
   """Per-example margin: the smallest ε at which PGD makes the prediction differ from ``y``.
 
   Batched bisection on ε ∈ [0, eps_max]: every example keeps its own bracket ``[lo, hi]``
@@ -169,12 +169,16 @@ def margin(logits_fn: LogitsFn, x, y, key, *, eps_max: float, bisection_steps: i
   margin CDF (Figure 2) and the OOD accuracy tell the same story. (PGD at ε = 0 returns the
   clean image, so the first call gives the clean predictions.)
 
+  Note: with ``rand_init`` and step ε/10 × 10 steps, a coordinate that starts at −ε can only
+  reach 0, not +ε, so PGD cannot always use its whole budget: for a linear model the margin
+  is then overestimated (tests check the exact closed form with ``rand_init=False``).
+
   Returns:
     (n,) float array of margins.
   """
   def predict(xb, yb, k, eps):
     return robust_predictions(logits_fn, xb, yb, k, eps, norm=norm, steps=steps,
-                              restarts=restarts)
+                              restarts=restarts, rand_init=rand_init)
   return margin_bisection(predict, x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
 
 
@@ -230,11 +234,11 @@ class PGD:
     return self.predict(variables, self(variables, x, y, key, eps, **kwargs))
 
   def margin(self, variables, x, y, key, *, eps_max: float, bisection_steps: int = 8,
-             steps: int = 10, restarts: int = 1):
+             steps: int = 10, restarts: int = 1, rand_init: bool = True):
     """Per-example minimal-ε margin (see :func:`margin`)."""
     return margin_bisection(
         lambda xb, yb, k, e: self.robust_predictions(variables, xb, yb, k, e, steps=steps,
-                                                     restarts=restarts),
+                                                     restarts=restarts, rand_init=rand_init),
         x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
 
 
