@@ -384,3 +384,16 @@ def test_real_cifar2_full_cpu_run(tmp_path):
   for r in res.values():
     assert r["test_iid_acc"]["full"] > 0.75
     assert r["test_ood_acc"]["eps_0.05"]["full"] < r["test_iid_acc"]["full"]
+
+
+def test_npz_path_never_imports_tensorflow(tmp_path):
+  _fake_cifar10(tmp_path / "cifar10.npz")
+  code = ("import sys; from gs_jax.data import cifar; from experiments import cifar as e; "
+          f"d = cifar.load('cifar2', {str(tmp_path)!r}); "
+          "assert not any(m.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'orbax') "
+          "for m in sys.modules), sorted(m for m in sys.modules if 'tensorflow' in m)[:5]; "
+          "print(len(d.x_train))")
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                     env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.strip() == "12"   # 60 images with labels i % 10: 6 cats + 6 dogs
