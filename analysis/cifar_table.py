@@ -59,7 +59,8 @@ def load_groups(dirs):
     with open(os.path.join(d, "results.json")) as f:
       r = json.load(f)
     c = r["config"]
-    groups[(c["dataset"], c["config"], r["method"], c["sd_lambda"])].append(r)
+    groups[(c["dataset"], c["config"], r["method"], c["sd_lambda"], c["epochs"],
+            c.get("train_limit", 0))].append(r)
   return dict(sorted(groups.items()))
 
 
@@ -70,9 +71,10 @@ def mean_std(values, scale=100):
 
 def make_table(groups):
   rows = []
-  for (dataset, config, method, lam), runs in groups.items():
+  for (dataset, config, method, lam, epochs, limit), runs in groups.items():
     row = {"dataset": dataset, "config": config, "method": method, "sd_lambda": lam,
-           "seeds": len(runs), "epochs": runs[0]["config"]["epochs"]}
+           "seeds": len(runs), "epochs": epochs, "n_train": runs[0]["data"]["n_train"],
+           "augment": not runs[0]["config"].get("no_augment", False)}
     for name, get, scale in COLUMNS:
       row[name] = mean_std([get(r) for r in runs], scale)
     strong = [r["strong_attack"] for r in runs if "strong_attack" in r]
@@ -85,7 +87,8 @@ def make_table(groups):
 
 
 def to_markdown(rows) -> str:
-  keys = ["dataset", "config", "method", "sd_lambda", "seeds", "epochs"] + [c[0] for c in COLUMNS]
+  keys = ["dataset", "config", "method", "sd_lambda", "seeds", "epochs", "n_train", "augment"]
+  keys += [c[0] for c in COLUMNS]
   extra = [k for k in rows[0] if k not in keys]
   keys += [k for k in extra if any(k in r for r in rows)]
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -135,15 +138,15 @@ def figure2(groups, stem):
   fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
   for ax, dataset in zip(axes[0], datasets):
     eps_max = None
-    for (ds, config, method, lam), runs in groups.items():
+    for (ds, config, method, lam, epochs, _), runs in groups.items():
       if ds != dataset:
         continue
       m = margins_of(runs)
       eps_max = runs[0]["margins"]["eps_max"]
       grid = np.linspace(0, eps_max, 400)
       cdf = (m[None, :] <= grid[:, None]).mean(1)
-      ax.plot(grid * 255, cdf, label=f"{method} (λ={lam:g}, {config}, {len(runs)} seeds, "
-              f"n={len(m)})", color="C0" if method == "ERM" else "C3")
+      ax.plot(grid * 255, cdf, label=f"{method} (λ={lam:g}, {config}, {epochs} ep, "
+              f"{len(runs)} seeds, n={len(m)})")
     for e, ls in ((5 / 255, ":"), (0.05, "--")):
       ax.axvline(e * 255, color="gray", ls=ls, lw=0.8)
     ax.set_xlabel("L∞ margin ε (in 1/255 pixel units)")
@@ -174,7 +177,7 @@ def main(argv=None):
   write_csv(rows, os.path.join(args.out_dir, "table1.csv"))
   figure2(groups, os.path.join(args.out_dir, "figure2"))
   summary = {"rows": rows, "margin_medians": {
-      f"{k[0]}/{k[1]}/{k[2]}": float(np.median(margins_of(v))) for k, v in groups.items()}}
+      "/".join(map(str, k)): float(np.median(margins_of(v))) for k, v in groups.items()}}
   atomic_write_json(os.path.join(args.out_dir, "summary.json"), summary)
   print(md)
 
