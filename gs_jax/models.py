@@ -128,3 +128,57 @@ class NTKTwoLayerReLU(nn.Module):
     if self.bias_scale:
       h = h + self.bias_scale * self.param("b", normal, (self.width,), x.dtype)
     return nn.relu(h) @ a / jnp.sqrt(self.width)
+
+
+# ----------------------------------------------------------------------------- CIFAR CNNs
+
+# Per-channel statistics of the CIFAR-10 training set (DESIGN §5; also used for CIFAR-2/100).
+CIFAR_MEAN = (0.49139968, 0.48215841, 0.44653091)
+CIFAR_STD = (0.24703223, 0.24348513, 0.26158784)
+
+VGG_PAPER_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+CNN_CPU_STAGES = ((16,), (32,), (64,))
+
+
+class CifarVGG(nn.Module):
+  """VGG-style CIFAR network of DESIGN §3.3; input pixels in [0,1], normalisation inside.
+
+  ``x ↦ (x − mean)/std`` per channel, then for every stage ``[3×3 conv (no bias) + BN + ReLU]``
+  × len(stage) followed by a 2×2 max-pool, then global average pooling and one linear layer to
+  ``num_classes`` logits (shape (n, num_classes), also for CIFAR-2). Normalising inside the
+  model means attacks (:mod:`gs_jax.attacks`) perturb and clip raw [0,1] pixels.
+
+  ``stages=VGG_PAPER_STAGES`` is the paper's network (five stages (2,2,3,3,3) of
+  (64,128,256,512,512) channels, ``--config=paper``); ``CNN_CPU_STAGES`` is the small CNN
+  that trains on 2 CPU cores in minutes (``--config=cpu``). BN uses PyTorch's momentum 0.1
+  (flax ``momentum=0.9``) and eps 1e-5; its running statistics live in
+  ``TrainState.model_state["batch_stats"]``.
+  """
+  stages: Sequence[Sequence[int]] = VGG_PAPER_STAGES
+  num_classes: int = 10
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+    for s, widths in enumerate(self.stages):
+      for j, width in enumerate(widths):
+        x = nn.Conv(width, (3, 3), padding=1, use_bias=False, name=f"conv{s}_{j}")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         name=f"bn{s}_{j}")(x)
+        x = nn.relu(x)
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    # Global average pool: for the paper's VGG the map is already 1×1 (= flatten); for the
+    # small CNN it keeps the head at 64 inputs (a flattened 4×4×64 head diverged at lr 0.05).
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+def cifar_model(config: str, num_classes: int) -> CifarVGG:
+  """``config="paper"`` → the VGG of §3.3; ``"cpu"`` → the small CNN (3 stages of one conv, 16/32/64 channels)."""
+  if config == "paper":
+    return CifarVGG(VGG_PAPER_STAGES, num_classes)
+  if config == "cpu":
+    return CifarVGG(CNN_CPU_STAGES, num_classes)
+  raise ValueError(f"config must be 'paper' or 'cpu'; got {config!r}")

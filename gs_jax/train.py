@@ -196,3 +196,62 @@ def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
     return states, history
 
   return train
+
+
+# ----------------------------------------------------------------------------- minibatch SGD
+
+def data_mesh(devices=None):
+  """A 1-D ``jax.sharding.Mesh`` over ``devices`` (default: all local devices), axis "data"."""
+  import numpy as np
+  devices = jax.local_devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def replicated(mesh):
+  """Sharding that puts a full copy on every device of ``mesh`` (params, whole datasets)."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def batch_sharded(mesh):
+  """Sharding that splits the leading (batch) axis over the "data" axis of ``mesh``."""
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None):
+  """Minibatch training over index chunks: one jitted step, called once per minibatch.
+
+  Returns ``run(state, x_all, y_all, idx, hparams) -> (state, metrics)``: ``x_all``/``y_all``
+  are a whole dataset (e.g. uint8 images, kept on device), ``idx`` has shape (k, B) and
+  step j trains on ``x_all[idx[j]]`` (gathered inside the compiled step). ``preprocess(key,
+  xb)`` (e.g. augmentation and the uint8 → float conversion) runs inside the compiled step with
+  ``key = fold_in(fold_in(state.key, state.step), 1)``; it depends only on the state, so a run
+  resumed from a checkpoint sees the same augmentations. With a ``mesh`` every minibatch is
+  sharded over its "data" axis (the batch size must be divisible by the device count) and
+  the rest is replicated; XLA inserts the cross-device reductions (gradients, batch-norm
+  statistics), so the result equals the one-device result up to float reassociation.
+  ``metrics`` are stacked per step, shape (k,).
+
+  The k steps are a Python loop over one compiled step rather than a ``lax.scan``: on XLA:CPU
+  (jax 0.5) convolutions inside a while loop ran ~25× slower than the same step called
+  directly (measured on the cpu CIFAR CNN), and the dispatch cost per call is negligible.
+  """
+  @functools.partial(jax.jit, donate_argnums=0)
+  def one(state, x_all, y_all, ids, hparams):
+    xb, yb = x_all[ids], y_all[ids]
+    if mesh is not None:
+      xb = jax.lax.with_sharding_constraint(xb, batch_sharded(mesh))
+      yb = jax.lax.with_sharding_constraint(yb, batch_sharded(mesh))
+    if preprocess is not None:
+      xb = preprocess(jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1), xb)
+    return train_step(state, {"x": xb, "y": yb}, hparams)
+
+  def run(state, x_all, y_all, idx, hparams):
+    if mesh is not None and idx.shape[1] % mesh.size:
+      raise ValueError(f"batch size {idx.shape[1]} is not divisible by the {mesh.size} devices")
+    history = []
+    for ids in idx:
+      state, metrics = one(state, x_all, y_all, ids, hparams)
+      history.append(metrics)
+    return state, jax.tree_util.tree_map(lambda *m: jnp.stack(m), *history)
+
+  return run

@@ -1,0 +1,126 @@
+"""Training-step throughput of the CIFAR ``--config=cpu`` CNN: gs-jax vs PyTorch eager.
+
+    python -m benchmarks.cifar_speed [--batch_size=128 --steps=30 --repeats=3]
+
+Both sides run the *same* step on the same machine in the same process: random crop (pad 4) +
+horizontal flip of a uint8 batch gathered from a resident dataset, conversion to [0,1],
+normalisation, the 3-stage conv/BN/ReLU/max-pool CNN (16/32/64 channels, global average
+pool, linear head), softmax cross-entropy + ``sd_lambda·mean(ŷ²)``, backward, and SGD with
+momentum 0.9 and coupled weight decay 5e-4. gs-jax runs ``experiments.cifar``'s compiled step
+(:func:`gs_jax.train.make_epoch_runner`); PyTorch runs the equivalent eager code. Timings
+alternate between the two ``--repeats`` times (the machine is shared; the median is
+reported) and exclude compilation / warm-up. Prints images/s for each and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def jax_runner(x_all, y_all, batch_size, sd_lambda):
+  import jax
+  import jax.numpy as jnp
+  from experiments.cifar import objective
+  from gs_jax import models, train
+  from gs_jax.data import cifar
+
+  model = models.cifar_model("cpu", 2)
+  tx = train.make_optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4)
+  state = train.init_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
+  run = train.make_epoch_runner(
+      train.make_train_step(model, tx, objective),
+      preprocess=lambda k, xb: cifar.to_float(cifar.augment(k, xb)), mesh=train.data_mesh())
+  xa, ya = jnp.asarray(x_all), jnp.asarray(y_all)
+  hp = {"sd_lambda": jnp.float32(sd_lambda)}
+  holder = {"state": state}
+
+  def go(steps, seed):
+    idx = cifar.epoch_permutation(jax.random.PRNGKey(seed), 0, len(x_all), batch_size)[:steps]
+    holder["state"], m = run(holder["state"], xa, ya, idx, hp)
+    jax.block_until_ready(m)
+  return go
+
+
+def torch_runner(x_all, y_all, batch_size, sd_lambda):
+  import torch
+  from torch import nn
+
+  torch.manual_seed(0)
+  mean = torch.tensor((0.49139968, 0.48215841, 0.44653091)).view(1, 3, 1, 1)
+  std = torch.tensor((0.24703223, 0.24348513, 0.26158784)).view(1, 3, 1, 1)
+  layers, c_in = [], 3
+  for c in (16, 32, 64):
+    layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+               nn.MaxPool2d(2)]
+    c_in = c
+  net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2))
+  opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+  xa = torch.from_numpy(x_all).permute(0, 3, 1, 2).contiguous()   # uint8 NCHW, resident
+  ya = torch.from_numpy(y_all.astype(np.int64))
+  ar = torch.arange(32)
+
+  def step(ids):
+    xb = xa[ids]
+    b = xb.shape[0]
+    padded = nn.functional.pad(xb, (4, 4, 4, 4))
+    off = torch.randint(0, 9, (b, 2))
+    rows = (off[:, 0:1] + ar)[:, None, :, None]
+    cols = (off[:, 1:2] + ar)[:, None, None, :]
+    xb = padded[torch.arange(b)[:, None, None, None], torch.arange(3)[None, :, None, None],
+                rows, cols]
+    flip = torch.rand(b) < 0.5
+    xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+    x = (xb.float() / 255.0 - mean) / std
+    logits = net(x)
+    loss = nn.functional.cross_entropy(logits, ya[ids]) + sd_lambda * logits.pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+  def go(steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x_all), generator=g)
+    for i in range(steps):
+      step(perm[i * batch_size:(i + 1) * batch_size])
+  return go, torch.get_num_threads()
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch_size", type=int, default=128)
+  p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--sd_lambda", type=float, default=0.01)
+  args = p.parse_args(argv)
+  rng = np.random.default_rng(0)
+  n = 10_000                                                        # CIFAR-2 training size
+  x_all = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  y_all = rng.integers(0, 2, n).astype(np.int32)
+  jax_go = jax_runner(x_all, y_all, args.batch_size, args.sd_lambda)
+  torch_go, threads = torch_runner(x_all, y_all, args.batch_size, args.sd_lambda)
+  t = time.perf_counter()
+  jax_go(3, 99)                                                     # compile + warm-up
+  compile_s = time.perf_counter() - t
+  torch_go(3, 99)
+  rates = {"gs-jax": [], "pytorch-eager": []}
+  for r in range(args.repeats):
+    for name, go in (("gs-jax", jax_go), ("pytorch-eager", torch_go)):
+      t = time.perf_counter()
+      go(args.steps, r)
+      rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
+  med = {k: float(np.median(v)) for k, v in rates.items()}
+  print(f"CIFAR cpu-config train step, batch {args.batch_size}, {args.steps} steps × "
+        f"{args.repeats} alternating repeats (torch threads: {threads}); "
+        f"gs-jax compile+3 warm-up steps: {compile_s:.1f} s")
+  for k, v in rates.items():
+    print(f"  {k:14s} median {med[k]:8.1f} images/s   (runs: "
+          + ", ".join(f"{x:.0f}" for x in v) + ")")
+  print(f"  ratio gs-jax / pytorch-eager: {med['gs-jax'] / med['pytorch-eager']:.2f}×")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,220 @@
+"""CIFAR-10, CIFAR-100 and CIFAR-2 (cat vs dog) as whole uint8 arrays (DESIGN §3.3, §5).
+
+Two sources:
+
+* ``tfds.load`` (the default; downloads on first use). TensorFlow is imported lazily, only on
+  this path.
+* a local ``.npz`` (``data_dir=``): either a Keras-style CIFAR file with keys ``x_train,
+  y_train, x_test, y_test`` (uint8, NHWC; e.g. the offline ``cifar10.npz`` described in its
+  SOURCE.md) or an already-binary CIFAR-2 file with the same keys whose labels are {0,1}
+  (cat → 0, dog → 1) or {3,5}. An optional boolean ``test_is_lossless`` marks the test images
+  that are byte-exact; when absent every test image counts as exact. ``data_dir`` may name
+  the file or a folder holding ``cifar10.npz`` / ``cifar2.npz`` / ``cifar100.npz``.
+
+The input pipeline never leaves JAX: the whole split lives on the device as uint8, an epoch is
+a permutation drawn with an explicit key (:func:`epoch_permutation`), and random crop (4-pixel
+zero padding) + horizontal flip (:func:`augment`) run inside the jitted train step. Pixels are
+converted to float in [0,1] by :func:`to_float`; per-channel normalisation happens inside the
+model, so attacks act on [0,1] pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DATASETS = ("cifar2", "cifar10", "cifar100")
+NUM_CLASSES = {"cifar2": 2, "cifar10": 10, "cifar100": 100}
+CIFAR2_CLASSES = (3, 5)  # cat, dog in CIFAR-10's label order → labels 0, 1
+# Per-channel mean/std of the exact CIFAR-10 training set (see ../shared/data/cifar10/SOURCE.md).
+CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
+CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
+
+_NPZ_NAMES = {"cifar2": ("cifar2.npz", "cifar10.npz"), "cifar10": ("cifar10.npz",),
+              "cifar100": ("cifar100.npz",)}
+_TFDS_NAMES = {"cifar2": "cifar10", "cifar10": "cifar10", "cifar100": "cifar100"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CifarData:
+  """One dataset as host arrays.
+
+  Attributes:
+    x_train, x_test: uint8 (n, 32, 32, 3), pixel values 0..255.
+    y_train, y_test: int32 (n,) labels in [0, num_classes).
+    test_is_lossless: bool (n_test,), True for byte-exact test images.
+    num_classes: 2, 10 or 100.
+    name: "cifar2", "cifar10" or "cifar100".
+    source: where the arrays came from (a path or "tfds:<name>").
+  """
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  test_is_lossless: np.ndarray
+  num_classes: int
+  name: str
+  source: str
+
+
+def _missing_message(dataset: str, detail: str) -> str:
+  return (f"{dataset} data not found ({detail}). Provide it in one of two ways: (1) run without "
+          f"--data_dir so that tensorflow_datasets downloads '{_TFDS_NAMES[dataset]}' "
+          f"(needs internet, or a prepared TFDS data dir via TFDS_DATA_DIR); or (2) pass "
+          f"--data_dir=<file.npz or folder containing {' or '.join(_NPZ_NAMES[dataset])}> "
+          f"holding Keras-style uint8 arrays x_train (n,32,32,3), y_train (n,), x_test, y_test "
+          f"[, test_is_lossless]. The offline CIFAR-10 copy on these machines is "
+          f"../shared/data/cifar10/cifar10.npz.")
+
+
+def _resolve_npz(dataset: str, data_dir: str) -> str:
+  if os.path.isfile(data_dir):
+    return data_dir
+  if os.path.isdir(data_dir):
+    for name in _NPZ_NAMES[dataset]:
+      path = os.path.join(data_dir, name)
+      if os.path.isfile(path):
+        return path
+    raise FileNotFoundError(_missing_message(
+        dataset, f"no {' or '.join(_NPZ_NAMES[dataset])} in folder {data_dir!r}"))
+  raise FileNotFoundError(_missing_message(dataset, f"{data_dir!r} does not exist"))
+
+
+def _check_images(x, what: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+    raise ValueError(f"{what} must have shape (n, 32, 32, 3) (NHWC); got {x.shape}")
+  if x.dtype != np.uint8:
+    raise ValueError(f"{what} must be uint8 pixels 0..255; got dtype {x.dtype}")
+  return x
+
+
+def _check_labels(y, n: int, what: str) -> np.ndarray:
+  y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
+  if y.shape != (n,):
+    raise ValueError(f"{what} must have shape ({n},) to match the images; got {y.shape}")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{what} must be integer class labels; got dtype {y.dtype}")
+  return y.astype(np.int32)
+
+
+def select_cifar2(x, y, classes=CIFAR2_CLASSES):
+  """Keeps the images of ``classes`` (cat=3, dog=5) and relabels them 0, 1 in that order."""
+  keep = np.isin(y, classes)
+  return x[keep], (y[keep] == classes[1]).astype(np.int32), keep
+
+
+def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source) -> CifarData:
+  x_train = _check_images(x_train, "x_train")
+  x_test = _check_images(x_test, "x_test")
+  y_train = _check_labels(y_train, len(x_train), "y_train")
+  y_test = _check_labels(y_test, len(x_test), "y_test")
+  if lossless is None:
+    lossless = np.ones(len(x_test), bool)
+  lossless = np.asarray(lossless)
+  if lossless.shape != (len(x_test),) or lossless.dtype != bool:
+    raise ValueError(f"test_is_lossless must be bool of shape ({len(x_test)},); got "
+                     f"{lossless.dtype} {lossless.shape}")
+  if dataset == "cifar2":
+    values = set(np.unique(np.concatenate([y_train, y_test])).tolist())
+    if not values <= {0, 1}:  # a 10-class file (or a binary file labelled 3/5): select
+      x_train, y_train, _ = select_cifar2(x_train, y_train)
+      x_test, y_test, keep = select_cifar2(x_test, y_test)
+      lossless = lossless[keep]
+  k = NUM_CLASSES[dataset]
+  for y, what in ((y_train, "y_train"), (y_test, "y_test")):
+    bad = np.unique(y[(y < 0) | (y >= k)])
+    if bad.size:
+      raise ValueError(f"{what} of {dataset} must lie in [0, {k}); got values {bad.tolist()}")
+  if len(x_train) == 0 or len(x_test) == 0:
+    raise ValueError(f"{dataset} from {source} has an empty split "
+                     f"(train {len(x_train)}, test {len(x_test)})")
+  return CifarData(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test,
+                   lossless, k, dataset, source)
+
+
+def load_npz(dataset: str, data_dir: str) -> CifarData:
+  """Reads a Keras-style (or already-binary CIFAR-2) ``.npz``; never imports TensorFlow."""
+  path = _resolve_npz(dataset, data_dir)
+  with np.load(path, allow_pickle=False) as d:
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d.files]
+    if missing:
+      raise ValueError(f"{path} lacks keys {missing}; it holds {sorted(d.files)}")
+    arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    lossless = d["test_is_lossless"] if "test_is_lossless" in d.files else None
+  return _finalise(dataset, arrays["x_train"], arrays["y_train"], arrays["x_test"],
+                   arrays["y_test"], lossless, path)
+
+
+def load_tfds(dataset: str, tfds_data_dir: str | None = None) -> CifarData:
+  """Whole splits from ``tfds.load`` as uint8 arrays (imports TensorFlow lazily)."""
+  import tensorflow_datasets as tfds  # lazy: heavy, and only this path needs it
+
+  name = _TFDS_NAMES[dataset]
+
+  def split(s):
+    # Batches of 4096 concatenated on the host: ``batch_size=-1`` aborted TF 2.21 (vector::reserve).
+    ds = tfds.load(name, split=s, as_supervised=True, batch_size=4096, data_dir=tfds_data_dir)
+    xs, ys = zip(*tfds.as_numpy(ds))
+    return np.concatenate(xs), np.concatenate(ys)
+
+  try:
+    (x_train, y_train), (x_test, y_test) = split("train"), split("test")
+  except Exception as e:  # no network, no prepared data dir, …
+    raise FileNotFoundError(_missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
+  return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}")
+
+
+def load(dataset: str, data_dir: str | None = None) -> CifarData:
+  """Loads ``dataset`` ∈ {cifar2, cifar10, cifar100} from ``data_dir`` (npz) or from TFDS.
+
+  Raises:
+    ValueError: unknown dataset name, or malformed arrays (the message names the problem).
+    FileNotFoundError: data missing; the message says both ways to provide it.
+  """
+  if dataset not in DATASETS:
+    raise ValueError(f"dataset must be one of {DATASETS}; got {dataset!r}")
+  if data_dir:
+    return load_npz(dataset, data_dir)
+  return load_tfds(dataset)
+
+
+# ----------------------------------------------------------------------------- JAX pipeline
+
+def to_float(x_uint8: jax.Array) -> jax.Array:
+  """uint8 pixels → float32 in [0,1] (the space attacks act in)."""
+  return x_uint8.astype(jnp.float32) / 255.0
+
+
+def epoch_permutation(key: jax.Array, epoch, n: int, batch_size: int) -> jax.Array:
+  """Indices of one epoch as ``(n // batch_size, batch_size)``; the last partial batch is dropped.
+
+  The permutation depends only on ``(key, epoch)``, so a resumed run sees the same batches.
+  """
+  steps = n // batch_size
+  if steps < 1:
+    raise ValueError(f"batch_size {batch_size} exceeds the number of examples {n}")
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+  return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def augment(key: jax.Array, x: jax.Array, pad: int = 4) -> jax.Array:
+  """Random crop after ``pad``-pixel zero padding, then a random horizontal flip, per example.
+
+  Works on any dtype (uint8 in the train step: it is cheaper to move bytes) and returns the
+  same dtype and value range, since cropping and flipping only move pixels (padding adds 0).
+  """
+  n, h, w, c = x.shape
+  k_off, k_flip = jax.random.split(key)
+  offsets = jax.random.randint(k_off, (n, 2), 0, 2 * pad + 1)
+  flips = jax.random.bernoulli(k_flip, 0.5, (n,))
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+  def one(img, off, flip):
+    crop = jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+    return jnp.where(flip, crop[:, ::-1], crop)
+
+  return jax.vmap(one)(padded, offsets, flips)
