@@ -8,7 +8,7 @@ CIFAR_DIR ?=
 CMNIST_METHODS ?= erm sd irm rex oracle
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
-        cmnist cifar cifar_table bench-two-moons bench-dual bench-cmnist bench-cifar clean-venv
+        cmnist cifar cifar2_cpu bench-two-moons bench-dual bench-cmnist bench-cifar clean-venv
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -50,8 +50,13 @@ cmnist: .venv/.installed
 cifar: .venv/.installed
 	$(PY) -m experiments.cifar $(if $(CIFAR_DIR),--data_dir=$(CIFAR_DIR)) $(ARGS)
 
-cifar_table: .venv/.installed
-	$(PY) -m analysis.cifar_table --runs="runs/cifar/*" $(ARGS)
+# Table 1 on this machine: CIFAR-2, cpu CNN, ERM and SD, 3 seeds each, then the table/figure.
+cifar2_cpu: .venv/.installed
+	for s in 0 1 2; do for l in 0 0.01; do \
+	  $(PY) -m experiments.cifar --dataset=cifar2 --config=cpu --sd_lambda=$$l --seed=$$s \
+	    $(if $(CIFAR_DIR),--data_dir=$(CIFAR_DIR)) --out_dir=runs/cifar/cifar2_l$${l}_s$$s \
+	    --resume --no_progress $(ARGS) || exit 1; done; done
+	$(PY) -m analysis.cifar_table --runs='runs/cifar/cifar2_*' --out_dir=runs/cifar_table
 
 # --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
 bench-two-moons: .venv/.installed

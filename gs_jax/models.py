@@ -30,18 +30,37 @@ def torch_linear_bias_init(fan_in: int) -> Callable:
 INITS = ("torch", "xavier", "lecun")
 
 
+@jax.custom_vjp
+def _broadcast_matmul(x, w):
+  return sum(x[..., k, None] * w[k] for k in range(x.shape[-1]))
+
+
+def _broadcast_matmul_fwd(x, w):
+  return _broadcast_matmul(x, w), (x, w)
+
+
+def _broadcast_matmul_bwd(res, g):
+  x, w = res
+  # The cotangents are ordinary matmuls (contracting over the batch or the width), which
+  # XLA:CPU runs well; autodiff of the broadcast form would give strided reductions instead.
+  return g @ w.T, x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+
+
+_broadcast_matmul.defvjp(_broadcast_matmul_fwd, _broadcast_matmul_bwd)
+
+
 def small_fan_in_dot_general(lhs, rhs, dimension_numbers, precision=None,
                              preferred_element_type=None):
   """``lhs @ rhs`` for a tiny contraction (fan-in ≤ 4) as a sum of broadcast products.
 
   XLA:CPU runs a (n×2)·(2×h) product as a general matmul with a poor inner loop; written
-  elementwise it fuses with the bias and ReLU (and so does its gradient), which makes the
-  two-moons nets ~3× faster on CPU. Same result as ``lax.dot_general`` up to rounding.
+  elementwise it fuses with the bias and ReLU, and its VJP is two plain matmuls. This makes
+  the two-moons nets ~2× faster on CPU. Same result as ``lax.dot_general`` up to rounding.
   """
   del precision, preferred_element_type
   (lc, rc), _ = dimension_numbers
   assert tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,), dimension_numbers
-  return sum(lhs[..., k, None] * rhs[k] for k in range(lhs.shape[-1]))
+  return _broadcast_matmul(lhs, rhs)
 
 
 def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:

@@ -120,3 +120,13 @@ def test_small_fan_in_dense_equals_matmul():
   h = jax.nn.relu(x @ params["dense_0"]["kernel"] + params["dense_0"]["bias"])
   ref = (h @ params["head"]["kernel"] + params["head"]["bias"])[:, 0]
   np.testing.assert_allclose(model.apply({"params": params}, x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_small_fan_in_dense_gradients_equal_matmul_gradients():
+  x = jax.random.normal(jax.random.PRNGKey(1), (7, 2))
+  w = jax.random.normal(jax.random.PRNGKey(2), (2, 5))
+  f = lambda x, w: jnp.sum(jnp.sin(models.small_fan_in_dot_general(
+      x, w, (((1,), (0,)), ((), ())))))
+  g = lambda x, w: jnp.sum(jnp.sin(x @ w))
+  for a, b in zip(jax.grad(f, (0, 1))(x, w), jax.grad(g, (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
