@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
+
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from gs_jax import dual
 
 
@@ -150,12 +151,9 @@ def main():
     print(f"         speed-up to 1e-6 (gradient ascent / Newton), wall: {row['speedup_to_1e-6']}")
     if row["speedup_to_1e-6_extrapolated"]:
       print(f"         extrapolated speed-up to 1e-6: ~{row['speedup_to_1e-6_extrapolated']:.0f}x")
-  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-  tmp = args.out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-               "load_average": os.getloadavg(), "rows": rows}, f, indent=1)
-  os.replace(tmp, args.out)
+  common.atomic_write_json(args.out, {"device": str(jax.devices()[0]),
+                                     "cpu_count": os.cpu_count(),
+                                     "load_average": os.getloadavg(), "rows": rows})
   print(f"load average {os.getloadavg()} on {os.cpu_count()} CPUs; wrote", args.out)
 
 

@@ -50,7 +50,6 @@ def torch_train(seeds, epochs, delta, sd_lambda):
 def jax_train(seeds, epochs):
   """gs-jax's Figure-1 training: one compiled vmapped program, reused for the 3 configs."""
   import jax
-  import jax.numpy as jnp
   from experiments import two_moons
 
   trainer, states = None, None

@@ -19,7 +19,6 @@ and ε = 5/255 with step ε/10 and 10 steps, per-example L∞ margins, per-epoch
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import common
 from gs_jax import attacks, losses, models, train
 from gs_jax.data import cifar
 
@@ -112,13 +112,6 @@ def objective(logits, batch, params, step, hparams):
   loss = nll + losses.sd_penalty(logits, hparams["sd_lambda"])
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
   return loss, {"nll": nll, "accuracy": acc}
-
-
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
 
 
 def _checkpoint_manager(out_dir: str):
@@ -285,7 +278,7 @@ def run_experiment(args: argparse.Namespace) -> dict:
       "seconds": {"train_this_call": train_seconds, "eval": time.time() - t_eval,
                   "total_this_call": time.time() - t0},
   }
-  _write_json_atomic(os.path.join(args.out_dir, "results.json"), results)
+  common.atomic_write_json(os.path.join(args.out_dir, "results.json"), results)
   ood = results["test_ood_acc"]
   print(f"{args.out_dir}: train {results['train_acc']:.4f} | test IID "
         f"{results['test_iid_acc']['full']:.4f} (lossless {results['test_iid_acc']['lossless']:.4f})"

@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from experiments import common
+
 # Released hyper-parameters (DESIGN §3.4; the authors' table_1.sh and the IRM/REx code).
 IRM_LR = 0.0004898536566546834
 IRM_L2 = 0.00110794568
@@ -177,13 +179,6 @@ def format_table(history: dict, log_every: int, columns=None) -> str:
   return "\n".join(rows)
 
 
-def _write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrite=False,
         progress=True, verbose=True) -> dict:
   """Trains ``cfg.restarts`` restarts in one vmapped program; writes and returns results."""
@@ -273,7 +268,7 @@ def run(cfg: Config, data_dir: str | None, out_dir: str, *, mnist=None, overwrit
       "device": str(jax.devices()[0]),
       "n_train": int(batch["y"].shape[-1]), "n_test": int(batch["test_y"].shape[-1]),
   }
-  _write_json_atomic(path, results)
+  common.atomic_write_json(path, results)
   if verbose:
     s = results["summary"]
     print(f"== {cfg.method}: {cfg.restarts} restarts, {cfg.steps} steps, "

@@ -24,12 +24,14 @@ import argparse
 import json
 import os
 
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jax.experimental import enable_x64
 
+from experiments import common
 from gs_jax import dual
 
 
@@ -138,10 +140,7 @@ def _main(argv):
   }
   print(json.dumps(results["checks"], indent=1))
   _plot(paths, results, args)
-  tmp = os.path.join(args.out_dir, "results.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(results, f, indent=1)
-  os.replace(tmp, os.path.join(args.out_dir, "results.json"))
+  common.atomic_write_json(os.path.join(args.out_dir, "results.json"), results)
   print("wrote", args.out_dir)
 
 
