@@ -58,17 +58,82 @@ def small_fan_in_dot_general(lhs, rhs, dimension_numbers, precision=None,
   return _broadcast_matmul(lhs, rhs)
 
 
+def _inits(init: str, fan_in: int) -> tuple[Callable, Callable]:
+  """(kernel_init, bias_init) for the ``kernel_init`` names of :class:`MLP`."""
+  if init == "torch":
+    return torch_linear_kernel_init, torch_linear_bias_init(fan_in)
+  if init == "xavier":
+    return nn.initializers.xavier_uniform(), nn.initializers.zeros
+  if init == "lecun":
+    return nn.initializers.lecun_normal(), nn.initializers.zeros
+  raise ValueError(f"kernel_init must be one of {INITS}; got {init!r}")
+
+
 def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
   kwargs = {"dot_general": small_fan_in_dot_general} if fan_in <= 4 else {}
-  if init == "torch":
-    return nn.Dense(features, kernel_init=torch_linear_kernel_init,
-                    bias_init=torch_linear_bias_init(fan_in), name=name, **kwargs)
-  if init == "xavier":
-    return nn.Dense(features, kernel_init=nn.initializers.xavier_uniform(),
-                    bias_init=nn.initializers.zeros, name=name, **kwargs)
-  if init == "lecun":
-    return nn.Dense(features, name=name, **kwargs)
-  raise ValueError(f"kernel_init must be one of {INITS}; got {init!r}")
+  kernel_init, bias_init = _inits(init, fan_in)
+  return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, name=name, **kwargs)
+
+
+class _DenseParams(nn.Module):
+  """The ``kernel`` and ``bias`` of an ``nn.Dense`` (same names, shapes, order and init
+  stream, so the parameters equal ``nn.Dense``'s), for layers computed by :func:`relu_net`."""
+  features: int
+  fan_in: int
+  kernel_init: str
+
+  @nn.compact
+  def __call__(self):
+    kernel_init, bias_init = _inits(self.kernel_init, self.fan_in)
+    return (self.param("kernel", kernel_init, (self.fan_in, self.features), jnp.float32),
+            self.param("bias", bias_init, (self.features,), jnp.float32))
+
+
+def _is_zero(t) -> bool:
+  return isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+@jax.custom_jvp
+def relu_net(x, w1, b1, w2, b2):
+  """``f(x) = Σ_j w2_j · relu(x·w1_j + b1_j) + b2``: a one-hidden-layer ReLU net with a scalar
+  output, for inputs of small dimension (fan-in ≤ 4, the two-moons net of DESIGN §3.1).
+
+  Args: ``x`` (n, d), ``w1`` (d, h), ``b1`` (h,), ``w2`` (h,), ``b2`` scalar. Returns (n,).
+
+  Same values as the layer-by-layer ``MLP``, with a JVP (hence a VJP) written for speed on
+  CPU: with the ReLU mask ``M = 1[x·w1 + b1 > 0]`` (n, h), ``x̃ = [x, 1]`` and ``W̃ = [w1; b1]``
+  (relu(z) = M ∘ x̃W̃, and ``w2`` factors out of the sum over the hidden units),
+
+      df_n = Σ_k x̃_nk [M (dW̃ ∘ w2 + W̃ ∘ dw2)ᵀ]_nk + Σ_k dx_nk [M (w1 ∘ w2)ᵀ]_nk + db2,
+
+  so the gradient with respect to all parameters is one (d+1, n)·(n, h) matmul
+  ``(g ∘ x̃)ᵀ M`` instead of several passes over (n, h) arrays (~1.5× faster training).
+  """
+  return jnp.maximum(_broadcast_matmul(x, w1) + b1, 0.0) @ w2 + b2
+
+
+def _relu_net_jvp(primals, tangents):
+  x, w1, b1, w2, b2 = primals
+  dx, dw1, db1, dw2, db2 = tangents
+  z = _broadcast_matmul(x, w1) + b1
+  mask = (z > 0).astype(z.dtype)
+  out = jnp.maximum(z, 0.0) @ w2 + b2
+  dout = jnp.zeros_like(out)
+  if not (_is_zero(dw1) and _is_zero(db1) and _is_zero(dw2)):
+    zero = lambda t, like: jnp.zeros_like(like) if _is_zero(t) else t
+    w_t = jnp.concatenate([w1, b1[None]], axis=0)                             # W̃ (d+1, h)
+    dw_t = jnp.concatenate([zero(dw1, w1), zero(db1, b1)[None]], axis=0)
+    q = dw_t * w2 + w_t * zero(dw2, w2)
+    x_t = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)               # x̃ (n, d+1)
+    dout = dout + jnp.sum(x_t * (mask @ q.T), axis=1)
+  if not _is_zero(dx):
+    dout = dout + jnp.sum(dx * (mask @ (w1 * w2).T), axis=1)
+  if not _is_zero(db2):
+    dout = dout + db2
+  return out, dout
+
+
+relu_net.defjvp(_relu_net_jvp, symbolic_zeros=True)
 
 
 class MLP(nn.Module):
@@ -77,7 +142,9 @@ class MLP(nn.Module):
   The two-layer net of DESIGN §3.1 is ``MLP(hidden=(500,))``; the Appendix-B variants are
   ``dropout_rate=0.7`` (dropout after every hidden ReLU), ``batch_norm=True`` (BN between each
   hidden linear layer and its ReLU, PyTorch's momentum 0.1 and eps 1e-5), five layers
-  (``hidden=(500,)*4``), and 10× wider/narrower (``hidden=(5000,)``/``(50,)``).
+  (``hidden=(500,)*4``), and 10× wider/narrower (``hidden=(5000,)``/``(50,)``). A plain
+  one-hidden-layer net on inputs of dimension ≤ 4 is computed by :func:`relu_net` (same
+  parameters and values, faster gradients).
 
   Attributes:
     hidden: widths of the hidden layers.
@@ -96,6 +163,11 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.reshape(x.shape[0], -1)
+    if (len(self.hidden) == 1 and x.shape[-1] <= 4 and self.num_outputs == 1
+        and not self.batch_norm and self.dropout_rate == 0):
+      w1, b1 = _DenseParams(self.hidden[0], x.shape[-1], self.kernel_init, name="dense_0")()
+      w2, b2 = _DenseParams(1, self.hidden[0], self.kernel_init, name="head")()
+      return relu_net(x, w1, b1, w2[:, 0], b2[0])
     for i, width in enumerate(self.hidden):
       x = _dense(width, x.shape[-1], self.kernel_init, f"dense_{i}")(x)
       if self.batch_norm:
