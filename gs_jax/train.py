@@ -143,16 +143,32 @@ def fit(train_step: Callable, state: TrainState, batch, hparams, num_steps: int)
                       length=num_steps)
 
 
+def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
+  """Splits a leading seed axis of length ``num_seeds`` over as many of ``devices`` (default:
+  all local devices) as divide it; every seed's computation then runs on one device.
+
+  On CPU, ``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` (before JAX's first
+  computation; the experiment CLIs do it) makes one device per core, so independent seeds
+  train on all cores in parallel (1.7× on 2 cores for the two-moons net).
+  """
+  import numpy as np
+  devices = jax.local_devices() if devices is None else list(devices)
+  count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+  mesh = jax.sharding.Mesh(np.asarray(devices[:count]), ("seeds",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+
+
 def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
                       objective: Objective, *, shared_batch: bool = False,
-                      chunk: int = 250) -> Callable:
+                      chunk: int = 250, devices=None) -> Callable:
   """Builds ``train(keys, batches, hparams, num_steps, desc=None)`` for many seeds at once.
 
   All seeds train in one compiled program: initialisation and :func:`fit` are ``vmap``-ed
-  over the seed axis (the released code trains seeds one after another in Python). Steps run
-  in compiled chunks of ``chunk`` scan steps so that a tqdm bar can advance between them;
-  the chunk program is compiled once per chunk length and reused across calls, so call the
-  returned function once per configuration (``hparams`` are traced and do not recompile).
+  over the seed axis (the released code trains seeds one after another in Python), and the
+  seed axis is split over ``devices`` (default: all local devices; see :func:`seed_sharding`).
+  Steps run in compiled chunks of ``chunk`` scan steps so that a tqdm bar can advance between
+  them; the chunk program is compiled once per chunk length and reused across calls, so call
+  the returned function once per configuration (``hparams`` are traced and do not recompile).
 
   Args:
     shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
@@ -168,7 +184,9 @@ def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
   train_step = make_train_step(model, tx, objective)
   batch_axis = None if shared_batch else 0
 
-  @jax.jit
+  # Runs once per trainer: at XLA's lowest optimisation level it compiles in ~0.15 s instead
+  # of ~0.7 s (the PRNG code dominates), which is most of the compile time of a short run.
+  @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
   def init_all(keys, batches):
     x = batches["x"] if shared_batch else batches["x"][0]
     return jax.vmap(lambda k: init_state(model, tx, k, x))(keys)
@@ -182,12 +200,18 @@ def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
             progress: bool = True):
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    states = init_all(keys, batches)
+    sharding = seed_sharding(len(keys), devices)
+    keys = jax.device_put(keys, sharding)
+    if not shared_batch:
+      batches = jax.device_put(batches, sharding)
+    # Committing every chunk's input to the same sharding keeps one compiled chunk program.
+    states = jax.device_put(init_all(keys, batches), sharding)
     histories, done = [], 0
     with tqdm(total=num_steps, desc=desc, disable=not progress, leave=False) as bar:
       while done < num_steps:
         length = min(chunk, num_steps - done)
         states, hist = run_chunk(states, batches, hparams, length)
+        states = jax.device_put(states, sharding)
         # Wait for the chunk, so that the bar shows computed (not just dispatched) steps.
         histories.append(jax.block_until_ready(hist))
         done += length

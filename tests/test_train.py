@@ -86,3 +86,40 @@ def test_bad_optimizer_arguments():
     train.make_optimizer("rmsprop")
   with pytest.raises(ValueError, match="weight_decay"):
     train.make_optimizer("sgd", weight_decay=-1.0)
+
+
+_SHARDED = """
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_num_cpu_devices", 4)
+from gs_jax import models, train
+from gs_jax.data import toy
+
+# The seed axis goes to as many devices as divide the number of seeds.
+assert [len(train.seed_sharding(s).mesh.devices) for s in (4, 6, 5, 8)] == [4, 3, 1, 4]
+model = models.two_layer_relu(width=40)
+tx = train.make_optimizer("sgd", 1e-2, momentum=0.9)
+data = {k: jnp.asarray(v) for k, v in toy.two_moons_seeds(range(4), 0.1, n_samples=64).items()}
+keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(4))
+hp = {"sd_lambda": jnp.float32(0.003)}
+runs = {}
+for n in (4, 1):
+  trainer = train.make_seed_trainer(model, tx, train.binary_objective, chunk=9,
+                                    devices=jax.devices()[:n])
+  states, hist = trainer(keys, data, hp, 25, progress=False)
+  assert len(states.params["dense_0"]["kernel"].sharding.device_set) == n
+  runs[n] = (states, hist)
+for a, b in zip(jax.tree_util.tree_leaves(runs[4]), jax.tree_util.tree_leaves(runs[1])):
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+def test_seeds_sharded_over_devices_equal_one_device_runs():
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  r = subprocess.run([sys.executable, "-c", _SHARDED], cwd=repo, capture_output=True,
+                     text=True, env={**os.environ, "PYTHONPATH": repo}, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert r.stdout.strip() == "ok"
