@@ -18,8 +18,9 @@ import numpy as np
 DecisionFn = Callable[..., jax.Array]   # fn(x) or fn(params, x); x (m, 2) -> (m,)
 
 
-def _bucket(m: int, minimum: int = 256) -> int:
-  """Padded length for m rows: the next power of two, so varying sizes reuse compilations."""
+def _bucket(m: int, minimum: int = 4096) -> int:
+  """Padded length for m rows: the next power of two, so varying sizes reuse compilations
+  (the minimum covers the level sets of typical 2-D decision functions in one size)."""
   return max(minimum, 1 << (max(m, 1) - 1).bit_length())
 
 
@@ -37,6 +38,15 @@ def _as_binary(fn: DecisionFn, params: Any):
 @functools.partial(jax.jit, static_argnums=0)
 def _values(fn2, params, x):
   return fn2(params, x)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _chunked_values(fn2, params, x, chunk):
+  # One compiled loop over chunks of points: small chunks keep the hidden activations in
+  # cache, one dispatch avoids a Python round trip per chunk.
+  out = jax.lax.map(lambda c: fn2(params, c), x.reshape(-1, chunk, x.shape[-1]))
+  out = jnp.moveaxis(out, 0, -2)                      # (..., chunks, chunk)
+  return out.reshape(*out.shape[:-2], -1)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -59,29 +69,43 @@ def _nearest(p, a, ab, ab2):
 
 
 def grid_values(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100,
-                batch: int = 16384, *, params=None):
-  """``F`` on a ``resolution²`` grid over ``bounds²``: returns ``(xs, ys, Z)`` with Z[i, j] at
-  (xs[j], ys[i]) (matplotlib's ``contourf(xs, ys, Z)`` convention).
+                batch: int = 1024, *, params=None):
+  """``F`` on a ``resolution²`` grid over ``bounds²``: returns ``(xs, ys, Z)`` with Z[..., i, j]
+  at (xs[j], ys[i]) (matplotlib's ``contourf(xs, ys, Z)`` convention).
 
   ``fn(x)``, or ``fn(params, x)`` when ``params`` is given (then one compilation serves every
-  ``params`` of the same structure, e.g. every seed)."""
+  ``params`` of the same structure, e.g. every seed). ``fn`` maps points (m, 2) to values
+  (m,), or to (k, m) for k functions at once (e.g. every seed of a vmapped model: Z is then
+  (k, resolution, resolution)). Points are evaluated ``batch`` at a time in one compiled loop.
+  """
   fn2, params = _as_binary(fn, params)
   xs = np.linspace(bounds[0], bounds[1], resolution)
   gx, gy = np.meshgrid(xs, xs)
   pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
-  size = min(batch, _bucket(len(pts)))
-  vals = [np.asarray(_values(fn2, params, _pad_rows(pts[i:i + size], size)))[:len(pts[i:i + size])]
-          for i in range(0, len(pts), size)]
-  return xs, xs, np.concatenate(vals).reshape(resolution, resolution)
+  chunk = min(batch, _bucket(len(pts), minimum=16))
+  padded = _pad_rows(pts, -(-len(pts) // chunk) * chunk)
+  vals = np.asarray(_chunked_values(fn2, params, jnp.asarray(padded), chunk))[..., :len(pts)]
+  return xs, xs, vals.reshape(*vals.shape[:-1], resolution, resolution)
 
 
 def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
-                   newton_steps: int = 3, *, params=None) -> list[np.ndarray]:
-  """Polylines (each (k, 2)) of ``{F = 0}`` inside ``bounds²``, vertices refined by Newton."""
+                   newton_steps: int = 3, *, params=None, values=None) -> list[np.ndarray]:
+  """Polylines (each (k, 2)) of ``{F = 0}`` inside ``bounds²``, vertices refined by Newton.
+
+  ``values``: ``F`` on the grid, as the ``Z`` of :func:`grid_values` with the same
+  ``bounds`` and ``resolution``, if already computed (it is then not evaluated again).
+  """
   import contourpy  # matplotlib's contouring engine; lazy to keep imports light
 
   fn2, params = _as_binary(fn, params)
-  xs, ys, z = grid_values(fn2, bounds, resolution, params=params)
+  if values is None:
+    xs, ys, z = grid_values(fn2, bounds, resolution, params=params)
+  else:
+    xs = ys = np.linspace(bounds[0], bounds[1], resolution)
+    z = np.asarray(values)
+    if z.shape != (resolution, resolution):
+      raise ValueError(f"values must have shape {(resolution, resolution)} (the grid of "
+                       f"resolution {resolution}); got {z.shape}")
   lines = contourpy.contour_generator(xs, ys, z).lines(0.0)
   if not lines:
     return []
@@ -112,14 +136,16 @@ def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
 
 
 def input_space_margins(fn: DecisionFn, x: np.ndarray, y: np.ndarray, *,
-                        bounds=(-2.0, 2.0), resolution: int = 400, params=None) -> np.ndarray:
+                        bounds=(-2.0, 2.0), resolution: int = 400, params=None,
+                        values=None) -> np.ndarray:
   """Signed distance of each training point (x, y ∈ ±1) to ``{F = 0}``.
 
   Positive when ``sign F(x) = y`` (correct side), negative otherwise; ``inf`` if the zero set
-  does not cross ``bounds²``. ``fn(x)``, or ``fn(params, x)`` when ``params`` is given.
+  does not cross ``bounds²``. ``fn(x)``, or ``fn(params, x)`` when ``params`` is given;
+  ``values`` as in :func:`zero_level_set`.
   """
   fn2, params = _as_binary(fn, params)
-  lines = zero_level_set(fn2, bounds, resolution, params=params)
+  lines = zero_level_set(fn2, bounds, resolution, params=params, values=values)
   dist = distance_to_polylines(x, lines)
   x = np.asarray(x, np.float32)
   side = np.where(np.asarray(_values(fn2, params, jnp.asarray(x))) > 0, 1.0, -1.0)

@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gs_jax import boundary
 
@@ -29,3 +30,21 @@ def test_no_boundary_in_window_gives_inf():
   m = boundary.input_space_margins(lambda x: x[:, 0] + 10.0, np.zeros((2, 2)),
                                    np.ones(2), resolution=20)
   assert np.all(np.isinf(m))
+
+
+def test_grid_of_several_functions_and_precomputed_values():
+  circle = lambda x: jnp.sum(x * x, axis=1) - 1.0
+  line = lambda x: x[:, 0] - 0.3
+  both = lambda x: jnp.stack([circle(x), line(x)])
+  xs, ys, z = boundary.grid_values(both, resolution=37, batch=64)   # 1369 points, 22 chunks
+  assert z.shape == (2, 37, 37)
+  for k, fn in enumerate((circle, line)):
+    np.testing.assert_allclose(z[k], boundary.grid_values(fn, resolution=37)[2], rtol=1e-6)
+  gx, gy = np.meshgrid(xs, ys)
+  np.testing.assert_allclose(z[1], gx - 0.3, atol=1e-6)
+  pts = np.array([[0.0, 0.5], [1.5, 0.0]], np.float32)
+  m = boundary.input_space_margins(circle, pts, np.array([-1.0, 1.0]), resolution=37,
+                                   values=z[0])
+  np.testing.assert_allclose(m, [0.5, 0.5], atol=2e-3)
+  with pytest.raises(ValueError, match="shape"):
+    boundary.zero_level_set(circle, resolution=40, values=z[0])
