@@ -1,4 +1,4 @@
-"""I/O shared by the experiment CLIs: run directories, atomic JSON, figures as PNG + PDF."""
+"""Shared by the experiment CLIs: atomic JSON, figures as PNG + PDF, CPU devices."""
 from __future__ import annotations
 
 import json
@@ -56,3 +56,25 @@ def matplotlib_pyplot():
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   return plt
+
+
+def use_cpu_devices(count: int | None = None) -> int:
+  """Makes JAX expose ``count`` CPU devices (default: one per core); returns the count.
+  ``count=1`` leaves JAX's default (one CPU device, or what ``XLA_FLAGS`` asks for).
+
+  Independent runs (seeds) sharded over them train in parallel on all cores
+  (:func:`gs_jax.train.seed_sharding`). Only possible before JAX's first computation; later
+  calls leave the devices as they are (with a warning) and return the current count.
+  """
+  import warnings
+
+  import jax
+  count = count or os.cpu_count() or 1
+  if count == 1:                # JAX's default: leave the configuration alone
+    return len(jax.devices("cpu"))
+  try:
+    jax.config.update("jax_num_cpu_devices", count)
+  except RuntimeError as e:     # the CPU backend is already initialised
+    warnings.warn(f"could not set {count} CPU devices: {e}")
+    return len(jax.devices("cpu"))
+  return count

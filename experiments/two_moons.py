@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -99,35 +100,49 @@ def train_config(cfg: MoonsConfig, seeds, *, trainer=None, progress=True):
   return states, history, data, trainer
 
 
+@functools.lru_cache(maxsize=None)
 def decision_functions(model):
-  """``(averaged, single)``: ``averaged(states, x) = mean_s f(x; θ_s)`` — the decision function
-  whose zero set Figure 1 draws — and ``single(state, x) = f(x; θ)``. States are arguments, so
-  one compilation serves every seed."""
+  """``(averaged, single, every)``: ``averaged(states, x) = mean_s f(x; θ_s)`` — the decision
+  function whose zero set Figure 1 draws —, ``single(state, x) = f(x; θ)`` and
+  ``every(states, x)``, all f(x; θ_s) stacked (S, m). States are arguments and the functions
+  are cached per model, so one compilation serves every seed and configuration."""
   def single(state, x):
     return train.apply_model(model, state, x)[0]
 
-  def averaged(states, x):
-    return jnp.mean(jax.vmap(lambda s: single(s, x))(states), axis=0)
+  def every(states, x):
+    return jax.vmap(single, in_axes=(0, None))(states, x)
 
-  return averaged, single
+  def averaged(states, x):
+    return jnp.mean(every(states, x), axis=0)
+
+  return averaged, single, every
+
+
+@functools.lru_cache(maxsize=None)
+def _own_data_logits(model):
+  """Jitted ``(states, x) ↦ f(x_s; θ_s)`` per seed, (S, n); cached per model."""
+  return jax.jit(jax.vmap(decision_functions(model)[1]))
 
 
 def evaluate_config(cfg, states, history, data, *, map_resolution=100,
                     margin_resolution=400):
   """Metrics of one trained configuration and its seed-averaged decision map."""
-  averaged, single = decision_functions(cfg.model())
+  averaged, single, every = decision_functions(cfg.model())
   pts = np.asarray(data["x"]).reshape(-1, 2)
   ys = np.asarray(data["y"]).reshape(-1)
+  # Every seed's logits on the margin grid in one pass; their mean is the averaged map's.
+  _, _, z_seeds = boundary.grid_values(every, resolution=margin_resolution, params=states)
   margins = boundary.input_space_margins(averaged, pts, ys, resolution=margin_resolution,
-                                         params=states)
+                                         params=states, values=z_seeds.mean(axis=0))
+  host_states = jax.device_get(states)   # numpy: slicing a seed compiles nothing
   per_seed_min = [
       boundary.input_space_margins(
           single, np.asarray(data["x"][s]), np.asarray(data["y"][s]),
-          resolution=margin_resolution,
-          params=jax.tree_util.tree_map(lambda a: a[s], states)).min()
+          resolution=margin_resolution, values=z_seeds[s],
+          params=jax.tree_util.tree_map(lambda a: a[s], host_states)).min()
       for s in range(len(data["x"]))]
   xs, ys_grid, zmap = boundary.grid_values(averaged, resolution=map_resolution, params=states)
-  eval_logits = jax.vmap(single)(states, data["x"])
+  eval_logits = _own_data_logits(cfg.model())(states, data["x"])
   eval_acc = jnp.mean((eval_logits > 0) == (data["y"] > 0), axis=1)
   result = {
       "config": cfg.as_dict(),
@@ -208,9 +223,15 @@ def parse_args(argv):
                  help="redraw the figures from results.json and maps/ in --out_dir, without "
                       "training (whatever seeds each configuration was run with).")
   p.add_argument("--no_progress", action="store_true", help="hide progress bars.")
+  p.add_argument("--cpu_devices", type=int, default=0,
+                 help="CPU devices the seeds are split over (default 0: one per core, so "
+                      "seeds train in parallel; 1: JAX's default single device); ignored "
+                      "when training runs on a GPU.")
   args = p.parse_args(argv)
   if args.seeds < 1:
     p.error("--seeds must be >= 1")
+  if args.cpu_devices < 0:
+    p.error("--cpu_devices must be >= 0")
   if args.epochs is not None and args.epochs < 1:
     p.error("--epochs must be >= 1")
   if args.epochs_scale <= 0:
@@ -283,7 +304,9 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-  run(parse_args(sys.argv[1:] if argv is None else argv))
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  common.use_cpu_devices(args.cpu_devices)
+  run(args)
 
 
 if __name__ == "__main__":
