@@ -130,7 +130,6 @@ def main(argv=None):
   from experiments import common
   common.use_cpu_devices()   # as experiments.two_moons does: one JAX CPU device per core
   import jax
-  import sklearn.datasets  # noqa: F401  (imports are excluded from the training times)
 
   seeds = list(range(args.seeds))
   print(f"machine: {jax.devices()[0].platform} × {len(jax.devices())} devices, torch threads "

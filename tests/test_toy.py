@@ -39,3 +39,13 @@ def test_deterministic_per_seed_and_rotation_is_an_isometry():
   np.testing.assert_allclose(r[:, 0], (a[:, 0] - a[:, 1]) / np.sqrt(2), atol=1e-5)
   stacked = toy.two_moons_seeds([0, 1], 0.1)
   assert stacked["x"].shape == (2, 300, 2) and stacked["y"].shape == (2, 300)
+
+
+@pytest.mark.parametrize("n, noise", [(300, 0.1), (301, 0.1), (64, 0.0)])
+def test_make_moons_equals_scikit_learn(n, noise):
+  from sklearn.datasets import make_moons
+  for seed in (0, 1, 17):
+    x, y = toy.make_moons(n, noise, seed)
+    xs, ys = make_moons(n_samples=n, noise=noise, random_state=seed)
+    np.testing.assert_array_equal(x, xs)
+    np.testing.assert_array_equal(y, ys)
