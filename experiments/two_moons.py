@@ -88,8 +88,8 @@ GROUPS = {"fig1": FIGURE1, "appendix_b": APPENDIX_B, "all": FIGURE1 + APPENDIX_B
 
 def train_config(cfg: MoonsConfig, seeds, *, trainer=None, progress=True):
   """Trains ``cfg`` for every seed at once; returns (states, history, data, trainer)."""
-  data = {k: jnp.asarray(v) for k, v in
-          toy.two_moons_seeds(seeds, cfg.delta, rotation_deg=cfg.rotation_deg).items()}
+  # NumPy arrays: the trainer places each seed's data straight on its device.
+  data = toy.two_moons_seeds(seeds, cfg.delta, rotation_deg=cfg.rotation_deg)
   if trainer is None:
     tx = train.make_optimizer(cfg.optimizer, cfg.lr, momentum=0.9,
                               weight_decay=cfg.weight_decay)
@@ -143,14 +143,14 @@ def evaluate_config(cfg, states, history, data, *, map_resolution=100,
       for s in range(len(data["x"]))]
   xs, ys_grid, zmap = boundary.grid_values(averaged, resolution=map_resolution, params=states)
   eval_logits = _own_data_logits(cfg.model())(states, data["x"])
-  eval_acc = jnp.mean((eval_logits > 0) == (data["y"] > 0), axis=1)
+  eval_acc = np.mean((np.asarray(eval_logits) > 0) == (data["y"] > 0), axis=1)
   result = {
       "config": cfg.as_dict(),
       "seeds": len(data["x"]),
       "train_accuracy": float(eval_acc.mean()),
       "train_accuracy_per_seed": eval_acc,
-      "final_loss": float(history["loss"][:, -1].mean()),
-      "final_nll": float(history["nll"][:, -1].mean()),
+      "final_loss": float(np.mean(history["loss"][:, -1])),
+      "final_nll": float(np.mean(history["nll"][:, -1])),
       "margin": {
           "min": float(margins.min()),
           "median": float(np.median(margins)),

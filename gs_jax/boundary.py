@@ -125,9 +125,9 @@ def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
   if not segs:
     return np.full(len(points), np.inf)
   segs = np.concatenate(segs).astype(np.float32)              # (s, 2, 2)
-  segs = jnp.asarray(_pad_rows(segs, _bucket(len(segs))))     # repeats don't change the min
+  segs = _pad_rows(segs, _bucket(len(segs)))                  # repeats don't change the min
   a, ab = segs[:, 0], segs[:, 1] - segs[:, 0]
-  ab2 = jnp.maximum(jnp.sum(ab * ab, axis=1), 1e-20)
+  ab2 = np.maximum(np.sum(ab * ab, axis=1), 1e-20)
   pts = np.asarray(points, np.float32)
   size = min(chunk, _bucket(len(pts), minimum=16))
   out = [np.asarray(_nearest(jnp.asarray(_pad_rows(pts[i:i + size], size)), a, ab, ab2))
