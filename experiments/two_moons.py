@@ -134,7 +134,8 @@ def evaluate_config(cfg, states, history, data, *, map_resolution=100,
   _, _, z_seeds = boundary.grid_values(every, resolution=margin_resolution, params=states)
   margins = boundary.input_space_margins(averaged, pts, ys, resolution=margin_resolution,
                                          params=states, values=z_seeds.mean(axis=0))
-  host_states = jax.device_get(states)   # numpy: slicing a seed compiles nothing
+  # NumPy copies: slicing a seed or a step of these compiles nothing.
+  host_states, history = jax.device_get((states, history))
   per_seed_min = [
       boundary.input_space_margins(
           single, np.asarray(data["x"][s]), np.asarray(data["y"][s]),
