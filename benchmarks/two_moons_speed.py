@@ -19,6 +19,7 @@ Targets (issue 2): training ≥ 10×, end to end ≥ 3×.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,12 @@ import numpy as np
 FIG1 = ((-0.1, 0.0), (0.1, 0.0), (0.1, 0.003))   # (Δ, sd_lambda) of Figure 1 a, b, c
 
 
-def torch_train(seeds, epochs, delta, sd_lambda):
-  """The released code's structure: one seed after another, PyTorch eager, full batch."""
+def torch_train(seeds, epochs, delta, sd_lambda, init=None):
+  """The released code's structure: one seed after another, PyTorch eager, full batch.
+
+  ``init(seed)``, if given, returns flax-layout parameters (``dense_0``/``head`` kernel and
+  bias) to start from instead of PyTorch's own draw (used to check the protocols agree).
+  """
   import torch
   from gs_jax.data import toy
 
@@ -39,6 +44,12 @@ def torch_train(seeds, epochs, delta, sd_lambda):
     torch.manual_seed(seed)
     x, y = (torch.from_numpy(a) for a in toy.two_moons(seed, delta))
     net = torch.nn.Sequential(torch.nn.Linear(2, 500), torch.nn.ReLU(), torch.nn.Linear(500, 1))
+    if init is not None:
+      p = init(seed)
+      with torch.no_grad():
+        for layer, name in ((net[0], "dense_0"), (net[2], "head")):
+          layer.weight.copy_(torch.from_numpy(np.asarray(p[name]["kernel"]).T.copy()))
+          layer.bias.copy_(torch.from_numpy(np.array(p[name]["bias"])))
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.9)
     for _ in range(epochs):
       opt.zero_grad()
@@ -112,12 +123,16 @@ def _timed_subprocess(cmd):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--seeds", type=int, default=10, help="seeds per configuration")
-  p.add_argument("--epochs", type=int, default=1000, help="full-batch epochs")
+  p.add_argument("--seeds", type=int, default=10,
+                 help="seeds per configuration (training part; the end-to-end jobs always run "
+                      "the full protocol)")
+  p.add_argument("--epochs", type=int, default=1000,
+                 help="full-batch epochs (training part, as --seeds)")
   p.add_argument("--repeats", type=int, default=3,
                  help="timed repetitions of each side, alternating; medians are reported "
                       "(every gs-jax repetition compiles afresh)")
   p.add_argument("--skip_end_to_end", action="store_true", help="only time training")
+  p.add_argument("--json", metavar="PATH", help="also write every timing and ratio to PATH")
   p.add_argument("--torch_job", metavar="PNG", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.torch_job:
@@ -132,40 +147,52 @@ def main(argv=None):
   import jax
 
   seeds = list(range(args.seeds))
-  print(f"machine: {jax.devices()[0].platform} × {len(jax.devices())} devices, torch threads "
-        f"{torch.get_num_threads()}, {args.seeds} seeds × 3 configurations × {args.epochs} "
-        f"epochs, {args.repeats} repeats")
+  machine = (f"{jax.devices()[0].platform} × {len(jax.devices())} devices (os.cpu_count() = "
+             f"{os.cpu_count()}), torch threads {torch.get_num_threads()}")
+  print(f"machine: {machine}; {args.seeds} seeds × 3 configurations × {args.epochs} epochs, "
+        f"{args.repeats} repeats")
 
-  t_jax, t_torch = [], []
+  runs = {"training": {"gs_jax_s": [], "torch_s": []}}
   for _ in range(args.repeats):
     jax.clear_caches()
     t0 = time.perf_counter()
     jax_train(seeds, args.epochs)
-    t_jax.append(time.perf_counter() - t0)
+    runs["training"]["gs_jax_s"].append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for delta, sd in FIG1:
       torch_train(seeds, args.epochs, delta, sd)
-    t_torch.append(time.perf_counter() - t0)
-  t_jax, t_torch = float(np.median(t_jax)), float(np.median(t_torch))
-
+    runs["training"]["torch_s"].append(time.perf_counter() - t0)
+  t_jax, t_torch = _report("training  ", runs["training"], "compile included", 10)
   flops = 3 * jax_training_flops(seeds, args.epochs)
-  print(f"training   gs-jax {t_jax:8.2f} s (compile included)   PyTorch eager {t_torch:8.2f} s"
-        f"   speed-up {t_torch / t_jax:6.1f}x   (target >= 10x)")
+  runs["training"]["gflop"] = flops / 1e9
   print(f"           gs-jax training loop: {flops / 1e9:.1f} GFLOP in {t_jax:.2f} s = "
         f"{flops / 1e9 / t_jax:.1f} GFLOP/s (XLA cost analysis)")
 
   if not args.skip_end_to_end:
-    e2e_jax, e2e_torch = [], []
+    runs["end_to_end"] = {"gs_jax_s": [], "torch_s": []}
     with tempfile.TemporaryDirectory() as tmp:
       for _ in range(args.repeats):
-        e2e_jax.append(_timed_subprocess([sys.executable, "-m", "experiments.two_moons",
-                                          f"--out_dir={tmp}/jax", "--no_progress",
-                                          "--overwrite"]))
-        e2e_torch.append(_timed_subprocess([sys.executable, "-m", "benchmarks.two_moons_speed",
-                                            f"--torch_job={tmp}/torch.png"]))
-    t_jax_e2e, t_torch_e2e = float(np.median(e2e_jax)), float(np.median(e2e_torch))
-    print(f"end to end gs-jax {t_jax_e2e:8.2f} s   PyTorch eager {t_torch_e2e:8.2f} s   "
-          f"speed-up {t_torch_e2e / t_jax_e2e:6.1f}x   (target >= 3x)")
+        runs["end_to_end"]["gs_jax_s"].append(_timed_subprocess(
+            [sys.executable, "-m", "experiments.two_moons", f"--out_dir={tmp}/jax",
+             "--no_progress", "--overwrite"]))
+        runs["end_to_end"]["torch_s"].append(_timed_subprocess(
+            [sys.executable, "-m", "benchmarks.two_moons_speed", f"--torch_job={tmp}/torch.png"]))
+    _report("end to end", runs["end_to_end"], "fresh processes", 3)
+  if args.json:
+    common.atomic_write_json(args.json, {"machine": machine, **vars(args), **runs})
+    print("wrote", args.json)
+
+
+def _report(name, times, what, target):
+  """Prints the medians, their ratio and the range of the per-repeat ratios; returns medians."""
+  ours, theirs = np.asarray(times["gs_jax_s"]), np.asarray(times["torch_s"])
+  med_ours, med_theirs = float(np.median(ours)), float(np.median(theirs))
+  times["speed_up_of_medians"] = med_theirs / med_ours
+  ratios = theirs / ours
+  print(f"{name} gs-jax {med_ours:6.2f} s ({what})   PyTorch eager {med_theirs:6.2f} s   "
+        f"speed-up {med_theirs / med_ours:5.1f}x   (target >= {target}x; per repeat "
+        f"{ratios.min():.1f}-{ratios.max():.1f}x)")
+  return med_ours, med_theirs
 
 
 if __name__ == "__main__":

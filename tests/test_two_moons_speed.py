@@ -1,0 +1,29 @@
+"""The speed benchmark compares like with like: its PyTorch baseline is gs-jax's protocol."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import two_moons_speed
+from experiments import two_moons
+
+
+@pytest.mark.parametrize("config", [0, 2])     # Figure 1 (a) ERM and (c) SD
+def test_torch_baseline_trains_the_same_nets_as_gs_jax(config):
+  pytest.importorskip("torch")
+  cfg = two_moons.FIGURE1[config]
+  cfg = type(cfg)(**{**cfg.__dict__, "epochs": 30})
+  seeds = [0, 1]
+  states, history, _, _ = two_moons.train_config(cfg, seeds, progress=False)
+  params = jax.device_get(states.params)
+  # The same starting point: gs-jax's initial parameters (PyTorch's init law, JAX's draws).
+  keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
+  init = jax.vmap(lambda k: cfg.model().init(jax.random.split(k)[0], jnp.zeros((1, 2)))["params"])(keys)
+  init = jax.device_get(init)
+  nets = two_moons_speed.torch_train(seeds, cfg.epochs, cfg.delta, cfg.sd_lambda,
+                                     init=lambda s: jax.tree_util.tree_map(lambda a: a[s], init))
+  for s, net in enumerate(nets):
+    np.testing.assert_allclose(net[0].weight.detach().numpy().T, params["dense_0"]["kernel"][s],
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net[2].weight.detach().numpy()[0], params["head"]["kernel"][s, :, 0],
+                               rtol=1e-4, atol=1e-5)
