@@ -69,7 +69,9 @@ def use_cpu_devices(count: int | None = None) -> int:
   import warnings
 
   import jax
-  count = count or os.cpu_count() or 1
+  if not count:   # the cores this process may run on (os.cpu_count() counts the host's)
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  count = count or 1
   if count == 1:                # JAX's default: leave the configuration alone
     return len(jax.devices("cpu"))
   try:

@@ -89,8 +89,10 @@ def test_bad_optimizer_arguments():
 
 
 _SHARDED = """
+import warnings
 import jax, jax.numpy as jnp, numpy as np
-jax.config.update("jax_num_cpu_devices", 4)
+from experiments import common
+assert common.use_cpu_devices(4) == 4 and len(jax.devices()) == 4
 from gs_jax import models, train
 from gs_jax.data import toy
 
@@ -110,6 +112,11 @@ for n in (4, 1):
   runs[n] = (states, hist)
 for a, b in zip(jax.tree_util.tree_leaves(runs[4]), jax.tree_util.tree_leaves(runs[1])):
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+# Once JAX has computed, the device count cannot change: a warning, and the current count.
+with warnings.catch_warnings(record=True) as caught:
+  warnings.simplefilter("always")
+  assert common.use_cpu_devices(2) == 4
+assert "could not set 2 CPU devices" in str(caught[0].message)
 print("ok")
 """
 
