@@ -1,4 +1,4 @@
-"""Table 1 and Figure 2 from saved ``experiments.cifar`` run directories (DESIGN §3.3).
+"""Table 1 and Figure 2 from saved ``experiments.cifar`` run directories (docs/protocols.md §3.3).
 
     python -m analysis.cifar_table --runs='runs/cifar_cpu/cifar2_*' --out_dir=runs/cifar_table
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments.common import atomic_write_json, matplotlib_pyplot, save_figure
 
-# DESIGN §3.3 (10 runs): train / test IID / test OOD, %.
+# docs/protocols.md §3.3 (10 runs): train / test IID / test OOD, %.
 PAPER = {
     ("cifar2", "ERM"): ("100.0", "95.2±0.12", "42.3±3.0"),
     ("cifar2", "SD"): ("100.0", "95.3±0.17", "69.7±2.9"),

@@ -27,7 +27,7 @@ ORDER = ("erm", "rex", "irm", "sd", "sd_clean", "oracle")
 NAMES = {"erm": "ERM", "rex": "V-REx", "irm": "IRM", "sd": "SD", "sd_clean": "SD (clean)",
          "oracle": "Oracle (grayscale)"}
 # Figure 3 of the paper (accuracy %, entropy), rows digit/blank × columns grayscale/coloured,
-# where DESIGN §3.4 quotes them.
+# where docs/protocols.md §3.4 quotes them.
 PAPER_FIG3 = {"erm": {"color_blank": (9.4, 0.00), "color_digits": (23.9, None)},
               "sd": {"color_blank": (9.4, 0.41), "color_digits": (67.2, None)},
               "irm": {"color_blank": (49.6, None)}}
@@ -154,7 +154,7 @@ def figure3_markdown(runs: dict[str, dict]) -> str:
     acc, ent = variant_grids(res)
     cells = [f"{acc[i, j]:.1f}% / {ent[i, j]:.2f}" for i in range(2) for j in range(2)]
     out.append(f"| {NAMES.get(method, method)} | " + " | ".join(cells) + " |")
-  out.append("\nPaper (DESIGN §3.4): coloured blank ERM 9.4% / 0.00, SD 9.4% / 0.41, IRM 49.6%; "
+  out.append("\nPaper (docs/protocols.md §3.4): coloured blank ERM 9.4% / 0.00, SD 9.4% / 0.41, IRM 49.6%; "
              "coloured digits ERM 23.9%, SD 67.2%.")
   return "\n".join(out)
 

@@ -3,7 +3,7 @@ r"""Colored-MNIST training-step speed: gs-jax vs a PyTorch eager step, measured 
     python -m benchmarks.cmnist_speed [--n=50000] [--steps=5] [--methods=sd,irm] [--data_dir=…]
 
 One full-batch training step of the 392 → h → h → 1 ReLU MLP with Adam on n examples:
-``sd`` (h = 300: forward, BCE + SD term, backward, Adam; the ERM/SD step of DESIGN §3.4) and
+``sd`` (h = 300: forward, BCE + SD term, backward, Adam; the ERM/SD step of docs/protocols.md §3.4) and
 ``irm`` (h = 390: per-environment risks, IRMv1 penalty through a second-order gradient, L2 on
 the loss). gs-jax times (a) one jitted ``train_step`` called from Python per step and (b) the
 same steps as one compiled ``lax.scan`` (how ``experiments.colored_mnist`` trains). PyTorch

@@ -3,7 +3,7 @@
     python -m experiments.cifar --dataset=cifar2 --sd_lambda=0.01 --config=cpu --seed=0 \
         --data_dir=../shared/data/cifar10/cifar10.npz --out_dir=runs/cifar/cifar2_sd_s0
 
-DESIGN §3.3. Objective: mean softmax cross-entropy + ``sd_lambda·mean(ŷ²)`` over batch and
+docs/protocols.md §3.3. Objective: mean softmax cross-entropy + ``sd_lambda·mean(ŷ²)`` over batch and
 classes (``gs_jax.losses.sd_penalty``; ``--sd_lambda=0`` is ERM), SGD with momentum 0.9,
 PyTorch-style weight decay and a warm-up + cosine learning-rate schedule, random crop (pad 4) +
 horizontal flip done in JAX inside the jitted step. Minibatches are sharded over all local
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="SD coefficient on mean(logits^2); 0 = ERM (paper: 0.01 CIFAR-2/10, "
                       "0.05 CIFAR-100)")
   p.add_argument("--config", default="cpu", choices=("cpu", "paper"),
-                 help="cpu: small 3-stage CNN (16/32/64 ch); paper: the VGG of DESIGN §3.3")
+                 help="cpu: small 3-stage CNN (16/32/64 ch); paper: the VGG of docs/protocols.md §3.3")
   p.add_argument("--seed", type=int, default=0, help="seeds init, batches, augmentation, PGD")
   p.add_argument("--epochs", type=int, default=None,
                  help="training epochs (default: 6 for cpu, 30 for paper)")
@@ -106,7 +106,7 @@ class _NoBar:
 
 
 def objective(logits, batch, params, step, hparams):
-  """Mean cross-entropy + ``sd_lambda·mean(ŷ²)`` (DESIGN §3.3, §4; eq 17 in training form)."""
+  """Mean cross-entropy + ``sd_lambda·mean(ŷ²)`` (docs/protocols.md §3.3, §4; eq 17 in training form)."""
   del params, step
   nll = losses.softmax_cross_entropy(logits, batch["y"])
   loss = nll + losses.sd_penalty(logits, hparams["sd_lambda"])

@@ -1,4 +1,4 @@
-r"""Colored MNIST: ERM, SD, IRM, V-REx and the grayscale oracle (Table 2, Figure 3; DESIGN §3.4).
+r"""Colored MNIST: ERM, SD, IRM, V-REx and the grayscale oracle (Table 2, Figure 3; docs/protocols.md §3.4).
 
     python -m experiments.colored_mnist --method=sd --restarts=10 \
         --data_dir=/work/shared/data/mnist --out_dir=runs/colored_mnist/sd
@@ -28,7 +28,7 @@ import numpy as np
 
 from experiments import common
 
-# Released hyper-parameters (DESIGN §3.4; the authors' table_1.sh and the IRM/REx code).
+# Released hyper-parameters (docs/protocols.md §3.4; the authors' table_1.sh and the IRM/REx code).
 IRM_LR = 0.0004898536566546834
 IRM_L2 = 0.00110794568
 METHODS = {

@@ -1,4 +1,4 @@
-"""Figure 5: primal vs dual paths of the responses, and spectral decoupling (DESIGN.md §3.2).
+"""Figure 5: primal vs dual paths of the responses, and spectral decoupling (docs/protocols.md §3.2).
 
     python -m experiments.primal_dual [--out_dir=runs/primal_dual] [--s1 2 3 4 5 6]
 
@@ -70,7 +70,7 @@ def _paths(U, S, lam, y, V, steps, primal_lr, dual_lr, every):
 
 
 def main(argv=None):
-  with enable_x64():  # float64 for the theory (DESIGN §4), without touching the global flag
+  with enable_x64():  # float64 for the theory (docs/protocols.md §4), without touching the global flag
     _main(argv)
 
 

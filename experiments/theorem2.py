@@ -4,7 +4,7 @@
     python -m experiments.theorem2 --part=linear
     python -m experiments.theorem2 --part=network --widths=64,256,1024 --seeds=2
 
-(a) Linear model (DESIGN §1, eq 3–5, eq 15). ``Φ0 = Y U(δ) S V^T`` with ``U(δ)`` the
+(a) Linear model (docs/protocols.md §1, eq 3–5, eq 15). ``Φ0 = Y U(δ) S V^T`` with ``U(δ)`` the
 coupling matrix of eq 15, ``S = diag(s1, s2)`` and ``V`` (m×2) random orthonormal; the model
 ``ŷ = Φ0 θ`` (θ0 = 0) is trained by full-batch gradient descent on eq 5 (sum of logistic
 losses + ``λ/2‖θ‖²``), through ``gs_jax.train.make_train_step``/``fit``, until the gradient
@@ -16,7 +16,7 @@ instead of the ridge) is compared with ``dynamics="sd"``: z2 stays flat.
 
 (b) Finite networks. A two-layer ReLU net in NTK parametrisation
 (``gs_jax.models.NTKTwoLayerReLU``, bias-free by default), centred output ``f(x;θ) − f(x;θ0)``
-and ridge ``λ/2‖θ − θ0‖²`` (DESIGN §1), on 2-D data: all labels +1 as in Figure 5, one
+and ridge ``λ/2‖θ − θ0‖²`` (docs/protocols.md §1), on 2-D data: all labels +1 as in Figure 5, one
 cluster around ``c·(1, 0)`` and one around ``(cos φ, sin φ)`` (``--n_per_cluster`` jittered
 points each). For each width and seed, ``U, S`` come from the empirical NTK at init
 (``gs_jax.ntk.features``, all n features). The first feature's strength is then scaled:

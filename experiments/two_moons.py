@@ -1,4 +1,4 @@
-r"""Two-moons: Figure 1 (a–c) and the Appendix-B grid (DESIGN §3.1).
+r"""Two-moons: Figure 1 (a–c) and the Appendix-B grid (docs/protocols.md §3.1).
 
     python -m experiments.two_moons                       # Figure 1 a–c, 10 seeds, ~1 min CPU
     python -m experiments.two_moons --what=appendix_b     # ten-panel grid, 10,000 epochs each

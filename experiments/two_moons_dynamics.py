@@ -3,7 +3,7 @@
     python -m experiments.two_moons_dynamics                     # 10 seeds, 10,000 epochs
     python -m experiments.two_moons_dynamics --num_epochs=2000 --seeds=3 --out_dir=/tmp/fig1d
 
-Protocol (DESIGN §3.1–3.2): two-moons data (300 points), the 2 → 500 ReLU → 1 net with
+Protocol (docs/protocols.md §3.1–3.2): two-moons data (300 points), the 2 → 500 ReLU → 1 net with
 PyTorch's default init, full-batch SGD lr 1e-2 momentum 0.9, weight decay 2e-4 in all three
 runs, mean logistic loss; three settings: Δ=−0.1 ERM, Δ=+0.1 ERM, Δ=+0.1 SD (sd_lambda
 0.003). All seeds train together (``gs_jax.train.make_seed_trainer``).

@@ -1,6 +1,6 @@
 """Projected gradient descent (PGD) attacks under L∞ and L2, and per-example minimal-ε margins.
 
-DESIGN §3.3: the OOD test is accuracy under PGD on the test set (L∞, ε = 0.05 and
+docs/protocols.md §3.3: the OOD test is accuracy under PGD on the test set (L∞, ε = 0.05 and
 ε = 5/255, step ε/10, 10 steps); Figure 2 is the CDF of the per-example margin, the smallest
 perturbation at which PGD changes the prediction.
 

@@ -1,4 +1,4 @@
-"""Decision boundaries of 2-D classifiers and input-space margins (DESIGN §3.1).
+"""Decision boundaries of 2-D classifiers and input-space margins (docs/protocols.md §3.1).
 
 The margin of a training point is its signed L2 distance to the zero level set
 ``{x : F(x) = 0}`` of a decision function ``F`` (positive on the correct side). The level set

@@ -1,6 +1,6 @@
 """Dual dynamics of gradient starvation: fixed points, closed forms, Lemma 1, Theorem 2.
 
-Notation (DESIGN.md §1). ``YΦ0 = U S V^T`` with ``U`` (n×k) having orthonormal columns
+Notation (docs/protocols.md §1). ``YΦ0 = U S V^T`` with ``U`` (n×k) having orthonormal columns
 (k ≤ n) and strengths ``S = (s_1, …, s_k) ≥ 0``; ``λ > 0`` is the ridge coefficient of eq 5 /
 eq 17 (the paper's *sum* loss with ``λ/2``; a training loss ``mean softplus + (wd/2)‖θ‖²``
 over n examples corresponds to ``λ = n·wd``, and ``mean softplus + sd_lambda·mean(ŷ²)`` to

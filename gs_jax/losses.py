@@ -1,6 +1,6 @@
 """Training objectives: logistic / cross-entropy, weight decay and spectral decoupling.
 
-Conventions (DESIGN.md §4): training losses are *means* over examples and ``sd_lambda``
+Conventions (docs/protocols.md §4): training losses are *means* over examples and ``sd_lambda``
 multiplies ``mean(ŷ²)`` over every logit entry, as in the authors' released code, so the
 paper's λ values carry over unchanged. The theory (eq 5, eq 17; ``gs_jax.dual``) uses sums and
 ``λ/2``: for n examples, ``mean softplus(−yŷ) + sd_lambda·mean(ŷ²)`` equals
@@ -107,7 +107,7 @@ def sd_penalty(logits, sd_lambda):
 
 
 def sd_penalty_with_targets(logits, y, lambdas, gammas):
-  """SD with per-class targets: ``Σ_c λ_c · mean_{i: y_i=c} (ŷ_i − γ_c)²`` (DESIGN §1).
+  """SD with per-class targets: ``Σ_c λ_c · mean_{i: y_i=c} (ŷ_i − γ_c)²`` (docs/protocols.md §1).
 
   Used for CelebA with ``λ = (0.1, 0.1)`` and ``γ = (0.44, 2.5)`` for classes (0, 1). Classes
   absent from the batch contribute zero.
@@ -159,7 +159,7 @@ def _reduce(x, reduction):
 
 
 # ---------------------------------------------------------------------------------------------
-# Invariance objectives (IRM, V-REx) and annealed SD for Colored MNIST (DESIGN §3.4).
+# Invariance objectives (IRM, V-REx) and annealed SD for Colored MNIST (docs/protocols.md §3.4).
 # Annealing schedules are pure functions of the step index ``step`` = number of updates
 # applied so far (the released code's loop variable), so they trace inside ``lax.scan``.
 
@@ -217,7 +217,7 @@ def annealed_weight(step, anneal_steps, weight):
 
 def invariance_loss(risks, penalty, params, step, *, penalty_weight, anneal_steps, l2_weight,
                     risk_form: str = "mean"):
-  """The released IRM / V-REx training loss (Colored MNIST, DESIGN §3.4).
+  """The released IRM / V-REx training loss (Colored MNIST, docs/protocols.md §3.4).
 
   ``L = risk + l2_weight·Σ_leaves ‖θ‖² + w(step)·penalty``, divided by ``w(step)`` whenever
   ``w(step) > 1`` ("rescale the entire loss to keep gradients in a reasonable range"), where
@@ -244,7 +244,7 @@ def invariance_loss(risks, penalty, params, step, *, penalty_weight, anneal_step
 
 
 def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool = True):
-  """SD as in the authors' released Colored-MNIST code (DESIGN §3.4).
+  """SD as in the authors' released Colored-MNIST code (docs/protocols.md §3.4).
 
   ``rescale=True`` (released): ``nll + c·mean(ŷ²)`` for ``step < anneal_steps`` and
   ``c·(nll + mean(ŷ²))`` afterwards — after the switch the whole loss is multiplied by

@@ -96,7 +96,7 @@ def _is_zero(t) -> bool:
 @jax.custom_jvp
 def relu_net(x, w1, b1, w2, b2):
   """``f(x) = Σ_j w2_j · relu(x·w1_j + b1_j) + b2``: a one-hidden-layer ReLU net with a scalar
-  output, for inputs of small dimension (fan-in ≤ 4, the two-moons net of DESIGN §3.1).
+  output, for inputs of small dimension (fan-in ≤ 4, the two-moons net of docs/protocols.md §3.1).
 
   Args: ``x`` (n, d), ``w1`` (d, h), ``b1`` (h,), ``w2`` (h,), ``b2`` scalar. Returns (n,).
 
@@ -139,7 +139,7 @@ relu_net.defjvp(_relu_net_jvp, symbolic_zeros=True)
 class MLP(nn.Module):
   """ReLU multi-layer perceptron ``d → hidden[0] → … → hidden[-1] → num_outputs``.
 
-  The two-layer net of DESIGN §3.1 is ``MLP(hidden=(500,))``; the Appendix-B variants are
+  The two-layer net of docs/protocols.md §3.1 is ``MLP(hidden=(500,))``; the Appendix-B variants are
   ``dropout_rate=0.7`` (dropout after every hidden ReLU), ``batch_norm=True`` (BN between each
   hidden linear layer and its ReLU, PyTorch's momentum 0.1 and eps 1e-5), five layers
   (``hidden=(500,)*4``), and 10× wider/narrower (``hidden=(5000,)``/``(50,)``). A plain
@@ -181,7 +181,7 @@ class MLP(nn.Module):
 
 
 def two_layer_relu(width: int = 500, kernel_init: str = "torch", **kwargs) -> MLP:
-  """The 2 → width → 1 ReLU net of DESIGN §3.1 (released code: width 500, PyTorch init)."""
+  """The 2 → width → 1 ReLU net of docs/protocols.md §3.1 (released code: width 500, PyTorch init)."""
   return MLP(hidden=(width,), num_outputs=1, kernel_init=kernel_init, **kwargs)
 
 
@@ -192,7 +192,7 @@ class NTKTwoLayerReLU(nn.Module):
   initialisation (Jacot et al.'s parametrisation): as the width ``h`` grows the empirical NTK
   converges to a fixed kernel and training stays in the linear regime of eq 3, so the dual
   predictions of ``gs_jax.dual`` become exact. Use it centred (``gs_jax.ntk.centred``) with
-  the ridge ``λ/2‖θ − θ0‖²`` (``gs_jax.ntk.ridge_from_init``), DESIGN §1.
+  the ridge ``λ/2‖θ − θ0‖²`` (``gs_jax.ntk.ridge_from_init``), docs/protocols.md §1.
 
   Attributes:
     width: hidden width h.
@@ -218,7 +218,7 @@ class NTKTwoLayerReLU(nn.Module):
 
 # ----------------------------------------------------------------------------- CIFAR CNNs
 
-# Per-channel statistics of the CIFAR-10 training set (DESIGN §5; also used for CIFAR-2/100).
+# Per-channel statistics of the CIFAR-10 training set (docs/protocols.md §5; also used for CIFAR-2/100).
 CIFAR_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR_STD = (0.24703223, 0.24348513, 0.26158784)
 
@@ -227,7 +227,7 @@ CNN_CPU_STAGES = ((16,), (32,), (64,))
 
 
 class CifarVGG(nn.Module):
-  """VGG-style CIFAR network of DESIGN §3.3; input pixels in [0,1], normalisation inside.
+  """VGG-style CIFAR network of docs/protocols.md §3.3; input pixels in [0,1], normalisation inside.
 
   ``x ↦ (x − mean)/std`` per channel, then for every stage ``[3×3 conv (no bias) + BN + ReLU]``
   × len(stage) followed by a 2×2 max-pool, then global average pooling and one linear layer to

@@ -1,6 +1,6 @@
-"""Empirical NTRF / NTK, features ``U, S, V`` and responses ``z`` (DESIGN §1, eq 2–4).
+"""Empirical NTRF / NTK, features ``U, S, V`` and responses ``z`` (docs/protocols.md §1, eq 2–4).
 
-Notation (binary case, DESIGN §1): data ``X`` (n×d), labels ``y ∈ {−1,+1}^n``, ``Y = diag(y)``,
+Notation (binary case, docs/protocols.md §1): data ``X`` (n×d), labels ``y ∈ {−1,+1}^n``, ``Y = diag(y)``,
 logits ``ŷ(X; θ)``, ``θ ∈ R^m``.
 
 - NTRF (eq 2): ``Φ0 = ∂ŷ(X; θ0)/∂θ ∈ R^{n×m}`` (:func:`ntrf`, explicit, small models only).
@@ -292,7 +292,7 @@ def responses(U, y, logits, logits0=None):
 
 
 def centred(apply_fn: ApplyFn, params0) -> ApplyFn:
-  """The centred network ``f_c(x; θ) = f(x; θ) − f(x; θ0)`` of DESIGN §1 (so ``f_c(·; θ0) = 0``).
+  """The centred network ``f_c(x; θ) = f(x; θ) − f(x; θ0)`` of docs/protocols.md §1 (so ``f_c(·; θ0) = 0``).
 
   Centring removes the random function at initialisation, so that in the linear regime
   ``ŷ = Φ0 (θ − θ0)`` exactly as in eq 3 (with θ measured from θ0). Pair it with the ridge

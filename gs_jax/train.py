@@ -121,7 +121,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 def binary_objective(logits, batch, params, step, hparams):
   """Mean logistic loss on ±1 labels ``batch["y"]`` plus ``hparams["sd_lambda"]·mean(ŷ²)``.
 
-  The objective of the two-moons experiments (DESIGN §3.1); ``sd_lambda = 0`` is ERM. Weight
+  The objective of the two-moons experiments (docs/protocols.md §3.1); ``sd_lambda = 0`` is ERM. Weight
   decay lives in the optimizer (:func:`make_optimizer`). Records the data loss (without the SD
   term) and the training accuracy.
   """

@@ -180,7 +180,7 @@ def test_sd_objective_matches_its_definition():
   ce = np.mean(lse - logits[np.arange(7), y])
   for lam in (0.0, 0.01, 0.05):
     loss, metrics = objective(jnp.asarray(logits), batch, None, 0, {"sd_lambda": lam})
-    # DESIGN §3.3/§4: sd_lambda · mean over batch *and classes* of ŷ²
+    # docs/protocols.md §3.3/§4: sd_lambda · mean over batch *and classes* of ŷ²
     np.testing.assert_allclose(loss, ce + lam * np.sum(logits ** 2) / logits.size, rtol=1e-5)
     np.testing.assert_allclose(metrics["nll"], ce, rtol=1e-5)
 

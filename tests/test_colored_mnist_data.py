@@ -1,4 +1,4 @@
-"""Colored MNIST construction (DESIGN §3.4): rates, shapes, channels, subsampling, variants."""
+"""Colored MNIST construction (docs/protocols.md §3.4): rates, shapes, channels, subsampling, variants."""
 import os
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""IRM, V-REx and annealed-SD objectives (DESIGN §3.4) against independent computations."""
+"""IRM, V-REx and annealed-SD objectives (docs/protocols.md §3.4) against independent computations."""
 import jax
 import jax.numpy as jnp
 import numpy as np

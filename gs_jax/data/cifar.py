@@ -1,4 +1,4 @@
-"""CIFAR-10, CIFAR-100 and CIFAR-2 (cat vs dog) as whole uint8 arrays (DESIGN §3.3, §5).
+"""CIFAR-10, CIFAR-100 and CIFAR-2 (cat vs dog) as whole uint8 arrays (docs/protocols.md §3.3, §5).
 
 Two sources:
 

@@ -1,4 +1,4 @@
-"""Colored MNIST (Arjovsky et al. 2019), as used for Table 2 and Figure 3 (DESIGN §3.4).
+"""Colored MNIST (Arjovsky et al. 2019), as used for Table 2 and Figure 3 (docs/protocols.md §3.4).
 
 Construction, following the released code (IRM's ``colored_mnist/main.py`` as copied by the
 gradient-starvation authors), written with numpy so that it is deterministic given one seed:
@@ -129,7 +129,7 @@ def variant(env: Environment, gray_images: np.ndarray, name: str) -> Environment
 def colored_mnist(seed: int = 0, data_dir: str | None = None, *, mnist=None,
                   train_env_flips=TRAIN_COLOR_FLIPS, test_env_flip: float = TEST_COLOR_FLIP,
                   with_variants: bool = True) -> dict[str, Environment]:
-  """All environments of DESIGN §3.4, deterministic given ``seed``.
+  """All environments of docs/protocols.md §3.4, deterministic given ``seed``.
 
   Args:
     seed: seeds the training-pool shuffle and all coin flips.

@@ -1,4 +1,4 @@
-"""Two-moons data of Figure 1 and Appendix B (DESIGN §3.1)."""
+"""Two-moons data of Figure 1 and Appendix B (docs/protocols.md §3.1)."""
 from __future__ import annotations
 
 import numpy as np
