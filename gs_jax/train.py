@@ -80,9 +80,10 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
                     model_state=model_state, key=state_key)
 
 
-def apply_model(model: nn.Module, state: TrainState, x: jax.Array, *, train: bool = False,
+def apply_model(model, state: TrainState, x: jax.Array, *, train: bool = False,
                 params=None):
-  """Logits of ``model`` at ``state`` (or at ``params``), and the updated model state.
+  """Logits of ``model`` (a Flax module or its ``apply``) at ``state`` (or at ``params``), and
+  the updated model state.
 
   In train mode the dropout stream is ``fold_in(state.key, state.step)`` and batch statistics
   are recomputed from the batch; in eval mode stored statistics are used.
@@ -90,13 +91,17 @@ def apply_model(model: nn.Module, state: TrainState, x: jax.Array, *, train: boo
   variables = {"params": state.params if params is None else params, **state.model_state}
   mutable = list(state.model_state) if (train and state.model_state) else False
   rngs = {"dropout": jax.random.fold_in(state.key, state.step)} if train else None
-  out = model.apply(variables, x, train=train, rngs=rngs, mutable=mutable)
+  apply_fn = model.apply if isinstance(model, nn.Module) else model
+  out = apply_fn(variables, x, train=train, rngs=rngs, mutable=mutable)
   return out if mutable else (out, state.model_state)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+def make_train_step(model, tx: optax.GradientTransformation,
                     objective: Objective) -> Callable:
   """Returns the pure ``train_step(state, batch, hparams) -> (state, metrics)``.
+
+  ``model`` is a Flax module or its ``apply`` (``apply(variables, x, train=, rngs=,
+  mutable=)``).
 
   Not jitted by itself: it is meant to be traced inside ``jit``/``scan``/``vmap`` by the caller
   (:func:`fit`), so that one compiled program runs all steps and all seeds.
@@ -158,32 +163,12 @@ def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
-def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
-                      objective: Objective, *, shared_batch: bool = False,
-                      chunk: int = 250, devices=None) -> Callable:
-  """Builds ``train(keys, batches, hparams, num_steps, desc=None)`` for many seeds at once.
+def make_seed_init(model: nn.Module, tx: optax.GradientTransformation, *,
+                   shared_batch: bool = False) -> Callable:
+  """Returns jitted ``init(keys, batches) -> states``: :func:`init_state` vmapped over seeds.
 
-  All seeds train in one compiled program: initialisation and :func:`fit` are ``vmap``-ed
-  over the seed axis (the released code trains seeds one after another in Python), and the
-  seed axis is split over ``devices`` (default: all local devices; see :func:`seed_sharding`).
-  Steps run in compiled chunks of ``chunk`` scan steps so that a tqdm bar can advance between
-  them; the chunk program is compiled once per chunk length and reused across calls, so call
-  the returned function once per configuration (``hparams`` are traced and do not recompile).
-
-  Args:
-    shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
-      otherwise every array in ``batches`` has a leading seed axis (S, n, …).
-
-  The returned function takes ``keys`` (S,) PRNG keys, ``batches`` (dict with ``"x"``),
-  ``hparams`` (pytree of scalars shared by the seeds), ``num_steps``, and optional ``desc``
-  and ``progress`` (False hides the bar). It returns ``(states, history)`` with a leading
-  (S,) axis; ``history`` holds every metric at every step, shape (S, num_steps).
+  ``batches`` as in :func:`make_seed_trainer` (only ``batches["x"]``'s shape is used).
   """
-  from tqdm.auto import tqdm
-
-  train_step = make_train_step(model, tx, objective)
-  batch_axis = None if shared_batch else 0
-
   # Runs once per trainer: at XLA's lowest optimisation level it compiles in ~0.2 s instead
   # of ~0.7 s (the PRNG code dominates), a quarter of a Figure-1 run. Without LLVM's
   # multiply-add contraction the initial values can differ from `init_state`'s (compiled at
@@ -193,35 +178,88 @@ def make_seed_trainer(model: nn.Module, tx: optax.GradientTransformation,
     x = batches["x"] if shared_batch else batches["x"][0]
     return jax.vmap(lambda k: init_state(model, tx, k, x))(keys)
 
+  return init_all
+
+
+def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
+                      objective: Objective, *, shared_batch: bool = False,
+                      chunk: int = 250, devices=None) -> Callable:
+  """Builds ``train(states, batches, hparams, num_steps, …)`` for many seeds at once.
+
+  ``apply_fn`` is a Flax module's ``apply`` (or the module). All seeds train in one compiled
+  program: :func:`fit` is ``vmap``-ed over the seed axis (the released code trains seeds one
+  after another in Python), and the seed axis is split over ``devices`` (default: all local
+  devices; see :func:`seed_sharding`). The initial ``states`` are explicit (e.g. from
+  :func:`make_seed_init`). Steps run in compiled chunks of ``chunk`` scan steps so that a tqdm
+  bar can advance between them; the chunk program is compiled once per chunk length and reused
+  across calls (``hparams`` are traced and do not recompile).
+
+  Args:
+    shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
+      otherwise every array in ``batches`` has a leading seed axis (S, n, …).
+
+  The returned function takes ``states`` (leading (S,) axis), ``batches`` (dict with
+  ``"x"``), ``hparams`` (pytree of scalars shared by the seeds), ``num_steps``, and optional
+  ``desc``, ``progress`` (False hides the bar), ``checkpoint`` (a
+  :class:`gs_jax.checkpoint.Checkpointer`: the run restores its latest checkpoint and
+  continues, and saves at chunk boundaries; chunks start at multiples of ``chunk``, so a
+  resumed run computes exactly what an uninterrupted one does) and ``on_chunk(done, hist)``
+  (called after every chunk with the steps done and that chunk's metrics, e.g. to append to a
+  metrics log). It returns ``(states, history)``: ``history`` holds every metric at every
+  step, shape (S, num_steps).
+  """
+  from tqdm.auto import tqdm
+
+  train_step = make_train_step(apply_fn, tx, objective)
+  batch_axis = None if shared_batch else 0
+
   @functools.partial(jax.jit, static_argnums=3)
   def run_chunk(states, batches, hparams, length):
     return jax.vmap(lambda s, b: fit(train_step, s, b, hparams, length),
                     in_axes=(0, batch_axis))(states, batches)
 
-  def train(keys, batches, hparams, num_steps: int, desc: str | None = None,
-            progress: bool = True):
+  def train(states, batches, hparams, num_steps: int, desc: str | None = None,
+            progress: bool = True, checkpoint=None, on_chunk=None):
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    sharding = seed_sharding(len(keys), devices)
-    keys = jax.device_put(keys, sharding)
+    num_seeds = len(jax.tree_util.tree_leaves(states)[0])
+    sharding = seed_sharding(num_seeds, devices)
     if not shared_batch:
       batches = jax.device_put(batches, sharding)
-    # Committing every chunk's input to the same sharding keeps one compiled chunk program.
-    states = jax.device_put(init_all(keys, batches), sharding)
     histories, done = [], 0
-    with tqdm(total=num_steps, desc=desc, disable=not progress, leave=False) as bar:
+    restored = checkpoint.restore(states, with_history=True) if checkpoint else None
+    if restored is not None:
+      done, states, history, _ = restored
+      if done > num_steps:
+        raise ValueError(f"checkpoint at step {done} is past num_steps={num_steps}")
+      histories.append(history)
+    # Committing every chunk's input to the same sharding keeps one compiled chunk program.
+    states = jax.device_put(states, sharding)
+    with tqdm(total=num_steps, initial=done, desc=desc, disable=not progress,
+              leave=False) as bar:
       while done < num_steps:
         length = min(chunk, num_steps - done)
         states, hist = run_chunk(states, batches, hparams, length)
         states = jax.device_put(states, sharding)
         # Wait for the chunk, so that the bar shows computed (not just dispatched) steps.
-        histories.append(jax.block_until_ready(hist))
+        hist = jax.device_get(hist)
+        histories.append(hist)
         done += length
         bar.update(length)
-    history = jax.tree_util.tree_map(lambda *h: jnp.concatenate(h, axis=1), *histories)
-    return states, history
+        if on_chunk is not None:
+          on_chunk(done, hist)
+        if checkpoint is not None:
+          if len(histories) > 1:   # keep one stacked history, so saving stays cheap
+            histories = [_concat_histories(histories)]
+          checkpoint.maybe_save(done, states, histories[0], force=done == num_steps)
+    return states, _concat_histories(histories)
 
   return train
+
+
+def _concat_histories(histories):
+  import numpy as np
+  return jax.tree_util.tree_map(lambda *h: np.concatenate(h, axis=1), *histories)
 
 
 # ----------------------------------------------------------------------------- minibatch SGD

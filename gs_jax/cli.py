@@ -1,0 +1,183 @@
+"""Command-line flags generated from a config: one spelling for one idea in every experiment.
+
+An experiment's settings are one ``ml_collections.ConfigDict`` (typed: assigning a value of
+another type raises). A config module (``configs/<name>.py``) provides
+
+- ``get_config(preset: str) -> ConfigDict`` and ``PRESETS`` (names, the first is the default);
+- ``HELP``: one sentence per field that is not in :data:`COMMON_HELP`;
+- a docstring with the exact command of each preset and its expected result.
+
+:func:`parse` builds an ``argparse`` parser whose flags are the config's leaves
+(``--sd_lambda=0.01``; nested fields as ``--model.width=64``; booleans also as ``--name`` /
+``--no_name``; tuples comma-separated), with ``--preset`` choosing the starting point, and
+returns the resolved, locked config. Names used across experiments (the canonical spelling):
+
+- ``sd_lambda``: coefficient of ``mean(ŷ²)`` in a training loss (docs/protocols.md §4);
+- ``lam``: the theory's λ of eq 5 / eq 17 (sums, λ/2);
+- ``steps`` for full-batch runs (one step = one pass over the data), ``epochs`` for minibatch
+  runs; ``seeds`` (how many runs, seeds 0…seeds−1), ``seed`` (the seed of a single run);
+- ``out_dir``, ``data_dir``, ``progress``, ``overwrite``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+from typing import Any, Sequence
+
+import ml_collections
+
+COMMON_HELP = {
+    "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); "
+                 "docs/protocols.md §4",
+    "lam": "λ of the theory (eq 5 / eq 17: sums over examples, λ/2 in front of the penalty)",
+    "seeds": "number of independent runs (seeds 0..seeds-1), trained together with vmap",
+    "seed": "seed of this run (initialisation, data order, attacks)",
+    "steps": "full-batch gradient steps (one step = one pass over the training data)",
+    "epochs": "passes over the training data (minibatch training)",
+    "lr": "learning rate",
+    "weight_decay": "coupled L2 coefficient (PyTorch's weight_decay: adds wd·θ to the gradient)",
+    "out_dir": "run directory: results.json, metrics.jsonl, figures, checkpoints",
+    "data_dir": "local copy of the data (file or folder); default: $GS_DATA_DIR, else "
+                "tfds.load (downloads); see docs/protocols.md §5",
+    "progress": "show progress bars",
+    "overwrite": "start afresh instead of resuming what out_dir already holds",
+    "cpu_devices": "CPU devices to split seeds/batches over (0: one per core; 1: JAX's default "
+                   "single device); ignored on GPU",
+}
+
+
+def _leaves(cfg: ml_collections.ConfigDict, prefix: str = ""):
+  for key in cfg.keys():
+    value = cfg[key]
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, name + ".")
+    else:
+      yield name, value
+
+
+def _get(cfg, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg[part]
+  return cfg
+
+
+def _set(cfg, dotted: str, value) -> None:
+  *parents, last = dotted.split(".")
+  for part in parents:
+    cfg = cfg[part]
+  cfg[last] = value
+
+
+def _bool(text: str) -> bool:
+  t = text.strip().lower()
+  if t in ("1", "true", "yes", "on"):
+    return True
+  if t in ("0", "false", "no", "off"):
+    return False
+  raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _parser_for(default, name: str):
+  """The argparse ``type`` for a leaf, from its default value."""
+  if isinstance(default, bool):
+    return _bool
+  if isinstance(default, (tuple, list)):
+    elem = type(default[0]) if default else str
+    elem = _bool if elem is bool else elem
+
+    def tuple_type(text: str):
+      parts = [p.strip() for p in text.split(",") if p.strip()]
+      try:
+        return tuple(elem(p) for p in parts)
+      except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"--{name}: {e}") from None
+    return tuple_type
+  if isinstance(default, float):
+    return float
+  if isinstance(default, int):
+    return int
+  return str
+
+
+def _show(value) -> str:
+  if isinstance(value, (tuple, list)):
+    return ",".join(str(v) for v in value)
+  return repr(value) if isinstance(value, str) else str(value)
+
+
+def _help_for(module: ModuleType, name: str) -> str:
+  helps = {**COMMON_HELP, **getattr(module, "HELP", {})}
+  text = helps.get(name) or helps.get(name.split(".")[-1])
+  if text is None:
+    raise KeyError(f"{module.__name__}.HELP has no entry for field {name!r}: every flag needs "
+                   f"a help text")
+  return text
+
+
+def build_parser(module: ModuleType, preset: str, prog: str | None = None):
+  """The parser for ``module``'s config at ``preset`` (flags default to the preset's values)."""
+  presets = tuple(module.PRESETS)
+  cfg = module.get_config(preset)
+  p = argparse.ArgumentParser(
+      prog=prog, description=module.__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default=presets[0], choices=presets,
+                 help=f"named starting configuration (default {presets[0]!r}); the flags below "
+                      f"show the chosen preset's values")
+  for name, default in _leaves(cfg):
+    text = f"{_help_for(module, name)} (default: {_show(default)})"
+    kind = _parser_for(default, name)
+    p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar=name.upper()
+                   if kind is not _bool else "BOOL", nargs="?" if kind is _bool else None,
+                   const=True if kind is _bool else None)
+    if kind is _bool:
+      p.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
+                     help=argparse.SUPPRESS)
+  return p, cfg
+
+
+def parse(module: ModuleType, argv: Sequence[str] | None = None,
+          prog: str | None = None) -> ml_collections.ConfigDict:
+  """Resolves ``module``'s config from ``--preset`` and per-field flags; returns it locked.
+
+  Unknown flags and values of the wrong type are errors that name the flag. Range checks
+  belong to the config module's optional ``validate(config)`` (raising ``ValueError``), whose
+  message the parser reports.
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  presets = tuple(module.PRESETS)
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--preset", default=presets[0])
+  known, _ = pre.parse_known_args(argv)
+  parser, cfg = build_parser(module, known.preset if known.preset in presets else presets[0],
+                             prog)
+  args = parser.parse_args(argv)
+  cfg = ml_collections.ConfigDict(cfg)   # a copy of the preset
+  for name, _ in _leaves(cfg):
+    value = getattr(args, name)
+    if value is not None:
+      try:
+        _set(cfg, name, value)
+      except TypeError as e:
+        parser.error(f"--{name}: {e}")
+  with cfg.unlocked():
+    cfg.preset = args.preset
+  validate = getattr(module, "validate", None)
+  if validate is not None:
+    try:
+      validate(cfg)
+    except ValueError as e:
+      parser.error(str(e))
+  cfg.lock()
+  return cfg
+
+
+def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
+  """A copy of ``cfg`` with ``values`` set (dotted names as ``model__width``)."""
+  out = ml_collections.ConfigDict(cfg)
+  with out.unlocked():
+    for key, value in values.items():
+      _set(out, key.replace("__", "."), value)
+  return out

@@ -1,0 +1,203 @@
+"""One results writer for every experiment: resolved config, provenance, metrics, per-seed values.
+
+A run directory holds
+
+- ``results.json`` — written atomically (temporary file + ``os.replace``), schema::
+
+      {"experiment": str, "config": {...the resolved config...},
+       "provenance": {"git_commit", "git_dirty", "argv", "python", "platform", "packages",
+                      "devices", "start_time", "end_time"},
+       "std_convention": "sample (ddof=1)",
+       "metrics": {...summaries...}, "per_seed": {...one value per seed/restart...},
+       ...experiment-specific extras}
+
+- ``metrics.jsonl`` — one JSON object per line (``{"step": …, "loss": …, …}``), appended during
+  long runs, so a user can ``tail -f`` or plot it while training runs.
+
+Every summary over seeds/restarts in this codebase uses :func:`mean_std`: the mean and the
+*sample* standard deviation (``ddof=1``; 0 for a single value), as the paper's "mean ± std over
+runs" is read here.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+STD_CONVENTION = "sample (ddof=1)"
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "neural-tangents", "numpy", "orbax-checkpoint",
+             "ml-collections")
+
+
+def to_builtin(obj):
+  """JSON-compatible copy: arrays → lists, tuples → lists, non-finite floats → strings."""
+  if hasattr(obj, "to_dict"):          # ml_collections.ConfigDict
+    obj = obj.to_dict()
+  if isinstance(obj, Mapping):
+    return {str(k): to_builtin(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_builtin(v) for v in obj]
+  if hasattr(obj, "tolist"):           # numpy / jax arrays and scalars
+    return to_builtin(np.asarray(obj).tolist())
+  if isinstance(obj, float) and not np.isfinite(obj):
+    return str(obj)                    # JSON has no inf/nan
+  return obj
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+  """Writes ``data`` as JSON via a temporary file and ``os.replace``: never half-written."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(to_builtin(data), f, indent=2)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def read_json(path: str | os.PathLike, default=None):
+  path = Path(path)
+  if not path.exists():
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def mean_std(values) -> dict:
+  """``{"mean", "std", "n"}`` of a sequence; std is the sample std (ddof=1), 0 for n = 1."""
+  a = np.asarray(values, dtype=np.float64).ravel()
+  if a.size == 0:
+    raise ValueError("mean_std of an empty sequence")
+  std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+  return {"mean": float(a.mean()), "std": std, "n": int(a.size)}
+
+
+def _git(*args: str) -> str | None:
+  try:
+    out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                         cwd=Path(__file__).resolve().parent)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(name: str) -> str | None:
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def provenance() -> dict:
+  """Git commit and dirty flag, command line, Python, package versions and JAX devices."""
+  import jax
+  status = _git("status", "--porcelain", "--untracked-files=no")
+  return {
+      "git_commit": _git("rev-parse", "HEAD"),
+      "git_dirty": None if status is None else bool(status),
+      "argv": list(sys.argv),
+      "python": sys.version.split()[0],
+      "platform": platform.platform(),
+      "packages": {p: _version(p) for p in _PACKAGES},
+      "devices": [str(d) for d in jax.devices()],
+      "process_count": jax.process_count(),
+  }
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunWriter:
+  """Writes one run directory: ``results.json`` (atomic) and ``metrics.jsonl``.
+
+  ``RunWriter(out_dir, "two_moons", config)`` records the start time and provenance;
+  :meth:`log` appends a training-metrics line; :meth:`write` (call it as often as useful,
+  e.g. after every finished configuration) replaces ``results.json`` with the current state.
+  """
+
+  def __init__(self, out_dir: str | os.PathLike, experiment: str, config):
+    self.out_dir = Path(out_dir)
+    self.out_dir.mkdir(parents=True, exist_ok=True)
+    self.experiment = experiment
+    self.config = to_builtin(config)
+    self.start_time = _now()
+    self._provenance = None
+
+  @property
+  def results_path(self) -> Path:
+    return self.out_dir / "results.json"
+
+  @property
+  def log_path(self) -> Path:
+    return self.out_dir / "metrics.jsonl"
+
+  def previous(self) -> dict | None:
+    """The results.json already in the directory, or None."""
+    return read_json(self.results_path)
+
+  def log(self, step: int, **metrics) -> None:
+    """Appends ``{"step": step, **metrics}`` as one JSON line (flushed)."""
+    line = json.dumps(to_builtin({"step": int(step), **metrics}))
+    with open(self.log_path, "a") as f:
+      f.write(line + "\n")
+
+  def log_history(self, history: Mapping[str, Any], *, start: int = 0, every: int = 1,
+                  **fields) -> None:
+    """Logs rows of a stacked history (``{name: (steps, ...) array}``) every ``every`` steps;
+    per-seed arrays are logged as lists. ``fields`` are added to every line."""
+    history = {k: np.asarray(v) for k, v in history.items()}
+    length = len(next(iter(history.values())))
+    lines = []
+    for i in range(0, length, every):
+      row = {k: v[i] for k, v in history.items()}
+      lines.append(json.dumps(to_builtin({"step": start + i + 1, **fields, **row})))
+    with open(self.log_path, "a") as f:
+      f.write("".join(line + "\n" for line in lines))
+
+  def write(self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None,
+            **extra) -> Path:
+    """Atomically writes results.json with the config, provenance and the given values."""
+    if self._provenance is None:
+      self._provenance = provenance()
+    data = {
+        "experiment": self.experiment,
+        "config": self.config,
+        "provenance": {**self._provenance, "start_time": self.start_time, "end_time": _now()},
+        "std_convention": STD_CONVENTION,
+        "metrics": metrics,
+        "per_seed": per_seed or {},
+        **extra,
+    }
+    atomic_write_json(self.results_path, data)
+    return self.results_path
+
+
+def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
+  """Saves ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``; returns both paths."""
+  stem = Path(stem)
+  stem.parent.mkdir(parents=True, exist_ok=True)
+  paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+  for p in paths:
+    fig.savefig(p, dpi=150, bbox_inches="tight")
+  return paths
+
+
+def pyplot():
+  """matplotlib's pyplot with the non-interactive Agg backend (runs are headless)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
