@@ -122,6 +122,7 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
   cfg = module.get_config(preset)
   p = argparse.ArgumentParser(
       prog=prog, description=module.__doc__,
+      usage=f"{prog or '%(prog)s'} [--preset={{{','.join(presets)}}}] [--FIELD=VALUE ...]",
       formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", default=presets[0], choices=presets,
                  help=f"named starting configuration (default {presets[0]!r}); the flags below "
@@ -129,9 +130,11 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
   for name, default in _leaves(cfg):
     text = f"{_help_for(module, name)} (default: {_show(default)})"
     kind = _parser_for(default, name)
-    p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar=name.upper()
-                   if kind is not _bool else "BOOL", nargs="?" if kind is _bool else None,
-                   const=True if kind is _bool else None)
+    if kind is _bool:   # --name, --name=false, --no_name
+      p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar="BOOL",
+                     nargs="?", const=True)
+    else:
+      p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar="VALUE")
     if kind is _bool:
       p.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
                      help=argparse.SUPPRESS)
