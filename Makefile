@@ -1,10 +1,11 @@
 # Every target builds .venv from pyproject.toml first (when missing or older than pyproject).
 # Pass flags with ARGS="...", e.g. make two_moons ARGS="--what=all --seeds=3".
-# Offline data: MNIST_DIR / CIFAR_DIR point at the npz copies (default: tfds.load downloads).
+# Offline data: GS_DATA_DIR names a folder with mnist/, cifar10/, celeba/ (docs/protocols.md §5);
+# it defaults to ../shared/data when that folder exists, else loaders use tfds.load (downloads).
 PY := .venv/bin/python
 ARGS ?=
-MNIST_DIR ?=
-CIFAR_DIR ?=
+GS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
+export GS_DATA_DIR
 CMNIST_METHODS ?= erm sd irm rex oracle
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
@@ -19,7 +20,8 @@ CMNIST_METHODS ?= erm sd irm rex oracle
 venv: .venv/.installed
 
 test: .venv/.installed
-	$(PY) -m pytest -q -m "not slow" -n 2
+	@echo "GS_DATA_DIR=$(GS_DATA_DIR) (real-data tests are skipped when it is empty)"
+	$(PY) -m pytest -q -m "not slow" -n 2 -rs
 
 test-all: .venv/.installed
 	$(PY) -m pytest -q -n 2

@@ -26,10 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gs_jax.data import paths
+
 DATASETS = ("cifar2", "cifar10", "cifar100")
 NUM_CLASSES = {"cifar2": 2, "cifar10": 10, "cifar100": 100}
 CIFAR2_CLASSES = (3, 5)  # cat, dog in CIFAR-10's label order → labels 0, 1
-# Per-channel mean/std of the exact CIFAR-10 training set (see ../shared/data/cifar10/SOURCE.md).
+# Per-channel mean/std of the exact CIFAR-10 training set (docs/protocols.md §5).
 CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
 CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 
@@ -66,8 +68,8 @@ def _missing_message(dataset: str, detail: str) -> str:
           f"(needs internet, or a prepared TFDS data dir via TFDS_DATA_DIR); or (2) pass "
           f"--data_dir=<file.npz or folder containing {' or '.join(_NPZ_NAMES[dataset])}> "
           f"holding Keras-style uint8 arrays x_train (n,32,32,3), y_train (n,), x_test, y_test "
-          f"[, test_is_lossless]. The offline CIFAR-10 copy on these machines is "
-          f"../shared/data/cifar10/cifar10.npz.")
+          f"[, test_is_lossless]; or (3) set GS_DATA_DIR to a folder holding cifar10/cifar10.npz "
+          f"(docs/protocols.md §5).")
 
 
 def _resolve_npz(dataset: str, data_dir: str) -> str:
@@ -177,6 +179,7 @@ def load(dataset: str, data_dir: str | None = None) -> CifarData:
   """
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}; got {dataset!r}")
+  data_dir = paths.resolve(data_dir, "cifar10" if dataset in ("cifar2", "cifar10") else dataset)
   if data_dir:
     return load_npz(dataset, data_dir)
   return load_tfds(dataset)

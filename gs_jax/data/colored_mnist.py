@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gs_jax.data import paths
+
 TRAIN_POOL = 50_000
 LABEL_NOISE = 0.25
 TRAIN_COLOR_FLIPS = (0.2, 0.1)
@@ -58,15 +60,16 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
   """The 60,000 MNIST training images (uint8, 60000×28×28) and digits (int64).
 
   Args:
-    data_dir: a folder holding ``mnist.npz`` (Keras layout: ``x_train``, ``y_train``, …; the
-      offline copy is ``/work/shared/data/mnist``), or the path of such a file. ``None`` uses
-      ``tfds.load("mnist")`` (downloads; tensorflow is imported only then). TFDS stores the
+    data_dir: a folder holding ``mnist.npz`` (Keras layout: ``x_train``, ``y_train``, …), or
+      the path of such a file. ``None`` uses ``$GS_DATA_DIR/mnist`` when ``GS_DATA_DIR`` is
+      set (docs/protocols.md §5), else ``tfds.load("mnist")`` (downloads; tensorflow is imported only then). TFDS stores the
       split in its own shuffled order, so the 50,000/10,000 split differs from the file-order
       split of the released code (same distribution).
 
   Raises:
     ValueError: if ``data_dir`` has no ``mnist.npz`` or the arrays have the wrong shape.
   """
+  data_dir = paths.resolve(data_dir, "mnist")
   if data_dir is None:
     import tensorflow_datasets as tfds  # lazy: heavy, and it downloads
 
@@ -77,7 +80,7 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
     if not os.path.isfile(path):
       raise ValueError(
           f"no MNIST file at {path!r}: pass --data_dir=<folder with mnist.npz> (Keras layout, "
-          "keys x_train/y_train; offline copy: /work/shared/data/mnist) or omit --data_dir to "
+          "keys x_train/y_train), or set GS_DATA_DIR, or omit both to "
           "download with tfds.load('mnist')")
     with np.load(path, allow_pickle=False) as f:
       images, digits = f["x_train"], f["y_train"]

@@ -18,18 +18,12 @@ ENV_VAR = "GS_DATA_DIR"
 def resolve(data_dir: str | None, dataset: str) -> str | None:
   """The local location of ``dataset`` (a sub-folder name such as ``"mnist"``), or None.
 
-  An explicit ``data_dir`` wins and is returned as given (a file or a folder). Otherwise,
-  if ``$GS_DATA_DIR`` is set, ``$GS_DATA_DIR/<dataset>`` is returned; a missing folder there
-  is an error (the variable promised the data). None means: use ``tfds.load``.
+  An explicit ``data_dir`` wins and is returned as given (a file or a folder; the loader
+  reports it if it is missing). Otherwise ``$GS_DATA_DIR/<dataset>`` when that exists. None
+  means: use ``tfds.load`` (e.g. CIFAR-100, of which there is no offline copy).
   """
   if data_dir:
     return data_dir
   root = os.environ.get(ENV_VAR)
-  if not root:
-    return None
-  path = os.path.join(root, dataset)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"${ENV_VAR}={root!r} has no {dataset!r} folder ({path!r} does not exist); unset "
-        f"{ENV_VAR} to download with tfds.load, or pass --data_dir")
-  return path
+  path = os.path.join(root, dataset) if root else None
+  return path if path and os.path.exists(path) else None
