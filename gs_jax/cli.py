@@ -131,10 +131,11 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
     text = f"{_help_for(module, name)} (default: {_show(default)})"
     kind = _parser_for(default, name)
     if kind is _bool:   # --name, --name=false, --no_name
-      p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar="BOOL",
-                     nargs="?", const=True)
+      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text,
+                     metavar="BOOL", nargs="?", const=True)
     else:
-      p.add_argument(f"--{name}", type=kind, default=None, help=text, metavar="VALUE")
+      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text,
+                     metavar="VALUE")
     if kind is _bool:
       p.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
                      help=argparse.SUPPRESS)

@@ -1,0 +1,112 @@
+"""The shared config flags (gs_jax.cli) and results writer (gs_jax.results)."""
+import json
+import types
+
+import ml_collections
+import numpy as np
+import pytest
+
+from gs_jax import cli, results
+
+
+def _module(**help_):
+  def get_config(preset="a"):
+    return ml_collections.ConfigDict(dict(
+        sd_lambda=0.0 if preset == "a" else 0.5, seeds=3, name="x", flag=True,
+        widths=(1, 2), nested=dict(lr=0.1), out_dir="runs/t"))
+
+  def validate(cfg):
+    if cfg.seeds < 1:
+      raise ValueError("--seeds must be >= 1")
+
+  return types.SimpleNamespace(
+      __name__="fake", __doc__="Fake experiment.", PRESETS=("a", "b"), get_config=get_config,
+      validate=validate, HELP={"name": "a name", "flag": "a flag", "widths": "widths",
+                               "lr": "learning rate", **help_})
+
+
+def test_flags_come_from_config_fields_and_presets():
+  mod = _module()
+  cfg = cli.parse(mod, [])
+  assert cfg.sd_lambda == 0.0 and cfg.preset == "a" and cfg.flag is True
+  cfg = cli.parse(mod, ["--preset=b", "--seeds=5", "--widths=4,5,6", "--nested.lr=0.01",
+                        "--no_flag", "--name=y"])
+  assert (cfg.sd_lambda, cfg.seeds, cfg.widths, cfg.nested.lr, cfg.flag, cfg.name) == (
+      0.5, 5, (4, 5, 6), 0.01, False, "y")
+  assert cli.parse(mod, ["--flag=false"]).flag is False
+  assert cli.parse(mod, ["--flag"]).flag is True
+  # ints are accepted where floats are expected; the result stays a float
+  assert isinstance(cli.parse(mod, ["--sd_lambda=1"]).sd_lambda, float)
+  with pytest.raises(AttributeError):   # locked: no new fields by accident
+    cli.parse(mod, []).new_field = 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds=0"], "--seeds must be >= 1"),
+    (["--seeds=1.5"], "invalid int value"),
+    (["--flag=maybe"], "expected true/false"),
+    (["--lam=1"], "unrecognized arguments"),
+    (["--preset=c"], "invalid choice"),
+])
+def test_bad_flags_name_the_problem(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    cli.parse(_module(), argv)
+  assert message in capsys.readouterr().err
+
+
+def test_every_flag_needs_help():
+  mod = _module()
+  del mod.HELP["name"]
+  with pytest.raises(KeyError, match="name"):
+    cli.parse(mod, [])
+
+
+def test_every_config_module_has_help_and_docstring_with_commands():
+  import importlib
+  import pkgutil
+
+  import configs
+  for info in pkgutil.iter_modules(configs.__path__):
+    mod = importlib.import_module(f"configs.{info.name}")
+    assert "python -m" in mod.__doc__, info.name
+    for preset in mod.PRESETS:
+      parser, _ = cli.build_parser(mod, preset)    # raises if a field lacks help
+      assert "--preset" in parser.format_help()
+
+
+def test_mean_std_is_the_sample_std():
+  out = results.mean_std([1.0, 2.0, 3.0, 4.0])
+  assert out["mean"] == 2.5 and out["n"] == 4
+  np.testing.assert_allclose(out["std"], np.sqrt(5.0 / 3.0), rtol=1e-15)   # Σ(x−x̄)²/(n−1)
+  assert results.mean_std([7.0])["std"] == 0.0
+  with pytest.raises(ValueError):
+    results.mean_std([])
+
+
+def test_run_writer_schema_and_log(tmp_path):
+  cfg = ml_collections.ConfigDict(dict(a=1, b=(1, 2)))
+  w = results.RunWriter(tmp_path / "run", "demo", cfg)
+  w.log(1, loss=np.float32(0.5))
+  w.log_history({"loss": np.arange(6.0), "acc": np.ones((6, 2))}, every=3, start=10)
+  path = w.write({"acc": 0.9, "bad": float("nan")}, {"acc": np.array([0.8, 1.0])}, extra=1)
+  res = json.loads(path.read_text())
+  assert res["experiment"] == "demo" and res["config"] == {"a": 1, "b": [1, 2]}
+  assert res["std_convention"] == results.STD_CONVENTION and res["extra"] == 1
+  assert res["metrics"] == {"acc": 0.9, "bad": "nan"} and res["per_seed"] == {"acc": [0.8, 1.0]}
+  for key in ("git_commit", "git_dirty", "packages", "devices", "start_time", "end_time"):
+    assert key in res["provenance"]
+  lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert lines == [{"step": 1, "loss": 0.5}, {"step": 11, "loss": 0.0, "acc": [1.0, 1.0]},
+                   {"step": 14, "loss": 3.0, "acc": [1.0, 1.0]}]
+  assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+  from gs_jax.data import paths
+  monkeypatch.delenv(paths.ENV_VAR, raising=False)
+  assert paths.resolve(None, "mnist") is None
+  assert paths.resolve("given", "mnist") == "given"
+  (tmp_path / "mnist").mkdir()
+  monkeypatch.setenv(paths.ENV_VAR, str(tmp_path))
+  assert paths.resolve(None, "mnist") == str(tmp_path / "mnist")
+  assert paths.resolve(None, "cifar100") is None      # no copy: tfds.load
