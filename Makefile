@@ -31,7 +31,7 @@ two_moons: .venv/.installed
 	$(PY) -m experiments.two_moons $(ARGS)
 
 two_moons_grid: .venv/.installed
-	$(PY) -m experiments.two_moons --what=appendix_b $(ARGS)
+	$(PY) -m experiments.two_moons --preset=released $(ARGS)
 
 two_moons_dynamics: .venv/.installed
 	$(PY) -m experiments.two_moons_dynamics $(ARGS)

@@ -39,7 +39,7 @@ def draw(run_dir, names=None, stem: str | None = None, ncols: int | None = None)
   maps = load_maps(run_dir, names)
   plt = results_lib.pyplot()
   nrows = -(-len(names) // ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 3.05 * nrows), squeeze=False)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 3.2 * nrows), squeeze=False)
   for ax, name in zip(axes.ravel(), names):
     panel, m = res["config"]["panels"][name], res["metrics"][name]
     xs, ys, z = maps[name]
@@ -50,7 +50,7 @@ def draw(run_dir, names=None, stem: str | None = None, ncols: int | None = None)
     for label, color in ((1, "tab:red"), (-1, "tab:blue")):
       pts = x[y == label]
       ax.scatter(pts[:, 0], pts[:, 1], s=6, c=color, edgecolors="k", linewidths=0.2)
-    ax.set_title(f"{panel['title']} ({m['seeds']} seeds, {panel['steps']:,} steps)\nmargin min "
+    ax.set_title(f"{panel['title']}\n{m['seeds']} seeds · {panel['steps']:,} steps\nmargin min "
                  f"{m['margin_min']:.3f} · median {m['margin_median']:.3f}", fontsize=8)
     ax.set(xlim=(-2, 2), ylim=(-2, 2), aspect="equal", xticks=[], yticks=[])
   for ax in axes.ravel()[len(names):]:

@@ -61,15 +61,23 @@ def torch_train(seeds, epochs, delta, sd_lambda, init=None):
   return nets
 
 
-def jax_train(seeds, epochs):
-  """gs-jax's Figure-1 training: one compiled vmapped program, reused for the 3 configs."""
-  import jax
-  from experiments import two_moons
+def figure1_panels(epochs):
+  """Figure 1's panels at ``epochs`` full-batch steps (the ``paper`` preset otherwise)."""
+  from configs import two_moons as configs
+  panels = configs.get_config("paper").panels
+  for p in panels.values():
+    p.steps = epochs
+  return panels
 
-  trainer, states = None, None
-  for cfg in two_moons.FIGURE1:
-    cfg = type(cfg)(**{**cfg.__dict__, "epochs": epochs})
-    states, _, _, trainer = two_moons.train_config(cfg, seeds, trainer=trainer, progress=False)
+
+def jax_train(seeds, epochs):
+  """gs-jax's Figure-1 training: one compiled vmapped program, reused for the 3 panels."""
+  import jax
+  from gs_jax import moons
+
+  trainers, states = {}, None
+  for panel in figure1_panels(epochs).values():
+    states, _, _ = moons.train_panel(panel, seeds, trainers=trainers, progress=False)
     jax.block_until_ready(states)
   return states
 
@@ -142,8 +150,8 @@ def main(argv=None):
     import torch
   except ImportError:
     sys.exit("PyTorch is needed for the baseline: pip install torch==2.13.0 (or make bench-deps)")
-  from experiments import common
-  common.use_cpu_devices()   # as experiments.two_moons does: one JAX CPU device per core
+  from gs_jax import devices, results
+  devices.use_cpu_devices()   # as experiments.two_moons does: one JAX CPU device per core
   import jax
 
   seeds = list(range(args.seeds))
@@ -174,12 +182,12 @@ def main(argv=None):
       for _ in range(args.repeats):
         runs["end_to_end"]["gs_jax_s"].append(_timed_subprocess(
             [sys.executable, "-m", "experiments.two_moons", f"--out_dir={tmp}/jax",
-             "--no_progress", "--overwrite"]))
+             "--no_progress", "--overwrite"]))   # a subprocess: benchmarks import no experiment
         runs["end_to_end"]["torch_s"].append(_timed_subprocess(
             [sys.executable, "-m", "benchmarks.two_moons_speed", f"--torch_job={tmp}/torch.png"]))
     _report("end to end", runs["end_to_end"], "fresh processes", 3)
   if args.json:
-    common.atomic_write_json(args.json, {"machine": machine, **vars(args), **runs})
+    results.atomic_write_json(args.json, {"machine": machine, **vars(args), **runs})
     print("wrote", args.json)
 
 

@@ -36,7 +36,9 @@ def test_deterministic_per_seed_and_rotation_is_an_isometry():
   assert not np.allclose(a, c)
   r, yr = toy.two_moons(3, 0.1, rotation_deg=45)
   np.testing.assert_allclose(np.linalg.norm(r, axis=1), np.linalg.norm(a, axis=1), rtol=1e-5)
-  np.testing.assert_allclose(r[:, 0], (a[:, 0] - a[:, 1]) / np.sqrt(2), atol=1e-5)
+  # clockwise, as the released X ← X R with row vectors: (x1, x2) ↦ ((x1 + x2)/√2, (x2 − x1)/√2)
+  np.testing.assert_allclose(r[:, 0], (a[:, 0] + a[:, 1]) / np.sqrt(2), atol=1e-5)
+  np.testing.assert_allclose(r[:, 1], (a[:, 1] - a[:, 0]) / np.sqrt(2), atol=1e-5)
   stacked = toy.two_moons_seeds([0, 1], 0.1)
   assert stacked["x"].shape == (2, 300, 2) and stacked["y"].shape == (2, 300)
 

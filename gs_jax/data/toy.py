@@ -33,7 +33,8 @@ def two_moons(seed: int, delta: float, *, n_samples: int = 300, noise: float = 0
   ``sign(−x₂·(2y−1))`` (so class +1 lies at x₂ ≤ 0 and class −1 at x₂ ≥ 0); subtract
   ``(2y−1)·Δ`` (a gap of 2Δ between the classes for Δ > 0, an overlap for Δ < 0); then swap
   the coordinates, so the separating direction is horizontal. Optionally rotate by
-  ``rotation_deg`` (Appendix B: 45°).
+  ``rotation_deg`` *clockwise* (Appendix B: 45°), as the released code does with row vectors:
+  ``X ← X R``, ``R = [[cos θ, −sin θ], [sin θ, cos θ]]`` (docs/protocols.md §3.1).
 
   Returns:
     ``x`` of shape (n, 2), float32, and labels ``y`` ∈ {−1,+1}, float32.
@@ -49,7 +50,7 @@ def two_moons(seed: int, delta: float, *, n_samples: int = 300, noise: float = 0
   if rotation_deg:
     a = np.deg2rad(rotation_deg)
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    x = x @ rot.T
+    x = x @ rot
   return np.ascontiguousarray(x, np.float32), s.astype(np.float32)
 
 
