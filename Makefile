@@ -1,5 +1,5 @@
 # Every target builds .venv from pyproject.toml first (when missing or older than pyproject).
-# Pass flags with ARGS="...", e.g. make two_moons ARGS="--what=all --seeds=3".
+# Pass flags with ARGS="...", e.g. make two_moons ARGS="--seeds=3".
 # Offline data: GS_DATA_DIR names a folder with mnist/, cifar10/, celeba/ (docs/protocols.md §5);
 # it defaults to ../shared/data when that folder exists, else loaders use tfds.load (downloads).
 PY := .venv/bin/python
