@@ -116,12 +116,41 @@ def draw(run_dir, stem: str | None = None) -> list[Path]:
   return paths
 
 
+def table(res) -> list[str]:
+  """README's table (markdown, mean ± sample std of the final values) and, for every SD setting,
+  the per-seed paired difference to the ERM setting with the same Δ (same data and θ0)."""
+  cfg, met, per_seed = res["config"], res["metrics"], res["per_seed"]
+  settings, cols = cfg["settings"], cfg["released_columns"]
+  show = lambda d: f"{d['mean']:.1f} ± {d['std']:.1f}"
+  lines = [f"| setting ({cfg['seeds']} seeds) | z1 final | z2 final | z2/z1 | "
+           + " | ".join(f"\\|r_{c}\\| final" for c in cols) + " |",
+           "|---" * (4 + len(cols)) + "|"]
+  for name, m in met.items():
+    lines.append(f"| {settings[name]['title']} | {show(m['z1_final'])} | {show(m['z2_final'])} | "
+                 f"{m['z2_over_z1_final']:.3f} | "
+                 + " | ".join(show(r) for r in m["released_final"]) + " |")
+  for sd, s in settings.items():
+    for erm, e in settings.items():
+      paired = s["sd_lambda"] > 0 and e["sd_lambda"] == 0 and s["delta"] == e["delta"]
+      if paired and sd in met and erm in met:
+        diffs = {"z1": np.subtract(per_seed[sd]["z1_final"], per_seed[erm]["z1_final"]),
+                 "z2": np.subtract(per_seed[sd]["z2_final"], per_seed[erm]["z2_final"])}
+        r = np.subtract(per_seed[sd]["released_final"], per_seed[erm]["released_final"])
+        diffs.update({f"|r_{c}|": r[:, j] for j, c in enumerate(cols)})
+        lines.append(f"paired {s['title']} − {e['title']} (per seed): " + "; ".join(
+            f"{k} {show(results_lib.mean_std(d))} (higher in {int(np.sum(d > 0))}/{len(d)})"
+            for k, d in diffs.items()))
+  return lines
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m analysis.two_moons_dynamics_figure",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.two_moons_dynamics")
-  print("wrote", *draw(p.parse_args(argv).run_dir))
+  run_dir = Path(p.parse_args(argv).run_dir)
+  print("wrote", *draw(run_dir))
+  print("\n".join(table(load(run_dir)[0])))
 
 
 if __name__ == "__main__":

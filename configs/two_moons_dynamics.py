@@ -3,17 +3,18 @@ r"""Feature dynamics on two-moons: Figure 1(d) (docs/protocols.md §3.2).
 Presets and the commands that run them (``make two_moons_dynamics`` = the first):
 
     python -m experiments.two_moons_dynamics                       # paper: 10 seeds × 10,000 steps
-    python -m experiments.two_moons_dynamics --preset=cpu_quick    # 2 seeds × 200 steps, width 100 (seconds)
+    python -m experiments.two_moons_dynamics --preset=cpu_quick    # 2 seeds × 200 steps, width 100 (under a minute)
 
 Protocol: two-moons data (300 points), the 2 → 500 ReLU → 1 net with PyTorch's default init,
 full-batch SGD lr 1e-2 momentum 0.9, weight decay 2e-4 in all three runs, mean logistic loss;
 settings Δ=−0.1 ERM, Δ=+0.1 ERM, Δ=+0.1 SD (sd_lambda 0.003). One step = one epoch of the
 released code.
 
-Expected (``paper``, 10 seeds, mean ± sample std; README, ~1 min on a 2-core CPU): final z1
-(horizontal) / z2 (vertical) ≈ 152 ± 9 / 18 ± 5 for Δ=−0.1 ERM, 270 ± 5 / 4 ± 4 for Δ=+0.1
-ERM and 61 ± 3 / 5 ± 1.5 for Δ=+0.1 SD: separability raises z1 and starves z2, SD lowers z1
-4.5×. The released view's |r_1|, |r_6| are in README. Train accuracy 100% for Δ=+0.1.
+Expected (``paper``, 10 seeds, mean ± sample std of the final values; README; ~35 s of training
+per setting on 2 CPU cores): z1 (horizontal) / z2 (vertical) 151.5 ± 9.1 / 17.7 ± 4.5 for
+Δ=−0.1 ERM, 269.9 ± 5.5 / 4.1 ± 3.9 for Δ=+0.1 ERM, 60.7 ± 2.8 / 5.4 ± 1.5 for Δ=+0.1 SD
+(separability raises z1 and starves z2, SD lowers z1 4.5×); the released view's |r_1| / |r_6|
+125.8 ± 7.7 / 27.7 ± 6.3, 240.2 ± 8.0 / 6.0 ± 1.6, 56.5 ± 0.7 / 15.9 ± 2.1. Train accuracy 100%.
 """
 from __future__ import annotations
 

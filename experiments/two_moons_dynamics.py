@@ -113,7 +113,9 @@ def run(cfg, *, on_chunk=None) -> dict:
           + "  ".join(f"{r['mean']:.2f} ± {r['std']:.2f}" for r in m["released_final"])
           + f"  acc {m['train_accuracy']['mean']:.3f}  ({train_s:.1f}s)")
   print("wrote", *two_moons_dynamics_figure.draw(out), writer.results_path)
-  return results.read_json(writer.results_path)
+  res = results.read_json(writer.results_path)
+  print("\n".join(two_moons_dynamics_figure.table(res)))
+  return res
 
 
 def main(argv=None):

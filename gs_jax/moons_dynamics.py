@@ -64,7 +64,7 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
 
   Returns:
     dict with ``U`` (n, 2) = [u1, u2], ``a`` (2, k), ``captured`` (2,), ``strengths`` (the
-    ``s_j`` up to the largest needed index), ``corr`` (2, 2) rows z1, z2 and columns x1, x2,
+    ``s_j`` up to one past the largest index used), ``corr`` (2, 2) rows z1, z2 and columns x1, x2,
     ``g`` (2, G); ``U_released`` (n, len(columns)), ``corr_released``, ``g_released``.
   """
   from jax.experimental import enable_x64
@@ -77,7 +77,9 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
     p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params0)
     x64 = jnp.asarray(x, jnp.float64)
     K = ntk.empirical_ntk(apply_fn, p64, x64)
-    U, S = ntk.features_from_kernel(K, y, k_all)
+    # One more strength than needed: its gap to the last used column is worth reporting.
+    U, S = ntk.features_from_kernel(K, y, min(k_all + 1, len(y)))
+    U, S, strengths = U[:, :k_all], S[:k_all], S
     V = ntk.feature_directions(apply_fn, p64, x64, y, U, S)
     flat, unravel = ravel_pytree(p64)
     gx = jnp.asarray(grid_points, jnp.float64)
@@ -101,7 +103,7 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
   def corr(funcs):
     return np.array([[np.corrcoef(f, grid_points[:, c])[0, 1] for c in (0, 1)] for f in funcs])
 
-  return {"U": np.stack([u1, u2], 1), "a": a, "captured": captured, "strengths": S,
+  return {"U": np.stack([u1, u2], 1), "a": a, "captured": captured, "strengths": strengths,
           "corr": corr(g), "g": g, "U_released": U_released,
           "corr_released": corr(g_released), "g_released": g_released}
 
