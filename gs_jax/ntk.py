@@ -201,6 +201,35 @@ def features_from_kernel(K, y, k: int | None = None) -> tuple[np.ndarray, np.nda
   return orient(evecs[:, order]), S
 
 
+def gram_eigenvectors(K, columns) -> tuple[np.ndarray, np.ndarray]:
+  """Columns of the left singular vectors of the Gram matrix ``K = Φ0 Φ0^T`` itself (no labels).
+
+  For a symmetric PSD ``K``, ``K = U_K diag(σ) U_K^T`` with ``σ`` descending (float64
+  ``eigh``); this is ``torch.svd(K)``'s ``U`` up to the sign of each column, the basis the
+  released Figure-1(d) code projects the logits on (docs/protocols.md §3.2). Since
+  ``Y K Y = (Y U_K) diag(σ) (Y U_K)^T``, column ``j`` equals ``± Y u_j`` with ``u_j`` the
+  ``j``-th feature of ``YΦ0`` (:func:`features`, ``s_j² = σ_j``), so
+  ``ŷ · U_K[:, j] = ± u_j^T Y ŷ``: the eq-4 response of feature ``j`` with uncentred logits.
+
+  Args:
+    K: (n, n) Gram matrix.
+    columns: 0-based column indices (0 = strongest).
+
+  Returns:
+    ``U_K[:, columns]`` (n, len(columns)), oriented by :func:`orient`, and all eigenvalues
+    ``σ`` (n,), descending.
+  """
+  K = np.asarray(K, np.float64)
+  if K.ndim != 2 or K.shape[0] != K.shape[1]:
+    raise ValueError(f"K must be a square (n, n) matrix; got shape {K.shape}")
+  columns = [int(c) for c in columns]
+  if any(not 0 <= c < K.shape[0] for c in columns):
+    raise ValueError(f"columns must lie in [0, {K.shape[0]}); got {columns}")
+  evals, evecs = np.linalg.eigh(0.5 * (K + K.T))
+  order = np.argsort(evals)[::-1]
+  return orient(evecs[:, order[columns]]), evals[order]
+
+
 def feature_directions(apply_fn: ApplyFn, params, x, y, U, S, *,
                        rtol: float = 1e-8) -> jax.Array:
   """Right singular vectors ``V = Φ0^T Y U S^{-1}`` (eq 4), one VJP per feature.
