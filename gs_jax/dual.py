@@ -332,6 +332,28 @@ def _entropy_terms(alpha, dynamics):
   return -alpha * jnp.log(alpha) - (1.0 - alpha) * jnp.log1p(-alpha)
 
 
+def _entropy_increment(alpha, a, dynamics):
+  """``h(a) − h(α)`` elementwise (``h`` as in :func:`_entropy_terms`), with error O(ε|a − α|).
+
+  With ``Δ = a − α`` and ``x log x`` differenced as ``α log1p(Δ/α) + Δ log(α + Δ)``:
+
+    eq 9, 18: ``h(a) − h(α) = −α log1p(Δ/α) − (1−α) log1p(−Δ/(1−α)) + Δ (log(1−a) − log a)``,
+    eq 10:    ``h(a) − h(α) = Δ − α log1p(Δ/α) − Δ log a − Δ (α + Δ/2)``.
+
+  Every term is proportional to Δ, so near the optimum (Δ → 0) the increment keeps its
+  relative accuracy; ``h(a) − h(α)`` from two values of ``h`` would carry an absolute error
+  ε|h(α)| however small the step.
+  """
+  delta = a - alpha
+  xlogx = alpha * jnp.log1p(delta / alpha) + delta * jnp.log(a)  # a log a − α log α
+  if dynamics == "taylor":
+    return delta - xlogx - delta * (alpha + 0.5 * delta)
+  beta = 1.0 - alpha
+  # (1−a) log(1−a) − (1−α) log(1−α), the same form with 1−a = β − Δ.
+  ylogy = beta * jnp.log1p(-delta / beta) - delta * jnp.log1p(-a)
+  return -xlogx - ylogy
+
+
 def _curvature(alpha, dynamics):
   # −h''(α): the diagonal of the negative Hessian of ψ.
   if dynamics == "taylor":
@@ -356,14 +378,14 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     M = abs_M = None  # quadratic part is α^T α/(2λ): diagonal
   else:
     M = (U * s2) @ U.T / lam
+    # Symmetric to the last bit, so that F = h'(α) − Mα is exactly the gradient of the ψ the
+    # line search evaluates (the rounded product is not: (U_il s_l) U_jl ≠ (U_jl s_l) U_il).
+    M = 0.5 * (M + M.T)
     abs_M = jnp.abs(M)
   eps = jnp.finfo(jnp.float64).eps
 
   def matvec(v):
     return v / lam if M is None else M @ v
-
-  def psi_parts(alpha):
-    return _entropy_terms(alpha, dynamics), 0.5 * alpha @ matvec(alpha)
 
   def field(alpha):
     if dynamics == "sd":
@@ -371,11 +393,17 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
     return h - M @ alpha
 
+  def abs_matvec(v):
+    return v / lam if M is None else abs_M @ v
+
+  def term_sizes(alpha):
+    # 1 + |h'(α_i)| + Σ_j |M_ij| α_j: the size of the terms summed in F_i.
+    h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
+    return 1.0 + jnp.abs(h) + abs_matvec(alpha)
+
   def residual(alpha, g):
     # |F_i| relative to the size of the terms summed in F_i (SolverInfo.residual).
-    h = -jnp.log(alpha) - alpha if dynamics == "taylor" else jnp.log1p(-alpha) - jnp.log(alpha)
-    q = alpha / lam if M is None else abs_M @ alpha
-    return jnp.max(jnp.abs(g) / (1.0 + jnp.abs(h) + q))
+    return jnp.max(jnp.abs(g) / term_sizes(alpha))
 
   def path(alpha, d, t):
     # Newton step taken in log α (eq 10) or logit α (eq 9, 18) coordinates: α(t) stays in the
@@ -418,14 +446,19 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     factor = jax.lax.cond(refresh, factorize, lambda _: factor, alpha)
     d = solve(factor, g)
     slope = g @ d  # > 0: (approximate) Newton decrement squared
-    h_old, q_old = psi_parts(alpha)
-    scale = jnp.sum(jnp.abs(h_old)) + jnp.abs(q_old)
+    m_alpha = matvec(alpha)
+    w = term_sizes(alpha)
 
     def accepted(t):
-      # ψ(α(t)) − ψ(α) ≥ Armijo bound, with a round-off slack.
+      # ψ(α(t)) − ψ(α) ≥ Armijo bound. The increment is summed from terms proportional to
+      # Δ = α(t) − α (quadratic part: Δ^T(Mα + MΔ/2)), so its round-off is O(nε|Δ|·w) and
+      # the test stays meaningful until the residual itself is at round-off.
       a = path(alpha, d, t)
-      gain = jnp.sum(_entropy_terms(a, dynamics) - h_old) - 0.5 * (a @ matvec(a)) + q_old
-      return (gain >= 1e-4 * t * slope - 64 * eps * scale) & jnp.all(jnp.isfinite(a))
+      delta = a - alpha
+      m_delta = matvec(delta)
+      gain = jnp.sum(_entropy_increment(alpha, a, dynamics)) - delta @ (m_alpha + 0.5 * m_delta)
+      noise = 2 * (n + 4) * eps * (jnp.abs(delta) @ (w + abs_matvec(jnp.abs(delta))))
+      return (gain >= 1e-4 * t * slope - noise) & jnp.all(jnp.isfinite(a))
 
     t = jax.lax.while_loop(lambda t: ~accepted(t) & (t > 1e-12), lambda t: 0.5 * t, 1.0)
     alpha_new = path(alpha, d, t)
