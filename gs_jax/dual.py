@@ -514,7 +514,8 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     res_new = residual(alpha_new, g_new)
     # Round-off floor: near the optimum (res ≤ 1e-9, quadratic phase), a Newton step that no
     # longer lowers the residual ends the iteration (far from it, ψ may rise while |F| does
-    # not). A chord step that fails to lower it is undone and followed by a Newton step.
+    # not); `converged` then checks that it stopped at the floor derived in SolverInfo. A
+    # chord step that fails to lower the residual is undone and followed by a Newton step.
     worse = (res_new >= res) | ~jnp.isfinite(res_new)
     stalled = worse & refresh & (res <= 1e-9)
     alpha_new = jnp.where(worse & (stalled | ~refresh), alpha, alpha_new)
