@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis import two_moons_figures
 from configs import two_moons as configs
-from gs_jax import checkpoint, cli, devices, moons, results
+from gs_jax import checkpoint, cli, moons, results
 
 
 def scaled_panel(cfg, name):
@@ -73,9 +73,7 @@ def run(cfg) -> dict:
 
 
 def main(argv=None):
-  cfg = cli.parse(configs, argv, prog="python -m experiments.two_moons")
-  devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return cli.main(configs, run, argv, prog="python -m experiments.two_moons")
 
 
 if __name__ == "__main__":

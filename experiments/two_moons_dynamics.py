@@ -19,7 +19,7 @@ import numpy as np
 
 from analysis import two_moons_dynamics_figure
 from configs import two_moons_dynamics as configs
-from gs_jax import checkpoint, cli, devices, moons_dynamics, results
+from gs_jax import checkpoint, cli, moons_dynamics, results
 
 TRAINING_FIELDS = ("seeds", "steps", "width", "lr", "momentum", "weight_decay",
                    "num_candidates", "released_columns", "grid_resolution")
@@ -119,9 +119,7 @@ def run(cfg, *, on_chunk=None) -> dict:
 
 
 def main(argv=None):
-  cfg = cli.parse(configs, argv, prog="python -m experiments.two_moons_dynamics")
-  devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return cli.main(configs, run, argv, prog="python -m experiments.two_moons_dynamics")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,13 @@ def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.C
     for key, value in values.items():
       _set(out, key.replace("__", "."), value)
   return out
+
+
+def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: str):
+  """An experiment's ``main``: parse ``module``'s config, give JAX one CPU device per core when
+  the config has ``cpu_devices`` (before any computation), and return ``run(config)``."""
+  cfg = parse(module, argv, prog=prog)
+  if "cpu_devices" in cfg:
+    from gs_jax import devices
+    devices.use_cpu_devices(cfg.cpu_devices)
+  return run(cfg)
