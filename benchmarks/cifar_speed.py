@@ -1,4 +1,4 @@
-"""Training-step throughput of the CIFAR ``--config=cpu`` CNN: gs-jax vs PyTorch eager.
+"""Training-step throughput of the CIFAR ``cpu``-preset CNN: gs-jax vs PyTorch eager.
 
     python -m benchmarks.cifar_speed [--batch_size=128 --steps=30 --repeats=3]
 
@@ -6,8 +6,9 @@ Both sides run the *same* step on the same machine in the same process: random c
 horizontal flip of a uint8 batch gathered from a resident dataset, conversion to [0,1],
 normalisation, the 3-stage conv/BN/ReLU/max-pool CNN (16/32/64 channels, global average
 pool, linear head), softmax cross-entropy + ``sd_lambda·mean(ŷ²)``, backward, and SGD with
-momentum 0.9 and coupled weight decay 5e-4. gs-jax runs ``experiments.cifar``'s compiled step
-(:func:`gs_jax.train.make_epoch_runner`); PyTorch runs the equivalent eager code. Timings
+momentum 0.9 and coupled weight decay 5e-4. gs-jax runs the experiment's compiled step
+(:func:`gs_jax.train.make_epoch_runner` with :func:`gs_jax.train.softmax_objective`, as
+:func:`gs_jax.train.fit_minibatch` does); PyTorch runs the equivalent eager code. Timings
 alternate between the two ``--repeats`` times (the machine is shared; the median is
 reported) and exclude compilation / warm-up. Prints images/s for each and the ratio.
 """
@@ -22,7 +23,6 @@ import numpy as np
 def jax_runner(x_all, y_all, batch_size, sd_lambda):
   import jax
   import jax.numpy as jnp
-  from experiments.cifar import objective
   from gs_jax import models, train
   from gs_jax.data import cifar
 
@@ -30,7 +30,7 @@ def jax_runner(x_all, y_all, batch_size, sd_lambda):
   tx = train.make_optimizer("sgd", 0.05, momentum=0.9, weight_decay=5e-4)
   state = train.init_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
   run = train.make_epoch_runner(
-      train.make_train_step(model, tx, objective),
+      train.make_train_step(model, tx, train.softmax_objective),
       preprocess=lambda k, xb: cifar.to_float(cifar.augment(k, xb)), mesh=train.data_mesh())
   xa, ya = jnp.asarray(x_all), jnp.asarray(y_all)
   hp = {"sd_lambda": jnp.float32(sd_lambda)}
@@ -47,9 +47,11 @@ def torch_runner(x_all, y_all, batch_size, sd_lambda):
   import torch
   from torch import nn
 
+  from gs_jax import models
+
   torch.manual_seed(0)
-  mean = torch.tensor((0.49139968, 0.48215841, 0.44653091)).view(1, 3, 1, 1)
-  std = torch.tensor((0.24703223, 0.24348513, 0.26158784)).view(1, 3, 1, 1)
+  mean = torch.tensor(models.CIFAR_MEAN).view(1, 3, 1, 1)
+  std = torch.tensor(models.CIFAR_STD).view(1, 3, 1, 1)
   layers, c_in = [], 3
   for c in (16, 32, 64):
     layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),

@@ -15,16 +15,29 @@ shrinks every coordinate of δ towards 0. ε and α may be scalars or per-exampl
 shape (n,), which is what the batched bisection of :func:`margin` uses. Gradients are taken
 of the *summed* loss, so with a model in eval mode (batch norm using stored statistics) each
 example's perturbation depends on that example only.
+
+One implementation: :func:`pgd` drives three compiled pieces from Python (random start, one
+gradient step, prediction), each compiled once per ``logits_fn`` and batch shape and reused for
+every ε, step count and restart. That keeps compile time small for large networks and avoids
+XLA:CPU's slow convolutions inside while loops (see :func:`gs_jax.train.make_epoch_runner`).
+:func:`pgd` is also traceable: inside an outer ``jit`` the pieces inline and the loops unroll.
+:func:`robust_predictions`, :func:`margin` and :func:`evaluate` are built on it.
 """
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from gs_jax import batching
 
 NORMS = ("linf", "l2")
-LogitsFn = Callable[[jax.Array], jax.Array]
+# ``logits_fn(params, x) -> logits``: params are traced arguments (not constants baked into the
+# compiled programs), and the same ``logits_fn`` object reuses the compilations.
+LogitsFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def _per_example(v, x):
@@ -79,12 +92,30 @@ def ascent_step(x, delta, g, eps, alpha, norm: str):
   return jnp.clip(x + delta, 0.0, 1.0) - x
 
 
-def pgd(logits_fn: LogitsFn, x, y, key, eps, *, norm: str = "linf", steps: int = 10,
+@functools.partial(jax.jit, static_argnames=("norm",))
+def _start(key, x, eps, norm: str):
+  return random_start(key, x, eps, norm)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm"))
+def _step(logits_fn: LogitsFn, params, x, delta, y, eps, alpha, norm: str):
+  g = jax.grad(lambda xa: _xent_sum(logits_fn(params, xa), y))(x + delta)
+  return ascent_step(x, delta, g, eps, alpha, norm)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn",))
+def predict(logits_fn: LogitsFn, params, x):
+  """Predicted classes ``argmax logits_fn(params, x)``, shape (n,)."""
+  return jnp.argmax(logits_fn(params, x), axis=-1)
+
+
+def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", steps: int = 10,
         step_size=None, restarts: int = 1, rand_init: bool = True):
   """Untargeted PGD maximising the cross-entropy of labels ``y``; returns adversarial images.
 
   Args:
-    logits_fn: images (n, …) in [0,1] → logits (n, C). Use the model in eval mode.
+    logits_fn: ``(params, images (n, …) in [0,1]) → logits (n, C)``; the model in eval mode.
+    params: the model's variables (traced).
     x: (n, …) clean images in [0,1].
     y: (n,) integer labels to move away from.
     key: PRNG key for the random starts.
@@ -103,60 +134,50 @@ def pgd(logits_fn: LogitsFn, x, y, key, eps, *, norm: str = "linf", steps: int =
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
   if steps < 1 or restarts < 1:
     raise ValueError(f"steps and restarts must be >= 1; got {steps} and {restarts}")
-  eps = jnp.asarray(eps, x.dtype)
-  alpha = eps / 10.0 if step_size is None else jnp.asarray(step_size, x.dtype)
-  grad_fn = jax.grad(lambda xa: _xent_sum(logits_fn(xa), y))
-
-  def step(delta, _):
-    return ascent_step(x, delta, grad_fn(x + delta), eps, alpha, norm), None
-
-  def one_restart(carry, k):
-    best, fooled = carry
-    delta = random_start(k, x, eps, norm) if rand_init else jnp.zeros_like(x)
-    # Fully unrolled: XLA:CPU runs convolutions inside while loops far slower (see
-    # gs_jax.train.make_epoch_runner); `steps` is small.
-    delta, _ = jax.lax.scan(step, delta, None, length=steps, unroll=True)
+  eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
+  alpha = eps / 10.0 if step_size is None else jnp.broadcast_to(
+      jnp.asarray(step_size, x.dtype), x.shape[:1])
+  best, fooled = x, jnp.zeros(x.shape[:1], bool)
+  for k in jax.random.split(key, restarts):   # few restarts and steps: Python loops
+    delta = _start(k, x, eps, norm=norm) if rand_init else jnp.zeros_like(x)
+    for _ in range(steps):
+      delta = _step(logits_fn, params, x, delta, y, eps, alpha, norm=norm)
     x_adv = x + delta
-    wrong = jnp.argmax(logits_fn(x_adv), axis=-1) != y
+    wrong = predict(logits_fn, params, x_adv) != y
     # Keep the newest restart until one fools the model, then keep that one.
     best = jnp.where(_per_example(~fooled, x) > 0, x_adv, best)
-    return (best, fooled | wrong), None
-
-  carry = (x, jnp.zeros(x.shape[:1], bool))
-  for k in jax.random.split(key, restarts):  # few restarts: a Python loop, unrolled under jit
-    carry, _ = one_restart(carry, k)
-  return carry[0]
+    fooled = fooled | wrong
+  return best
 
 
-def robust_predictions(logits_fn: LogitsFn, x, y, key, eps, **pgd_kwargs):
-  """Predicted classes on PGD examples, ``argmax logits_fn(pgd(x))`` (shape (n,))."""
-  x_adv = pgd(logits_fn, x, y, key, eps, **pgd_kwargs)
-  return jnp.argmax(logits_fn(x_adv), axis=-1)
+def robust_predictions(logits_fn: LogitsFn, params, x, y, key, eps, **pgd_kwargs):
+  """Predicted classes on PGD examples, ``argmax logits_fn(params, pgd(x))`` (shape (n,))."""
+  return predict(logits_fn, params, pgd(logits_fn, params, x, y, key, eps, **pgd_kwargs))
 
 
-def margin_bisection(predict: Callable, x, y, key, *, eps_max: float,
+def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float,
                      bisection_steps: int = 8):
-  """Per-example margin by batched bisection, given ``predict(x, y, key, eps) -> classes``.
+  """Per-example margin by batched bisection, given ``predict_fn(x, y, key, eps) -> classes``.
 
-  ``predict`` returns the predicted classes on PGD examples at per-example radii ``eps``
-  (shape (n,)), e.g. a jitted :func:`robust_predictions`; the bisection itself is a short
-  Python loop, so ``predict`` compiles once and is reused at every step. See :func:`margin`.
+  ``predict_fn`` returns the predicted classes on PGD examples at per-example radii ``eps``
+  (shape (n,)), e.g. :func:`robust_predictions`; the bisection itself is a short Python loop,
+  so the attack compiles once and is reused at every step. See :func:`margin`.
   """
   eps_max = jnp.asarray(eps_max, jnp.float32)
   n = x.shape[0]
   keys = jax.random.split(key, bisection_steps + 2)
-  clean_wrong = predict(x, y, keys[0], jnp.zeros((n,), jnp.float32)) != y
-  flips_at_max = predict(x, y, keys[1], jnp.full((n,), eps_max)) != y
+  clean_wrong = predict_fn(x, y, keys[0], jnp.zeros((n,), jnp.float32)) != y
+  flips_at_max = predict_fn(x, y, keys[1], jnp.full((n,), eps_max)) != y
   lo = jnp.zeros((n,), jnp.float32)
   hi = jnp.full((n,), eps_max)
   for i in range(bisection_steps):
     mid = 0.5 * (lo + hi)
-    flipped = predict(x, y, keys[i + 2], mid) != y
+    flipped = predict_fn(x, y, keys[i + 2], mid) != y
     lo, hi = jnp.where(flipped, lo, mid), jnp.where(flipped, mid, hi)
   return jnp.where(clean_wrong, 0.0, jnp.where(flips_at_max, hi, jnp.inf))
 
 
-def margin(logits_fn: LogitsFn, x, y, key, *, eps_max: float, bisection_steps: int = 8,
+def margin(logits_fn: LogitsFn, params, x, y, key, *, eps_max: float, bisection_steps: int = 8,
            norm: str = "linf", steps: int = 10, restarts: int = 1, rand_init: bool = True):
   """Per-example margin: the smallest ε at which PGD makes the prediction differ from ``y``.
 
@@ -176,90 +197,55 @@ def margin(logits_fn: LogitsFn, x, y, key, *, eps_max: float, bisection_steps: i
   Returns:
     (n,) float array of margins.
   """
-  def predict(xb, yb, k, eps):
-    return robust_predictions(logits_fn, xb, yb, k, eps, norm=norm, steps=steps,
+  def predict_fn(xb, yb, k, eps):
+    return robust_predictions(logits_fn, params, xb, yb, k, eps, norm=norm, steps=steps,
                               restarts=restarts, rand_init=rand_init)
-  return margin_bisection(predict, x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
+  return margin_bisection(predict_fn, x, y, key, eps_max=eps_max,
+                          bisection_steps=bisection_steps)
 
 
-class PGD:
-  """PGD driven from Python around compiled pieces, for models with batch-sized convolutions.
+def evaluate(logits_fn: LogitsFn, params, x, y, key, *, eps: Mapping[str, float] | None = None,
+             steps: int = 10, margin_n: int = 0, margin_eps_max: float = 0.05,
+             margin_bisection: int = 6, strong_n: int = 0, batch_size: int = 500,
+             multiple: int = 1, prepare: Callable | None = None) -> dict:
+  """Clean and PGD predictions, margins and an attack-strength check over a whole dataset.
 
-  ``apply_fn(variables, x) -> logits``. The gradient step, the random start and the
-  prediction are each compiled once (for a given batch shape) and reused for every ε, step
-  count and restart, which keeps compile time small and avoids XLA:CPU's slow convolutions
-  inside while loops. Same semantics as :func:`pgd` / :func:`robust_predictions`.
+  The evaluation of docs/protocols.md §3.3, in chunks of ``batch_size`` rows
+  (:func:`gs_jax.batching.batched`; a multiple of ``multiple``, e.g. the device count);
+  ``prepare(xb, yb) -> (xb, yb)`` maps every chunk first (e.g. uint8 → [0,1] floats and
+  sharding). Keys: PGD at the i-th ε uses ``fold_in(key, i)``, margins ``fold_in(key, 10)``,
+  the strength check ``fold_in(key, 20 + i)`` (weak) and ``fold_in(key, 30 + i)`` (strong).
+
+  Returns NumPy arrays: ``"clean"`` (n,) predicted classes; ``"pgd"``: ``{name: (n,)}`` classes
+  under PGD-``steps`` (step ε/10, random start) at ``eps[name]``; with ``margin_n`` ≠ 0,
+  ``"margins"``: (m,) L∞ margins (:func:`margin`) of the first m = ``margin_n`` rows (−1: all);
+  with ``strong_n`` > 0, ``"strong"``: ``{name: {"weak": (k,), "strong": (k,)}}`` classes on
+  the first k = ``strong_n`` rows under PGD-``steps`` and under PGD-50 with step ε/20 and 5
+  random restarts (if the strong attack lowers accuracy much, the weak numbers overstate
+  robustness).
   """
+  def run(fn, xs, ys, k):
+    return np.asarray(batching.batched(fn, batch_size, multiple=multiple, prepare=prepare)(
+        xs, ys, k))
 
-  def __init__(self, apply_fn: Callable, norm: str = "linf"):
-    if norm not in NORMS:
-      raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
-    self.norm = norm
+  def attacked(e, **kw):
+    return lambda xb, yb, k: robust_predictions(logits_fn, params, xb, yb, k, e, **kw)
 
-    @jax.jit
-    def start(key, x, eps):
-      return random_start(key, x, eps, norm)
-
-    @jax.jit
-    def step(variables, x, delta, y, eps, alpha):
-      g = jax.grad(lambda xa: _xent_sum(apply_fn(variables, xa), y))(x + delta)
-      return ascent_step(x, delta, g, eps, alpha, norm)
-
-    @jax.jit
-    def predict(variables, x):
-      return jnp.argmax(apply_fn(variables, x), axis=-1)
-
-    self._start, self._step, self.predict = start, step, predict
-
-  def __call__(self, variables, x, y, key, eps, *, steps: int = 10, step_size=None,
-               restarts: int = 1, rand_init: bool = True):
-    """Adversarial images (see :func:`pgd`); ``eps``/``step_size`` scalar or (n,)."""
-    if steps < 1 or restarts < 1:
-      raise ValueError(f"steps and restarts must be >= 1; got {steps} and {restarts}")
-    eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
-    alpha = eps / 10.0 if step_size is None else jnp.broadcast_to(
-        jnp.asarray(step_size, x.dtype), x.shape[:1])
-    best, fooled = x, jnp.zeros(x.shape[:1], bool)
-    for k in jax.random.split(key, restarts):
-      delta = self._start(k, x, eps) if rand_init else jnp.zeros_like(x)
-      for _ in range(steps):
-        delta = self._step(variables, x, delta, y, eps, alpha)
-      x_adv = x + delta
-      wrong = self.predict(variables, x_adv) != y
-      best = jnp.where(_per_example(~fooled, x) > 0, x_adv, best)
-      fooled = fooled | wrong
-    return best
-
-  def robust_predictions(self, variables, x, y, key, eps, **kwargs):
-    return self.predict(variables, self(variables, x, y, key, eps, **kwargs))
-
-  def margin(self, variables, x, y, key, *, eps_max: float, bisection_steps: int = 8,
-             steps: int = 10, restarts: int = 1, rand_init: bool = True):
-    """Per-example minimal-ε margin (see :func:`margin`)."""
-    return margin_bisection(
-        lambda xb, yb, k, e: self.robust_predictions(variables, xb, yb, k, e, steps=steps,
-                                                     restarts=restarts, rand_init=rand_init),
-        x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
-
-
-def batched(fn: Callable, batch_size: int) -> Callable:
-  """Applies ``fn(x, y, key)`` → (n, …) in chunks of ``batch_size`` rows (last one padded).
-
-  The key of chunk i is ``fold_in(key, i)``, so results do not depend on how a caller
-  interleaves other work. Padding repeats the first row and is cut off again, so every
-  chunk has the same shape and ``fn`` compiles once.
-  """
-  def run(x, y, key):
-    n = x.shape[0]
-    outs = []
-    for i, start in enumerate(range(0, n, batch_size)):
-      xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-      m = xb.shape[0]
-      if m < batch_size:
-        pad = batch_size - m
-        xb = jnp.concatenate([xb, jnp.repeat(xb[:1], pad, 0)])
-        yb = jnp.concatenate([yb, jnp.repeat(yb[:1], pad, 0)])
-      outs.append(fn(xb, yb, jax.random.fold_in(key, i))[:m])
-    return jnp.concatenate(outs)
-
-  return run
+  out = {"clean": run(lambda xb, yb, k: predict(logits_fn, params, xb), x, y, key), "pgd": {}}
+  eps = dict(eps or {})
+  for i, (name, e) in enumerate(eps.items()):
+    out["pgd"][name] = run(attacked(e, steps=steps), x, y, jax.random.fold_in(key, i))
+  if margin_n:
+    m = len(x) if margin_n < 0 else min(margin_n, len(x))
+    out["margins"] = run(
+        lambda xb, yb, k: margin(logits_fn, params, xb, yb, k, eps_max=margin_eps_max,
+                                 bisection_steps=margin_bisection, steps=steps),
+        x[:m], y[:m], jax.random.fold_in(key, 10))
+  if strong_n > 0:
+    k = min(strong_n, len(x))
+    out["strong"] = {name: {
+        "weak": run(attacked(e, steps=steps), x[:k], y[:k], jax.random.fold_in(key, 20 + i)),
+        "strong": run(attacked(e, steps=50, step_size=e / 20.0, restarts=5), x[:k], y[:k],
+                      jax.random.fold_in(key, 30 + i))}
+        for i, (name, e) in enumerate(eps.items())}
+  return out

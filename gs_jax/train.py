@@ -319,3 +319,94 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
     return state, jax.tree_util.tree_map(lambda *m: jnp.stack(m), *history)
 
   return run
+
+
+def softmax_objective(logits, batch, params, step, hparams):
+  """Mean softmax cross-entropy of integer labels ``batch["y"]`` plus
+  ``hparams["sd_lambda"]·mean(ŷ²)`` over batch and classes.
+
+  The objective of the CIFAR experiments (docs/protocols.md §3.3, §4: eq 17 in training form;
+  ``sd_lambda = 0`` is ERM); weight decay lives in the optimizer. Records the data loss
+  (without the SD term) and the training accuracy.
+  """
+  del params, step
+  nll = losses.softmax_cross_entropy(logits, batch["y"])
+  loss = nll + losses.sd_penalty(logits, hparams["sd_lambda"])
+  acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
+  return loss, {"nll": nll, "accuracy": acc}
+
+
+def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objective,
+                  state: TrainState, data: Mapping[str, Any], batch_indices: Callable,
+                  num_epochs: int, hparams, *, preprocess: Callable | None = None, mesh=None,
+                  checkpoint=None, fingerprint: Mapping[str, Any] | None = None,
+                  chunk: int = 10, progress: bool = True, desc: str | None = None,
+                  on_chunk: Callable | None = None, on_epoch: Callable | None = None):
+  """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
+
+  Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
+  of ``data`` (``{"x": (n, …), "y": (n,)}``, whole arrays kept on the devices); it must depend
+  on ``e`` only (e.g. :func:`gs_jax.data.cifar.epoch_permutation` with a fixed key). Steps run
+  through :func:`make_epoch_runner` (``preprocess``, ``mesh`` as there; with a mesh the state
+  and data are replicated over it) in groups of ``chunk`` steps, after each of which
+  ``on_chunk(step, metrics)`` is called and the progress bar advances.
+
+  With a ``checkpoint`` (:class:`gs_jax.checkpoint.Checkpointer`) the state is saved after
+  every epoch (as often as its ``every_seconds`` allow, and always after the last) under the
+  number of epochs done, with the history and ``fingerprint`` (JSON-able: whatever determines
+  the training) as metadata. A new call restores the latest checkpoint and continues from that
+  epoch; batches and augmentations depend only on (epoch, step), so a run killed and started
+  again ends with the numbers of an uninterrupted one (tested), and a finished run returns at
+  once. A checkpoint written under another ``fingerprint`` is refused (ValueError).
+
+  Returns:
+    ``(state, history)``: ``history[e] = {"epoch": e + 1, "step": steps done, **means}``, the
+    mean of every metric of ``objective`` over the epoch's steps. ``on_epoch(record)`` is
+    called with each new record after its checkpoint is written.
+  """
+  import json
+
+  from tqdm.auto import tqdm
+
+  fingerprint = json.loads(json.dumps(fingerprint or {}))
+  history, start = [], 0
+  restored = checkpoint.restore(state) if checkpoint is not None else None
+  if restored is not None:
+    start, state, _, meta = restored
+    if meta.get("fingerprint", {}) != fingerprint:
+      raise ValueError(f"the checkpoint in {checkpoint.directory} belongs to another run: it "
+                       f"was written for {meta.get('fingerprint')}, this run is {fingerprint}")
+    if start > num_epochs:
+      raise ValueError(f"checkpoint at epoch {start} is past num_epochs={num_epochs}")
+    history = list(meta["history"])
+  if mesh is not None:
+    state, data = jax.device_put((state, dict(data)), replicated(mesh))
+  if start == num_epochs:
+    return state, history
+  run_steps = make_epoch_runner(make_train_step(apply_fn, tx, objective),
+                                preprocess=preprocess, mesh=mesh)
+  steps_per_epoch = len(batch_indices(start))
+  with tqdm(total=steps_per_epoch * num_epochs, initial=steps_per_epoch * start, desc=desc,
+            disable=not progress) as bar:
+    for epoch in range(start, num_epochs):
+      idx = batch_indices(epoch)
+      sums = {}
+      for first in range(0, len(idx), chunk):
+        state, metrics = run_steps(state, data["x"], data["y"], idx[first:first + chunk],
+                                   hparams)
+        for name, values in metrics.items():   # float64 sums of per-chunk float32 sums
+          sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
+        bar.update(len(idx[first:first + chunk]))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss'][-1]):.4f}")
+        if on_chunk is not None:
+          on_chunk(int(state.step), metrics)
+      record = {"epoch": epoch + 1, "step": int(state.step),
+                **{name: total / len(idx) for name, total in sums.items()}}
+      history.append(record)
+      if checkpoint is not None:
+        checkpoint.maybe_save(epoch + 1, state, meta={"history": history,
+                                                      "fingerprint": fingerprint},
+                              force=epoch + 1 == num_epochs)
+      if on_epoch is not None:
+        on_epoch(record)
+  return state, history

@@ -1,4 +1,5 @@
-"""CIFAR data pipeline, models, SD objective, PGD attacks, resume and sharding (issue 4)."""
+"""CIFAR: data pipeline, models, SD objective, PGD attacks and margins, batching, minibatch
+training with resume, and the experiment end to end (fake data; real data via GS_DATA_DIR)."""
 from __future__ import annotations
 
 import json
@@ -11,13 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import attacks, losses, models, train
+from gs_jax import attacks, batching, checkpoint, models, train
 from gs_jax.data import cifar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL_NPZ = os.path.join(REPO, "..", "..", "shared", "data", "cifar10", "cifar10.npz")
-if not os.path.exists(REAL_NPZ):
-  REAL_NPZ = "/work/shared/data/cifar10/cifar10.npz"
 
 
 def _fake_cifar10(path, n_train=60, n_test=40, seed=0, lossless=True):
@@ -170,8 +168,18 @@ def test_normalisation_inside_the_model():
   np.testing.assert_allclose(m1.apply(v, x), m0.apply(v, xn), rtol=1e-5, atol=1e-5)
 
 
+def test_head_keeps_the_first_images():
+  d = cifar.CifarData(np.zeros((10, 32, 32, 3), np.uint8), np.arange(10, dtype=np.int32),
+                      np.zeros((6, 32, 32, 3), np.uint8), np.arange(6, dtype=np.int32),
+                      np.arange(6) < 3, 10, "cifar10", "test")
+  h = cifar.head(d, 4, 0)
+  np.testing.assert_array_equal(h.y_train, np.arange(4))
+  assert len(h.x_train) == 4 and len(h.y_test) == 6 and h.test_is_lossless.sum() == 3
+  h = cifar.head(d, 0, 2)
+  assert len(h.y_train) == 10 and len(h.x_test) == 2 and h.test_is_lossless.shape == (2,)
+
+
 def test_sd_objective_matches_its_definition():
-  from experiments.cifar import objective
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(7, 3)).astype(np.float32) * 3
   y = rng.integers(0, 3, 7)
@@ -179,31 +187,42 @@ def test_sd_objective_matches_its_definition():
   lse = np.log(np.exp(logits).sum(1))
   ce = np.mean(lse - logits[np.arange(7), y])
   for lam in (0.0, 0.01, 0.05):
-    loss, metrics = objective(jnp.asarray(logits), batch, None, 0, {"sd_lambda": lam})
+    loss, metrics = train.softmax_objective(jnp.asarray(logits), batch, None, 0,
+                                            {"sd_lambda": lam})
     # docs/protocols.md §3.3/§4: sd_lambda · mean over batch *and classes* of ŷ²
     np.testing.assert_allclose(loss, ce + lam * np.sum(logits ** 2) / logits.size, rtol=1e-5)
     np.testing.assert_allclose(metrics["nll"], ce, rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(logits.argmax(1) == y), rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- attacks
 
-def _linear_model(seed=0, d=8 * 8 * 3, classes=2):
+def _linear(p, x):
+  return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+
+def _linear_params(seed=0, d=8 * 8 * 3, classes=2):
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  w = jax.random.normal(k1, (d, classes)) / np.sqrt(d)
-  b = jax.random.normal(k2, (classes,)) * 0.01
-  return lambda x: x.reshape(x.shape[0], -1) @ w + b, w
+  return {"w": jax.random.normal(k1, (d, classes)) / np.sqrt(d),
+          "b": jax.random.normal(k2, (classes,)) * 0.01}
+
+
+def _exact_linf_margin(p, x):
+  """L∞ margin of a 2-class linear model, |f(x)| / ‖u‖₁ with f = u·x + c (clipping unbound)."""
+  lg = np.asarray(_linear(p, x))
+  return np.abs(lg[:, 1] - lg[:, 0]) / float(jnp.sum(jnp.abs(p["w"][:, 1] - p["w"][:, 0])))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_pgd_stays_in_ball_and_box(norm):
-  logits_fn, _ = _linear_model()
+  p = _linear_params()
   x = jax.random.uniform(jax.random.PRNGKey(5), (16, 8, 8, 3))
   x = x.at[:4].set(0.0).at[4:8].set(1.0)  # saturated images: clipping must bind
-  y = jnp.argmax(logits_fn(x), -1)
+  y = jnp.argmax(_linear(p, x), -1)
   eps = 0.03 if norm == "linf" else 0.5
   eps_vec = jnp.linspace(0.2, 1.0, 16) * eps
   for e in (eps, eps_vec):
-    x_adv = attacks.pgd(logits_fn, x, y, jax.random.PRNGKey(1), e, norm=norm, steps=7,
+    x_adv = attacks.pgd(_linear, p, x, y, jax.random.PRNGKey(1), e, norm=norm, steps=7,
                         step_size=jnp.asarray(e) / 2, restarts=2)
     d = (x_adv - x).reshape(16, -1)
     size = jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
@@ -211,34 +230,33 @@ def test_pgd_stays_in_ball_and_box(norm):
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
 
 
-def test_pgd_class_matches_pure_function_and_finds_linear_optimum():
-  logits_fn, w = _linear_model(1)
+def test_pgd_traced_equals_driven_and_finds_the_linear_optimum():
+  p = _linear_params(1)
   x = 0.5 + 0.01 * jax.random.normal(jax.random.PRNGKey(2), (8, 8, 8, 3))
-  y = jnp.argmax(logits_fn(x), -1)
+  y = jnp.argmax(_linear(p, x), -1)
   eps = 0.01
-  p = attacks.PGD(lambda v, xx: logits_fn(xx))
   for rand_init in (True, False):
-    a = attacks.pgd(logits_fn, x, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init)
-    b = p(None, x, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init)
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    a = attacks.pgd(_linear, p, x, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init)
+    # The same function traced inside one outer jit (pieces inlined, loops unrolled).
+    b = jax.jit(lambda p_, x_: attacks.pgd(_linear, p_, x_, y, jax.random.PRNGKey(3), eps,
+                                           steps=10, rand_init=rand_init))(p, x)
+    np.testing.assert_allclose(a, b, atol=1e-6)   # float32 reassociation only
   # For a linear 2-class model the L∞ optimum moves every pixel by ε against the margin
   # direction (no clipping near 0.5): PGD with step ε/10 × 10 steps from x reaches that
   # corner exactly.
-  u = (w[:, 1] - w[:, 0]).reshape(8, 8, 3)
+  u = (p["w"][:, 1] - p["w"][:, 0]).reshape(8, 8, 3)
   s = jnp.where(y == 1, -1.0, 1.0)[:, None, None, None]
   np.testing.assert_allclose(a - x, s * eps * jnp.sign(u)[None], atol=1e-6)
 
 
 def test_margin_matches_closed_form_for_a_linear_model():
-  """L∞ margin of f(x) = u·x + c (2 classes) is |f(x)| / ‖u‖₁ when clipping does not bind."""
-  logits_fn, w = _linear_model(2)
+  p = _linear_params(2)
   x = 0.5 + 0.02 * jax.random.normal(jax.random.PRNGKey(4), (12, 8, 8, 3))
-  y = jnp.argmax(logits_fn(x), -1)
+  y = jnp.argmax(_linear(p, x), -1)
   y = y.at[0].set(1 - y[0])                               # one misclassified example → 0
-  lg = logits_fn(x)
-  exact = np.abs(np.asarray(lg[:, 1] - lg[:, 0])) / float(jnp.sum(jnp.abs(w[:, 1] - w[:, 0])))
+  exact = _exact_linf_margin(p, x)
   eps_max, steps = 0.2, 10
-  m = np.asarray(attacks.margin(logits_fn, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
+  m = np.asarray(attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
                                 bisection_steps=steps, rand_init=False))
   assert m[0] == 0.0
   tol = eps_max / 2 ** steps
@@ -246,96 +264,257 @@ def test_margin_matches_closed_form_for_a_linear_model():
   assert inside.sum() >= 6
   np.testing.assert_array_less(np.abs(m[1:][inside] - exact[1:][inside]), tol + 1e-7)
   assert np.all(np.isinf(m[1:][~inside]))
-  # The compiled-pieces driver gives the same margins.
-  p = attacks.PGD(lambda v, xx: logits_fn(xx))
-  m2 = np.asarray(p.margin(None, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
-                           bisection_steps=steps, rand_init=False))
-  np.testing.assert_allclose(m2, m, atol=1e-6)
   # From a random start the 10 steps of ε/10 cannot always use the whole budget: the
   # margin is never below the exact one, and on average larger.
-  m3 = np.asarray(attacks.margin(logits_fn, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
+  m3 = np.asarray(attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
                                  bisection_steps=steps))
   fin = np.isfinite(m3[1:]) & inside
   assert np.all(m3[1:][fin] >= exact[1:][fin] - tol) and m3[1:][fin].mean() > exact[1:][fin].mean()
 
 
+def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
+  """``attacks.evaluate`` over 3 chunks (5, 5, 2 padded to 5 rows) on a linear model whose
+  L∞ margins are known: PGD cannot flip beyond the exact margin; from a random start 10 steps
+  of ε/10 move each coordinate by ε·3/4 on average, so margins below ε/2 flip; the strong
+  attack (50 steps of ε/20) always reaches the corner and flips exactly the margins below ε."""
+  p = _linear_params(3)
+  p["b"] = -0.5 * p["w"].sum(0)                 # f(0.5·1) = 0: margins spread from 0 upwards
+  x = 0.5 + 0.05 * jax.random.normal(jax.random.PRNGKey(7), (12, 8, 8, 3))
+  y = jnp.argmax(_linear(p, x), -1)
+  y = y.at[0].set(1 - y[0])                               # example 0 misclassified
+  exact = _exact_linf_margin(p, x)
+  s = np.sort(exact[1:])
+  eps = float(s[5] + s[6]) / 2                            # between two margins, no ties
+  shapes = []
+
+  def prepare(xb, yb):
+    shapes.append(xb.shape)
+    return xb, yb
+
+  out = attacks.evaluate(_linear, p, x, y, jax.random.PRNGKey(0), eps={"e": eps},
+                         margin_n=-1, margin_eps_max=0.05, margin_bisection=10, strong_n=12,
+                         batch_size=5, prepare=prepare)
+  assert set(shapes) == {(5, 8, 8, 3)}                       # one shape: compiled once
+  clean = np.asarray(jnp.argmax(_linear(p, x), -1))
+  np.testing.assert_array_equal(out["clean"], clean)
+  y = np.asarray(y)
+  ok = clean == y
+  flipped = out["pgd"]["e"] != y
+  assert not flipped[ok & (exact > eps * 1.001)].any()
+  assert flipped[ok & (exact < eps / 2)].all() and (ok & (exact < eps / 2)).sum() >= 2
+  strong_flipped = out["strong"]["e"]["strong"] != y
+  np.testing.assert_array_equal(strong_flipped[ok], (exact < eps)[ok])
+  np.testing.assert_array_equal(out["strong"]["e"]["weak"] != y, flipped | ~ok)
+  tol = 0.05 / 2 ** 10
+  assert out["margins"][0] == 0 and np.all(out["margins"][1:] >= exact[1:] - tol)
+  only_clean = attacks.evaluate(_linear, p, x, y, jax.random.PRNGKey(0), batch_size=5)
+  assert set(only_clean) == {"clean", "pgd"} and not only_clean["pgd"]
+
+
 def test_attack_rejects_bad_arguments():
-  logits_fn, _ = _linear_model()
+  p = _linear_params()
   x = jnp.zeros((2, 8, 8, 3))
   with pytest.raises(ValueError, match="norm must be"):
-    attacks.pgd(logits_fn, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, norm="l1")
+    attacks.pgd(_linear, p, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, norm="l1")
   with pytest.raises(ValueError, match="steps and restarts"):
-    attacks.pgd(logits_fn, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, steps=0)
+    attacks.pgd(_linear, p, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, steps=0)
+
+
+# ----------------------------------------------------------------------------- batching
+
+def test_pad_rows_repeats_row_zero_for_numpy_and_jax():
+  a = np.arange(6).reshape(3, 2)
+  out = batching.pad_rows(a, 5)
+  assert isinstance(out, np.ndarray)
+  np.testing.assert_array_equal(out, [[0, 1], [2, 3], [4, 5], [0, 1], [0, 1]])
+  assert batching.pad_rows(a, 3) is a
+  out = batching.pad_rows(jnp.asarray(a), 4)
+  assert isinstance(out, jax.Array)
+  np.testing.assert_array_equal(out, [[0, 1], [2, 3], [4, 5], [0, 1]])
+  with pytest.raises(ValueError, match="fewer"):
+    batching.pad_rows(a, 2)
+  with pytest.raises(ValueError, match="empty"):
+    batching.pad_rows(a[:0], 2)
+
+
+def test_batched_chunks_keys_and_sizes():
+  x = np.arange(7.0)[:, None]
+  seen = []
+
+  def fn(xb, yb, key):
+    seen.append((xb.shape[0], int(jax.random.key_data(key).sum())))
+    return xb[:, 0] * 10 + yb
+
+  out = batching.batched(fn, 3)(x, np.arange(7), jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(out, np.arange(7) * 11)     # padding cut off, order kept
+  assert [s for s, _ in seen] == [3, 3, 3]
+  keys = [int(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(0), i)).sum())
+          for i in range(3)]
+  assert [k for _, k in seen] == keys
+  # Small inputs get a small chunk, a multiple of `multiple` (e.g. the device count).
+  assert batching.chunk_size(7, 500, 4) == 8 and batching.chunk_size(7, 500) == 7
+  assert batching.chunk_size(1000, 500, 4) == 500
+
+
+# ----------------------------------------------------------------------------- training loop
+
+def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
+  """A run killed in epoch 3 and called again continues from the epoch-2 checkpoint and ends
+  bit-identical to an uninterrupted one; a finished run returns at once; a checkpoint of
+  another run (fingerprint) is refused."""
+  model = models.MLP(hidden=(16,), dropout_rate=0.2)
+  tx = train.make_optimizer("sgd", 0.05, momentum=0.9)
+  rng = np.random.default_rng(0)
+  data = {"x": rng.normal(size=(40, 2)).astype(np.float32),
+          "y": rng.choice([-1.0, 1.0], 40).astype(np.float32)}
+  key = jax.random.PRNGKey(1)
+
+  def indices(epoch):
+    return jax.random.permutation(jax.random.fold_in(key, epoch), 40)[:32].reshape(4, 8)
+
+  def fit(**kw):
+    state = train.init_state(model, tx, jax.random.PRNGKey(0), data["x"][:2])
+    return train.fit_minibatch(model, tx, train.binary_objective, state, data, indices, 4,
+                               {"sd_lambda": 0.01}, chunk=3, progress=False,
+                               fingerprint={"run": "a"}, **kw)
+
+  full, full_hist = fit()
+  assert [r["epoch"] for r in full_hist] == [1, 2, 3, 4] and full_hist[-1]["step"] == 16
+
+  class Killed(Exception):
+    pass
+
+  def kill(step, metrics):
+    if step > 9:
+      raise Killed
+
+  with pytest.raises(Killed):
+    fit(checkpoint=checkpoint.Checkpointer(tmp_path, every_seconds=0.0), on_chunk=kill)
+  ckpt = checkpoint.Checkpointer(tmp_path, every_seconds=0.0)
+  assert ckpt.latest_step() == 2
+  logged = []
+  resumed, hist = fit(checkpoint=ckpt, on_epoch=logged.append)
+  assert [r["epoch"] for r in logged] == [3, 4]
+  for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert hist == full_hist
+  again, hist2 = fit(checkpoint=ckpt, on_chunk=kill)          # finished: no step is run
+  assert hist2 == full_hist and int(again.step) == 16
+  with pytest.raises(ValueError, match="another run"):
+    train.fit_minibatch(model, tx, train.binary_objective, full, data, indices, 4,
+                        {"sd_lambda": 0.01}, checkpoint=ckpt, fingerprint={"run": "b"})
 
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = ["--dataset=cifar10", "--config=cpu", "--sd_lambda=0.01", "--seed=1", "--epochs=3",
+TINY = ["--dataset=cifar10", "--preset=cpu", "--sd_lambda=0.01", "--seed=1", "--epochs=3",
         "--batch_size=16", "--chunk=3", "--margin_n=8", "--margin_bisection=3",
         "--eval_batch=16", "--no_progress", "--test_limit=24"]
 
+# The experiment with a hard kill (no cleanup, like SIGKILL) once step 6 is done, i.e. inside
+# epoch 2 of 4 steps; the hook is the only difference from `python -m experiments.cifar`.
+_KILLED = """
+import os, sys
+from gs_jax import train
+fit = train.fit_minibatch
+def killed_in_epoch_2(*args, **kwargs):
+  def hook(step, metrics):
+    if step >= 6:
+      os._exit(3)
+  return fit(*args, on_chunk=hook, **kwargs)
+train.fit_minibatch = killed_in_epoch_2
+from experiments import cifar
+cifar.main(sys.argv[1:])
+"""
 
-def _run_cli(args, env_extra=None):
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu", **(env_extra or {})}
-  return subprocess.run([sys.executable, "-m", "experiments.cifar", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=600)
+
+def _run(args, code=None):
+  cmd = ["-c", code, *args] if code else ["-m", "experiments.cifar", *args]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600)
 
 
-def _metrics(path):
-  with open(os.path.join(path, "results.json")) as f:
-    r = json.load(f)
+def _results(path):
+  r = json.loads((path / "results.json").read_text())
+  r["history"] = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
   return r
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-  """The same tiny run three ways: uninterrupted (1 device), killed mid-epoch 2 + --resume,
-  and uninterrupted on 4 forced host devices."""
+  """The same tiny run three ways: uninterrupted (1 device), killed mid-epoch 2 and started
+  again with the same command, and uninterrupted on 4 CPU devices."""
+  from experiments import cifar as exp
   tmp = tmp_path_factory.mktemp("cifar")
   _fake_cifar10(tmp / "cifar10.npz", n_train=64, n_test=24)
   common = TINY + [f"--data_dir={tmp / 'cifar10.npz'}"]
-  out = {}
-  from experiments import cifar as exp
-  out["plain"] = exp.run_experiment(exp.parse_args(common + [f"--out_dir={tmp / 'plain'}"]))
-  killed = _run_cli(common + [f"--out_dir={tmp / 'resumed'}", "--stop_after_steps=6"])
-  assert killed.returncode == 3, killed.stderr[-2000:]   # 4 steps/epoch: killed in epoch 2
+  out = {"tmp": tmp, "common": common}
+  exp.main(common + [f"--out_dir={tmp / 'plain'}"])
+  out["plain"] = _results(tmp / "plain")
+  resumed = common + [f"--out_dir={tmp / 'resumed'}"]
+  killed = _run(resumed, _KILLED)
+  assert killed.returncode == 3, killed.stderr[-2000:]
   assert not (tmp / "resumed" / "results.json").exists()
-  resumed = _run_cli(common + [f"--out_dir={tmp / 'resumed'}", "--resume"])
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert "resumed from epoch 1" in resumed.stderr
-  out["resumed"] = _metrics(tmp / "resumed")
-  sharded = _run_cli(common + [f"--out_dir={tmp / 'sharded'}"],
-                     {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  again = _run(resumed)
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "resumed from epoch 1" in again.stderr
+  out["resumed"] = _results(tmp / "resumed")
+  sharded = _run(common + [f"--out_dir={tmp / 'sharded'}", "--cpu_devices=4"])
   assert sharded.returncode == 0, sharded.stderr[-2000:]
-  out["sharded"] = _metrics(tmp / "sharded")
-  out["tmp"] = tmp
+  out["sharded"] = _results(tmp / "sharded")
   return out
 
 
 def _compare(a, b, rtol, atol):
+  assert [h["epoch"] for h in a["history"]] == [h["epoch"] for h in b["history"]] == [1, 2, 3]
   for ha, hb in zip(a["history"], b["history"]):
-    for k in ("loss", "nll", "accuracy"):
+    for k in ("loss", "nll", "accuracy", "lr"):
       np.testing.assert_allclose(ha[k], hb[k], rtol=rtol, atol=atol)
-  assert len(a["history"]) == len(b["history"]) == 3
-  for k in ("train_acc",):
-    np.testing.assert_allclose(a[k], b[k], atol=atol)
-  np.testing.assert_allclose(a["test_iid_acc"]["full"], b["test_iid_acc"]["full"], atol=atol)
+  ma, mb = a["metrics"], b["metrics"]
+  np.testing.assert_allclose(ma["train_acc"], mb["train_acc"], atol=atol)
+  np.testing.assert_allclose(ma["test_iid_acc"]["full"], mb["test_iid_acc"]["full"], atol=atol)
   for e in ("eps_0.05", "eps_5/255"):
-    np.testing.assert_allclose(a["test_ood_acc"][e]["full"], b["test_ood_acc"][e]["full"],
+    np.testing.assert_allclose(ma["test_ood_acc"][e]["full"], mb["test_ood_acc"][e]["full"],
                                atol=atol)
+
+
+def test_results_schema(tiny_runs):
+  r = tiny_runs["plain"]
+  assert r["experiment"] == "cifar" and r["std_convention"] == "sample (ddof=1)"
+  assert r["config"]["sd_lambda"] == 0.01 and r["config"]["preset"] == "cpu"
+  assert r["method"] == "SD" and r["data"]["n_train"] == 64 and r["data"]["n_test"] == 24
+  assert r["metrics"]["steps"] == 12 and len(r["margins"]["values"]) == 8
+  assert r["provenance"]["git_commit"] and len(r["provenance"]["devices"]) == 1
 
 
 def test_resume_after_kill_gives_the_same_result(tiny_runs):
   a, b = tiny_runs["plain"], tiny_runs["resumed"]
-  _compare(a, b, rtol=1e-6, atol=1e-6)
+  _compare(a, b, rtol=0, atol=0)   # same computations in the same order: bit-identical
   assert a["margins"]["values"] == b["margins"]["values"]
+
+
+def test_finished_run_is_only_reevaluated_and_overwrite_starts_afresh(tiny_runs, capsys):
+  from experiments import cifar as exp
+  tmp, common = tiny_runs["tmp"], tiny_runs["common"]
+  out = tmp / "resumed"
+  r = exp.main(common + [f"--out_dir={out}", "--margin_n=4"])   # evaluation settings may change
+  assert "resumed from epoch 3" in capsys.readouterr().err
+  assert len((out / "metrics.jsonl").read_text().splitlines()) == 3   # no epoch retrained
+  assert len(r["margins"]["values"]) == 4
+  assert r["metrics"]["test_iid_acc"] == tiny_runs["plain"]["metrics"]["test_iid_acc"]
+  with pytest.raises(ValueError, match="another run"):          # training settings may not
+    exp.main(common + [f"--out_dir={out}", "--sd_lambda=0.02"])
+  r = exp.main(common + [f"--out_dir={out}", "--sd_lambda=0.02", "--epochs=1", "--overwrite"])
+  assert r["metrics"]["steps"] == 4 and r["config"]["sd_lambda"] == 0.02
+  assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_sharded_over_4_devices_matches_1_device(tiny_runs):
   a, b = tiny_runs["plain"], tiny_runs["sharded"]
-  assert len(b["devices"]) == 4 and len(a["devices"]) == 1
+  assert len(b["provenance"]["devices"]) == 4 and len(a["provenance"]["devices"]) == 1
+  # Cross-device reductions (gradients, batch statistics) reassociate float sums.
   _compare(a, b, rtol=1e-4, atol=1e-4)
-  # final parameters agree to float tolerance
   import orbax.checkpoint as ocp
   ck = ocp.StandardCheckpointer()
   pa = ck.restore(str(tiny_runs["tmp"] / "plain" / "ckpt" / "3" / "state"))
@@ -344,46 +523,78 @@ def test_sharded_over_4_devices_matches_1_device(tiny_runs):
                          pa["params"], pb["params"])
 
 
-def test_cli_rejects_bad_flags_and_existing_checkpoints(tiny_runs, capsys):
+def test_cli_flags(capsys):
+  from configs import cifar as configs
   from experiments import cifar as exp
-  with pytest.raises(SystemExit):
-    exp.parse_args(["--sd_lambda=-1"])
-  assert "--sd_lambda must be" in capsys.readouterr().err
-  args = exp.parse_args(TINY + [f"--data_dir={tiny_runs['tmp'] / 'cifar10.npz'}",
-                                f"--out_dir={tiny_runs['tmp'] / 'plain'}"])
-  with pytest.raises(ValueError, match="already holds checkpoints"):
-    exp.run_experiment(args)
+  from gs_jax import cli
+  cfg = cli.parse(configs, ["--preset=paper", "--no_augment", "--no_progress",
+                            "--sd_lambda=0.05", "--dataset=cifar100"])
+  assert (cfg.model, cfg.epochs, cfg.augment, cfg.progress, cfg.sd_lambda) == (
+      "paper", 30, False, False, 0.05)
+  assert cli.parse(configs, []).model == "cpu" and cli.parse(configs, []).epochs == 6
+  assert exp.default_out_dir(cfg) == "runs/cifar/cifar100_paper_sd0.05_s0"
+  for bad, message in ((["--sd_lambda=-1"], "--sd_lambda must be"),
+                       (["--dataset=mnist"], "--dataset must be"),
+                       (["--config=cpu"], "unrecognized"),
+                       (["--epochs=0"], "--epochs must be")):
+    with pytest.raises(SystemExit):
+      exp.main(bad)
+    assert message in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not os.path.exists(REAL_NPZ), reason="offline CIFAR-10 copy not present")
-def test_real_cifar2_reduced(tmp_path):
+def test_table_from_new_and_earlier_results(tmp_path):
+  """analysis.cifar_table groups seeds (sample std), reads the committed VGG runs of the earlier
+  schema to their table's numbers, and prints the paper's numbers from gs_jax.paper."""
+  from analysis import cifar_table
+  from gs_jax import results
+  for seed, (acc, margin) in enumerate(((0.70, 1 / 255), (0.74, 2 / 255))):
+    results.atomic_write_json(tmp_path / f"s{seed}" / "results.json", {
+        "experiment": "cifar", "method": "SD", "data": {"n_train": 100},
+        "config": {"dataset": "cifar2", "model": "cpu", "sd_lambda": 0.01, "epochs": 6,
+                   "train_limit": 0, "augment": True},
+        "metrics": {"train_acc": acc, "test_iid_acc": {"full": acc, "lossless": acc},
+                    "test_ood_acc": {e: {"full": 0.0, "lossless": 0.0}
+                                     for e in ("eps_0.05", "eps_5/255")},
+                    "margin_median": margin},
+        "margins": {"eps_max": 0.05, "values": [margin, None]}})
+  legacy = os.path.join(REPO, "docs", "results", "cifar2_paper_h200", "cifar2_paper_*")
+  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}"])
+  md = (tmp_path / "t" / "table1.md").read_text().splitlines()
+  row = next(line for line in md if "| cpu | SD |" in line)
+  assert "| 2 | 6 |" in row and "72.0 ± 2.8" in row and "1.50 ± 0.71" in row
+  vgg = next(line for line in md if "| paper | ERM |" in line)
+  assert "92.8 ± 0.0 | 83.8 ± 0.0" in vgg and "0.0 / 2.9" in vgg
+  assert "100.0 / 95.2 ± 0.12 / 42.3 ± 3.0" in vgg
+  assert (tmp_path / "t" / "figure2.png").exists()
+
+
+def test_real_cifar2_reduced(tmp_path, cifar10_npz):
   """CI-sized version of the reproduction: real CIFAR-2, 1 epoch on 1,024 images."""
   from experiments import cifar as exp
-  r = exp.run_experiment(exp.parse_args([
-      "--dataset=cifar2", "--config=cpu", "--sd_lambda=0.01", "--epochs=1", "--train_limit=1024",
+  r = exp.main([
+      "--dataset=cifar2", "--sd_lambda=0.01", "--epochs=1", "--train_limit=1024",
       "--test_limit=200", "--margin_n=50", "--margin_bisection=4", "--eval_batch=200",
-      f"--data_dir={REAL_NPZ}", f"--out_dir={tmp_path}", "--no_progress"]))
+      f"--data_dir={cifar10_npz}", f"--out_dir={tmp_path}", "--no_progress"])
   assert r["data"]["n_train"] == 1024 and r["data"]["n_test"] == 200
   # CIFAR-10 test images 0..999 are the exact ones: 103 cats + 86 dogs come first in CIFAR-2
   assert r["data"]["n_test_lossless"] == 189
-  assert 0.0 <= r["train_acc"] <= 1.0 and len(r["margins"]["values"]) == 50
+  m = r["metrics"]
+  assert 0.0 <= m["train_acc"] <= 1.0 and len(r["margins"]["values"]) == 50
   for e in ("eps_0.05", "eps_5/255"):
-    assert r["test_ood_acc"][e]["full"] <= r["test_iid_acc"]["full"] + 0.02
+    assert m["test_ood_acc"][e]["full"] <= m["test_iid_acc"]["full"] + 0.02
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists(REAL_NPZ), reason="offline CIFAR-10 copy not present")
-def test_real_cifar2_full_cpu_run(tmp_path):
+def test_real_cifar2_full_cpu_run(tmp_path, cifar10_npz):
   """The reproduction run of the README (one seed per method, ~10–15 min each on 2 cores)."""
   from experiments import cifar as exp
   res = {}
   for lam in (0.0, 0.01):
-    res[lam] = exp.run_experiment(exp.parse_args([
-        "--dataset=cifar2", "--config=cpu", f"--sd_lambda={lam}", f"--data_dir={REAL_NPZ}",
-        f"--out_dir={tmp_path / str(lam)}", "--no_progress"]))
-  for r in res.values():
-    assert r["test_iid_acc"]["full"] > 0.75
-    assert r["test_ood_acc"]["eps_0.05"]["full"] < r["test_iid_acc"]["full"]
+    res[lam] = exp.main(["--dataset=cifar2", f"--sd_lambda={lam}", f"--data_dir={cifar10_npz}",
+                         f"--out_dir={tmp_path / str(lam)}", "--no_progress"])["metrics"]
+  for m in res.values():
+    assert m["test_iid_acc"]["full"] > 0.70
+    assert m["test_ood_acc"]["eps_0.05"]["full"] < m["test_iid_acc"]["full"]
 
 
 def test_npz_path_never_imports_tensorflow(tmp_path):

@@ -15,7 +15,7 @@ The input pipeline never leaves JAX: the whole split lives on the device as uint
 a permutation drawn with an explicit key (:func:`epoch_permutation`), and random crop (4-pixel
 zero padding) + horizontal flip (:func:`augment`) run inside the jitted train step. Pixels are
 converted to float in [0,1] by :func:`to_float`; per-channel normalisation happens inside the
-model, so attacks act on [0,1] pixels.
+model (``gs_jax.models.CIFAR_MEAN``/``CIFAR_STD``), so attacks act on [0,1] pixels.
 """
 from __future__ import annotations
 
@@ -31,9 +31,6 @@ from gs_jax.data import paths
 DATASETS = ("cifar2", "cifar10", "cifar100")
 NUM_CLASSES = {"cifar2": 2, "cifar10": 10, "cifar100": 100}
 CIFAR2_CLASSES = (3, 5)  # cat, dog in CIFAR-10's label order → labels 0, 1
-# Per-channel mean/std of the exact CIFAR-10 training set (docs/protocols.md §5).
-CIFAR10_MEAN = (0.49139968, 0.48215841, 0.44653091)
-CIFAR10_STD = (0.24703223, 0.24348513, 0.26158784)
 
 _NPZ_NAMES = {"cifar2": ("cifar2.npz", "cifar10.npz"), "cifar10": ("cifar10.npz",),
               "cifar100": ("cifar100.npz",)}
@@ -183,6 +180,15 @@ def load(dataset: str, data_dir: str | None = None) -> CifarData:
   if data_dir:
     return load_npz(dataset, data_dir)
   return load_tfds(dataset)
+
+
+def head(data: CifarData, n_train: int = 0, n_test: int = 0) -> CifarData:
+  """The first ``n_train`` training and ``n_test`` test images of ``data`` (0: all of them)."""
+  tr = slice(n_train or None)
+  te = slice(n_test or None)
+  return dataclasses.replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr],
+                             x_test=data.x_test[te], y_test=data.y_test[te],
+                             test_is_lossless=data.test_is_lossless[te])
 
 
 # ----------------------------------------------------------------------------- JAX pipeline
