@@ -1,44 +1,37 @@
 """Table 1 and Figure 2 from saved ``experiments.cifar`` run directories (docs/protocols.md §3.3).
 
-    python -m analysis.cifar_table --runs='runs/cifar_cpu/cifar2_*' --out_dir=runs/cifar_table
+    python -m analysis.cifar_table --runs='runs/cifar/cifar2_*' --out_dir=runs/cifar_table
 
 ``--runs`` takes run directories or glob patterns (comma-separated or repeated). Runs are
-grouped by (dataset, config, method); every cell is mean ± std over seeds (std with ddof=1,
-0 for a single run). Writes ``table1.md`` and ``table1.csv`` (beside the paper's numbers),
+grouped by (dataset, model, method, λ, epochs, train_limit); every cell is mean ± std over
+seeds (:func:`gs_jax.results.mean_std`: sample std, 0 for a single run). Writes ``table1.md``
+and ``table1.csv`` (beside the paper's numbers, :data:`gs_jax.paper.TABLE1`),
 ``figure2.png``/``.pdf`` (CDF of the per-example L∞ margin, ERM vs SD, pooled over seeds; a
-curve further right/below means larger margins) and ``summary.json``.
+curve further right/below means larger margins) and ``summary.json``. Results files written
+before the :class:`gs_jax.results.RunWriter` schema (``docs/results/cifar2_paper_h200``) are
+read as well.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import glob
-import json
 import os
 from collections import defaultdict
 
 import numpy as np
 
-from experiments.common import atomic_write_json, matplotlib_pyplot, save_figure
+from gs_jax import paper, results
 
-# docs/protocols.md §3.3 (10 runs): train / test IID / test OOD, %.
-PAPER = {
-    ("cifar2", "ERM"): ("100.0", "95.2±0.12", "42.3±3.0"),
-    ("cifar2", "SD"): ("100.0", "95.3±0.17", "69.7±2.9"),
-    ("cifar10", "ERM"): ("99.9", "92.8±0.15", "30.1±2.1"),
-    ("cifar10", "SD"): ("99.9", "92.9±0.16", "67.7±1.5"),
-    ("cifar100", "ERM"): ("99.7", "69.2±0.29", "14.3±2.0"),
-    ("cifar100", "SD"): ("99.7", "70.5±0.26", "24.9±1.9"),
-}
-# (column, getter, scale): accuracies in %, the median L∞ margin in 1/255 pixel units.
+# (column, getter of a run's metrics, scale): accuracies in %, the median margin in 1/255 units.
 COLUMNS = (
-    ("train", lambda r: r["train_acc"], 100),
-    ("test IID", lambda r: r["test_iid_acc"]["full"], 100),
-    ("test IID (lossless)", lambda r: r["test_iid_acc"]["lossless"], 100),
-    ("OOD ε=0.05", lambda r: r["test_ood_acc"]["eps_0.05"]["full"], 100),
-    ("OOD ε=5/255", lambda r: r["test_ood_acc"]["eps_5/255"]["full"], 100),
-    ("OOD ε=5/255 (lossless)", lambda r: r["test_ood_acc"]["eps_5/255"]["lossless"], 100),
-    ("median margin ×255", lambda r: r["margins"]["median"], 255),
+    ("train", lambda m: m["train_acc"], 100),
+    ("test IID", lambda m: m["test_iid_acc"]["full"], 100),
+    ("test IID (lossless)", lambda m: m["test_iid_acc"]["lossless"], 100),
+    ("OOD ε=0.05", lambda m: m["test_ood_acc"]["eps_0.05"]["full"], 100),
+    ("OOD ε=5/255", lambda m: m["test_ood_acc"]["eps_5/255"]["full"], 100),
+    ("OOD ε=5/255 (lossless)", lambda m: m["test_ood_acc"]["eps_5/255"]["lossless"], 100),
+    ("median margin ×255", lambda m: m["margin_median"], 255),
 )
 
 
@@ -53,44 +46,63 @@ def find_runs(patterns) -> list[str]:
   return sorted(set(dirs))
 
 
+def read_run(run_dir) -> dict:
+  """A run's results.json; a file of the earlier schema (metrics at the top level,
+  ``config.config`` for the network) is mapped onto the current one."""
+  r = results.read_json(os.path.join(run_dir, "results.json"))
+  if "metrics" not in r:
+    c = r["config"]
+    r["config"] = {**c, "model": c["config"], "augment": not c.get("no_augment", False)}
+    r["metrics"] = {k: r[k] for k in ("train_acc", "test_iid_acc", "test_ood_acc",
+                                      "strong_attack") if k in r}
+    r["metrics"]["margin_median"] = r["margins"]["median"]
+  return r
+
+
 def load_groups(dirs):
   groups = defaultdict(list)
   for d in dirs:
-    with open(os.path.join(d, "results.json")) as f:
-      r = json.load(f)
+    r = read_run(d)
     c = r["config"]
-    groups[(c["dataset"], c["config"], r["method"], c["sd_lambda"], c["epochs"],
+    groups[(c["dataset"], c["model"], r["method"], c["sd_lambda"], c["epochs"],
             c.get("train_limit", 0))].append(r)
   return dict(sorted(groups.items()))
 
 
 def mean_std(values, scale=100):
-  v = np.asarray(values, float) * scale
-  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+  s = results.mean_std(np.asarray(values, float) * scale)
+  return s["mean"], s["std"]
+
+
+def paper_cells(dataset, method) -> str:
+  entry = paper.TABLE1.get((dataset, method.lower()))
+  if entry is None:
+    return "–"
+  return " / ".join(paper.fmt(entry[k]) for k in ("train", "iid", "ood"))
 
 
 def make_table(groups):
   rows = []
-  for (dataset, config, method, lam, epochs, limit), runs in groups.items():
-    row = {"dataset": dataset, "config": config, "method": method, "sd_lambda": lam,
+  for (dataset, model, method, lam, epochs, limit), runs in groups.items():
+    row = {"dataset": dataset, "model": model, "method": method, "sd_lambda": lam,
            "seeds": len(runs), "epochs": epochs, "n_train": runs[0]["data"]["n_train"],
-           "augment": not runs[0]["config"].get("no_augment", False)}
+           "augment": runs[0]["config"]["augment"]}
     for name, get, scale in COLUMNS:
-      row[name] = mean_std([get(r) for r in runs], scale)
-    strong = [r["strong_attack"] for r in runs if "strong_attack" in r]
+      row[name] = mean_std([get(r["metrics"]) for r in runs], scale)
+    strong = [r["metrics"]["strong_attack"] for r in runs if "strong_attack" in r["metrics"]]
     if strong:
       row["PGD-50×5 drop (pts, ε=0.05 / 5/255)"] = tuple(
           100 * max(s[e]["drop"] for s in strong) for e in ("eps_0.05", "eps_5/255"))
-    row["paper (train / IID / OOD)"] = " / ".join(PAPER.get((dataset, method), ("–",) * 3))
+    row["paper (train / IID / OOD)"] = paper_cells(dataset, method)
     rows.append(row)
   return rows
 
 
 def to_markdown(rows) -> str:
-  keys = ["dataset", "config", "method", "sd_lambda", "seeds", "epochs", "n_train", "augment"]
+  keys = ["dataset", "model", "method", "sd_lambda", "seeds", "epochs", "n_train", "augment"]
   keys += [c[0] for c in COLUMNS]
-  extra = [k for k in rows[0] if k not in keys]
-  keys += [k for k in extra if any(k in r for r in rows)]
+  for r in rows:   # columns only some rows have (the attack-strength check), in first-seen order
+    keys += [k for k in r if k not in keys]
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
   for r in rows:
     cells = []
@@ -133,19 +145,19 @@ def margins_of(runs):
 
 
 def figure2(groups, stem):
-  plt = matplotlib_pyplot()
+  plt = results.pyplot()
   datasets = sorted({k[0] for k in groups})
   fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
   for ax, dataset in zip(axes[0], datasets):
     eps_max = None
-    for (ds, config, method, lam, epochs, _), runs in groups.items():
+    for (ds, model, method, lam, epochs, _), runs in groups.items():
       if ds != dataset:
         continue
       m = margins_of(runs)
       eps_max = runs[0]["margins"]["eps_max"]
       grid = np.linspace(0, eps_max, 400)
       cdf = (m[None, :] <= grid[:, None]).mean(1)
-      ax.plot(grid * 255, cdf, label=f"{method} (λ={lam:g}, {config}, {epochs} ep, "
+      ax.plot(grid * 255, cdf, label=f"{method} (λ={lam:g}, {model}, {epochs} ep, "
               f"{len(runs)} seeds, n={len(m)})")
     for e, ls in ((5 / 255, ":"), (0.05, "--")):
       ax.axvline(e * 255, color="gray", ls=ls, lw=0.8)
@@ -155,7 +167,7 @@ def figure2(groups, stem):
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="lower right")
   fig.tight_layout()
-  paths = save_figure(fig, stem)
+  paths = results.save_figure(fig, stem)
   plt.close(fig)
   return paths
 
@@ -178,7 +190,7 @@ def main(argv=None):
   figure2(groups, os.path.join(args.out_dir, "figure2"))
   summary = {"rows": rows, "margin_medians": {
       "/".join(map(str, k)): float(np.median(margins_of(v))) for k, v in groups.items()}}
-  atomic_write_json(os.path.join(args.out_dir, "summary.json"), summary)
+  results.atomic_write_json(os.path.join(args.out_dir, "summary.json"), summary)
   print(md)
 
 
