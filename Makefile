@@ -50,14 +50,14 @@ cmnist: .venv/.installed
 	$(PY) -m analysis.cmnist_table --runs_dir=runs/colored_mnist
 
 cifar: .venv/.installed
-	$(PY) -m experiments.cifar $(if $(CIFAR_DIR),--data_dir=$(CIFAR_DIR)) $(ARGS)
+	$(PY) -m experiments.cifar $(ARGS)
 
-# Table 1 on this machine: CIFAR-2, cpu CNN, ERM and SD, 3 seeds each, then the table/figure.
+# Table 1 on this machine: CIFAR-2, cpu preset, ERM and SD, 3 seeds each, then the table and
+# Figure 2. Started again, it continues unfinished runs and only re-evaluates finished ones.
 cifar2_cpu: .venv/.installed
 	for s in 0 1 2; do for l in 0 0.01; do \
-	  $(PY) -m experiments.cifar --dataset=cifar2 --config=cpu --sd_lambda=$$l --seed=$$s \
-	    $(if $(CIFAR_DIR),--data_dir=$(CIFAR_DIR)) --out_dir=runs/cifar/cifar2_l$${l}_s$$s \
-	    --resume --no_progress $(ARGS) || exit 1; done; done
+	  $(PY) -m experiments.cifar --preset=cpu --dataset=cifar2 --sd_lambda=$$l --seed=$$s \
+	    --out_dir=runs/cifar/cifar2_l$${l}_s$$s --no_progress $(ARGS) || exit 1; done; done
 	$(PY) -m analysis.cifar_table --runs='runs/cifar/cifar2_*' --out_dir=runs/cifar_table
 
 # --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
