@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from configs import cifar as configs
-from gs_jax import attacks, checkpoint, cli, devices, models, results, train
+from gs_jax import attacks, checkpoint, cli, models, results, train
 from gs_jax.data import cifar
 
 OOD_EPS = {"eps_0.05": 0.05, "eps_5/255": 5.0 / 255.0}
@@ -150,9 +150,7 @@ def summarise(cfg, data, train_pred, ev, history, train_s, eval_s):
 
 
 def main(argv=None):
-  cfg = cli.parse(configs, argv, prog="python -m experiments.cifar")
-  devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return cli.main(configs, run, argv, prog="python -m experiments.cifar")
 
 
 if __name__ == "__main__":
