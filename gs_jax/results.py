@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,15 @@ def _version(name: str) -> str | None:
     return None
 
 
+def command_line() -> str:
+  """The command as a user would type it (``python -m pkg.mod --flag …``), free of the
+  machine's paths: the module name instead of the script's absolute path."""
+  spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+  prog = f"python -m {spec.name}" if spec is not None and spec.name else (
+      os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
+  return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
 def provenance() -> dict:
   """Git commit and dirty flag, command line, Python, package versions and JAX devices."""
   import jax
@@ -107,7 +117,7 @@ def provenance() -> dict:
   return {
       "git_commit": _git("rev-parse", "HEAD"),
       "git_dirty": None if status is None else bool(status),
-      "argv": list(sys.argv),
+      "command": command_line(),
       "python": sys.version.split()[0],
       "platform": platform.platform(),
       "packages": {p: _version(p) for p in _PACKAGES},

@@ -93,7 +93,8 @@ def test_run_writer_schema_and_log(tmp_path):
   assert res["experiment"] == "demo" and res["config"] == {"a": 1, "b": [1, 2]}
   assert res["std_convention"] == results.STD_CONVENTION and res["extra"] == 1
   assert res["metrics"] == {"acc": 0.9, "bad": "nan"} and res["per_seed"] == {"acc": [0.8, 1.0]}
-  for key in ("git_commit", "git_dirty", "packages", "devices", "start_time", "end_time"):
+  for key in ("git_commit", "git_dirty", "command", "packages", "devices", "start_time",
+              "end_time"):
     assert key in res["provenance"]
   lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert lines == [{"step": 1, "loss": 0.5}, {"step": 11, "loss": 0.0, "acc": [1.0, 1.0]},
@@ -110,3 +111,15 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
   monkeypatch.setenv(paths.ENV_VAR, str(tmp_path))
   assert paths.resolve(None, "mnist") == str(tmp_path / "mnist")
   assert paths.resolve(None, "cifar100") is None      # no copy: tfds.load
+
+
+def test_provenance_command_has_no_machine_path():
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  code = "from gs_jax import results; print(results.command_line())"
+  out = subprocess.run([sys.executable, "-c", code, "--x=1"], cwd=repo, capture_output=True,
+                       text=True, check=True).stdout.strip()
+  assert out == "python --x=1" or out == "-c --x=1", out
+  assert repo not in out
