@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gs_jax import batching
+
 # fn(x) or fn(params, x); x (m, 2) -> (m,), row-wise (as networks in eval mode are)
 DecisionFn = Callable[..., jax.Array]
 
@@ -23,10 +25,6 @@ def _bucket(m: int, minimum: int = 1024) -> int:
   """Padded length for m rows: the next power of two, so varying sizes reuse compilations
   (the minimum covers the level sets of typical 2-D decision functions in one size)."""
   return max(minimum, 1 << (max(m, 1) - 1).bit_length())
-
-
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-  return np.concatenate([a, np.repeat(a[:1], rows - len(a), axis=0)]) if rows > len(a) else a
 
 
 def _as_binary(fn: DecisionFn, params: Any):
@@ -92,7 +90,7 @@ def grid_values(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100,
   gx, gy = np.meshgrid(xs, xs)
   pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
   chunk = min(batch, _bucket(len(pts), minimum=16))
-  padded = _pad_rows(pts, -(-len(pts) // chunk) * chunk)
+  padded = batching.pad_rows(pts, -(-len(pts) // chunk) * chunk)
   vals = np.asarray(_chunked_values(fn2, params, jnp.asarray(padded), chunk))[..., :len(pts)]
   return xs, xs, vals.reshape(*vals.shape[:-1], resolution, resolution)
 
@@ -120,7 +118,7 @@ def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
     return []
   sizes = [len(line) for line in lines]
   flat = np.concatenate(lines).astype(np.float32)
-  verts = jnp.asarray(_pad_rows(flat, _bucket(len(flat))))
+  verts = jnp.asarray(batching.pad_rows(flat, _bucket(len(flat))))
   h = (bounds[1] - bounds[0]) / (resolution - 1)
   verts = _newton_refine(fn2, params, verts, h, newton_steps)
   return np.split(np.asarray(verts)[:len(flat)], np.cumsum(sizes)[:-1])
@@ -133,12 +131,13 @@ def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
   if not segs:
     return np.full(len(points), np.inf)
   segs = np.concatenate(segs).astype(np.float32)              # (s, 2, 2)
-  segs = _pad_rows(segs, _bucket(len(segs)))                  # repeats don't change the min
+  segs = batching.pad_rows(segs, _bucket(len(segs)))       # repeats don't change the min
   a, ab = segs[:, 0], segs[:, 1] - segs[:, 0]
   ab2 = np.maximum(np.sum(ab * ab, axis=1), 1e-20)
   pts = np.asarray(points, np.float32)
   size = min(chunk, _bucket(len(pts), minimum=16))
-  out = [np.asarray(_nearest(jnp.asarray(_pad_rows(pts[i:i + size], size)), a, ab, ab2))
+  out = [np.asarray(_nearest(jnp.asarray(batching.pad_rows(pts[i:i + size], size)),
+                             a, ab, ab2))
          [:len(pts[i:i + size])] for i in range(0, len(pts), size)]
   return np.concatenate(out)
 
