@@ -96,7 +96,7 @@ def run(cfg) -> dict:
 
 
 def main(argv=None):
-  return run(cli.parse(configs, argv, prog="python -m experiments.primal_dual"))
+  return cli.main(configs, run, argv, prog="python -m experiments.primal_dual")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from jax.experimental import enable_x64
 
 from analysis import theorem2_report
 from configs import theorem2 as configs
-from gs_jax import checkpoint, cli, devices, results, starvation
+from gs_jax import checkpoint, cli, results, starvation
 
 
 def _settings(part_cfg, chunk: int, drop=()) -> dict:
@@ -118,9 +118,7 @@ def run(cfg) -> dict:
 
 
 def main(argv=None):
-  cfg = cli.parse(configs, argv, prog="python -m experiments.theorem2")
-  devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return cli.main(configs, run, argv, prog="python -m experiments.theorem2")
 
 
 if __name__ == "__main__":
