@@ -5,8 +5,8 @@ Presets and the commands that run them (``make theorem2`` = the first):
     python -m experiments.theorem2                   # paper: both checks, full protocol
     python -m experiments.theorem2 --preset=quick    # a reduced run (about a minute; the tests)
 
-Expected (``paper``; README, measured on a 2-core CPU in 20 min, 17 of them widths 4096 and
-8192): (a) the linear model trained on eq 5 matches ``fixed_point(…, "exact")`` to 1.3e-14 and
+Expected (``paper``; README, measured on a 2-core CPU in 20–25 min, most of it widths 4096
+and 8192): (a) the linear model trained on eq 5 matches ``fixed_point(…, "exact")`` to 1.3e-14 and
 z2 falls 1.640 → 1.185 as s1 goes 2 → 6, while under SD (eq 17) z2 stays at 1.2296; (b) the
 relative error between trained and dual responses falls with the width — 6.0e-2, 1.7e-2,
 5.2e-3, 2.0e-3, 1.2e-3 for widths 64 … 8192 (mean over 3 seeds) — and ``dz2/d(s1²) < 0`` for
