@@ -130,15 +130,39 @@ def sd_penalty_with_targets(logits, y, lambdas, gammas):
   return jnp.sum(lambdas * per_class)
 
 
-def l2_penalty(params, weight_decay):
-  """``(weight_decay/2)·‖θ‖²`` over every leaf (weights and biases).
+def l2_penalty(params, weight_decay, params0=None):
+  """``(weight_decay/2)·‖θ − θ0‖²`` over every leaf (weights and biases); θ0 = 0 by default.
 
-  Its gradient ``weight_decay·θ`` is exactly what PyTorch's ``SGD(weight_decay=…)`` adds to
-  the gradient before momentum ("coupled" L2); :func:`gs_jax.train.make_optimizer` applies it
-  as ``optax.add_decayed_weights`` ahead of the optimizer, which is the same update.
+  With θ0 = 0 its gradient ``weight_decay·θ`` is exactly what PyTorch's
+  ``SGD(weight_decay=…)`` adds to the gradient before momentum ("coupled" L2);
+  :func:`gs_jax.train.make_optimizer` applies it as ``optax.add_decayed_weights`` ahead of the
+  optimizer, which is the same update. With ``params0`` (a pytree like ``params``) it is the
+  ridge around the initialisation of eq 5 (docs/protocols.md §1, ``gs_jax.ntk.ridge_from_init``).
   """
+  if params0 is not None:
+    params = jax.tree_util.tree_map(jnp.subtract, params, params0)
   leaves = jax.tree_util.tree_leaves(params)
   return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
+
+
+def theory_objective(logits, batch, params, step, hparams):
+  """The objective of the theory (eq 5 / eq 17, sums and λ/2; docs/protocols.md §1):
+
+    ``Σ_i softplus(−y_i (ŷ_i − ŷ0_i)) + (ridge/2)‖θ − θ0‖² + (sd/2)‖ŷ − ŷ0‖²``
+
+  on centred logits ``ŷ − ŷ0``. Eq 5 is ``ridge = λ, sd = 0``; spectral decoupling (eq 17) is
+  ``ridge = 0, sd = λ`` — both coefficients are the theory's λ (``gs_jax.dual``), not the
+  mean-loss ``sd_lambda`` of the training experiments. A
+  :data:`gs_jax.train.Objective`: ``batch`` holds ``"y"`` (±1) and optionally ``"logits0"``
+  (ŷ at θ0; default 0) and ``"params0"`` (θ0; default 0); ``hparams`` holds ``"ridge"`` and
+  ``"sd"``. Records the summed logistic loss ``"nll"``.
+  """
+  del step
+  centred = logits - batch["logits0"] if "logits0" in batch else logits
+  nll = logistic_loss(centred, batch["y"], kind="pm1", reduction="sum")
+  loss = (nll + l2_penalty(params, hparams["ridge"], batch.get("params0"))
+          + 0.5 * hparams["sd"] * jnp.sum(jnp.square(centred)))
+  return loss, {"nll": nll}
 
 
 def accuracy_binary(logits, y, *, kind: LabelKind | None = None):

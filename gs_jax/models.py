@@ -216,6 +216,61 @@ class NTKTwoLayerReLU(nn.Module):
     return nn.relu(h) @ a / jnp.sqrt(self.width)
 
 
+class LinearModel(nn.Module):
+  """The linearised model of eq 3, ``ŷ = Φ0 θ``, fed the rows of ``Φ0`` as inputs.
+
+  One parameter vector ``"theta"`` (m,), zero at initialisation (θ0 = 0, so ŷ0 = 0 and the
+  ridge of eq 5 is ``λ/2‖θ‖²``). Trained on the theory objective
+  (:func:`gs_jax.losses.theory_objective`) its optimum is the dual fixed point of
+  ``gs_jax.dual`` exactly (Theorem 2, Figure 5; docs/protocols.md §1, §3.2).
+  """
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    return x @ self.param("theta", nn.initializers.zeros, (x.shape[-1],), x.dtype)
+
+
+class FeatureScaledNet:
+  """A network reparametrised so that its first feature is κ times stronger, U and V unchanged.
+
+  ``θ = θ0 + P ω`` with ``P = I + (κ − 1) v v^T`` and ``v`` the first right singular vector of
+  ``YΦ0 = U S V^T`` (eq 4): then ``YΦ0 P = U diag(κ s1, s2, …) V^T``, so in the linear regime
+  only ``s1`` changes — the intervention of Theorem 2 (∂/∂s1² at fixed U) — while the network
+  stays a finite nonlinear net. The trainable parameters are ``{"omega": ω}`` (ω0 = 0, so the
+  ridge of eq 5 is ``λ/2‖ω‖²``); ``θ0`` (flat), ``v`` and ``κ`` live in a non-trainable
+  ``"frozen"`` collection (:meth:`variables`), so configurations with different θ0, v, κ are
+  vmapped as seeds. ``apply(variables, x, train=, rngs=, mutable=)`` is the interface of
+  :func:`gs_jax.train.make_train_step`.
+
+  Args:
+    apply_fn: ``apply_fn(params, x) -> (n,)`` logits of the base network.
+    unravel: maps a flat θ back to ``params`` (from ``jax.flatten_util.ravel_pytree``).
+  """
+
+  def __init__(self, apply_fn: Callable, unravel: Callable):
+    self.apply_fn, self.unravel = apply_fn, unravel
+
+  @staticmethod
+  def variables(theta0, v, kappa) -> dict:
+    """Initial variables: ω = 0 and the frozen ``θ0`` (flat, (m,)), ``v`` (m,) and ``κ``."""
+    theta0 = jnp.asarray(theta0)
+    return {"params": {"omega": jnp.zeros_like(theta0)},
+            "frozen": {"theta0": theta0, "v": jnp.asarray(v, theta0.dtype),
+                       "kappa": jnp.asarray(kappa, theta0.dtype)}}
+
+  @staticmethod
+  def theta(variables):
+    """The base network's flat parameters ``θ0 + ω + (κ − 1) v (v·ω)``."""
+    fr, w = variables["frozen"], variables["params"]["omega"]
+    return fr["theta0"] + w + (fr["kappa"] - 1.0) * fr["v"] * (fr["v"] @ w)
+
+  def apply(self, variables, x, train: bool = False, rngs=None, mutable=False):
+    del train, rngs
+    out = self.apply_fn(self.unravel(self.theta(variables)), x)
+    return (out, {"frozen": variables["frozen"]}) if mutable else out
+
+
 # ----------------------------------------------------------------------------- CIFAR CNNs
 
 # Per-channel statistics of the CIFAR-10 training set (docs/protocols.md §5; also used for CIFAR-2/100).

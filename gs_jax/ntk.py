@@ -334,5 +334,4 @@ def centred(apply_fn: ApplyFn, params0) -> ApplyFn:
 
 def ridge_from_init(params, params0, lam):
   """``λ/2 ‖θ − θ0‖²`` over every leaf (the ridge of eq 5 around the initialisation)."""
-  sq = jax.tree_util.tree_map(lambda p, q: jnp.sum(jnp.square(p - q)), params, params0)
-  return 0.5 * lam * sum(jax.tree_util.tree_leaves(sq))
+  return losses.l2_penalty(params, lam, params0)

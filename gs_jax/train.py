@@ -69,15 +69,23 @@ def make_optimizer(name: str = "sgd", learning_rate: float | optax.Schedule = 1e
   return optax.chain(optax.add_decayed_weights(weight_decay), opt) if weight_decay else opt
 
 
+def make_state(variables, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+  """The state at step 0 for given ``variables`` (``{"params": …, other collections…}``).
+
+  For initial parameters that are not a module's ``init`` (e.g. built from features at
+  initialisation, :class:`gs_jax.models.FeatureScaledNet`); ``key`` is the state's PRNG key.
+  """
+  params = variables["params"]
+  model_state = {k: v for k, v in variables.items() if k != "params"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=model_state, key=key)
+
+
 def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
                x: jax.Array) -> TrainState:
   """Initialises parameters on an example input ``x`` (its batch size is irrelevant)."""
   init_key, state_key = jax.random.split(key)
-  variables = model.init(init_key, x, train=False)
-  params = variables.pop("params") if isinstance(variables, dict) else variables["params"]
-  model_state = {k: v for k, v in variables.items() if k != "params"}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    model_state=model_state, key=state_key)
+  return make_state(dict(model.init(init_key, x, train=False)), tx, state_key)
 
 
 def apply_model(model, state: TrainState, x: jax.Array, *, train: bool = False,
@@ -255,6 +263,69 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
     return states, _concat_histories(histories)
 
   return train
+
+
+def objective_at(apply_fn, objective: Objective, states: TrainState, batches, hparams, *,
+                 shared_batch: bool = False):
+  """Logits, objective value and gradient norm ``‖∇θ objective‖₂`` at every seed's state.
+
+  The end point of a full-batch run (models in eval mode) and its convergence check; the
+  history of :func:`make_seed_trainer` holds the metrics *before* each update instead.
+  ``states``/``batches`` as in :func:`make_seed_trainer`. Returns three arrays with a
+  leading seed axis: logits (S, n, …), loss (S,), gradient norm (S,).
+  """
+  def one(state, batch):
+    def loss_fn(params):
+      logits, _ = apply_model(apply_fn, state, batch["x"], params=params)
+      return objective(logits, batch, params, state.step, hparams)[0], logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return logits, loss, optax.global_norm(grads)
+
+  return jax.jit(jax.vmap(one, in_axes=(0, None if shared_batch else 0)))(states, batches)
+
+
+def field_ascent(field: Callable, x0, step_size, num_steps: int, *,
+                 project: Callable | None = None, observe: Callable | None = None,
+                 every: int = 1):
+  """Fixed-step Euler iteration ``x_{t+1} = P(x_t + η F(x_t))`` of the flow ``ẋ = F(x)``.
+
+  Plain gradient ascent when ``F = ∇ψ`` (e.g. the dual eq 8 with ``F`` of eq 9,
+  ``gs_jax.dual.vector_field``), with an optional projection ``P`` (e.g. a clip into the
+  domain). Not an optax/params loop: ``x`` is any array (pytree) and ``F`` a vector field
+  on it. Traceable (one ``lax.scan``); jit it at the call site.
+
+  Args:
+    field: ``F(x)``, same structure as ``x``.
+    x0: starting point.
+    step_size: η.
+    num_steps: number of steps T ≥ 0.
+    project: ``P`` applied after every step (default: none).
+    observe: ``observe(x)`` recorded at ``t = 0, every, 2·every, …`` (≤ T).
+    every: recording interval (≥ 1).
+
+  Returns:
+    ``x_T``, or ``(x_T, observed)`` when ``observe`` is given, with ``observed`` stacked
+    along a leading axis of length ``T // every + 1``.
+  """
+  if every < 1 or num_steps < 0:
+    raise ValueError(f"need every >= 1 and num_steps >= 0; got every={every}, "
+                     f"num_steps={num_steps}")
+  project = project or (lambda x: x)
+
+  def step(_, x):
+    return project(jax.tree_util.tree_map(lambda a, g: a + step_size * g, x, field(x)))
+
+  def block(x, _):
+    x = jax.lax.fori_loop(0, every, step, x)
+    return x, observe(x) if observe is not None else None
+
+  x, seen = jax.lax.scan(block, x0, None, length=num_steps // every)
+  x = jax.lax.fori_loop(0, num_steps % every, step, x)
+  if observe is None:
+    return x
+  first = jax.tree_util.tree_map(lambda a: a[None], observe(x0))
+  return x, jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), first, seen)
 
 
 def _concat_histories(histories):
