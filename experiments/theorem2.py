@@ -16,8 +16,6 @@ unfinished width from its checkpoint (``ckpt/``); ``--overwrite`` starts afresh.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 
@@ -33,10 +31,6 @@ def _settings(part_cfg, chunk: int, drop=()) -> dict:
   """The settings that determine a part's numbers (``drop``: the sweep over runs)."""
   return {k: v for k, v in results.to_builtin({**part_cfg, "chunk": chunk}).items()
           if k not in drop}
-
-
-def _digest(settings: dict) -> str:
-  return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run(cfg) -> dict:
@@ -72,7 +66,7 @@ def run(cfg) -> dict:
       if "linear" in metrics:
         print(f"linear: found in {writer.results_path}, not rerun (--overwrite to redo)")
       else:
-        ckpt_dir = ckpt_root / f"linear_{_digest(lin_set)}"
+        ckpt_dir = ckpt_root / f"linear_{checkpoint.digest(lin_set)}"
         ckpts = {p: checkpoint.Checkpointer(ckpt_dir / p, every_seconds=cfg.checkpoint_seconds)
                  for p in starvation.PENALTIES}
         t0 = time.perf_counter()
@@ -90,7 +84,7 @@ def run(cfg) -> dict:
         if key in metrics["network"]:
           print(f"width {width}: found in {writer.results_path}, not retrained")
           continue
-        ckpt_dir = ckpt_root / f"network_{_digest(net_set)}" / f"width_{width}"
+        ckpt_dir = ckpt_root / f"network_{checkpoint.digest(net_set)}" / f"width_{width}"
         ckpt = checkpoint.Checkpointer(ckpt_dir, every_seconds=cfg.checkpoint_seconds)
         if ckpt.latest_step():
           print(f"width {width}: resuming from the checkpoint at step {ckpt.latest_step()}")

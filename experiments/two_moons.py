@@ -49,7 +49,10 @@ def run(cfg) -> dict:
       print(f"{name}: found in {writer.results_path}, not retrained (--overwrite to redo)")
       continue
     t0 = time.perf_counter()
-    ckpt = checkpoint.Checkpointer(writer.out_dir / "ckpt" / name)
+    # One folder per panel settings: a changed panel never resumes a stale checkpoint.
+    settings = {"panel": results.to_builtin(panel), "seeds": cfg.seeds}
+    ckpt = checkpoint.Checkpointer(
+        writer.out_dir / "ckpt" / f"{name}-{checkpoint.digest(settings)}", fingerprint=settings)
     states, history, data = moons.train_panel(panel, seeds, trainers=trainers, desc=name,
                                               progress=cfg.progress, checkpoint=ckpt)
     train_s = time.perf_counter() - t0

@@ -7,12 +7,23 @@ uninterrupted one (tested).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 import jax
 import numpy as np
+
+_FINGERPRINT = "_fingerprint"
+
+
+def digest(settings: Any) -> str:
+  """A short stable name for JSON-able ``settings`` (e.g. a checkpoint folder per config):
+  equal settings, equal digest, whatever the key order."""
+  import hashlib
+  text = json.dumps(settings, sort_keys=True, default=str)
+  return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 class Checkpointer:
@@ -23,14 +34,19 @@ class Checkpointer:
     every_seconds: :meth:`maybe_save` saves at most this often (``force=True`` always saves);
       checkpointing is a wall-clock decision only, it never changes what is computed.
     max_to_keep: how many checkpoints stay on disk.
+    fingerprint: optional JSON-able description of everything the run's numbers depend on
+      (e.g. its config). It is stored with every checkpoint, and :meth:`restore` refuses a
+      checkpoint written under another fingerprint, so a changed config never silently
+      continues a stale run.
   """
 
   def __init__(self, directory: str | os.PathLike, *, every_seconds: float = 60.0,
-               max_to_keep: int = 2):
+               max_to_keep: int = 2, fingerprint: Any = None):
     import orbax.checkpoint as ocp  # lazy: a slow import
     self._ocp = ocp
     self.directory = os.path.abspath(os.fspath(directory))
     self.every_seconds = every_seconds
+    self.fingerprint = None if fingerprint is None else json.loads(json.dumps(fingerprint))
     self._last = time.monotonic()
     self._mgr = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
@@ -42,8 +58,11 @@ class Checkpointer:
   def save(self, step: int, state: Any, history: Any = None, meta: dict | None = None) -> None:
     """Writes checkpoint ``step`` (waits until it is on disk)."""
     ocp = self._ocp
+    meta = dict(meta or {})
+    if self.fingerprint is not None:
+      meta[_FINGERPRINT] = self.fingerprint
     items = {"state": ocp.args.StandardSave(jax.device_get(state)),
-             "meta": ocp.args.JsonSave(meta or {})}
+             "meta": ocp.args.JsonSave(meta)}
     if history is not None:
       items["history"] = ocp.args.StandardSave(jax.device_get(history))
     self._mgr.save(int(step), args=ocp.args.Composite(**items), force=True)
@@ -75,6 +94,11 @@ class Checkpointer:
     if with_history:
       items["history"] = ocp.args.StandardRestore()
     out = self._mgr.restore(step, args=ocp.args.Composite(**items))
+    stored = out["meta"].pop(_FINGERPRINT, None)
+    if self.fingerprint is not None and stored != self.fingerprint:
+      raise ValueError(f"the checkpoint in {self.directory} belongs to another run (written "
+                       f"for {stored}, this run is {self.fingerprint}); start afresh with "
+                       f"--overwrite or choose another out_dir")
     history = out["history"] if with_history else None
     return step, out["state"], history, out["meta"]
 

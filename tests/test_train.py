@@ -169,3 +169,17 @@ def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for k in full_hist:
     np.testing.assert_array_equal(full_hist[k], hist[k])
+
+
+def test_checkpoint_refuses_another_runs_fingerprint(tmp_path):
+  from gs_jax import checkpoint
+  state = {"w": np.arange(3.0, dtype=np.float32)}
+  checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).save(5, state)
+  step, restored, _, meta = checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).restore(
+      state)
+  assert step == 5 and meta == {}
+  np.testing.assert_array_equal(restored["w"], state["w"])
+  with pytest.raises(ValueError, match="belongs to another run"):
+    checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.2}).restore(state)
+  assert checkpoint.digest({"a": 1, "b": [1, 2]}) == checkpoint.digest({"b": [1, 2], "a": 1})
+  assert checkpoint.digest({"a": 1}) != checkpoint.digest({"a": 2})
