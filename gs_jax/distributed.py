@@ -105,8 +105,10 @@ def from_config(cfg) -> bool:
 
 
 def is_main() -> bool:
-  """True on the process that writes results, logs and figures (process 0)."""
-  return jax.process_index() == 0
+  """True on the process that writes results, logs and figures (process 0; True without
+  ``jax.distributed``). Reads the runtime's state without starting JAX's backends."""
+  from jax._src import distributed as _dist
+  return not _dist.global_state.process_id
 
 
 def to_global(tree, sharding):
