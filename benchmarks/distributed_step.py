@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 
+from gs_jax import distributed
+
 
 def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int) -> None:
   import jax
   import jax.numpy as jnp
 
-  from gs_jax import devices as devs, distributed, models, train
+  from gs_jax import devices as devs, models, train
   from gs_jax.data import cifar
   devs.use_cpu_devices(devices)
   if nproc > 1:
@@ -58,15 +59,9 @@ def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int
     print(f"RESULT {np.median(times) * 1e3:.2f}", flush=True)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def measure(nproc: int, devices: int, batch: int, steps: int) -> float:
   """Median step time (ms) of ``nproc`` processes with ``devices`` CPU devices each."""
-  port = _free_port()
+  port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "benchmarks.distributed_step", "--worker", str(nproc), str(i),

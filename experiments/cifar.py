@@ -47,9 +47,7 @@ def run(cfg) -> dict:
   if cfg.overwrite and distributed.is_main():
     shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
     writer.log_path.unlink(missing_ok=True)
-  if jax.process_count() > 1:   # nobody opens the checkpoints before process 0 removed them
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("cifar: out_dir ready")
+  distributed.barrier("cifar: out_dir ready")   # after process 0 removed old checkpoints
   data = cifar.head(cifar.load(cfg.dataset, cfg.data_dir or None), cfg.train_limit,
                     cfg.test_limit)
   n = len(data.x_train)
@@ -111,6 +109,7 @@ def run(cfg) -> dict:
   metrics, per_seed, extras = summarise(cfg, data, train_pred, ev, history, train_s,
                                        time.perf_counter() - t0)
   writer.write(metrics, per_seed, **extras)
+  distributed.barrier("cifar: results written")
   r = results.read_json(writer.results_path)
   m = r["metrics"]
   print(f"{cfg.out_dir}: train {m['train_acc']:.4f} | test IID {m['test_iid_acc']['full']:.4f} "

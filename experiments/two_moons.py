@@ -34,9 +34,7 @@ def run(cfg) -> dict:
     if distributed.is_main():
       shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
     prev = {}
-  if jax.process_count() > 1:   # nobody opens the checkpoints before process 0 removed them
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("two_moons: out_dir ready")
+  distributed.barrier("two_moons: out_dir ready")   # after process 0 removed old checkpoints
   names = [n for n in cfg.only if n] or list(cfg.panels)
   metrics, per_seed = dict(prev.get("metrics", {})), dict(prev.get("per_seed", {}))
   panels_done = dict(prev.get("config", {}).get("panels", {}))
@@ -75,6 +73,7 @@ def run(cfg) -> dict:
           f"per-seed min {m['per_seed_margin_min_mean']:+.4f}  ({train_s:.1f}s train)")
   if distributed.is_main():
     print("wrote", *two_moons_figures.draw(cfg.out_dir, names), writer.results_path)
+  distributed.barrier("two_moons: results written")
   return results.read_json(writer.results_path)
 
 

@@ -198,10 +198,10 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   and the flags or the cluster ask for it (:func:`gs_jax.distributed.from_config`), both
   before any computation, and return ``run(config)``."""
   cfg = parse(module, argv, prog=prog)
+  if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
+    from gs_jax import distributed
+    distributed.from_config(cfg)
   if "cpu_devices" in cfg:
     from gs_jax import devices
     devices.use_cpu_devices(cfg.cpu_devices)
-  if "num_processes" in cfg:
-    from gs_jax import distributed
-    distributed.from_config(cfg)
   return run(cfg)

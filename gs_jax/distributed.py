@@ -76,6 +76,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     raise ValueError(
         "a multi-process run needs --coordinator_address=host:port, --num_processes=N >= 2 and "
         f"--process_id in [0, N); got {coordinator_address!r}, {num_processes}, {process_id}")
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    raise RuntimeError("jax.distributed must start before JAX's first computation (or "
+                       "jax.devices()); this process has already started its backends")
   if timeout_s < 2:
     raise ValueError(f"timeout_s must be >= 2 seconds; got {timeout_s}")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -102,6 +106,22 @@ def from_config(cfg) -> bool:
   return initialize(cfg.coordinator_address or None, cfg.num_processes or None,
                     None if cfg.process_id < 0 else cfg.process_id,
                     timeout_s=cfg.dist_timeout_s)
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches ``barrier(name)`` (nothing with one process): e.g.
+  before reading what process 0 has written."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+  """A TCP port free on ``host`` now: the coordinator's for several local processes."""
+  import socket
+  with socket.socket() as s:
+    s.bind((host, 0))
+    return s.getsockname()[1]
 
 
 def is_main() -> bool:

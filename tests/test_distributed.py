@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,10 @@ TIMEOUT_S = 4
 EXIT_BOUND_S = TIMEOUT_S + 1 + 10
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _start(task, out, nproc, devices, *extra):
   """Starts ``nproc`` worker processes; returns the Popen objects."""
   os.makedirs(out, exist_ok=True)
-  port = _free_port()
+  port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
   env.pop("XLA_FLAGS", None)
   return [subprocess.Popen(
@@ -67,7 +60,7 @@ def _run(task, out, nproc, devices, *extra):
 
 # ----------------------------------------------------------------------------- one process
 
-def test_a_plain_run_starts_nothing_and_incomplete_flags_are_refused(monkeypatch):
+def test_a_plain_run_starts_nothing_and_bad_or_late_starts_are_refused(monkeypatch):
   for var in list(os.environ):
     if var.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR")):
       monkeypatch.delenv(var)
@@ -76,6 +69,9 @@ def test_a_plain_run_starts_nothing_and_incomplete_flags_are_refused(monkeypatch
     distributed.initialize("127.0.0.1:1234", 2, None)
   with pytest.raises(ValueError, match="--coordinator_address"):
     distributed.initialize(None, 2, 0)
+  jax.devices()   # this process's backends have started: too late to join a job
+  with pytest.raises(RuntimeError, match="before JAX's first computation"):
+    distributed.initialize("127.0.0.1:1234", 2, 0)
 
 
 def test_every_experiment_config_has_the_distributed_flags():
