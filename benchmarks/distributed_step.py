@@ -29,9 +29,9 @@ def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int
 
   from gs_jax import devices as devs, models, train
   from gs_jax.data import cifar
-  devs.use_cpu_devices(devices)
-  if nproc > 1:
+  if nproc > 1:   # before use_cpu_devices, which may start JAX's backends
     distributed.initialize(f"127.0.0.1:{port}", nproc, pid, timeout_s=30, verbose=False)
+  devs.use_cpu_devices(devices)
   rng = np.random.default_rng(0)
   n = batch * 4
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)

@@ -16,10 +16,13 @@ Failure: every process sends a heartbeat to the coordination service (process 0)
 every survivor is terminated by the runtime (SIGABRT, exit status 134, or −6 from
 ``subprocess``) with the message ``Terminating process because the JAX distributed service
 detected fatal errors … The following tasks are unhealthy (stopped sending heartbeats):
-/job:jax_worker/replica:0/task:<i>``. If process 0 (the coordinator) dies, the others abort
+/job:jax_worker/replica:0/task:<i>``; or, when a collective is running, gloo notices the dead
+peer first (``ValueError: … Gloo all-reduce failed … Connection reset by peer``) and the
+shutdown that follows reports ``Task /job:jax_worker/replica:0/task:<i> heartbeat timeout``
+(non-zero exit either way). If process 0 (the coordinator) dies, the others abort
 at their next heartbeat (``Failed to send RPC to coordination service``). A process that never
 shows up makes the others fail after ``init_timeout_s``. Measured (tests/test_distributed.py):
-with ``timeout_s=5`` the survivor exits ≈ 5–7 s after the kill. Note that the runtime catches
+with ``timeout_s=4`` the survivor exits ≈ 5 s after the kill (bound asserted: 15 s). Note that the runtime catches
 SIGTERM (preemption notice) and keeps running: stop a job with SIGKILL or let the scheduler do it.
 
 Data placement helpers work the same with one process or many: :func:`to_global` builds a

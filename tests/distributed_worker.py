@@ -79,10 +79,10 @@ def main():
   p.add_argument("--timeout_s", type=int, default=60)
   a = p.parse_args()
   from gs_jax import devices, distributed
-  devices.use_cpu_devices(int(a.devices))
-  if int(a.nproc) > 1:
+  if int(a.nproc) > 1:   # before use_cpu_devices, which may start JAX's backends
     distributed.initialize(f"127.0.0.1:{a.port}", int(a.nproc), int(a.pid),
                            timeout_s=a.timeout_s, init_timeout_s=60)
+  devices.use_cpu_devices(int(a.devices))
   t0 = time.perf_counter()
   params, loss = {"cifar": cifar_task, "moons": moons_task, "wait": wait_task}[a.task](
       a.out, a.die_after)

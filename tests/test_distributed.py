@@ -115,7 +115,11 @@ def test_a_killed_process_stops_the_survivor_with_a_clear_message(tmp_path):
   assert rc1 == -signal.SIGKILL
   assert rc0 != 0 and rc0 != -signal.SIGKILL, out0[-2000:]   # it stopped by itself
   assert elapsed < EXIT_BOUND_S, f"survivor took {elapsed:.1f} s"
-  assert "stopped sending heartbeats" in out0 and "task:1" in out0, out0[-2000:]
+  # Either the heartbeat check fires first ("The following tasks are unhealthy (stopped
+  # sending heartbeats): /job:jax_worker/replica:0/task:1"), or gloo sees the dead peer's
+  # socket first ("Gloo all-reduce failed … Connection reset by peer") and the shutdown then
+  # reports "Task /job:jax_worker/replica:0/task:1 heartbeat timeout": both name the process.
+  assert "task:1" in out0 and "heartbeat" in out0, out0[-2000:]
   print(f"survivor exited {elapsed:.1f} s after the kill, status {rc0}")
 
 
