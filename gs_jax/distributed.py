@@ -19,11 +19,12 @@ detected fatal errors … The following tasks are unhealthy (stopped sending hea
 /job:jax_worker/replica:0/task:<i>``; or, when a collective is running, gloo notices the dead
 peer first (``ValueError: … Gloo all-reduce failed … Connection reset by peer``) and the
 shutdown that follows reports ``Task /job:jax_worker/replica:0/task:<i> heartbeat timeout``
-(non-zero exit either way). If process 0 (the coordinator) dies, the others abort
-at their next heartbeat (``Failed to send RPC to coordination service``). A process that never
-shows up makes the others fail after ``init_timeout_s``. Measured (tests/test_distributed.py):
-with ``timeout_s=4`` the survivor exits ≈ 5 s after the kill (bound asserted: 15 s). Note that the runtime catches
-SIGTERM (preemption notice) and keeps running: stop a job with SIGKILL or let the scheduler do it.
+(non-zero exit either way). If process 0 (the coordinator) dies, the others abort as soon as
+their error poll sees the closed connection (``Failed to send RPC to coordination service …
+Socket closed``; measured: at once). A process that never shows up makes the others fail after
+``init_timeout_s``. Measured (tests/test_distributed.py): with ``timeout_s=4`` the survivor
+exits ≈ 5 s after the kill (bound asserted: 15 s). The runtime catches SIGTERM (a preemption
+notice) and keeps running: stop a job with SIGKILL or let the scheduler do it.
 
 Data placement helpers work the same with one process or many: :func:`to_global` builds a
 global ``jax.Array`` from a host value every process holds in full (each process puts only its

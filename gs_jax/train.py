@@ -192,10 +192,10 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
   after another in Python), and the seed axis is split over ``devices`` (default: all devices
   of all processes; see :func:`seed_sharding`). In a multi-process run every process passes
   the same (host) ``states`` and ``batches``, places only its own seeds, and gets every seed's
-  states and history back as NumPy arrays (all-gathered). The initial ``states`` are explicit (e.g. from
-  :func:`make_seed_init`). Steps run in compiled chunks of ``chunk`` scan steps so that a tqdm
-  bar can advance between them; the chunk program is compiled once per chunk length and reused
-  across calls (``hparams`` are traced and do not recompile).
+  states and history back as NumPy arrays (all-gathered). The initial ``states`` are
+  explicit (e.g. from :func:`make_seed_init`). Steps run in compiled chunks of ``chunk`` scan
+  steps so that a tqdm bar can advance between them; the chunk program is compiled once per
+  chunk length and reused across calls (``hparams`` are traced and do not recompile).
 
   Args:
     shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
