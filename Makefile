@@ -9,7 +9,8 @@ export GS_DATA_DIR
 CMNIST_METHODS ?= erm sd irm rex oracle
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
-        cmnist cifar cifar2_cpu bench-two-moons bench-dual bench-cmnist bench-cifar clean-venv
+        cmnist cifar cifar2_cpu bench-two-moons bench-dual bench-cmnist bench-cifar \
+        bench-distributed clean-venv
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -72,6 +73,9 @@ bench-cmnist: .venv/.installed
 
 bench-cifar: .venv/.installed
 	$(PY) -m benchmarks.cifar_speed $(ARGS)
+
+bench-distributed: .venv/.installed
+	$(PY) -m benchmarks.distributed_step $(ARGS)
 
 clean-venv:
 	rm -rf .venv

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from gs_jax import distributed
+
 PRESETS = ("cpu", "paper")
 
 HELP = {
@@ -69,7 +71,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       eval_batch=500, margin_n=500 if preset == "cpu" else -1, margin_eps_max=0.05,
       margin_bisection=6 if preset == "cpu" else 7, strong_n=0 if preset == "cpu" else 1000,
       train_limit=0, test_limit=0,
-      chunk=10, progress=True, cpu_devices=1))
+      chunk=10, progress=True, cpu_devices=1, **distributed.config_fields()))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from gs_jax import distributed
+
 PRESETS = ("paper", "published", "released", "long")
 
 HELP = {
@@ -94,7 +96,7 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
       panels=ml_collections.ConfigDict(panels, sort_keys=False), only=(), seeds=10, steps_scale=1.0,
       out_dir=f"runs/two_moons/{preset}", figure=figure, ncols=ncols,
       map_resolution=100, margin_resolution=400, overwrite=False, plot_only=False,
-      progress=True, cpu_devices=0))
+      progress=True, cpu_devices=0, **distributed.config_fields()))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

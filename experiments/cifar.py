@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from configs import cifar as configs
-from gs_jax import attacks, checkpoint, cli, models, results, train
+from gs_jax import attacks, checkpoint, cli, distributed, models, results, train
 from gs_jax.data import cifar
 
 OOD_EPS = {"eps_0.05": 0.05, "eps_5/255": 5.0 / 255.0}
@@ -44,9 +44,10 @@ def run(cfg) -> dict:
   """Trains (or resumes) and evaluates one run; writes and returns ``results.json``."""
   cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
   writer = results.RunWriter(cfg.out_dir, "cifar", cfg)
-  if cfg.overwrite:
+  if cfg.overwrite and distributed.is_main():
     shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
     writer.log_path.unlink(missing_ok=True)
+  distributed.barrier("cifar: out_dir ready")   # after process 0 removed old checkpoints
   data = cifar.head(cifar.load(cfg.dataset, cfg.data_dir or None), cfg.train_limit,
                     cfg.test_limit)
   n = len(data.x_train)
@@ -85,6 +86,10 @@ def run(cfg) -> dict:
       desc=f"{cfg.dataset} {'ERM' if cfg.sd_lambda == 0 else 'SD'} s{cfg.seed}")
   train_s, t0 = time.perf_counter() - t0, time.perf_counter()
 
+  if jax.process_count() > 1:
+    # Evaluation (cheap next to training) runs whole on every process's own devices; the
+    # results are the same everywhere and process 0 writes them.
+    state, mesh = distributed.to_host(state), train.data_mesh(jax.local_devices())
   shard = train.batch_sharded(mesh)
 
   def prepare(xb, yb):
@@ -104,6 +109,7 @@ def run(cfg) -> dict:
   metrics, per_seed, extras = summarise(cfg, data, train_pred, ev, history, train_s,
                                        time.perf_counter() - t0)
   writer.write(metrics, per_seed, **extras)
+  distributed.barrier("cifar: results written")
   r = results.read_json(writer.results_path)
   m = r["metrics"]
   print(f"{cfg.out_dir}: train {m['train_acc']:.4f} | test IID {m['test_iid_acc']['full']:.4f} "

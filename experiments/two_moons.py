@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis import two_moons_figures
 from configs import two_moons as configs
-from gs_jax import checkpoint, cli, moons, results
+from gs_jax import checkpoint, cli, distributed, moons, results
 
 
 def scaled_panel(cfg, name):
@@ -31,8 +31,10 @@ def run(cfg) -> dict:
   writer = results.RunWriter(cfg.out_dir, "two_moons", cfg)
   prev = writer.previous() or {}
   if cfg.overwrite:
-    shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
+    if distributed.is_main():
+      shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
     prev = {}
+  distributed.barrier("two_moons: out_dir ready")   # after process 0 removed old checkpoints
   names = [n for n in cfg.only if n] or list(cfg.panels)
   metrics, per_seed = dict(prev.get("metrics", {})), dict(prev.get("per_seed", {}))
   panels_done = dict(prev.get("config", {}).get("panels", {}))
@@ -61,8 +63,9 @@ def run(cfg) -> dict:
     m, s, grid = moons.evaluate_panel(panel, states, history, data,
                                       map_resolution=cfg.map_resolution,
                                       margin_resolution=cfg.margin_resolution)
-    map_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(map_path, xs=grid[0], ys=grid[1], z=grid[2])
+    if distributed.is_main():   # every process has every seed (all-gathered); one writes
+      map_path.parent.mkdir(parents=True, exist_ok=True)
+      np.savez(map_path, xs=grid[0], ys=grid[1], z=grid[2])
     metrics[name] = {**m, "seeds": cfg.seeds, "train_time_s": train_s}
     per_seed[name] = s
     panels_done[name] = results.to_builtin(panel)
@@ -71,7 +74,9 @@ def run(cfg) -> dict:
     print(f"{name:12s} acc {m['train_accuracy']:.4f}  loss {m['final_loss']:.4f}  "
           f"margin min {m['margin_min']:+.4f} median {m['margin_median']:.4f}  "
           f"per-seed min {m['per_seed_margin_min_mean']:+.4f}  ({train_s:.1f}s train)")
-  print("wrote", *two_moons_figures.draw(cfg.out_dir, names), writer.results_path)
+  if distributed.is_main():
+    print("wrote", *two_moons_figures.draw(cfg.out_dir, names), writer.results_path)
+  distributed.barrier("two_moons: results written")
   return results.read_json(writer.results_path)
 
 

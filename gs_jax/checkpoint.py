@@ -4,6 +4,11 @@ Every loop in :mod:`gs_jax.train` takes an optional :class:`Checkpointer`; start
 the same command, a run restores the latest checkpoint and continues. The loops are
 deterministic functions of (state, step), so a resumed run ends with the same numbers as an
 uninterrupted one (tested).
+
+Multi-process runs: every process calls :meth:`~Checkpointer.save` and
+:meth:`~Checkpointer.restore` together (orbax synchronises them; process 0 finalises the
+checkpoint), with global arrays fetched to the host first (:func:`gs_jax.distributed.to_host`);
+the directory must be on a filesystem every process sees.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from gs_jax import distributed
 
 _FINGERPRINT = "_fingerprint"
 
@@ -61,10 +68,10 @@ class Checkpointer:
     meta = dict(meta or {})
     if self.fingerprint is not None:
       meta[_FINGERPRINT] = self.fingerprint
-    items = {"state": ocp.args.StandardSave(jax.device_get(state)),
+    items = {"state": ocp.args.StandardSave(distributed.to_host(state)),
              "meta": ocp.args.JsonSave(meta)}
     if history is not None:
-      items["history"] = ocp.args.StandardSave(jax.device_get(history))
+      items["history"] = ocp.args.StandardSave(distributed.to_host(history))
     self._mgr.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._mgr.wait_until_finished()
     self._last = time.monotonic()
@@ -89,7 +96,7 @@ class Checkpointer:
     ocp = self._ocp
     abstract = jax.tree_util.tree_map(
         lambda a: np.zeros(np.shape(a), np.asarray(a).dtype) if hasattr(a, "shape") else a,
-        jax.device_get(template))
+        distributed.to_host(template))
     items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
     if with_history:
       items["history"] = ocp.args.StandardRestore()

@@ -44,6 +44,11 @@ COMMON_HELP = {
     "overwrite": "start afresh instead of resuming what out_dir already holds",
     "cpu_devices": "CPU devices to split seeds/batches over (0: one per core; 1: JAX's default "
                    "single device); ignored on GPU",
+    "coordinator_address": "host:port of process 0 for a multi-process run (jax.distributed); "
+                           "empty: auto-detected on Slurm/TPU/MPI, else a single process",
+    "num_processes": "number of processes of a multi-process run (0: auto-detect / one)",
+    "process_id": "this process's index in [0, num_processes) (-1: auto-detect)",
+    "dist_timeout_s": "a process silent this long counts as dead: the others exit non-zero",
 }
 
 
@@ -189,8 +194,13 @@ def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.C
 
 def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: str):
   """An experiment's ``main``: parse ``module``'s config, give JAX one CPU device per core when
-  the config has ``cpu_devices`` (before any computation), and return ``run(config)``."""
+  the config has ``cpu_devices`` and start ``jax.distributed`` when it has ``num_processes``
+  and the flags or the cluster ask for it (:func:`gs_jax.distributed.from_config`), both
+  before any computation, and return ``run(config)``."""
   cfg = parse(module, argv, prog=prog)
+  if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
+    from gs_jax import distributed
+    distributed.from_config(cfg)
   if "cpu_devices" in cfg:
     from gs_jax import devices
     devices.use_cpu_devices(cfg.cpu_devices)

@@ -130,12 +130,18 @@ def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _is_main() -> bool:
+  from gs_jax import distributed   # imports jax: only when something is written
+  return distributed.is_main()
+
+
 class RunWriter:
   """Writes one run directory: ``results.json`` (atomic) and ``metrics.jsonl``.
 
   ``RunWriter(out_dir, "two_moons", config)`` records the start time and provenance;
   :meth:`log` appends a training-metrics line; :meth:`write` (call it as often as useful,
   e.g. after every finished configuration) replaces ``results.json`` with the current state.
+  In a multi-process run only process 0 writes (the others' calls do nothing).
   """
 
   def __init__(self, out_dir: str | os.PathLike, experiment: str, config):
@@ -160,6 +166,8 @@ class RunWriter:
 
   def log(self, step: int, **metrics) -> None:
     """Appends ``{"step": step, **metrics}`` as one JSON line (flushed)."""
+    if not _is_main():
+      return
     line = json.dumps(to_builtin({"step": int(step), **metrics}))
     with open(self.log_path, "a") as f:
       f.write(line + "\n")
@@ -168,6 +176,8 @@ class RunWriter:
                   **fields) -> None:
     """Logs rows of a stacked history (``{name: (steps, ...) array}``) every ``every`` steps;
     per-seed arrays are logged as lists. ``fields`` are added to every line."""
+    if not _is_main():
+      return
     history = {k: np.asarray(v) for k, v in history.items()}
     length = len(next(iter(history.values())))
     lines = []
@@ -180,6 +190,8 @@ class RunWriter:
   def write(self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None,
             **extra) -> Path:
     """Atomically writes results.json with the config, provenance and the given values."""
+    if not _is_main():
+      return self.results_path
     if self._provenance is None:
       self._provenance = provenance()
     data = {

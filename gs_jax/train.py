@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gs_jax import losses
+from gs_jax import distributed, losses
 
 Objective = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -158,14 +158,15 @@ def fit(train_step: Callable, state: TrainState, batch, hparams, num_steps: int)
 
 def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
   """Splits a leading seed axis of length ``num_seeds`` over as many of ``devices`` (default:
-  all local devices) as divide it; every seed's computation then runs on one device.
+  all devices, of every process in a multi-process run) as divide it; every seed's
+  computation then runs on one device.
 
   On CPU, ``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` (before JAX's first
   computation; the experiment CLIs do it) makes one device per core, so independent seeds
   train on all cores in parallel (1.7× on 2 cores for the two-moons net).
   """
   import numpy as np
-  devices = jax.local_devices() if devices is None else list(devices)
+  devices = jax.devices() if devices is None else list(devices)
   count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
   mesh = jax.sharding.Mesh(np.asarray(devices[:count]), ("seeds",))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
@@ -196,11 +197,13 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
 
   ``apply_fn`` is a Flax module's ``apply`` (or the module). All seeds train in one compiled
   program: :func:`fit` is ``vmap``-ed over the seed axis (the released code trains seeds one
-  after another in Python), and the seed axis is split over ``devices`` (default: all local
-  devices; see :func:`seed_sharding`). The initial ``states`` are explicit (e.g. from
-  :func:`make_seed_init`). Steps run in compiled chunks of ``chunk`` scan steps so that a tqdm
-  bar can advance between them; the chunk program is compiled once per chunk length and reused
-  across calls (``hparams`` are traced and do not recompile).
+  after another in Python), and the seed axis is split over ``devices`` (default: all devices
+  of all processes; see :func:`seed_sharding`). In a multi-process run every process passes
+  the same (host) ``states`` and ``batches``, places only its own seeds, and gets every seed's
+  states and history back as NumPy arrays (all-gathered). The initial ``states`` are
+  explicit (e.g. from :func:`make_seed_init`). Steps run in compiled chunks of ``chunk`` scan
+  steps so that a tqdm bar can advance between them; the chunk program is compiled once per
+  chunk length and reused across calls (``hparams`` are traced and do not recompile).
 
   Args:
     shared_batch: if True, ``batches`` has no seed axis and all seeds see the same data;
@@ -233,7 +236,9 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
     num_seeds = len(jax.tree_util.tree_leaves(states)[0])
     sharding = seed_sharding(num_seeds, devices)
     if not shared_batch:
-      batches = jax.device_put(batches, sharding)
+      batches = distributed.to_global(batches, sharding)
+    elif jax.process_count() > 1:
+      batches = distributed.to_global(batches, replicated(sharding.mesh))
     histories, done = [], 0
     restored = checkpoint.restore(states, with_history=True) if checkpoint else None
     if restored is not None:
@@ -242,7 +247,7 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
         raise ValueError(f"checkpoint at step {done} is past num_steps={num_steps}")
       histories.append(history)
     # Committing every chunk's input to the same sharding keeps one compiled chunk program.
-    states = jax.device_put(states, sharding)
+    states = distributed.to_global(states, sharding)
     with tqdm(total=num_steps, initial=done, desc=desc, disable=not progress,
               leave=False) as bar:
       while done < num_steps:
@@ -250,7 +255,7 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
         states, hist = run_chunk(states, batches, hparams, length)
         states = jax.device_put(states, sharding)
         # Wait for the chunk, so that the bar shows computed (not just dispatched) steps.
-        hist = jax.device_get(hist)
+        hist = distributed.to_host(hist)
         histories.append(hist)
         done += length
         bar.update(length)
@@ -260,6 +265,8 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
           if len(histories) > 1:   # keep one stacked history, so saving stays cheap
             histories = [_concat_histories(histories)]
           checkpoint.maybe_save(done, states, histories[0], force=done == num_steps)
+    if jax.process_count() > 1:   # every seed on every process, for evaluation and results
+      states = distributed.to_host(states)
     return states, _concat_histories(histories)
 
   return train
@@ -336,9 +343,10 @@ def _concat_histories(histories):
 # ----------------------------------------------------------------------------- minibatch SGD
 
 def data_mesh(devices=None):
-  """A 1-D ``jax.sharding.Mesh`` over ``devices`` (default: all local devices), axis "data"."""
+  """A 1-D ``jax.sharding.Mesh`` over ``devices`` (default: all devices of all processes),
+  axis "data"."""
   import numpy as np
-  devices = jax.local_devices() if devices is None else devices
+  devices = jax.devices() if devices is None else devices
   return jax.sharding.Mesh(np.asarray(devices), ("data",))
 
 
@@ -366,13 +374,19 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   statistics), so the result equals the one-device result up to float reassociation.
   ``metrics`` are stacked per step, shape (k,).
 
+  In a multi-process run (``jax.process_count() > 1``) ``x_all``/``y_all`` stay on the host
+  (NumPy) and every process feeds only its own rows of each global batch
+  (:func:`gs_jax.distributed.feed_batch`); the compiled step is the same.
+
   The k steps are a Python loop over one compiled step rather than a ``lax.scan``: on XLA:CPU
   (jax 0.5) convolutions inside a while loop ran ~25× slower than the same step called
   directly (measured on the cpu CIFAR CNN), and the dispatch cost per call is negligible.
   """
   @functools.partial(jax.jit, donate_argnums=0)
   def one(state, x_all, y_all, ids, hparams):
-    xb, yb = x_all[ids], y_all[ids]
+    return fed(state, x_all[ids], y_all[ids], hparams)
+
+  def fed(state, xb, yb, hparams):
     if mesh is not None:
       xb = jax.lax.with_sharding_constraint(xb, batch_sharded(mesh))
       yb = jax.lax.with_sharding_constraint(yb, batch_sharded(mesh))
@@ -380,12 +394,19 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
       xb = preprocess(jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1), xb)
     return train_step(state, {"x": xb, "y": yb}, hparams)
 
+  multi = mesh is not None and jax.process_count() > 1
+  fed_jit = jax.jit(fed, donate_argnums=0)
+
   def run(state, x_all, y_all, idx, hparams):
     if mesh is not None and idx.shape[1] % mesh.size:
       raise ValueError(f"batch size {idx.shape[1]} is not divisible by the {mesh.size} devices")
     history = []
     for ids in idx:
-      state, metrics = one(state, x_all, y_all, ids, hparams)
+      if multi:
+        b = distributed.feed_batch(batch_sharded(mesh), {"x": x_all, "y": y_all}, ids)
+        state, metrics = fed_jit(state, b["x"], b["y"], hparams)
+      else:
+        state, metrics = one(state, x_all, y_all, ids, hparams)
       history.append(metrics)
     return state, jax.tree_util.tree_map(lambda *m: jnp.stack(m), *history)
 
@@ -450,7 +471,9 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
     if start > num_epochs:
       raise ValueError(f"checkpoint at epoch {start} is past num_epochs={num_epochs}")
     history = list(meta["history"])
-  if mesh is not None:
+  if mesh is not None and jax.process_count() > 1:   # data stay on the host: fed per batch
+    state = distributed.to_global(state, replicated(mesh))
+  elif mesh is not None:
     state, data = jax.device_put((state, dict(data)), replicated(mesh))
   if start == num_epochs:
     return state, history
