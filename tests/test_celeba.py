@@ -108,3 +108,126 @@ def test_center_crop_is_the_released_crop_scaled_to_the_image():
   half = np.zeros((109, 89, 3), np.uint8)
   half[10:99] = 255                            # half-size copy: an 89×89 crop
   assert celeba.center_crop_resize(Image.fromarray(half), 32).min() == 255
+
+
+# ----------------------------------------------------------------------------- end to end
+
+import json
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--preset=cpu", "--method=lff", "--epochs=3", "--batch_size=16", "--chunk=2",
+        "--image_size=32", "--eval_batch=16", "--no_progress"]
+# A hard kill (no cleanup, like SIGKILL) once step 6 is done, i.e. inside epoch 2 of 4 steps.
+_KILLED = """
+import os, sys
+from gs_jax import train
+fit = train.fit_minibatch
+def killed_in_epoch_2(*args, **kwargs):
+  def hook(step, metrics):
+    if step >= 6:
+      os._exit(3)
+  return fit(*args, on_chunk=hook, **kwargs)
+train.fit_minibatch = killed_in_epoch_2
+from experiments import celeba
+celeba.main(sys.argv[1:])
+"""
+
+
+def _run(args, code=None):
+  cmd = ["-c", code, *args] if code else ["-m", "experiments.celeba", *args]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=600)
+
+
+def _history(path):
+  return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lff_run_on_the_fixture_and_resume_after_kill_is_bit_identical(tmp_path):
+  from experiments import celeba as exp
+  make_official_layout(str(tmp_path / "celeba"), n_per_split=(64, 16, 16))
+  common = TINY + [f"--data_dir={tmp_path / 'celeba'}"]
+  plain = exp.main(common + [f"--out_dir={tmp_path / 'plain'}"])
+  m = plain["metrics"]
+  assert plain["method"] == "lff" and plain["init"] == "from scratch"
+  assert plain["data"]["group_counts"]["train"] == [16, 16, 16, 16]
+  assert m["steps"] == 12 and m["headline"] == "best_val_average"
+  for sel in ("last", "best_val_average", "best_val_worst_group"):
+    t = m[sel]["test"]
+    assert [g["n"] for g in t["groups"]] == [4, 4, 4, 4]
+    assert t["worst_group"] == min(g["acc"] for g in t["groups"])
+    for g in t["groups"]:
+      assert g["ci95"][0] <= g["acc"] <= g["ci95"][1]
+  assert m["last"]["epoch"] == 3
+  killed = _run(common + [f"--out_dir={tmp_path / 'resumed'}"], _KILLED)
+  assert killed.returncode == 3, killed.stderr[-2000:]
+  assert not (tmp_path / "resumed" / "results.json").exists()
+  again = _run(common + [f"--out_dir={tmp_path / 'resumed'}"])
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert "resumed from epoch 1" in again.stderr
+  resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
+  a, b = _history(tmp_path / "plain"), _history(tmp_path / "resumed")
+  assert [h["epoch"] for h in a] == [1, 2, 3] and [h["epoch"] for h in b][-2:] == [2, 3]
+  for ha, hb in zip(a[1:], b[-2:]):   # same computations in the same order: bit-identical
+    for k in ("loss", "nll", "acc_g0", "acc_g3", "val", "test"):
+      assert ha[k] == hb[k], k
+  for sel in ("last", "best_val_average", "best_val_worst_group"):
+    assert resumed["metrics"][sel] == m[sel]
+
+
+@pytest.mark.parametrize("method", ["erm", "sd", "group_dro"])
+def test_other_methods_train_on_the_fixture(tmp_path, method):
+  from experiments import celeba as exp
+  make_official_layout(str(tmp_path / "celeba"), n_per_split=(32, 8, 8))
+  r = exp.main(TINY + [f"--method={method}", "--epochs=2", f"--data_dir={tmp_path / 'celeba'}",
+                       f"--out_dir={tmp_path / method}"])
+  assert r["method"] == method and r["metrics"]["steps"] == 4
+  assert np.isfinite(r["metrics"]["final_train_loss"])
+  assert r["optimizer"] == "adam"
+
+
+@pytest.mark.slow
+def test_paper_preset_runs_end_to_end_on_a_few_batches(tmp_path):
+  """The released protocol (ResNet-50, 224×224, Adam 1e-5 for SD) on 2 batches of 8."""
+  from experiments import celeba as exp
+  make_official_layout(str(tmp_path / "celeba"), n_per_split=(16, 8, 8))
+  r = exp.main(["--preset=paper", "--method=sd", "--batch_size=8", "--epochs=1",
+                "--no_progress", f"--data_dir={tmp_path / 'celeba'}",
+                f"--out_dir={tmp_path / 'paper'}"])
+  assert r["config"]["model"] == "resnet50" and r["config"]["image_size"] == 224
+  assert r["optimizer"] == "adam" and r["metrics"]["steps"] == 2
+  assert exp.optimizer(exp.configs.get_config("paper"))[0] == "sgd"   # ERM: SGD, as released
+
+
+def _fake_result(method, seed, correct, n):
+  from gs_jax import spurious
+  test = spurious.summarize({"correct": correct, "n": n})
+  sel = {"epoch": 1, "val": test, "test": test}
+  return {"experiment": "celeba", "method": method, "init": "from scratch",
+          "config": {"seed": seed, "model": "resnet_small"},
+          "data": {"source": "offline10k", "division": celeba.OFFLINE_SPLIT, "image_size": 64},
+          "metrics": {"last": sel, "best_val_average": sel, "best_val_worst_group": sel}}
+
+
+def test_table3_aggregates_seeds_pools_the_worst_group_and_puts_the_paper_beside(tmp_path):
+  from analysis import celeba_table
+  from gs_jax import results
+  n = [10, 10, 10, 4]
+  for seed, c3 in enumerate([1, 3]):
+    for method, c in (("erm", [10, 9, 8, c3]), ("sd", [9, 9, 9, 4])):
+      results.atomic_write_json(tmp_path / f"{method}_s{seed}" / "results.json",
+                                _fake_result(method, seed, c, n))
+  rows = celeba_table.main([f"--runs_dir={tmp_path}"])
+  erm = rows[0]
+  assert erm["method"] == "ERM" and erm["seeds"] == 2
+  # worst group 25% and 75%: mean 50, sample std 35.36; pooled 4/8 with Wilson [21.5, 78.5]
+  assert erm["worst_group"] == "50.00 ± 35.36"
+  assert erm["worst_group_pooled"].startswith("50.0 [21.5, 78.5] (blond, male, 4/8)")
+  assert erm["paper_worst_group"] == "40.35 ± 1.68"
+  md = (tmp_path / "table3.md").read_text()   # SD: 31/34 correct, worst 9/10
+  assert "| SD | 2 | 91.18 ± 0.00 | 90.00 ± 0.00 |" in md
+  assert (tmp_path / "figure4.png").exists()
+  assert len((tmp_path / "table3_runs.csv").read_text().splitlines()) == 1 + 4 * 2 * 2 * 2
