@@ -17,7 +17,6 @@ finished epoch; ``--overwrite`` starts afresh.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -62,8 +61,7 @@ def run(cfg) -> dict:
   cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
   writer = results.RunWriter(cfg.out_dir, "celeba", cfg)
   if cfg.overwrite:
-    shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
-    writer.log_path.unlink(missing_ok=True)
+    writer.discard_training()
   t0 = time.perf_counter()
   data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit)
   load_s = time.perf_counter() - t0

@@ -16,7 +16,6 @@ its last finished epoch (a finished run is only re-evaluated); ``--overwrite`` s
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -45,8 +44,7 @@ def run(cfg) -> dict:
   cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
   writer = results.RunWriter(cfg.out_dir, "cifar", cfg)
   if cfg.overwrite:
-    shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
-    writer.log_path.unlink(missing_ok=True)
+    writer.discard_training()
   data = cifar.head(cifar.load(cfg.dataset, cfg.data_dir or None), cfg.train_limit,
                     cfg.test_limit)
   n = len(data.x_train)

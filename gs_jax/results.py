@@ -170,6 +170,12 @@ class RunWriter:
     """The results.json already in the directory, or None."""
     return read_json(self.results_path)
 
+  def discard_training(self) -> None:
+    """Removes the run's ``ckpt/`` and ``metrics.jsonl`` (``--overwrite``: start afresh)."""
+    import shutil
+    shutil.rmtree(self.out_dir / "ckpt", ignore_errors=True)
+    self.log_path.unlink(missing_ok=True)
+
   def log(self, step: int, **metrics) -> None:
     """Appends ``{"step": step, **metrics}`` as one JSON line (flushed)."""
     line = json.dumps(to_builtin({"step": int(step), **metrics}))

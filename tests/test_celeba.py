@@ -2,13 +2,14 @@
 generated official-layout fixture, and the experiment end to end on that fixture."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from gs_jax.data import celeba
-from tests.conftest import real_data
+from tests.conftest import real_data, run_experiment
 
 # Attributes in a different order from the official file and with extra columns, so a loader
 # that used column numbers instead of names would read the wrong ones.
@@ -112,34 +113,8 @@ def test_center_crop_is_the_released_crop_scaled_to_the_image():
 
 # ----------------------------------------------------------------------------- end to end
 
-import json
-import subprocess
-import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--preset=cpu", "--method=lff", "--epochs=3", "--batch_size=16", "--chunk=2",
         "--image_size=32", "--eval_batch=16", "--no_progress"]
-# A hard kill (no cleanup, like SIGKILL) once step 6 is done, i.e. inside epoch 2 of 4 steps.
-_KILLED = """
-import os, sys
-from gs_jax import train
-fit = train.fit_minibatch
-def killed_in_epoch_2(*args, **kwargs):
-  def hook(step, metrics):
-    if step >= 6:
-      os._exit(3)
-  return fit(*args, on_chunk=hook, **kwargs)
-train.fit_minibatch = killed_in_epoch_2
-from experiments import celeba
-celeba.main(sys.argv[1:])
-"""
-
-
-def _run(args, code=None):
-  cmd = ["-c", code, *args] if code else ["-m", "experiments.celeba", *args]
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
 
 
 def _history(path):
@@ -162,10 +137,11 @@ def test_lff_run_on_the_fixture_and_resume_after_kill_is_bit_identical(tmp_path)
     for g in t["groups"]:
       assert g["ci95"][0] <= g["acc"] <= g["ci95"][1]
   assert m["last"]["epoch"] == 3
-  killed = _run(common + [f"--out_dir={tmp_path / 'resumed'}"], _KILLED)
+  killed = run_experiment("celeba", common + [f"--out_dir={tmp_path / 'resumed'}"],
+                          kill_after_step=6)   # in epoch 2 of 4 steps
   assert killed.returncode == 3, killed.stderr[-2000:]
   assert not (tmp_path / "resumed" / "results.json").exists()
-  again = _run(common + [f"--out_dir={tmp_path / 'resumed'}"])
+  again = run_experiment("celeba", common + [f"--out_dir={tmp_path / 'resumed'}"])
   assert again.returncode == 0, again.stderr[-2000:]
   assert "resumed from epoch 1" in again.stderr
   resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
