@@ -64,12 +64,13 @@ def table_rows(runs: dict[str, list[dict]], selection: str = "best_val_average")
     pooled = pooled_groups(rs, selection)
     wg = min(range(4), key=lambda k: pooled[k]["acc"] if pooled[k]["n"] else np.inf)
     p = paper.TABLE3.get(method, {})
+    pm = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d["n"] > 1 else f"{d['mean']:.2f}"
     rows.append({
         "method": NAMES[method], "seeds": len(rs),
         "data": f"{rs[0]['data']['source']} ({rs[0]['data']['division']}), "
                 f"{rs[0]['data']['image_size']}px, {rs[0]['config']['model']}, {rs[0]['init']}",
-        "average": f"{avg['mean']:.2f} ± {avg['std']:.2f}",
-        "worst_group": f"{worst['mean']:.2f} ± {worst['std']:.2f}",
+        "average": pm(avg),          # one seed: no ± (there is no spread to report)
+        "worst_group": pm(worst),
         "worst_group_pooled": f"{100 * pooled[wg]['acc']:.1f} "
                               f"[{100 * pooled[wg]['ci95'][0]:.1f}, "
                               f"{100 * pooled[wg]['ci95'][1]:.1f}] "
