@@ -16,6 +16,7 @@ its last finished epoch (a finished run is only re-evaluated); ``--overwrite`` s
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -44,7 +45,8 @@ def run(cfg) -> dict:
   cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
   writer = results.RunWriter(cfg.out_dir, "cifar", cfg)
   if cfg.overwrite:
-    writer.discard_training()
+    shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
+    writer.log_path.unlink(missing_ok=True)
   data = cifar.head(cifar.load(cfg.dataset, cfg.data_dir or None), cfg.train_limit,
                     cfg.test_limit)
   n = len(data.x_train)
