@@ -9,8 +9,8 @@ export GS_DATA_DIR
 CMNIST_METHODS ?= erm sd irm rex oracle
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
-        cmnist cifar cifar2_cpu bench-two-moons bench-dual bench-cmnist bench-cifar \
-        bench-distributed clean-venv
+        cmnist cifar cifar2_cpu celeba celeba_cpu bench-two-moons bench-dual bench-cmnist \
+        bench-cifar bench-distributed clean-venv
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -60,6 +60,17 @@ cifar2_cpu: .venv/.installed
 	  $(PY) -m experiments.cifar --preset=cpu --dataset=cifar2 --sd_lambda=$$l --seed=$$s \
 	    --out_dir=runs/cifar/cifar2_l$${l}_s$$s --no_progress $(ARGS) || exit 1; done; done
 	$(PY) -m analysis.cifar_table --runs='runs/cifar/cifar2_*' --out_dir=runs/cifar_table
+
+celeba: .venv/.installed
+	$(PY) -m experiments.celeba $(ARGS)
+
+# Table 3 on this machine: the offline copy, cpu preset, 4 methods × 3 seeds, then the table.
+# Started again, it continues unfinished runs.
+celeba_cpu: .venv/.installed
+	for s in 0 1 2; do for m in erm sd group_dro lff; do \
+	  $(PY) -m experiments.celeba --preset=cpu --method=$$m --seed=$$s \
+	    --out_dir=runs/celeba/cpu_$${m}_s$$s --no_progress $(ARGS) || exit 1; done; done
+	$(PY) -m analysis.celeba_table --runs_dir=runs/celeba
 
 # --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
 bench-two-moons: .venv/.installed

@@ -290,3 +290,71 @@ def binary_entropy_from_logits(logits):
   """
   p = jax.nn.sigmoid(logits)
   return p * jax.nn.softplus(-logits) + (1.0 - p) * jax.nn.softplus(logits)
+
+
+# ------------------------------------------------- robust training (CelebA, docs/protocols.md §3.5)
+
+def group_mean_losses(per_example, groups, num_groups: int):
+  """``(ℓ_g, n_g)``: the mean of ``per_example`` over each group in the batch and the counts.
+
+  As DRO's ``LossComputer.compute_group_avg``: an absent group has ``ℓ_g = 0`` (its mean is
+  divided by ``max(n_g, 1)``).
+  """
+  onehot = jax.nn.one_hot(groups, num_groups, dtype=per_example.dtype)   # (n, G)
+  counts = onehot.sum(0)
+  return (onehot * per_example[:, None]).sum(0) / jnp.maximum(counts, 1.0), counts
+
+
+def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_counts=None):
+  """One online Group DRO step (Sagawa et al. 2020, Alg. 1; DRO ``loss.py``
+  ``compute_robust_loss``).
+
+  ``ℓ̃_g = ℓ_g + C_g/√n_g`` when every ``C_g > 0`` (``n_g`` = the group's *training-set*
+  size), else ``ℓ̃_g = ℓ_g``; then ``q ← q·exp(η_q·ℓ̃_g)`` and ``q ← q/Σq``; the loss is
+  ``Σ_g q_g ℓ̃_g`` with the *new* q (no gradient through q). In the released code the
+  adjusted loss aliases ``ℓ_g`` (an in-place ``+=``), so the robust loss it reports includes
+  the adjustments too; they are constants and do not change the gradient.
+
+  Returns ``(robust_loss, new_q)``.
+  """
+  adjusted = group_losses
+  if adjustments is not None:
+    adj = jnp.asarray(adjustments, group_losses.dtype)
+    if train_counts is None:
+      raise ValueError("group adjustments need the training-set group counts")
+    bonus = adj / jnp.sqrt(jnp.asarray(train_counts, group_losses.dtype))
+    adjusted = jnp.where(jnp.all(adj > 0), group_losses + bonus, group_losses)
+  q = q * jnp.exp(step_size * jax.lax.stop_gradient(adjusted))
+  q = q / q.sum()
+  return jnp.dot(adjusted, jax.lax.stop_gradient(q)), q
+
+
+def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "mean"):
+  """Generalized cross-entropy (Zhang & Sabuncu 2018) on one logit: ``(1 − p_y^q)/q`` with
+  ``p_y = σ(ŷ·(2y−1))``, ``y`` in {0,1}. LfF (Nam et al. 2020) trains its biased model with it,
+  q = 0.7. Its gradient is ``p_y^q · ∇(−log p_y)``: confident (easy) examples weigh more. (The
+  released LfF code uses the surrogate ``q·p_y^q·CE`` with ``p_y^q`` detached, whose gradient
+  is q times this one.)"""
+  log_p = -jax.nn.softplus(-to_pm1(y, "01") * logits)
+  return _reduce((1.0 - jnp.exp(q * log_p)) / q, reduction)
+
+
+def ema_update(ema, seen, idx, values, alpha: float):
+  """Per-example moving average as LfF's ``EMA``: at rows ``idx``,
+  ``m ← α·m + (1 − α·seen)·v`` (the first update sets ``m = v``), then ``seen = 1``.
+  ``ema`` is (..., n) (e.g. both models' losses stacked), ``values`` (..., B)."""
+  s = seen[idx]
+  new = alpha * ema[..., idx] + (1.0 - alpha * s) * values
+  return ema.at[..., idx].set(new), seen.at[idx].set(1.0)
+
+
+def lff_weights(ema_biased, ema_debiased, y_all, idx, num_classes: int = 2, eps: float = 1e-8):
+  """LfF's relative-difficulty weights ``W = ℓ_B/(ℓ_B + ℓ_D + ε)`` for the rows ``idx``, where
+  each model's EMA loss is first divided by its maximum over all training examples of the same
+  class (LfF ``train.py``: ``loss /= ema.max_loss(label)``)."""
+  def normalised(ema):
+    per_class_max = jnp.stack([jnp.max(jnp.where(y_all == c, ema, -jnp.inf))
+                               for c in range(num_classes)])
+    return ema[idx] / jnp.maximum(per_class_max[y_all[idx]], eps)
+  lb, ld = normalised(ema_biased), normalised(ema_debiased)
+  return lb / (lb + ld + eps)

@@ -323,3 +323,106 @@ def cifar_model(config: str, num_classes: int) -> CifarVGG:
   if config == "cpu":
     return CifarVGG(CNN_CPU_STAGES, num_classes)
   raise ValueError(f"config must be 'paper' or 'cpu'; got {config!r}")
+
+
+# ------------------------------------------------------------------ ResNets (CelebA, §3.5)
+
+class ResNetBlock(nn.Module):
+  """torchvision's BasicBlock (two 3×3 convs) or, with ``bottleneck``, its Bottleneck
+  (1×1 → 3×3 (stride here, as torchvision ≥ 0.3 "ResNet v1.5") → 1×1 with 4× expansion);
+  projection shortcut (1×1 conv + BN) when the shape changes."""
+  width: int
+  stride: int = 1
+  bottleneck: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                   name=name)
+    out_width = self.width * (4 if self.bottleneck else 1)
+    s = (self.stride, self.stride)
+    if self.bottleneck:
+      y = nn.relu(bn("bn1")(nn.Conv(self.width, (1, 1), use_bias=False, name="conv1")(x)))
+      y = nn.relu(bn("bn2")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
+                                    name="conv2")(y)))
+      y = bn("bn3")(nn.Conv(out_width, (1, 1), use_bias=False, name="conv3")(y))
+    else:
+      y = nn.relu(bn("bn1")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
+                                    name="conv1")(x)))
+      y = bn("bn2")(nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="conv2")(y))
+    if x.shape[-1] != out_width or self.stride != 1:
+      x = bn("downsample_bn")(nn.Conv(out_width, (1, 1), s, use_bias=False,
+                                      name="downsample_conv")(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """ResNet with one logit (``(n,)``), input already normalised (ImageNet statistics).
+
+  ``stem="imagenet"``: 7×7/2 conv + BN + ReLU + 3×3/2 max-pool (torchvision); ``"small"``:
+  one 3×3/2 conv + BN + ReLU (for 64×64 CPU inputs). Stage ``k`` has ``blocks[k]`` blocks of
+  ``widths[k]`` channels, stride 2 from the second stage on; then global average pooling and
+  ``Dense(1)`` named ``head``. BN as PyTorch (momentum 0.1, eps 1e-5); its running statistics
+  are ``TrainState.model_state["batch_stats"]``.
+  """
+  blocks: Sequence[int] = (3, 4, 6, 3)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  bottleneck: bool = True
+  stem: str = "imagenet"
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.stem == "imagenet":
+      x = nn.Conv(self.widths[0], (7, 7), (2, 2), padding=3, use_bias=False, name="conv1")(x)
+    else:
+      x = nn.Conv(self.widths[0], (3, 3), (2, 2), padding=1, use_bias=False, name="conv1")(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                             name="bn1")(x))
+    if self.stem == "imagenet":
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    for k, (n, w) in enumerate(zip(self.blocks, self.widths)):
+      for j in range(n):
+        x = ResNetBlock(w, 2 if (k > 0 and j == 0) else 1, self.bottleneck,
+                        name=f"layer{k + 1}_{j}")(x, train)
+    return nn.Dense(1, name="head")(jnp.mean(x, axis=(1, 2)))[:, 0]
+
+
+RESNETS = {
+    "resnet50": dict(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), bottleneck=True),
+    "resnet18": dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), bottleneck=False),
+    "resnet_small": dict(blocks=(1, 1, 1), widths=(16, 32, 64), bottleneck=False, stem="small"),
+}
+
+
+def resnet(name: str) -> ResNet:
+  """``"resnet50"`` (the released model), ``"resnet18"`` or ``"resnet_small"`` (CPU)."""
+  if name not in RESNETS:
+    raise ValueError(f"model must be one of {tuple(RESNETS)}; got {name!r}")
+  return ResNet(**RESNETS[name])
+
+
+def load_pretrained(variables, path: str):
+  """``variables`` with every leaf found in the checkpoint at ``path`` replaced by it.
+
+  Expected format: a msgpack file written by
+  ``flax.serialization.msgpack_serialize({"params": …, "batch_stats": …})`` whose tree has this
+  module's names (e.g. ``params/layer1_0/conv1/kernel`` in HWIO layout, the BN ``scale``/
+  ``bias``/``mean``/``var``), as converted from torchvision's ImageNet ResNet-50. The ``head``
+  may be absent or of another shape (ImageNet's 1000 classes): it keeps its fresh
+  initialisation, as the released code replaces ``fc``. Any other missing or mis-shaped leaf is
+  an error.
+  """
+  from flax import serialization, traverse_util
+  with open(path, "rb") as f:
+    loaded = traverse_util.flatten_dict(serialization.msgpack_restore(f.read()), sep="/")
+  flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
+  out = {}
+  for k, v in flat.items():
+    is_head = "/head/" in f"/{k}"
+    if k in loaded and jnp.shape(loaded[k]) == jnp.shape(v):
+      out[k] = jnp.asarray(loaded[k], jnp.asarray(v).dtype)
+    elif is_head:
+      out[k] = v
+    else:
+      raise ValueError(f"{path}: {'shape mismatch for' if k in loaded else 'missing'} {k}")
+  return traverse_util.unflatten_dict(out, sep="/")

@@ -85,6 +85,18 @@ def mean_std(values) -> dict:
   return {"mean": float(a.mean()), "std": std, "n": int(a.size)}
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple:
+  """Wilson score interval ``(low, high)`` of a proportion ``correct/n`` (95% for the default
+  z): ``(p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)``; ``(0, 1)`` when n = 0."""
+  if n == 0:
+    return (0.0, 1.0)
+  p = correct / n
+  denom = 1 + z * z / n
+  centre = (p + z * z / (2 * n)) / denom
+  half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+  return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
 def _git(*args: str) -> str | None:
   try:
     out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
@@ -163,6 +175,12 @@ class RunWriter:
   def previous(self) -> dict | None:
     """The results.json already in the directory, or None."""
     return read_json(self.results_path)
+
+  def discard_training(self) -> None:
+    """Removes the run's ``ckpt/`` and ``metrics.jsonl`` (``--overwrite``: start afresh)."""
+    import shutil
+    shutil.rmtree(self.out_dir / "ckpt", ignore_errors=True)
+    self.log_path.unlink(missing_ok=True)
 
   def log(self, step: int, **metrics) -> None:
     """Appends ``{"step": step, **metrics}`` as one JSON line (flushed)."""

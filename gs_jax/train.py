@@ -433,7 +433,9 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
                   num_epochs: int, hparams, *, preprocess: Callable | None = None, mesh=None,
                   checkpoint=None, fingerprint: Mapping[str, Any] | None = None,
                   chunk: int = 10, progress: bool = True, desc: str | None = None,
-                  on_chunk: Callable | None = None, on_epoch: Callable | None = None):
+                  on_chunk: Callable | None = None, on_epoch: Callable | None = None,
+                  train_step: Callable | None = None, evaluate: Callable | None = None,
+                  show: tuple = ()):
   """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
 
   Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
@@ -450,6 +452,14 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
   epoch; batches and augmentations depend only on (epoch, step), so a run killed and started
   again ends with the numbers of an uninterrupted one (tested), and a finished run returns at
   once. A checkpoint written under another ``fingerprint`` is refused (ValueError).
+
+  ``train_step(state, batch, hparams) -> (state, metrics)`` replaces
+  ``make_train_step(apply_fn, tx, objective)`` for methods whose state is more than one
+  :class:`TrainState` (e.g. Group DRO's weights, LfF's two networks; ``state`` then needs
+  ``step`` and ``key`` fields for ``preprocess``). ``evaluate(state) -> dict`` (JSON-able) runs
+  after every epoch and its entries join that epoch's record *before* the checkpoint is
+  written, so a resumed run keeps the evaluations of the epochs it does not redo. ``show``
+  names scalar metrics shown in the progress bar beside the loss.
 
   Returns:
     ``(state, history)``: ``history[e] = {"epoch": e + 1, "step": steps done, **means}``, the
@@ -477,7 +487,7 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
     state, data = jax.device_put((state, dict(data)), replicated(mesh))
   if start == num_epochs:
     return state, history
-  run_steps = make_epoch_runner(make_train_step(apply_fn, tx, objective),
+  run_steps = make_epoch_runner(train_step or make_train_step(apply_fn, tx, objective),
                                 preprocess=preprocess, mesh=mesh)
   steps_per_epoch = len(batch_indices(start))
   with tqdm(total=steps_per_epoch * num_epochs, initial=steps_per_epoch * start, desc=desc,
@@ -491,11 +501,14 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
         for name, values in metrics.items():   # float64 sums of per-chunk float32 sums
           sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
         bar.update(len(idx[first:first + chunk]))
-        bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss'][-1]):.4f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss'][-1]):.4f}",
+                        **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in show})
         if on_chunk is not None:
           on_chunk(int(state.step), metrics)
       record = {"epoch": epoch + 1, "step": int(state.step),
                 **{name: total / len(idx) for name, total in sums.items()}}
+      if evaluate is not None:
+        record.update(evaluate(state))
       history.append(record)
       if checkpoint is not None:
         checkpoint.maybe_save(epoch + 1, state, meta={"history": history,

@@ -32,3 +32,35 @@ def mnist_dir():
 def cifar10_npz():
   """The offline cifar10.npz."""
   return real_data("cifar10", "cifar10.npz")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# `python -m experiments.<name> ARGS` with a hard kill (no cleanup, like SIGKILL, exit code 3)
+# once `step` training steps are done; the hook is the only difference from the plain command.
+_KILLED = """
+import importlib, os, sys
+from gs_jax import train
+fit = train.fit_minibatch
+def killed(*args, **kwargs):
+  def hook(step, metrics):
+    if step >= {step}:
+      os._exit(3)
+  return fit(*args, on_chunk=hook, **kwargs)
+train.fit_minibatch = killed
+importlib.import_module("experiments.{name}").main(sys.argv[1:])
+"""
+
+
+def run_experiment(name: str, args, *, kill_after_step: int | None = None, timeout: int = 600):
+  """Runs experiment ``name`` in a fresh CPU process from the repository root (optionally
+  killed after ``kill_after_step`` steps); returns the ``subprocess.CompletedProcess``."""
+  import subprocess
+  import sys
+  if kill_after_step is None:
+    cmd = ["-m", f"experiments.{name}", *args]
+  else:
+    cmd = ["-c", _KILLED.format(step=kill_after_step, name=name), *args]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)

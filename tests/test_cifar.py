@@ -14,6 +14,7 @@ import pytest
 
 from gs_jax import attacks, batching, checkpoint, models, train
 from gs_jax.data import cifar
+from tests.conftest import run_experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -411,30 +412,6 @@ TINY = ["--dataset=cifar10", "--preset=cpu", "--sd_lambda=0.01", "--seed=1", "--
         "--batch_size=16", "--chunk=3", "--margin_n=8", "--margin_bisection=3",
         "--eval_batch=16", "--no_progress", "--test_limit=24"]
 
-# The experiment with a hard kill (no cleanup, like SIGKILL) once step 6 is done, i.e. inside
-# epoch 2 of 4 steps; the hook is the only difference from `python -m experiments.cifar`.
-_KILLED = """
-import os, sys
-from gs_jax import train
-fit = train.fit_minibatch
-def killed_in_epoch_2(*args, **kwargs):
-  def hook(step, metrics):
-    if step >= 6:
-      os._exit(3)
-  return fit(*args, on_chunk=hook, **kwargs)
-train.fit_minibatch = killed_in_epoch_2
-from experiments import cifar
-cifar.main(sys.argv[1:])
-"""
-
-
-def _run(args, code=None):
-  cmd = ["-c", code, *args] if code else ["-m", "experiments.cifar", *args]
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=600)
-
-
 def _results(path):
   r = json.loads((path / "results.json").read_text())
   r["history"] = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
@@ -453,14 +430,15 @@ def tiny_runs(tmp_path_factory):
   exp.main(common + [f"--out_dir={tmp / 'plain'}"])
   out["plain"] = _results(tmp / "plain")
   resumed = common + [f"--out_dir={tmp / 'resumed'}"]
-  killed = _run(resumed, _KILLED)
+  killed = run_experiment("cifar", resumed, kill_after_step=6)   # in epoch 2 of 4 steps
   assert killed.returncode == 3, killed.stderr[-2000:]
   assert not (tmp / "resumed" / "results.json").exists()
-  again = _run(resumed)
+  again = run_experiment("cifar", resumed)
   assert again.returncode == 0, again.stderr[-2000:]
   assert "resumed from epoch 1" in again.stderr
   out["resumed"] = _results(tmp / "resumed")
-  sharded = _run(common + [f"--out_dir={tmp / 'sharded'}", "--cpu_devices=4"])
+  sharded = run_experiment("cifar", common + [f"--out_dir={tmp / 'sharded'}",
+                                              "--cpu_devices=4"])
   assert sharded.returncode == 0, sharded.stderr[-2000:]
   out["sharded"] = _results(tmp / "sharded")
   return out

@@ -123,3 +123,14 @@ def test_provenance_command_has_no_machine_path():
                        text=True, check=True).stdout.strip()
   assert out == "python --x=1" or out == "-c --x=1", out
   assert repo not in out
+
+
+def test_wilson_interval_matches_the_closed_form_and_known_values():
+  from gs_jax import results
+  # Wilson 95% for 8/10 (Newcombe 1998, Table I: 0.4902–0.9433)
+  lo, hi = results.wilson_interval(8, 10)
+  np.testing.assert_allclose([lo, hi], [0.4902, 0.9433], atol=1e-4)
+  lo, hi = results.wilson_interval(0, 16)
+  assert lo == 0.0 and 0.19 < hi < 0.21                        # z²/(n+z²) = 0.1936
+  np.testing.assert_allclose(hi, 1.96 ** 2 / (16 + 1.96 ** 2), rtol=1e-3)
+  assert results.wilson_interval(0, 0) == (0.0, 1.0)

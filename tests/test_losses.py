@@ -130,3 +130,82 @@ def test_small_fan_in_dense_gradients_equal_matmul_gradients():
   g = lambda x, w: jnp.sum(jnp.sin(x @ w))
   for a, b in zip(jax.grad(f, (0, 1))(x, w), jax.grad(g, (0, 1))(x, w)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sd_with_released_celeba_targets_by_hand():
+  z = np.array([3.0, 0.5, -1.0, 2.0], np.float32)
+  y = np.array([1, 0, 0, 1])
+  # 0.1·mean_{y=1}(ŷ−2.5)² + 0.1·mean_{y=0}(ŷ−0.44)²
+  expected = 0.1 * ((0.5 ** 2 + 0.5 ** 2) / 2) + 0.1 * ((0.06 ** 2 + 1.44 ** 2) / 2)
+  np.testing.assert_allclose(losses.sd_penalty_with_targets(z, y, (0.1, 0.1), (0.44, 2.5)),
+                             expected, rtol=1e-5)
+
+
+def test_group_dro_update_matches_hand_computation():
+  q0 = jnp.full(4, 0.25)
+  per_example = jnp.array([1.0, 3.0, 0.5, 2.0, 4.0])
+  groups = jnp.array([0, 0, 1, 3, 3])
+  gl, counts = losses.group_mean_losses(per_example, groups, 4)
+  np.testing.assert_allclose(gl, [2.0, 0.5, 0.0, 3.0])          # absent group 2: 0
+  np.testing.assert_allclose(counts, [2, 1, 0, 2])
+  eta = 0.01
+  w = 0.25 * np.exp(eta * np.array([2.0, 0.5, 0.0, 3.0]))
+  w = w / w.sum()
+  loss, q = losses.group_dro_update(q0, gl, step_size=eta)
+  np.testing.assert_allclose(q, w, rtol=1e-6)
+  np.testing.assert_allclose(loss, np.dot(w, [2.0, 0.5, 0.0, 3.0]), rtol=1e-6)
+  # adjustments C/√n_g (training-set counts), only when every C > 0
+  n = np.array([100.0, 25.0, 16.0, 4.0])
+  adj_l = np.array([2.0, 0.5, 0.0, 3.0]) + 1.0 / np.sqrt(n)
+  w = 0.25 * np.exp(eta * adj_l)
+  w = w / w.sum()
+  loss, q = losses.group_dro_update(q0, gl, step_size=eta, adjustments=[1.0] * 4,
+                                    train_counts=n)
+  np.testing.assert_allclose(q, w, rtol=1e-6)
+  np.testing.assert_allclose(loss, np.dot(w, adj_l), rtol=1e-6)
+  _, q = losses.group_dro_update(q0, gl, step_size=eta, adjustments=[1.0, 0.0, 1.0, 1.0],
+                                 train_counts=n)
+  w = 0.25 * np.exp(eta * np.array([2.0, 0.5, 0.0, 3.0]))
+  np.testing.assert_allclose(q, w / w.sum(), rtol=1e-6)
+  # no gradient through q: d loss / d ℓ_g = q_g
+  g = jax.grad(lambda l: losses.group_dro_update(q0, l, step_size=eta)[0])(gl)
+  np.testing.assert_allclose(g, losses.group_dro_update(q0, gl, step_size=eta)[1], rtol=1e-6)
+
+
+def test_generalized_cross_entropy_formula_and_gradient():
+  z = np.array([-2.0, -0.3, 0.0, 1.2, 4.0], np.float32)
+  y = np.array([1, 0, 1, 1, 0])
+  p = 1 / (1 + np.exp(-(2 * y - 1) * z.astype(np.float64)))
+  np.testing.assert_allclose(losses.generalized_cross_entropy(z, y, 0.7, reduction="none"),
+                             (1 - p ** 0.7) / 0.7, rtol=1e-5)
+  # ∇ GCE = p^q · ∇ CE, per example
+  g = jax.grad(lambda z: losses.generalized_cross_entropy(z, y, 0.7, reduction="sum"))(z)
+  g_ce = jax.grad(lambda z: losses.logistic_loss(z, y, kind="01", reduction="sum"))(z)
+  np.testing.assert_allclose(g, p ** 0.7 * np.asarray(g_ce), rtol=1e-5)
+  # q → 0 recovers cross-entropy
+  np.testing.assert_allclose(losses.generalized_cross_entropy(z, y, 1e-4, reduction="none"),
+                             -np.log(p), rtol=1e-3)
+
+
+def test_lff_ema_and_weights_match_direct_formulas():
+  alpha = 0.7
+  ema, seen = jnp.zeros((2, 6)), jnp.zeros(6)
+  v1 = jnp.array([[1.0, 2.0, 3.0], [0.5, 0.5, 4.0]])
+  ema, seen = losses.ema_update(ema, seen, jnp.array([0, 2, 4]), v1, alpha)
+  np.testing.assert_allclose(ema[:, [0, 2, 4]], v1)                    # first visit: m = v
+  v2 = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+  ema, seen = losses.ema_update(ema, seen, jnp.array([2, 5]), v2, alpha)
+  np.testing.assert_allclose(ema[:, 2], alpha * v1[:, 1] + (1 - alpha) * v2[:, 0], rtol=1e-6)
+  np.testing.assert_allclose(ema[:, 5], v2[:, 1])
+  np.testing.assert_allclose(seen, [1, 0, 1, 0, 1, 1])
+  y_all = jnp.array([0, 1, 0, 1, 1, 0])
+  idx = jnp.array([0, 4, 5])
+  w = losses.lff_weights(ema[0], ema[1], y_all, idx)
+  e = np.asarray(ema)
+  yn = np.asarray(y_all)
+  expected = []
+  for i in np.asarray(idx):
+    lb = e[0, i] / e[0][yn == yn[i]].max()
+    ld = e[1, i] / e[1][yn == yn[i]].max()
+    expected.append(lb / (lb + ld + 1e-8))
+  np.testing.assert_allclose(w, expected, rtol=1e-6)

@@ -95,3 +95,33 @@ def test_variants_keep_the_layered_path():
     assert out.shape == (8,)
   wide = models.MLP(hidden=(6,)).init(jax.random.PRNGKey(0), jnp.zeros((3, 10)))
   assert wide["params"]["dense_0"]["kernel"].shape == (10, 6)
+
+
+def test_resnets_have_torchvision_parameter_counts_and_pretrained_loading(tmp_path):
+  from flax import serialization
+  x = jnp.zeros((2, 64, 64, 3))
+  counts = {}
+  for name in ("resnet50", "resnet18", "resnet_small"):
+    v = jax.eval_shape(lambda: models.resnet(name).init(jax.random.PRNGKey(0), x))
+    counts[name] = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(v["params"]))
+  # torchvision: 25,557,032 (resnet50) and 11,689,512 (resnet18) with a 1000-way fc;
+  # with fc → Linear(·, 1): minus 2048·999 + 999, resp. 512·999 + 999
+  assert counts["resnet50"] == 25557032 - 2048 * 999 - 999
+  assert counts["resnet18"] == 11689512 - 512 * 999 - 999
+  model = models.resnet("resnet_small")
+  v0 = model.init(jax.random.PRNGKey(0), x)
+  v1 = model.init(jax.random.PRNGKey(1), x)
+  path = tmp_path / "w.msgpack"
+  ckpt = jax.tree_util.tree_map(np.asarray, dict(v1))
+  ckpt["params"] = dict(ckpt["params"])
+  ckpt["params"]["head"] = {"kernel": np.zeros((64, 1000)), "bias": np.zeros(1000)}   # ImageNet fc
+  path.write_bytes(serialization.msgpack_serialize(ckpt))
+  v = models.load_pretrained(v0, str(path))
+  np.testing.assert_array_equal(v["params"]["conv1"]["kernel"], v1["params"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(v["params"]["head"]["kernel"], v0["params"]["head"]["kernel"])
+  out = model.apply(v, jnp.ones((3, 64, 64, 3)), train=False)
+  assert out.shape == (3,)
+  del ckpt["params"]["conv1"]
+  path.write_bytes(serialization.msgpack_serialize(ckpt))
+  with pytest.raises(ValueError, match="missing params/conv1/kernel"):
+    models.load_pretrained(v0, str(path))
