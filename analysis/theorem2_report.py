@@ -246,13 +246,19 @@ def draw(run_dir) -> list[Path]:
   return paths
 
 
+def report(run_dir) -> dict:
+  """Prints the tables, draws the figures of ``run_dir`` and returns its results."""
+  res = load(run_dir)
+  print(tables(res))
+  print("wrote", *draw(run_dir), Path(run_dir) / "results.json")
+  return res
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m analysis.theorem2_report", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.theorem2 or .primal_dual")
-  run_dir = p.parse_args(argv).run_dir
-  print(tables(load(run_dir)))
-  print("wrote", *draw(run_dir))
+  report(p.parse_args(argv).run_dir)
 
 
 if __name__ == "__main__":

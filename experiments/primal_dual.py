@@ -89,10 +89,7 @@ def run(cfg) -> dict:
       per_s1, paths = compute(cfg)
     np.savez(paths_file, **paths)
     writer.write(checks(per_s1), {}, per_s1=per_s1)
-  res = results.read_json(writer.results_path)
-  print(theorem2_report.tables(res))
-  print("wrote", *theorem2_report.draw(writer.out_dir), writer.results_path)
-  return res
+  return theorem2_report.report(writer.out_dir)
 
 
 def main(argv=None):

@@ -105,10 +105,7 @@ def run(cfg) -> dict:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         print(f"width {width}: rel. error {m['rel_error']['mean']:.2e} "
               f"({m['seconds']:.0f} s)")
-  res = results.read_json(writer.results_path)
-  print(theorem2_report.tables(res))
-  print("wrote", *theorem2_report.draw(writer.out_dir), writer.results_path)
-  return res
+  return theorem2_report.report(writer.out_dir)
 
 
 def main(argv=None):
