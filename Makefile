@@ -6,7 +6,7 @@ PY := .venv/bin/python
 ARGS ?=
 GS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 export GS_DATA_DIR
-CMNIST_METHODS ?= erm sd irm rex oracle
+CMNIST_METHODS ?= erm sd sd_clean irm rex oracle
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
         cmnist cifar cifar2_cpu celeba celeba_cpu bench-two-moons bench-dual bench-cmnist \
@@ -45,8 +45,7 @@ primal_dual: .venv/.installed
 
 cmnist: .venv/.installed
 	for m in $(CMNIST_METHODS); do \
-	  $(PY) -m experiments.colored_mnist --method=$$m --restarts=10 \
-	    $(if $(MNIST_DIR),--data_dir=$(MNIST_DIR)) --out_dir=runs/colored_mnist/$$m $(ARGS) || exit 1; \
+	  $(PY) -m experiments.colored_mnist --preset=$$m $(ARGS) || exit 1; \
 	done
 	$(PY) -m analysis.cmnist_table --runs_dir=runs/colored_mnist
 
@@ -80,7 +79,7 @@ bench-dual: .venv/.installed
 	$(PY) -m benchmarks.dual_speed $(ARGS)
 
 bench-cmnist: .venv/.installed
-	$(PY) -m benchmarks.cmnist_speed $(if $(MNIST_DIR),--data_dir=$(MNIST_DIR)) $(ARGS)
+	$(PY) -m benchmarks.cmnist_speed $(ARGS)
 
 bench-cifar: .venv/.installed
 	$(PY) -m benchmarks.cifar_speed $(ARGS)

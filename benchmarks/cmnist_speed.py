@@ -6,7 +6,7 @@ One full-batch training step of the 392 → h → h → 1 ReLU MLP with Adam on 
 ``sd`` (h = 300: forward, BCE + SD term, backward, Adam; the ERM/SD step of docs/protocols.md §3.4) and
 ``irm`` (h = 390: per-environment risks, IRMv1 penalty through a second-order gradient, L2 on
 the loss). gs-jax times (a) one jitted ``train_step`` called from Python per step and (b) the
-same steps as one compiled ``lax.scan`` (how ``experiments.colored_mnist`` trains). PyTorch
+same steps as one compiled ``lax.scan`` (how ``gs_jax.cmnist`` trains every restart). PyTorch
 times the released code's eager loop (``zero_grad``/``backward``/``step``, ``autograd.grad``
 with ``create_graph`` for IRM). Prints ms/step for each and the speed-up of gs-jax (scan) over
 PyTorch. The frameworks alternate in ``--rounds`` rounds (so that load from other processes on
@@ -24,10 +24,12 @@ import numpy as np
 
 
 def make_data(n: int, data_dir: str | None, seed: int = 0):
-  """``x`` (n, 392) float32, ``y`` (n,) ∈ {0,1}, ``env`` (n,) — Colored MNIST if ``data_dir``
-  is given, otherwise random inputs with MNIST-like sparsity (about 90% zeros)."""
+  """``x`` (n, 392) float32, ``y`` (n,) ∈ {0,1}, ``env`` (n,) — Colored MNIST when a local copy
+  is found (``--data_dir`` or ``$GS_DATA_DIR/mnist``), otherwise random inputs with MNIST-like
+  sparsity (about 90% zeros)."""
+  from gs_jax.data import colored_mnist as cm, paths
+  data_dir = paths.resolve(data_dir, "mnist")
   if data_dir:
-    from gs_jax.data import colored_mnist as cm
     b = cm.train_batch(cm.colored_mnist(seed, data_dir, with_variants=False))
     reps = int(np.ceil(n / len(b["y"])))
     return tuple(np.concatenate([b[k]] * reps)[:n] for k in ("x", "y", "env"))
@@ -55,15 +57,13 @@ def build_jax(method: str, x, y, env, k: int):
   import jax
   import jax.numpy as jnp
 
-  from experiments import colored_mnist as exp
-  from gs_jax import models, train
+  from configs import colored_mnist as configs
+  from gs_jax import cmnist, train
 
-  cfg = exp.Config.for_method(method, restarts=1)
-  model = models.MLP(hidden=(cfg.hidden, cfg.hidden), num_outputs=1, kernel_init="xavier")
-  tx = train.make_optimizer("adam", cfg.lr)
-  objective = exp.make_objective(cfg, model)
-  hp = {"sd_coef": jnp.float32(cfg.sd_coef), "anneal_steps": jnp.int32(0),  # penalty active
-        "penalty_weight": jnp.float32(cfg.penalty_weight), "l2_weight": jnp.float32(cfg.l2_weight)}
+  cfg = configs.get_config(method)
+  model, tx = cmnist.model_of(cfg), cmnist.optimizer_of(cfg)
+  objective = cmnist.make_objective(cfg, model.apply)
+  hp = {**cmnist.hparams_of(cfg), "anneal_steps": jnp.int32(0)}  # penalty / SD switch active
   # The benchmark times the training step only: no per-step test evaluation.
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "env": jnp.asarray(env),
            "test_x": jnp.asarray(x[:1]), "test_y": jnp.asarray(y[:1])}
@@ -89,9 +89,9 @@ def build_torch(method: str, x, y, env):
   import torch
   from torch import autograd, nn
 
-  from experiments import colored_mnist as exp
+  from configs import colored_mnist as configs
 
-  cfg = exp.Config.for_method(method, restarts=1)
+  cfg = configs.get_config(method)
   torch.manual_seed(0)
   lins = [nn.Linear(392, cfg.hidden), nn.Linear(cfg.hidden, cfg.hidden), nn.Linear(cfg.hidden, 1)]
   for lin in lins:
@@ -112,7 +112,7 @@ def build_torch(method: str, x, y, env):
     logits = mlp(xt)
     if method.startswith("sd"):
       nll = bce(logits, yt)
-      loss = cfg.sd_coef * ((logits ** 2).mean() + nll)
+      loss = cfg.sd_lambda * ((logits ** 2).mean() + nll)
     else:
       l0, l1 = logits[:half], logits[half:]
       nll = torch.stack([bce(l0, yt[:half]), bce(l1, yt[half:])]).mean()
@@ -137,7 +137,9 @@ def main(argv=None):
   p.add_argument("--methods", default="sd,irm", help="comma-separated: sd (=ERM step + SD), irm")
   p.add_argument("--torch_threads", type=int, default=0,
                  help="torch.set_num_threads (0 = PyTorch's default, one per core)")
-  p.add_argument("--data_dir", default=None, help="use real Colored MNIST from mnist.npz here")
+  p.add_argument("--data_dir", default=None,
+                 help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when "
+                      "neither exists)")
   args = p.parse_args(argv)
   import jax
 

@@ -1,12 +1,8 @@
 """Colored MNIST construction (docs/protocols.md §3.4): rates, shapes, channels, subsampling, variants."""
-import os
-
 import numpy as np
 import pytest
 
 from gs_jax.data import colored_mnist as cm
-
-MNIST_DIR = "/work/shared/data/mnist"
 
 
 def fake_mnist(n=60_000, seed=0):
@@ -136,14 +132,26 @@ def test_bad_inputs(tmp_path, mnist):
     cm.load_mnist_train(str(tmp_path))
 
 
-@pytest.mark.skipif(not os.path.isfile(os.path.join(MNIST_DIR, "mnist.npz")),
-                    reason="offline MNIST copy not on this machine")
-def test_real_mnist_rates():
-  envs = cm.colored_mnist(seed=0, data_dir=MNIST_DIR, with_variants=False)
+def test_subset_and_model_inputs(envs):
+  small = cm.subset(envs, n_train=101, n_test=30)
+  assert len(small["train0"].y) == len(small["train1"].y) == 50
+  assert all(len(small[name].y) == 30 for name in ("test",) + cm.VARIANTS)
+  np.testing.assert_array_equal(small["train1"].x, envs["train1"].x[:50])
+  assert all(cm.subset(envs)[k] is envs[k] for k in envs)   # 0: everything, no copies
+  batch, variants = cm.model_inputs(small)
+  assert batch["x"].shape == (100, 392) and batch["test_x"].shape == (30, 392)
+  np.testing.assert_array_equal(batch["test_y"], small["test"].y)
+  np.testing.assert_array_equal(variants["gray_blank"][0], cm.flat_inputs(small["gray_blank"]))
+  batch, variants = cm.model_inputs(small, grayscale=True)
+  assert batch["test_x"].shape == (30, 196) and variants["color_blank"][0].shape == (30, 196)
+
+
+def test_real_mnist_rates(mnist_dir):
+  envs = cm.colored_mnist(seed=0, data_dir=mnist_dir, with_variants=False)
   e = envs["train1"]
   assert within_binomial(np.sum(e.color != e.y), len(e.y), 0.1)
   # the test pool is MNIST-train 50,000..59,999 in file order (the released code's split)
-  images, digits = cm.load_mnist_train(MNIST_DIR)
+  images, digits = cm.load_mnist_train(mnist_dir)
   np.testing.assert_array_equal(envs["test"].digit, digits[50_000:])
   # MNIST digits ≥ 5 are ~49% of the data: P(y=1) = 0.75·P(d<5) + 0.25·P(d≥5) ≈ 0.5
   assert abs(envs["test"].y.mean() - 0.5) < 0.03

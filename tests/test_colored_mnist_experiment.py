@@ -1,110 +1,203 @@
-"""End-to-end Colored MNIST runs (reduced), and gradient parity with the released PyTorch loss."""
+"""Colored MNIST end to end (reduced runs), resume after a kill, and gradient parity with the
+released PyTorch losses (docs/protocols.md §3.4)."""
+import functools
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import colored_mnist as configs
 from experiments import colored_mnist as exp
-from gs_jax import models
+from gs_jax import checkpoint, cli, cmnist, models, paper, results
+from gs_jax.data.colored_mnist import VARIANTS, load_mnist_train
 from tests.test_colored_mnist_data import fake_mnist
 
-MNIST_DIR = "/work/shared/data/mnist"
-HAVE_MNIST = os.path.isfile(os.path.join(MNIST_DIR, "mnist.npz"))
+# In-process runs keep the test process's JAX devices (the CLI would add one per core).
+ONE_DEVICE = ("--cpu_devices=1", "--no_progress")
 
 
 @pytest.fixture(scope="module")
 def small_mnist():
-  """The first 3,600 MNIST training images (real when available, else random digits): a
-  3,000-image training pool and a 600-image test pool."""
-  if HAVE_MNIST:
-    from gs_jax.data.colored_mnist import load_mnist_train
-    images, digits = load_mnist_train(MNIST_DIR)
-  else:
-    images, digits = fake_mnist()
+  """The first 3,600 of 60,000 random MNIST-shaped images: a 3,000-image training pool and a
+  600-image test pool."""
+  images, digits = fake_mnist()
   return images[:3600], digits[:3600]
 
 
-@pytest.mark.parametrize("method", sorted(exp.METHODS))
-def test_reduced_run_every_method(method, small_mnist, tmp_path):
-  cfg = exp.Config.for_method(method, restarts=2, steps=6, anneal_steps=3, n_train=300,
-                              n_test=120, log_every=2)
-  res = exp.run(cfg, None, str(tmp_path), mnist=small_mnist, progress=False, verbose=False)
+def config(out_dir, *flags):
+  return cli.parse(configs, [*flags, f"--out_dir={out_dir}", *ONE_DEVICE])
+
+
+def read_log(path):
+  return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("preset", configs.PRESETS)
+def test_reduced_run_every_preset(preset, small_mnist, tmp_path, capsys):
+  flags = (f"--preset={preset}", "--seeds=2", "--steps=6", "--anneal_steps=3", "--n_train=300",
+           "--n_test=120", "--log_every=2", "--chunk=4")
+  res = exp.run(config(tmp_path, *flags), mnist=small_mnist)
   saved = json.loads((tmp_path / "results.json").read_text())
-  assert saved["summary"] == res["summary"]
-  assert len(saved["restarts"]) == 2 and saved["n_train"] == 300 and saved["n_test"] == 120
-  for r in saved["restarts"]:
-    assert 0.0 <= r["train_acc"] <= 1.0 and 0.0 <= r["test_acc"] <= 1.0
-    assert set(r["variants"]) == {"gray_digits", "color_digits", "gray_blank", "color_blank"}
-    for v in r["variants"].values():
-      assert 0.0 <= v["entropy"] <= np.log(2) + 1e-6
-    # the coloured-digits variant is the test environment
-    assert r["variants"]["color_digits"]["accuracy"] == pytest.approx(r["test_acc"])
+  assert saved == res and saved["experiment"] == "colored_mnist"
+  assert saved["std_convention"] == results.STD_CONVENTION
+  assert saved["config"]["preset"] == preset
+  assert (saved["n_train"], saved["n_test"]) == (300, 120)
+  seeds, metrics = saved["per_seed"], saved["metrics"]
+  for key in ("train_acc", "test_acc", "last_step_train_acc", "last_step_test_acc"):
+    assert len(seeds[key]) == 2 and all(0.0 <= a <= 1.0 for a in seeds[key])
+    assert metrics[key] == results.mean_std(seeds[key])
+  assert set(seeds["variants"]) == set(VARIANTS)
+  for v in seeds["variants"].values():
+    assert all(0.0 <= h <= np.log(2) + 1e-6 for h in v["entropy"])
+  # the coloured-digits variant is the test environment
+  assert seeds["variants"]["color_digits"]["accuracy"] == pytest.approx(seeds["test_acc"])
   assert saved["history"]["step"] == [0, 2, 4]
   assert np.all(np.isfinite(saved["history"]["train_nll"]))
   # restarts differ in their initialisation
   assert saved["history"]["train_nll"][0][1] != saved["history"]["train_nll"][1][1]
   assert saved["table"].splitlines()[0].startswith("step")
-  # same configuration: not recomputed
-  again = exp.run(cfg, None, str(tmp_path), mnist=small_mnist, progress=False, verbose=False)
-  assert again == saved
+  # metrics.jsonl: seed means every log_every steps, written chunk by chunk
+  log = read_log(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in log] == [0, 2, 4]
+  np.testing.assert_allclose([r["train_nll"] for r in log],
+                             np.mean(saved["history"]["train_nll"], axis=0), rtol=1e-6)
+  # the same command again: found, not recomputed
+  capsys.readouterr()
+  assert exp.run(config(tmp_path, *flags), mnist=small_mnist) == saved
+  assert "not recomputed" in capsys.readouterr().out
 
 
-def test_same_seed_same_numbers_and_resampled_data(small_mnist, tmp_path):
+def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypatch):
+  """A run killed after its second checkpoint and started again with the same command ends
+  with exactly the numbers (and the metrics log) of an uninterrupted run."""
+  flags = ("--preset=irm", "--seeds=2", "--steps=14", "--anneal_steps=5", "--n_train=300",
+           "--n_test=120", "--log_every=2", "--chunk=4")
+  whole = exp.run(config(tmp_path / "whole", *flags), mnist=small_mnist)
+  assert whole["timing_s"]["resumed_from_step"] == 0
+
+  class Killed(Exception):
+    pass
+
+  log = results.RunWriter.log
+
+  def log_until_step_8(self, step, **m):
+    if step >= 8:          # in the third chunk's on_chunk, before its checkpoint is saved
+      raise Killed
+    log(self, step, **m)
+
+  monkeypatch.setattr(results.RunWriter, "log", log_until_step_8)
+  monkeypatch.setattr(exp.checkpoint, "Checkpointer",
+                      functools.partial(checkpoint.Checkpointer, every_seconds=0.0))
+  out = tmp_path / "killed"
+  with pytest.raises(Killed):
+    exp.run(config(out, *flags), mnist=small_mnist)
+  assert not (out / "results.json").exists()
+  assert checkpoint.Checkpointer(out / "ckpt").latest_step() == 8
+  monkeypatch.setattr(results.RunWriter, "log", log)
+  resumed = exp.run(config(out, *flags), mnist=small_mnist)
+  assert resumed["timing_s"]["resumed_from_step"] == 8
+  assert resumed["per_seed"] == whole["per_seed"]
+  assert resumed["history"] == whole["history"]
+  assert read_log(out / "metrics.jsonl") == read_log(tmp_path / "whole" / "metrics.jsonl")
+
+
+def test_other_settings_in_the_same_out_dir_need_overwrite(small_mnist, tmp_path):
+  flags = ("--preset=erm", "--seeds=2", "--steps=3", "--n_train=200", "--n_test=100")
+  exp.run(config(tmp_path, *flags), mnist=small_mnist)
+  with pytest.raises(SystemExit, match="lr"):
+    exp.run(config(tmp_path, *flags, "--lr=0.01"), mnist=small_mnist)
+  res = exp.run(config(tmp_path, *flags, "--lr=0.01", "--overwrite"), mnist=small_mnist)
+  assert res["config"]["lr"] == 0.01
+  assert [r["step"] for r in read_log(tmp_path / "metrics.jsonl")] == [0]
+
+
+def test_restart_zero_is_the_same_with_resampled_data(small_mnist, tmp_path):
   """Restart 0 with --resample_data uses data seed 0 and init key 0, exactly as restart 0 of
   the shared-data run: the two (differently compiled) runs must agree on it and only on it."""
-  kw = dict(restarts=2, steps=4, anneal_steps=2, n_train=200, n_test=100)
-  a = exp.run(exp.Config.for_method("irm", **kw), None, str(tmp_path / "a"), mnist=small_mnist,
-              progress=False, verbose=False)
-  c = exp.run(exp.Config.for_method("irm", resample_data=True, **kw), None, str(tmp_path / "c"),
-              mnist=small_mnist, progress=False, verbose=False)
+  flags = ("--preset=irm", "--seeds=2", "--steps=4", "--anneal_steps=2", "--n_train=200",
+           "--n_test=100")
+  a = exp.run(config(tmp_path / "a", *flags), mnist=small_mnist)
+  c = exp.run(config(tmp_path / "c", *flags, "--resample_data"), mnist=small_mnist)
   np.testing.assert_allclose(c["history"]["train_nll"][0], a["history"]["train_nll"][0],
                              rtol=1e-5)
-  assert c["restarts"][0]["test_acc"] == pytest.approx(a["restarts"][0]["test_acc"])
+  assert c["per_seed"]["test_acc"][0] == pytest.approx(a["per_seed"]["test_acc"][0])
   assert not np.allclose(c["history"]["train_nll"][1], a["history"]["train_nll"][1])
 
 
-def test_erm_learns_colour_and_oracle_does_not(small_mnist, tmp_path):
+# Computed by the experiment before it was converted to a config (commit dd71a0f: ``--method=M
+# --restarts=2 --steps=12 --anneal_steps=6 --n_train=1000 --n_test=300 --log_every=11``, one
+# CPU device, jax 0.5.3): per restart, the training NLL at step 11 and the entropy on coloured
+# blanks of the final model. The converted code gives these bit for bit on the same machine;
+# rtol 1e-5 leaves room for other BLAS builds, not for a changed objective or schedule.
+BEFORE_CONVERSION = {
+    "erm": ([0.5812515616416931, 0.5636696815490723], [0.6901317238807678, 0.6874895095825195]),
+    "sd": ([0.5939383506774902, 0.5753639936447144], [0.6911485195159912, 0.6889855861663818]),
+    "irm": ([0.4566616117954254, 0.4528147280216217], [0.6105550527572632, 0.5892059803009033]),
+    "rex": ([0.4484529495239258, 0.44354209303855896], [0.6161161661148071, 0.5953760743141174]),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(BEFORE_CONVERSION))
+def test_same_numbers_as_before_the_conversion(preset, mnist_dir, tmp_path):
+  res = exp.run(config(tmp_path, f"--preset={preset}", "--seeds=2", "--steps=12",
+                       "--anneal_steps=6", "--n_train=1000", "--n_test=300", "--log_every=11",
+                       f"--data_dir={mnist_dir}"))
+  nll, entropy = BEFORE_CONVERSION[preset]
+  assert res["history"]["step"] == [0, 11]
+  np.testing.assert_allclose([h[-1] for h in res["history"]["train_nll"]], nll, rtol=1e-5)
+  np.testing.assert_allclose(res["per_seed"]["variants"]["color_blank"]["entropy"], entropy,
+                             rtol=1e-5)
+
+
+def test_erm_learns_colour_and_oracle_does_not(mnist_dir, tmp_path):
   """A short run already shows the shortcut: ERM fits colour (test ≪ 50%), the oracle cannot."""
-  kw = dict(restarts=2, steps=25, n_train=2000, n_test=600, log_every=10)
-  erm = exp.run(exp.Config.for_method("erm", **kw), None, str(tmp_path / "erm"),
-                mnist=small_mnist, progress=False, verbose=False)
-  oracle = exp.run(exp.Config.for_method("oracle", **kw), None, str(tmp_path / "oracle"),
-                   mnist=small_mnist, progress=False, verbose=False)
-  assert erm["summary"]["train_acc"]["mean"] > 0.8
-  assert erm["summary"]["test_acc"]["mean"] < 0.3
+  images, digits = load_mnist_train(mnist_dir)
+  mnist = images[:3600], digits[:3600]
+  flags = ("--seeds=2", "--steps=25", "--n_train=2000", "--n_test=600")
+  erm = exp.run(config(tmp_path / "erm", "--preset=erm", *flags), mnist=mnist)["metrics"]
+  oracle = exp.run(config(tmp_path / "oracle", "--preset=oracle", *flags), mnist=mnist)
+  assert erm["train_acc"]["mean"] > 0.8
+  assert erm["test_acc"]["mean"] < 0.3
   # colour-only model: coloured blank images are classified by colour (≈ 10% correct)
-  assert erm["summary"]["variants"]["color_blank"]["accuracy"]["mean"] < 0.2
+  assert erm["variants"]["color_blank"]["accuracy"]["mean"] < 0.2
   # the oracle sees no colour: coloured and grayscale variants give identical predictions
-  v = oracle["summary"]["variants"]
-  assert v["color_blank"]["accuracy"]["mean"] == v["gray_blank"]["accuracy"]["mean"]
-  assert v["color_digits"]["accuracy"]["mean"] == v["gray_digits"]["accuracy"]["mean"]
+  v = oracle["per_seed"]["variants"]
+  assert v["color_blank"] == v["gray_blank"]
+  assert v["color_digits"] == v["gray_digits"]
+  assert oracle["metrics"]["test_acc"]["mean"] > 0.6
 
 
-def test_bad_config():
-  with pytest.raises(ValueError, match="method"):
-    exp.Config.for_method("dro")
-  with pytest.raises(ValueError, match="sd_coef"):
-    exp.Config.for_method("sd", sd_coef=0.0)
-  with pytest.raises(ValueError, match="restarts"):
-    exp.Config.for_method("erm", restarts=0)
-  with pytest.raises(ValueError, match="rex_form"):
-    exp.Config.for_method("rex", rex_form="mse")
+def test_bad_flags_are_rejected(capsys):
+  for flags in (["--objective=dro"], ["--preset=sd", "--sd_lambda=0"], ["--seeds=0"],
+                ["--preset=rex", "--rex_form=mse"], ["--preset=irm", "--penalty_weight=0"],
+                ["--restarts=3"]):
+    with pytest.raises(SystemExit):
+      cli.parse(configs, flags)
+  assert "--restarts" in capsys.readouterr().err
 
 
-def test_cli_help_documents_every_flag(capsys):
+def test_help_documents_every_flag(capsys):
   with pytest.raises(SystemExit):
-    exp.parse_args(["--help"])
+    exp.main(["--help"])
   out = capsys.readouterr().out
-  for flag in ("--method", "--restarts", "--data_dir", "--out_dir", "--steps", "--n_train",
-               "--rex_form", "--overwrite"):
+  for flag in ("--preset", "--seeds", "--steps", "--lr", "--hidden", "--sd_lambda",
+               "--l2_weight", "--data_dir", "--out_dir", "--n_train", "--rex_form",
+               "--overwrite", "--resample_data"):
     assert flag in out
 
 
+def test_oracle_preset_has_the_released_settings():
+  """IRM's reproduce_paper_results.sh, 'ERM, grayscale model (oracle)'."""
+  c = configs.get_config("oracle")
+  assert (c.objective, c.grayscale, c.hidden, c.steps) == ("erm", True, 83, 101)
+  assert (c.lr, c.l2_weight) == (0.0028171488133821726, 0.0008602868865288383)
+  assert c.penalty_weight == 0.0 and c.resample_data
+
+
 # ---------------------------------------------------------------------------------------------
-# Parity with the released PyTorch objective (written out here from the released code's
+# Parity with the released PyTorch objectives (written out here from the released code's
 # formulas: per-env mean BCE, IRM penalty via autograd.grad w.r.t. a dummy scale with
 # create_graph, L2 as sum of squared norms of all parameters, annealed weight and division).
 
@@ -116,10 +209,10 @@ def _torch_loss(torch, tw, x, y, env, method, step, hp):
       h = torch.relu(h)
   logits = h[:, 0]
   bce = torch.nn.functional.binary_cross_entropy_with_logits
-  if method in ("sd",):
+  if method == "sd":
     nll = bce(logits, y)
     sd = (logits ** 2).mean()
-    return hp["sd_coef"] * (sd + nll) if step >= hp["anneal_steps"] else nll + hp["sd_coef"] * sd
+    return hp["sd_lambda"] * (sd + nll) if step >= hp["anneal_steps"] else nll + hp["sd_lambda"] * sd
   nlls, pens = [], []
   for e in (0, 1):
     m = env == e
@@ -130,7 +223,7 @@ def _torch_loss(torch, tw, x, y, env, method, step, hp):
     pens.append(torch.sum(g ** 2))
   weight_norm = sum(p.norm().pow(2) for pair in tw for p in pair)
   pw = hp["penalty_weight"] if step >= hp["anneal_steps"] else 1.0
-  if method == "irm":
+  if method in ("irm", "oracle"):   # the oracle is IRM's main.py with penalty weight 0
     loss = torch.stack(nlls).mean() + hp["l2_weight"] * weight_norm + pw * torch.stack(pens).mean()
   else:  # REx release: (R0 + R1) + l2 + w (R0 - R1)^2
     loss = nlls[0] + nlls[1] + hp["l2_weight"] * weight_norm + pw * (nlls[0] - nlls[1]) ** 2
@@ -138,7 +231,7 @@ def _torch_loss(torch, tw, x, y, env, method, step, hp):
 
 
 @pytest.mark.parametrize("method,step", [("irm", 2), ("irm", 5), ("rex", 2), ("rex", 5),
-                                         ("sd", 2), ("sd", 5)])
+                                         ("sd", 2), ("sd", 5), ("oracle", 2)])
 def test_gradient_matches_released_pytorch_loss(method, step):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(1)
@@ -146,20 +239,22 @@ def test_gradient_matches_released_pytorch_loss(method, step):
   x = rng.random((n, d)).astype(np.float32)
   y = rng.integers(0, 2, n).astype(np.float32)
   env = np.repeat([0, 1], n // 2).astype(np.int32)
-  cfg = exp.Config.for_method(method, hidden=hdim, anneal_steps=4, penalty_weight=300.0
-                              if method != "sd" else None, sd_coef=0.05 if method == "sd" else None)
-  model = models.MLP(hidden=(hdim, hdim), num_outputs=1, kernel_init="xavier")
+  cfg = cli.overrides(configs.get_config(method), hidden=hdim)
+  if method in ("irm", "rex"):
+    cfg.penalty_weight, cfg.anneal_steps = 300.0, 4
+  if method == "sd":
+    cfg.sd_lambda, cfg.anneal_steps = 0.05, 4
+  model = cmnist.model_of(cfg)
   params = model.init(jax.random.PRNGKey(0), x)["params"]
   # non-zero biases so that the L2 term's bias part is exercised
   params = jax.tree_util.tree_map(lambda p: p + 0.1 if p.ndim == 1 else p, params)
-  hp = {"sd_coef": cfg.sd_coef, "anneal_steps": cfg.anneal_steps,
-        "penalty_weight": cfg.penalty_weight, "l2_weight": cfg.l2_weight}
-  objective = exp.make_objective(cfg, model)
+  hp = cmnist.hparams_of(cfg)
+  objective = cmnist.make_objective(cfg, model.apply)
   batch = {"x": x, "y": y, "env": env, "test_x": x[:5], "test_y": y[:5]}
 
   def loss_fn(p):
     logits = model.apply({"params": p}, x)
-    return objective(logits, batch, p, jnp.int32(step), jax.tree_util.tree_map(jnp.asarray, hp))[0]
+    return objective(logits, batch, p, jnp.int32(step), hp)[0]
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
   layers = ["dense_0", "dense_1", "head"]
@@ -167,8 +262,10 @@ def test_gradient_matches_released_pytorch_loss(method, step):
                       requires_grad=True),
          torch.tensor(np.asarray(params[l]["bias"]), dtype=torch.float64, requires_grad=True))
         for l in layers]
+  hp_torch = {k: float(v) for k, v in hp.items()}
   tl = _torch_loss(torch, tw, torch.tensor(x, dtype=torch.float64),
-                   torch.tensor(y, dtype=torch.float64), torch.tensor(env), method, step, hp)
+                   torch.tensor(y, dtype=torch.float64), torch.tensor(env), method, step,
+                   hp_torch)
   tl.backward()
   np.testing.assert_allclose(float(loss), tl.item(), rtol=1e-5)
   for l, (w, b) in zip(layers, tw):
@@ -184,11 +281,10 @@ def test_gradient_matches_released_pytorch_loss(method, step):
 
 @pytest.fixture(scope="module")
 def full_runs(tmp_path_factory):
-  if not HAVE_MNIST:
-    pytest.skip("needs the offline MNIST copy")
+  from tests.conftest import real_data
+  real_data("mnist", "mnist.npz")
   out = tmp_path_factory.mktemp("cmnist_full")
-  return {m: exp.run(exp.Config.for_method(m, restarts=10), MNIST_DIR, str(out / m),
-                     progress=False, verbose=False)
+  return {m: exp.run(config(out / m, f"--preset={m}", f"--data_dir={real_data('mnist')}"))
           for m in ("erm", "sd", "irm", "rex", "oracle")}
 
 
@@ -196,15 +292,15 @@ def full_runs(tmp_path_factory):
 @pytest.mark.parametrize("method", ["erm", "sd", "irm", "rex", "oracle"])
 def test_full_table2(full_runs, method):
   """Train and test accuracy within 3 paper standard deviations (+1 point) of Table 2."""
-  s = full_runs[method]["summary"]
-  (tr, tr_sd), (te, te_sd) = exp.PAPER_TABLE2[method]
-  assert abs(100 * s["train_acc"]["mean"] - tr) <= 3 * tr_sd + 1.0
-  assert abs(100 * s["test_acc"]["mean"] - te) <= 3 * te_sd + 1.0
+  m = full_runs[method]["metrics"]
+  for split in ("train", "test"):
+    mean, std = paper.TABLE2[method][split]
+    assert abs(100 * m[f"{split}_acc"]["mean"] - mean) <= 3 * std + 1.0
 
 
 @pytest.mark.slow
 def test_full_figure3_pattern(full_runs):
-  v = {m: full_runs[m]["summary"]["variants"] for m in ("erm", "sd", "irm")}
+  v = {m: full_runs[m]["metrics"]["variants"] for m in ("erm", "sd", "irm")}
   acc = lambda m, k: 100 * v[m][k]["accuracy"]["mean"]
   ent = lambda m, k: v[m][k]["entropy"]["mean"]
   assert acc("erm", "color_blank") < 15 and acc("sd", "color_blank") < 15   # both use colour

@@ -166,7 +166,13 @@ def colored_mnist(seed: int = 0, data_dir: str | None = None, *, mnist=None,
 
 
 def to_grayscale(x: np.ndarray) -> np.ndarray:
-  """The oracle's input: the two channels summed, (n, 2, 14, 14) → (n, 196)."""
+  """The oracle's input: the two channels summed, (n, 2, 14, 14) → (n, 196).
+
+  As the released oracle (IRM's ``main.py`` with ``--grayscale_model``:
+  ``input.view(n, 2, 14*14).sum(dim=1)``): one channel of a coloured image is zero, so the sum
+  is the digit's intensity/255 whatever its colour, and a grayscale variant (both channels
+  /2) gives the same image.
+  """
   x = np.asarray(x)
   return x.reshape(x.shape[0], 2, -1).sum(axis=1)
 
@@ -189,3 +195,33 @@ def flat_inputs(env: Environment, grayscale: bool = False) -> np.ndarray:
   """An environment's inputs as the model sees them: (n, 392), or (n, 196) for the oracle."""
   x = to_grayscale(env.x) if grayscale else env.x.reshape(len(env.x), -1)
   return np.ascontiguousarray(x, np.float32)
+
+
+def subset(envs: dict[str, Environment], n_train: int = 0,
+           n_test: int = 0) -> dict[str, Environment]:
+  """Reduced runs: the first ``n_train/2`` examples of each training environment and the first
+  ``n_test`` of the test environment and its variants (0 keeps everything)."""
+  envs = dict(envs)
+  if n_train:
+    half = max(n_train // 2, 1)
+    for name in ("train0", "train1"):
+      envs[name] = Environment(*(a[:half] for a in envs[name]))
+  if n_test:
+    for name in ("test",) + VARIANTS:
+      if name in envs:
+        envs[name] = Environment(*(a[:n_test] for a in envs[name]))
+  return envs
+
+
+def model_inputs(envs: dict[str, Environment], grayscale: bool = False):
+  """What the model sees: ``(batch, variants)``.
+
+  ``batch`` is :func:`train_batch` plus the test environment as ``"test_x"``, ``"test_y"``;
+  ``variants`` maps each Figure-3 variant to ``(x, y)``. Inputs are (n, 392), or (n, 196) with
+  ``grayscale`` (the oracle).
+  """
+  batch = train_batch(envs, grayscale=grayscale)
+  batch["test_x"] = flat_inputs(envs["test"], grayscale)
+  batch["test_y"] = envs["test"].y
+  variants = {name: (flat_inputs(envs[name], grayscale), envs[name].y) for name in VARIANTS}
+  return batch, variants
