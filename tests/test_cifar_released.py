@@ -51,20 +51,10 @@ def test_narlenet_init_is_pytorch_default_uniform():
 
 def test_narlenet_equals_a_torch_forward_with_copied_weights():
   torch = pytest.importorskip("torch")
-  tnn = torch.nn
+  from benchmarks.cifar_speed import torch_narlenet
   net, v = _net_and_params(1)
-  p = jax.tree_util.tree_map(np.asarray, v["params"])
-  t = tnn.Sequential(tnn.Conv2d(3, 12, 5), tnn.LeakyReLU(0.01), tnn.MaxPool2d(2),
-                     tnn.Conv2d(12, 32, 5), tnn.LeakyReLU(0.01), tnn.MaxPool2d(2), tnn.Flatten(),
-                     tnn.Linear(800, 240), tnn.LeakyReLU(0.01), tnn.Linear(240, 192),
-                     tnn.LeakyReLU(0.01), tnn.Linear(192, 2))
+  t = torch_narlenet(v["params"])
   with torch.no_grad():
-    for i, j in ((0, 0), (1, 3)):
-      t[j].weight.copy_(torch.from_numpy(p[f"conv{i}"]["kernel"].transpose(3, 2, 0, 1).copy()))
-      t[j].bias.copy_(torch.from_numpy(p[f"conv{i}"]["bias"]))
-    for i, j in ((0, 7), (1, 9), (2, 11)):
-      t[j].weight.copy_(torch.from_numpy(p[f"fc{i}"]["kernel"].T.copy()))
-      t[j].bias.copy_(torch.from_numpy(p[f"fc{i}"]["bias"]))
     x = np.random.default_rng(0).random((5, 32, 32, 3), np.float32)
     ref = t(torch.from_numpy(2 * x.transpose(0, 3, 1, 2) - 1)).numpy()
   out = np.asarray(net.apply(v, jnp.asarray(x)))
