@@ -66,12 +66,13 @@ def read_run(run_dir) -> dict:
   return r
 
 
-def load_groups(dirs):
+def load_groups(dirs, by="model", strength="sd_lambda"):
+  """Runs grouped by (dataset, config[by], method, config[strength], epochs, train_limit)."""
   groups = defaultdict(list)
   for d in dirs:
     r = read_run(d)
     c = r["config"]
-    groups[(c["dataset"], c["model"], r["method"], c["sd_lambda"], c["epochs"],
+    groups[(c["dataset"], c[by], r["method"], c[strength], c["epochs"],
             c.get("train_limit", 0))].append(r)
   return dict(sorted(groups.items()))
 
@@ -170,11 +171,20 @@ def figure2(groups, stem):
               f"{len(runs)} seeds, n={len(m)})")
     for e, ls in ((5 / 255, ":"), (0.05, "--")):
       ax.axvline(e * 255, color="gray", ls=ls, lw=0.8)
-    ax.set_xlabel("L∞ margin ε (in 1/255 pixel units)")
-    ax.set_ylabel("fraction of test images with margin ≤ ε")
-    ax.set_title(f"{dataset}: margin CDF (PGD-10 bisection)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
+    _label(ax, "L∞ margin ε (in 1/255 pixel units)", "fraction of test images with margin ≤ ε",
+           f"{dataset}: margin CDF (PGD-10 bisection)", 1, 7)
+  return _save(plt, fig, stem)
+
+
+def _label(ax, xlabel, ylabel, title, y_max, legend_size):
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.set_ylim(0, y_max)
+  ax.legend(fontsize=legend_size, loc="lower right")
+
+
+def _save(plt, fig, stem):
   fig.tight_layout()
   paths = results.save_figure(fig, stem)
   plt.close(fig)
@@ -193,16 +203,6 @@ RELEASED_COLUMNS = (
     *((f"margin {q} ({a})", lambda m, a, q=q: m["margins_pm1"][a][q], 1)
       for q in ("q25", "q50", "q75", "q90") for a in RELEASED_ATTACKS),
 )
-
-
-def load_released_groups(dirs):
-  groups = defaultdict(list)
-  for d in dirs:
-    r = read_run(d)
-    c = r["config"]
-    groups[(c["dataset"], c["classes"], r["method"], c["sd_coef"], c["epochs"],
-            c.get("train_limit", 0))].append(r)
-  return dict(sorted(groups.items()))
 
 
 def make_released_table(groups):
@@ -245,16 +245,10 @@ def released_figure2(groups, stem, x_max=0.3):
       if len(runs) > 1:
         ax.fill_between(grid, curves.min(0), curves.max(0), color=color, alpha=0.2, lw=0)
   ax.axvline(0.05, color="gray", ls=":", lw=0.8)
-  ax.set_xlabel("L∞ norm of the perturbation ([−1,1] input units)")
-  ax.set_ylabel("% of test points misclassified")
-  ax.set_title("CIFAR-2, released protocol (Figure 2 axes)")
   ax.set_xlim(0, x_max)
-  ax.set_ylim(0, 100)
-  ax.legend(fontsize=6, loc="lower right")
-  fig.tight_layout()
-  paths = results.save_figure(fig, stem)
-  plt.close(fig)
-  return paths
+  _label(ax, "L∞ norm of the perturbation ([−1,1] input units)",
+         "% of test points misclassified", "CIFAR-2, released protocol (Figure 2 axes)", 100, 6)
+  return _save(plt, fig, stem)
 
 
 def write_table(rows, out_dir, stem, keys=None):
@@ -279,7 +273,7 @@ def main(argv=None):
   os.makedirs(args.out_dir, exist_ok=True)
   released = [d for d in dirs if is_released[d]]
   if released:
-    rgroups = load_released_groups(released)
+    rgroups = load_groups(released, by="classes", strength="sd_coef")
     print(write_table(make_released_table(rgroups), args.out_dir, "released_table", keys=[]))
     released_figure2(rgroups, os.path.join(args.out_dir, "released_figure2"))
   dirs = [d for d in dirs if not is_released[d]]
