@@ -188,3 +188,33 @@ def test_real_airplane_horse_selection(cifar10_npz):
   keep = np.isin(raw["y_test"].reshape(-1), (0, 7))
   np.testing.assert_array_equal(d.x_test, raw["x_test"][keep])
   np.testing.assert_array_equal(d.y_test, (raw["y_test"].reshape(-1)[keep] == 7).astype(int))
+
+
+def test_released_table_and_figure_from_results(tmp_path):
+  """analysis.cifar_table groups released runs by (classes, method, sd_coef), reports mean ±
+  std over seeds and draws the Figure-2-axes plot."""
+  from analysis import cifar_table
+  from gs_jax import results
+
+  def write(name, coef, seed, q50):
+    m = {"released": {"n": 4, "q25": 0.01, "q50": q50, "q75": 0.2, "q90": 0.3,
+                      "median_correct": q50}}
+    acc = {"full": 0.5, "lossless": 0.5}
+    results.atomic_write_json(tmp_path / name / "results.json", {
+        "config": {"dataset": "cifar2", "classes": "airplane,horse", "model": "released",
+                   "sd_coef": coef, "epochs": 1, "seed": seed},
+        "method": "SD" if coef else "ERM", "data": {"n_train": 10},
+        "metrics": {"train_acc": 1.0, "test_iid_acc": {"full": 0.9, "lossless": 0.8},
+                    "test_ood_acc": {"released": {k: acc for k in ("eps_0.05_pm1", "eps_0.05",
+                                                                    "eps_5/255")}},
+                    "margins_pm1": m},
+        "margins": {"released": {"values_pm1": [0.0, 0.02, q50, None]}}})
+  write("a", 0.0, 0, 0.04)
+  write("b", 0.1, 0, 0.10)
+  write("c", 0.1, 1, 0.14)
+  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t"])
+  md = (tmp_path / "t" / "released_table.md").read_text()
+  assert "| cifar2 | airplane,horse | SD | 0.1 | 0,1 |" in md
+  assert "0.120 ± 0.028" in md          # median margins 0.10, 0.14: mean 0.12, sample std 0.028
+  assert (tmp_path / "t" / "released_figure2.png").stat().st_size > 1000
+  assert not (tmp_path / "t" / "table1.md").exists()
