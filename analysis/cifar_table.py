@@ -10,6 +10,13 @@ and ``table1.csv`` (beside the paper's numbers, :data:`gs_jax.paper.TABLE1`),
 curve further right/below means larger margins) and ``summary.json``. Results files written
 before the :class:`gs_jax.results.RunWriter` schema (``docs/results/cifar2_paper_h200``) are
 read as well.
+
+Runs of the ``released`` preset (the authors' Figure-2 protocol, docs/protocols.md §3.3) go to
+``released_table.md``/``.csv`` (grouped by classes, method and ``sd_coef``; OOD accuracies and
+margin quantiles under the released-style and the strong attack, margins in [−1,1] units) and
+``released_figure2.png``/``.pdf``: % of test points misclassified against the L∞ perturbation
+in [−1,1] units (Figure 2's axes), ERM vs SD, both attacks, a band over seeds (min–max) when
+there are several.
 """
 from __future__ import annotations
 
@@ -59,12 +66,13 @@ def read_run(run_dir) -> dict:
   return r
 
 
-def load_groups(dirs):
+def load_groups(dirs, by="model", strength="sd_lambda"):
+  """Runs grouped by (dataset, config[by], method, config[strength], epochs, train_limit)."""
   groups = defaultdict(list)
   for d in dirs:
     r = read_run(d)
     c = r["config"]
-    groups[(c["dataset"], c["model"], r["method"], c["sd_lambda"], c["epochs"],
+    groups[(c["dataset"], c[by], r["method"], c[strength], c["epochs"],
             c.get("train_limit", 0))].append(r)
   return dict(sorted(groups.items()))
 
@@ -98,9 +106,10 @@ def make_table(groups):
   return rows
 
 
-def to_markdown(rows) -> str:
-  keys = ["dataset", "model", "method", "sd_lambda", "seeds", "epochs", "n_train", "augment"]
-  keys += [c[0] for c in COLUMNS]
+def to_markdown(rows, keys=None) -> str:
+  if keys is None:
+    keys = ["dataset", "model", "method", "sd_lambda", "seeds", "epochs", "n_train", "augment"]
+    keys += [c[0] for c in COLUMNS]
   for r in rows:   # columns only some rows have (the attack-strength check), in first-seen order
     keys += [k for k in r if k not in keys]
   lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -111,7 +120,8 @@ def to_markdown(rows) -> str:
       if isinstance(v, tuple) and k.startswith("PGD"):
         cells.append(f"{v[0]:.1f} / {v[1]:.1f}")
       elif isinstance(v, tuple):
-        cells.append(f"{v[0]:.1f} ± {v[1]:.1f}" if "margin" not in k else f"{v[0]:.2f} ± {v[1]:.2f}")
+        digits = 1 if "margin" not in k else 2 if "×255" in k else 3
+        cells.append(f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}")
       else:
         cells.append(str(v))
     lines.append("| " + " | ".join(cells) + " |")
@@ -161,15 +171,94 @@ def figure2(groups, stem):
               f"{len(runs)} seeds, n={len(m)})")
     for e, ls in ((5 / 255, ":"), (0.05, "--")):
       ax.axvline(e * 255, color="gray", ls=ls, lw=0.8)
-    ax.set_xlabel("L∞ margin ε (in 1/255 pixel units)")
-    ax.set_ylabel("fraction of test images with margin ≤ ε")
-    ax.set_title(f"{dataset}: margin CDF (PGD-10 bisection)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
+    _label(ax, "L∞ margin ε (in 1/255 pixel units)", "fraction of test images with margin ≤ ε",
+           f"{dataset}: margin CDF (PGD-10 bisection)", 1, 7)
+  return _save(plt, fig, stem)
+
+
+def _label(ax, xlabel, ylabel, title, y_max, legend_size):
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.set_ylim(0, y_max)
+  ax.legend(fontsize=legend_size, loc="lower right")
+
+
+def _save(plt, fig, stem):
   fig.tight_layout()
   paths = results.save_figure(fig, stem)
   plt.close(fig)
   return paths
+
+
+RELEASED_ATTACKS = ("released", "strong")
+# (column, getter of a run's metrics, scale): accuracies in %, margins in [−1,1] units.
+RELEASED_COLUMNS = (
+    ("train", lambda m, a: m["train_acc"], 100),
+    ("test IID", lambda m, a: m["test_iid_acc"]["full"], 100),
+    ("test IID (lossless)", lambda m, a: m["test_iid_acc"]["lossless"], 100),
+    *((f"OOD {e} ({a})", lambda m, a, e=e, k=k: m["test_ood_acc"][a][k]["full"], 100)
+      for k, e in (("eps_0.05_pm1", "ε=0.05 [−1,1]"), ("eps_0.05", "ε=0.05 px"),
+                   ("eps_5/255", "ε=5/255 px")) for a in RELEASED_ATTACKS),
+    *((f"margin {q} ({a})", lambda m, a, q=q: m["margins_pm1"][a][q], 1)
+      for q in ("q25", "q50", "q75", "q90") for a in RELEASED_ATTACKS),
+)
+
+
+def make_released_table(groups):
+  rows = []
+  for (dataset, classes, method, coef, epochs, limit), runs in groups.items():
+    row = {"dataset": dataset, "classes": classes, "method": method, "sd_coef": coef,
+           "seeds": ",".join(str(r["config"]["seed"]) for r in runs), "epochs": epochs,
+           "n_train": runs[0]["data"]["n_train"],
+           "n strong": runs[0]["metrics"]["margins_pm1"].get("strong", {}).get("n", 0)}
+    for name, get, scale in RELEASED_COLUMNS:
+      a = name.split("(")[-1].rstrip(")")
+      if all(a not in r["metrics"]["margins_pm1"] for r in runs) and a in RELEASED_ATTACKS:
+        continue
+      row[name] = mean_std([get(r["metrics"], a) for r in runs], scale)
+    row["paper (train / IID / OOD)"] = paper_cells(dataset, method)
+    rows.append(row)
+  return rows
+
+
+def released_margins(run, attack):
+  """[−1,1]-unit margins of one run (inf where the attack never flipped up to eps_max)."""
+  return np.array([np.inf if v is None else v for v in run["margins"][attack]["values_pm1"]])
+
+
+def released_figure2(groups, stem, x_max=0.3):
+  plt = results.pyplot()
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  grid = np.linspace(0, x_max, 601)
+  for i, ((dataset, classes, method, coef, epochs, _), runs) in enumerate(groups.items()):
+    color = f"C{i}"
+    for attack, ls in (("released", "-"), ("strong", "--")):
+      if attack not in runs[0]["margins"]:
+        continue
+      curves = np.stack([100 * (released_margins(r, attack)[None, :] <= grid[:, None]).mean(1)
+                         for r in runs])
+      n = len(released_margins(runs[0], attack))
+      ax.plot(grid, curves.mean(0), ls=ls, color=color,
+              label=f"{method} sd_coef={coef:g} ({classes}), {attack} attack, "
+                    f"{len(runs)} seed(s), {epochs} ep, n={n}")
+      if len(runs) > 1:
+        ax.fill_between(grid, curves.min(0), curves.max(0), color=color, alpha=0.2, lw=0)
+  ax.axvline(0.05, color="gray", ls=":", lw=0.8)
+  ax.set_xlim(0, x_max)
+  _label(ax, "L∞ norm of the perturbation ([−1,1] input units)",
+         "% of test points misclassified", "CIFAR-2, released protocol (Figure 2 axes)", 100, 6)
+  return _save(plt, fig, stem)
+
+
+def write_table(rows, out_dir, stem, keys=None):
+  md = to_markdown(rows, keys)
+  path = os.path.join(out_dir, stem + ".md")
+  with open(path + ".tmp", "w") as f:
+    f.write(md)
+  os.replace(path + ".tmp", path)
+  write_csv(rows, os.path.join(out_dir, stem + ".csv"))
+  return md
 
 
 def main(argv=None):
@@ -179,14 +268,20 @@ def main(argv=None):
                  help="run directories or glob patterns (comma-separated or repeated)")
   p.add_argument("--out_dir", default="runs/cifar_table")
   args = p.parse_args(argv)
-  groups = load_groups(find_runs(args.runs))
-  rows = make_table(groups)
+  dirs = find_runs(args.runs)
+  is_released = {d: read_run(d)["config"]["model"] == "released" for d in dirs}
   os.makedirs(args.out_dir, exist_ok=True)
-  md = to_markdown(rows)
-  with open(os.path.join(args.out_dir, "table1.md.tmp"), "w") as f:
-    f.write(md)
-  os.replace(os.path.join(args.out_dir, "table1.md.tmp"), os.path.join(args.out_dir, "table1.md"))
-  write_csv(rows, os.path.join(args.out_dir, "table1.csv"))
+  released = [d for d in dirs if is_released[d]]
+  if released:
+    rgroups = load_groups(released, by="classes", strength="sd_coef")
+    print(write_table(make_released_table(rgroups), args.out_dir, "released_table", keys=[]))
+    released_figure2(rgroups, os.path.join(args.out_dir, "released_figure2"))
+  dirs = [d for d in dirs if not is_released[d]]
+  if not dirs:
+    return
+  groups = load_groups(dirs)
+  rows = make_table(groups)
+  md = write_table(rows, args.out_dir, "table1")
   figure2(groups, os.path.join(args.out_dir, "figure2"))
   summary = {"rows": rows, "margin_medians": {
       "/".join(map(str, k)): float(np.median(margins_of(v))) for k, v in groups.items()}}

@@ -1,6 +1,15 @@
-"""Training-step throughput of the CIFAR ``cpu``-preset CNN: gs-jax vs PyTorch eager.
+"""Training-step throughput of the CIFAR ``cpu``-preset CNN (or of the ``released`` protocol's
+batch-1 NarLeNet): gs-jax vs PyTorch eager.
 
     python -m benchmarks.cifar_speed [--batch_size=128 --steps=30 --repeats=3]
+    python -m benchmarks.cifar_speed --protocol=released [--steps=2000 --repeats=3]
+
+``--protocol=released`` (docs/protocols.md §3.3): batch size 1, uint8 image gathered from a
+resident dataset, scaled to [−1,1], :class:`gs_jax.models.NarLeNet` (PyTorch: the same layers,
+:func:`torch_narlenet`), cross-entropy + ``sd_coef·Σ ŷ²``, SGD lr 1e-3 momentum 0.9, no
+augmentation. gs-jax runs ``--steps`` steps as one compiled ``lax.scan``
+(:func:`gs_jax.train.make_epoch_runner` with ``scan=True``, as the experiment does); PyTorch
+runs its eager loop. An epoch of CIFAR-2 is 10,000 such steps.
 
 Both sides run the *same* step on the same machine in the same process: random crop (pad 4) +
 horizontal flip of a uint8 batch gathered from a resident dataset, conversion to [0,1],
@@ -90,24 +99,96 @@ def torch_runner(x_all, y_all, batch_size, sd_lambda):
   return go, torch.get_num_threads()
 
 
+def torch_narlenet(params=None):
+  """NAR's ``Net`` (docs/protocols.md §3.3) in PyTorch; with ``params`` (NarLeNet's Flax
+  params) its weights are copied from them (kernels HWIO → OIHW, Dense kernels transposed)."""
+  import torch
+  from torch import nn
+  net = nn.Sequential(nn.Conv2d(3, 12, 5), nn.LeakyReLU(0.01), nn.MaxPool2d(2),
+                      nn.Conv2d(12, 32, 5), nn.LeakyReLU(0.01), nn.MaxPool2d(2), nn.Flatten(),
+                      nn.Linear(800, 240), nn.LeakyReLU(0.01), nn.Linear(240, 192),
+                      nn.LeakyReLU(0.01), nn.Linear(192, 2))
+  if params is not None:
+    p = {k: {n: np.array(v) for n, v in d.items()} for k, d in params.items()}
+    with torch.no_grad():
+      for name, j, perm in (("conv0", 0, (3, 2, 0, 1)), ("conv1", 3, (3, 2, 0, 1)),
+                            ("fc0", 7, (1, 0)), ("fc1", 9, (1, 0)), ("fc2", 11, (1, 0))):
+        net[j].weight.copy_(torch.from_numpy(p[name]["kernel"].transpose(perm).copy()))
+        net[j].bias.copy_(torch.from_numpy(p[name]["bias"]))
+  return net
+
+
+def released_runners(x_all, y_all, sd_coef):
+  """(gs-jax go, PyTorch go, torch threads) for the released protocol's batch-1 step."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import torch
+
+  from gs_jax import models, train
+  from gs_jax.data import cifar
+
+  model = models.NarLeNet(2)
+  tx = optax.sgd(1e-3, momentum=0.9)
+  holder = {"state": train.init_state(model, tx, jax.random.PRNGKey(0),
+                                      jnp.zeros((1, 32, 32, 3)))}
+  run = train.make_epoch_runner(train.make_train_step(model, tx, train.softmax_objective),
+                                preprocess=lambda k, xb: cifar.to_float(xb), scan=True)
+  xa, ya = jnp.asarray(x_all), jnp.asarray(y_all)
+  hp = {"sd_lambda": jnp.float32(0.0), "sd_coef": jnp.float32(sd_coef)}
+
+  def jax_go(steps, seed):
+    idx = cifar.epoch_permutation(jax.random.PRNGKey(seed), 0, len(x_all), 1)[:steps]
+    holder["state"], m = run(holder["state"], xa, ya, idx, hp)
+    jax.block_until_ready(m)
+
+  torch.manual_seed(0)
+  net = torch_narlenet()
+  opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+  xt = torch.from_numpy(x_all).permute(0, 3, 1, 2).contiguous()
+  yt = torch.from_numpy(y_all.astype(np.int64))
+
+  def torch_go(steps, seed):
+    perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(seed))
+    for i in perm[:steps].tolist():
+      out = net(xt[i:i + 1].float() / 127.5 - 1.0)
+      loss = torch.nn.functional.cross_entropy(out, yt[i:i + 1]) + sd_coef * out.pow(2).sum()
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+  return jax_go, torch_go, torch.get_num_threads()
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--batch_size", type=int, default=128)
-  p.add_argument("--steps", type=int, default=30, help="timed steps per repeat")
+  p.add_argument("--protocol", choices=("cpu", "released"), default="cpu")
+  p.add_argument("--batch_size", type=int, default=128, help="cpu protocol only (released: 1)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="timed steps per repeat (default 30; released: 2000)")
   p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--sd_lambda", type=float, default=0.01)
+  p.add_argument("--sd_lambda", type=float, default=0.01, help="cpu protocol's SD")
+  p.add_argument("--sd_coef", type=float, default=0.1, help="released protocol's SD")
   args = p.parse_args(argv)
+  released = args.protocol == "released"
+  if released:
+    args.batch_size = 1
+  args.steps = args.steps or (2000 if released else 30)
   rng = np.random.default_rng(0)
   n = 10_000                                                        # CIFAR-2 training size
   x_all = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   y_all = rng.integers(0, 2, n).astype(np.int32)
-  jax_go = jax_runner(x_all, y_all, args.batch_size, args.sd_lambda)
-  torch_go, threads = torch_runner(x_all, y_all, args.batch_size, args.sd_lambda)
+  if released:
+    jax_go, torch_go, threads = released_runners(x_all, y_all, args.sd_coef)
+    warm = args.steps        # the scan compiles once per length: warm up with the timed length
+  else:
+    jax_go = jax_runner(x_all, y_all, args.batch_size, args.sd_lambda)
+    torch_go, threads = torch_runner(x_all, y_all, args.batch_size, args.sd_lambda)
+    warm = 3
   t = time.perf_counter()
-  jax_go(3, 99)                                                     # compile + warm-up
+  jax_go(warm, 99)                                                  # compile + warm-up
   compile_s = time.perf_counter() - t
-  torch_go(3, 99)
+  torch_go(min(warm, 50), 99)
   rates = {"gs-jax": [], "pytorch-eager": []}
   for r in range(args.repeats):
     for name, go in (("gs-jax", jax_go), ("pytorch-eager", torch_go)):
@@ -115,9 +196,9 @@ def main(argv=None):
       go(args.steps, r)
       rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
   med = {k: float(np.median(v)) for k, v in rates.items()}
-  print(f"CIFAR cpu-config train step, batch {args.batch_size}, {args.steps} steps × "
-        f"{args.repeats} alternating repeats (torch threads: {threads}); "
-        f"gs-jax compile+3 warm-up steps: {compile_s:.1f} s")
+  print(f"CIFAR {args.protocol}-protocol train step, batch {args.batch_size}, {args.steps} "
+        f"steps × {args.repeats} alternating repeats (torch threads: {threads}); "
+        f"gs-jax compile+{warm} warm-up steps: {compile_s:.1f} s")
   for k, v in rates.items():
     print(f"  {k:14s} median {med[k]:8.1f} images/s   (runs: "
           + ", ".join(f"{x:.0f}" for x in v) + ")")

@@ -7,12 +7,30 @@ Presets and the commands that run them (``make cifar`` = the first; one run = on
     python -m experiments.cifar --sd_lambda=0.01 --seed=0   # cpu: CIFAR-2 SD λ=0.01
     python -m experiments.cifar --preset=paper --dataset=cifar100 --sd_lambda=0.05   # the VGG, 30 epochs
     make cifar2_cpu                                         # cpu preset, ERM and SD × seeds 0,1,2, then the table
+    python -m experiments.cifar --preset=released                 # released Figure-2 protocol, ERM
+    python -m experiments.cifar --preset=released --sd_coef=0.1   # released protocol, SD (Figure 2)
+    python -m experiments.cifar --preset=released --classes=cat,dog --sd_coef=0.1
+    make cifar2_released                                    # ERM / SD 0.1 / SD 0.01, then table + Figure 2
 
 Expected (README; CIFAR-2 from the offline copy, 3 seeds, 2-core CPU): ``cpu`` — train 71.6 /
 test 72.2% for ERM and 71.4 / 72.4% for SD, PGD accuracy at ε = 5/255 3.5% vs 3.9%, median L∞
 margin ≈ 1.05/255 for both (no SD effect in this underfitting regime); ``paper`` on one H200,
 1 seed — train 92.8 / test 83.8% (ERM), 90.5 / 83.0% (SD). The paper's numbers are in
 ``gs_jax.paper.TABLE1``.
+
+``released`` is the authors' Figure-2 code (docs/protocols.md §3.3): CIFAR-10 airplane vs horse
+(``--classes``; the paper's text names cat vs dog), [0,1] pixels scaled to [−1,1] inside the
+network, no augmentation, :class:`gs_jax.models.NarLeNet` (PyTorch-default init), SGD lr 1e-3
+momentum 0.9, constant learning rate, batch size 1, 40 epochs, trained as compiled scans of
+``chunk`` steps. SD in the released form ``sd_coef·Σ ŷ²`` summed over the batch and the
+logits (``--sd_coef``; Figure 2: 0 and 0.1). Conversion to our mean form ``sd_lambda·mean(ŷ²)``
+(docs/protocols.md §4): at batch size B with C logits, ``Σ ŷ² = B·C·mean(ŷ²)``, so
+``sd_lambda = sd_coef·B·C``; at batch 1 with 2 logits sd_coef 0.1 = sd_lambda 0.2 and
+sd_coef 0.01 = sd_lambda 0.02 (the same training loss; tests/test_cifar_released.py checks it).
+Margins and OOD accuracies come from two attacks, the released-style Foolbox PGD (40 steps of
+ε/30 on the cross-entropy, no random start) and a strong one (100 steps of ε/20 on the logit
+gap, a clean start plus 3 random starts), with a bisection on ε; results.json holds them in
+[−1,1] units (the released axis, = 2 × pixel units) and in pixel units.
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its
@@ -24,12 +42,17 @@ import ml_collections
 
 from gs_jax import distributed
 
-PRESETS = ("cpu", "paper")
+PRESETS = ("cpu", "paper", "released")
 
 HELP = {
-    "dataset": "cifar2 (cat vs dog), cifar10 or cifar100",
-    "model": "network: cpu = small 3-stage CNN (16/32/64 channels), paper = the VGG of "
-             "docs/protocols.md §3.3",
+    "dataset": "cifar2 (two CIFAR-10 classes, --classes), cifar10 or cifar100",
+    "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 in that order (paper text: "
+               "cat,dog; released code: airplane,horse)",
+    "sd_coef": "released-form SD: sd_coef·sum(logits^2) over batch and classes (= sd_lambda "
+               "sd_coef·B·C in the mean form; batch 1, 2 classes: 0.1 ≙ 0.2)",
+    "schedule": "learning rate: cosine (linear warm-up then cosine decay to 0) or constant",
+    "model": "network: cpu = small 3-stage CNN (16/32/64 channels), paper = the VGG, "
+             "released = the LeNet-style NarLeNet of docs/protocols.md §3.3",
     "sd_lambda": "spectral decoupling coefficient on mean(logits^2) over batch and classes "
                  "(0 = ERM; paper: 0.01 for CIFAR-2/10, 0.05 for CIFAR-100); "
                  "docs/protocols.md §4",
@@ -46,13 +69,14 @@ HELP = {
     "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
     "eval_batch": "batch size of evaluation and PGD",
     "margin_n": "per-example L∞ margins on the first N test images (-1: all, 0: none)",
-    "margin_eps_max": "upper end of the margin bisection",
+    "margin_eps_max": "upper end of the margin bisection (pixel units)",
     "margin_bisection": "bisection steps of the margin (resolution margin_eps_max / 2**steps)",
     "strong_n": "if > 0: PGD-50 with 5 restarts vs PGD-10 on the first N test images "
-                "(attack-strength check)",
+                "(attack-strength check); released: the strong attack's margins and OOD "
+                "accuracy on the first N test images (-1: all)",
     "train_limit": "use only the first N training images (0: all)",
     "test_limit": "use only the first N test images (0: all)",
-    "chunk": "training steps between progress updates",
+    "chunk": "training steps between progress updates (released: steps per compiled scan)",
     "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device, "
                    "whose convolutions already use every core; 0: one per core); ignored on GPU",
 }
@@ -61,8 +85,17 @@ HELP = {
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
+  if preset == "released":
+    return ml_collections.ConfigDict(dict(
+        dataset="cifar2", classes="airplane,horse", model="released", sd_lambda=0.0,
+        sd_coef=0.0, seed=0, epochs=40, batch_size=1, lr=1e-3, schedule="constant",
+        warmup_epochs=0.0, momentum=0.9, weight_decay=0.0, augment=False,
+        data_dir="", out_dir="", overwrite=False, checkpoint=True,
+        eval_batch=500, margin_n=-1, margin_eps_max=0.5, margin_bisection=10, strong_n=200,
+        train_limit=0, test_limit=0, chunk=2500, progress=True, cpu_devices=1))
   return ml_collections.ConfigDict(dict(
-      dataset="cifar2", model=preset, sd_lambda=0.01, seed=0,
+      dataset="cifar2", classes="cat,dog", model=preset, sd_lambda=0.01, sd_coef=0.0,
+      schedule="cosine", seed=0,
       epochs=6 if preset == "cpu" else 30, batch_size=128, lr=0.05, warmup_epochs=1.0,
       momentum=0.9, weight_decay=5e-4, augment=True,
       data_dir="", out_dir="", overwrite=False, checkpoint=True,
@@ -80,13 +113,20 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"--dataset must be one of {cifar.DATASETS}; got {cfg.dataset!r}")
   if cfg.model not in PRESETS:
     raise ValueError(f"--model must be one of {PRESETS}; got {cfg.model!r}")
-  if not 0 <= cfg.sd_lambda < float("inf"):
-    raise ValueError(f"--sd_lambda must be a finite number >= 0; got {cfg.sd_lambda}")
+  cifar.class_ids(cfg.classes)   # raises on unknown names
+  for name in ("sd_lambda", "sd_coef"):
+    if not 0 <= cfg[name] < float("inf"):
+      raise ValueError(f"--{name} must be a finite number >= 0; got {cfg[name]}")
+  if cfg.sd_lambda and cfg.sd_coef:
+    raise ValueError("give SD as --sd_lambda (mean form) or --sd_coef (released sum form), "
+                     "not both")
+  if cfg.schedule not in ("cosine", "constant"):
+    raise ValueError(f"--schedule must be cosine or constant; got {cfg.schedule!r}")
   for name in ("epochs", "batch_size", "eval_batch", "chunk"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1")
-  for name in ("train_limit", "test_limit", "strong_n", "margin_bisection", "cpu_devices"):
+  for name in ("train_limit", "test_limit", "margin_bisection", "cpu_devices"):
     if cfg[name] < 0:
       raise ValueError(f"--{name} must be >= 0")
-  if cfg.margin_n < -1:
-    raise ValueError("--margin_n must be >= -1")
+  if cfg.margin_n < -1 or cfg.strong_n < -1:
+    raise ValueError("--margin_n and --strong_n must be >= -1")

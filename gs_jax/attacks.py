@@ -81,6 +81,18 @@ def _xent_sum(logits, y):
   return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
 
+def _gap_sum(logits, y):
+  """Σ_i (max_{j≠y_i} ŷ_ij − ŷ_iy_i): the logit-gap (margin) loss. Unlike the cross-entropy its
+  gradient does not underflow in float32 when the gap is large (~39 for ERM nets, §3.3)."""
+  true = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
+  other = jnp.max(jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits),
+                  axis=1)
+  return jnp.sum(other - true)
+
+
+LOSSES = {"xent": _xent_sum, "gap": _gap_sum}
+
+
 def ascent_step(x, delta, g, eps, alpha, norm: str):
   """One PGD update of ``delta`` given the loss gradient ``g`` at ``x + delta`` (module doc)."""
   alpha = _per_example(alpha, x)
@@ -97,9 +109,9 @@ def _start(key, x, eps, norm: str):
   return random_start(key, x, eps, norm)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm"))
-def _step(logits_fn: LogitsFn, params, x, delta, y, eps, alpha, norm: str):
-  g = jax.grad(lambda xa: _xent_sum(logits_fn(params, xa), y))(x + delta)
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "loss"))
+def _step(logits_fn: LogitsFn, params, x, delta, y, eps, alpha, norm: str, loss: str = "xent"):
+  g = jax.grad(lambda xa: LOSSES[loss](logits_fn(params, xa), y))(x + delta)
   return ascent_step(x, delta, g, eps, alpha, norm)
 
 
@@ -110,8 +122,10 @@ def predict(logits_fn: LogitsFn, params, x):
 
 
 def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", steps: int = 10,
-        step_size=None, restarts: int = 1, rand_init: bool = True):
-  """Untargeted PGD maximising the cross-entropy of labels ``y``; returns adversarial images.
+        step_size=None, restarts: int = 1, rand_init: bool = True, step_frac: float = 0.1,
+        loss: str = "xent", clean_start: bool = False):
+  """Untargeted PGD maximising the cross-entropy (or logit gap) of labels ``y``; returns
+  adversarial images.
 
   Args:
     logits_fn: ``(params, images (n, …) in [0,1]) → logits (n, C)``; the model in eval mode.
@@ -122,10 +136,14 @@ def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", step
     eps: radius, scalar or (n,).
     norm: "linf" or "l2".
     steps: gradient steps per restart.
-    step_size: α, scalar or (n,); default ``eps/10`` (the released code's 0.5/255 at 5/255).
+    step_size: α, scalar or (n,); default ``eps·step_frac``.
     restarts: independent random starts; per example the first restart that misclassifies
       is kept (else the last one).
     rand_init: start from a uniform point in the ball (True) or from ``x``.
+    step_frac: α/ε when ``step_size`` is None (0.1: the released code's 0.5/255 at 5/255;
+      1/30 for the released Figure-2 Foolbox attack, docs/protocols.md §3.3).
+    loss: "xent" (cross-entropy) or "gap" (logit gap, :func:`_gap_sum`).
+    clean_start: the first restart starts from ``x`` (the others as ``rand_init`` says).
 
   Returns:
     ``x_adv`` with ``x_adv − x`` inside the ε-ball and ``x_adv ∈ [0,1]``.
@@ -134,14 +152,17 @@ def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", step
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
   if steps < 1 or restarts < 1:
     raise ValueError(f"steps and restarts must be >= 1; got {steps} and {restarts}")
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
   eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
-  alpha = eps / 10.0 if step_size is None else jnp.broadcast_to(
+  alpha = eps * step_frac if step_size is None else jnp.broadcast_to(
       jnp.asarray(step_size, x.dtype), x.shape[:1])
   best, fooled = x, jnp.zeros(x.shape[:1], bool)
-  for k in jax.random.split(key, restarts):   # few restarts and steps: Python loops
-    delta = _start(k, x, eps, norm=norm) if rand_init else jnp.zeros_like(x)
+  for r, k in enumerate(jax.random.split(key, restarts)):   # few restarts and steps: Python loops
+    random = rand_init and not (clean_start and r == 0)
+    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
     for _ in range(steps):
-      delta = _step(logits_fn, params, x, delta, y, eps, alpha, norm=norm)
+      delta = _step(logits_fn, params, x, delta, y, eps, alpha, norm=norm, loss=loss)
     x_adv = x + delta
     wrong = predict(logits_fn, params, x_adv) != y
     # Keep the newest restart until one fools the model, then keep that one.
@@ -178,12 +199,14 @@ def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float,
 
 
 def margin(logits_fn: LogitsFn, params, x, y, key, *, eps_max: float, bisection_steps: int = 8,
-           norm: str = "linf", steps: int = 10, restarts: int = 1, rand_init: bool = True):
+           norm: str = "linf", steps: int = 10, restarts: int = 1, rand_init: bool = True,
+           **pgd_kwargs):
   """Per-example margin: the smallest ε at which PGD makes the prediction differ from ``y``.
 
   Batched bisection on ε ∈ [0, eps_max]: every example keeps its own bracket ``[lo, hi]``
-  and one PGD run per bisection step (step size ε/10, ``steps`` steps) is done at the
-  per-example midpoints. Examples already misclassified get margin 0; examples that PGD
+  and one PGD run per bisection step (default step ε/10, ``steps`` steps) is done at the
+  per-example midpoints (``pgd_kwargs``, e.g. ``step_frac``, ``loss``, ``clean_start``, go
+  to :func:`pgd`). Examples already misclassified get margin 0; examples that PGD
   cannot flip at ``eps_max`` get ``inf``. The returned value is the bracket's upper end
   ``hi`` (PGD flipped the prediction there), accurate to ``eps_max / 2**bisection_steps``.
   With ``y`` the true labels, ``mean(margin ≤ ε)`` is the error under attack at ε, so the
@@ -199,7 +222,7 @@ def margin(logits_fn: LogitsFn, params, x, y, key, *, eps_max: float, bisection_
   """
   def predict_fn(xb, yb, k, eps):
     return robust_predictions(logits_fn, params, xb, yb, k, eps, norm=norm, steps=steps,
-                              restarts=restarts, rand_init=rand_init)
+                              restarts=restarts, rand_init=rand_init, **pgd_kwargs)
   return margin_bisection(predict_fn, x, y, key, eps_max=eps_max,
                           bisection_steps=bisection_steps)
 

@@ -11,11 +11,13 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
-  """PyTorch's ``nn.Linear`` default: ``U(±1/√fan_in)`` (kaiming_uniform with a=√5)."""
-  bound = 1.0 / jnp.sqrt(shape[0])
+  """PyTorch's ``nn.Linear`` / ``nn.Conv2d`` default: ``U(±1/√fan_in)`` (kaiming_uniform with
+  a=√5), fan_in = the product of all but the last (output) axis of a Flax kernel."""
+  bound = 1.0 / jnp.sqrt(np.prod(shape[:-1]))
   return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
@@ -316,14 +318,73 @@ class CifarVGG(nn.Module):
     return nn.Dense(self.num_classes, name="head")(x)
 
 
-def cifar_model(config: str, num_classes: int) -> CifarVGG:
-  """``config="paper"`` → the VGG of §3.3; ``"cpu"`` → the small CNN (3 stages of one conv, 16/32/64 channels)."""
+def cifar_model(config: str, num_classes: int) -> nn.Module:
+  """``config="paper"`` → the VGG of §3.3; ``"cpu"`` → the small CNN (3 stages of one conv,
+  16/32/64 channels); ``"released"`` → :class:`NarLeNet`."""
+  if config == "released":
+    return NarLeNet(num_classes)
   if config == "paper":
     return CifarVGG(VGG_PAPER_STAGES, num_classes)
   if config == "cpu":
     return CifarVGG(CNN_CPU_STAGES, num_classes)
-  raise ValueError(f"config must be 'paper' or 'cpu'; got {config!r}")
+  raise ValueError(f"config must be 'paper', 'cpu' or 'released'; got {config!r}")
 
+
+class _PatchConv(nn.Module):
+  """A VALID, stride-1 convolution as patches × matrix (``kernel`` (kh, kw, c_in, c_out) and
+  ``bias`` as ``nn.Conv``'s, PyTorch-default init).
+
+  Why not ``nn.Conv``: on XLA:CPU (jax 0.5) convolutions inside a ``lax.scan`` run several
+  times slower than called directly (measured 7.6 ms against 2.4 ms per batch-1 step of
+  :class:`NarLeNet`), and batch-1 training needs the scan. Shifted slices concatenated in
+  (i, j, c) order, times the reshaped kernel, are the same sum; matmuls stay fast in loops.
+  """
+  features: int
+  kernel_size: int = 5
+
+  @nn.compact
+  def __call__(self, x):
+    k, c_in = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", torch_linear_kernel_init, (k, k, c_in, self.features))
+    bias = self.param("bias", torch_linear_bias_init(k * k * c_in), (self.features,))
+    h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
+    patches = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
+                              axis=-1)
+    return patches @ kernel.reshape(-1, self.features) + bias
+
+
+def _max_pool2(x):
+  """2×2 max-pool, stride 2, as a reshape (cheaper than ``reduce_window`` on CPU)."""
+  n, h, w, c = x.shape
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class NarLeNet(nn.Module):
+  """The released Figure-2 network (docs/protocols.md §3.3; NAR ``ourmodel.py``'s ``Net``).
+
+  Input: [0,1] pixels (n, 32, 32, 3), scaled inside to ``2x − 1`` ∈ [−1,1] (the released
+  ``Normalize((0.5,)*3, (0.5,)*3)``), so attacks perturb [0,1] pixels and an ε in pixel units
+  is ε·2 in the released [−1,1] units. Then conv 5×5 3→12, leaky ReLU (0.01), max-pool 2;
+  conv 5×5 12→32, leaky ReLU, max-pool 2; flatten in PyTorch's (C,H,W) order (800);
+  800→240→192→``num_classes`` with leaky ReLU between. Every layer has PyTorch's default
+  init ``U(±1/√fan_in)`` for weights and biases (:func:`torch_linear_kernel_init`).
+  """
+  num_classes: int = 2
+  slope: float = 0.01
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train   # no batch norm or dropout
+    act = lambda v: nn.leaky_relu(v, self.slope)
+    x = 2.0 * x - 1.0
+    for i, c_out in enumerate((12, 32)):
+      x = _max_pool2(act(_PatchConv(c_out, name=f"conv{i}")(x)))
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)   # torch's flatten order
+    for i, (f_in, f_out) in enumerate(((800, 240), (240, 192), (192, self.num_classes))):
+      x = nn.Dense(f_out, kernel_init=torch_linear_kernel_init,
+                   bias_init=torch_linear_bias_init(f_in), name=f"fc{i}")(x)
+      x = act(x) if i < 2 else x
+    return x
 
 # ------------------------------------------------------------------ ResNets (CelebA, §3.5)
 

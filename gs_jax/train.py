@@ -360,7 +360,8 @@ def batch_sharded(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None):
+def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None,
+                      scan: bool = False):
   """Minibatch training over index chunks: one jitted step, called once per minibatch.
 
   Returns ``run(state, x_all, y_all, idx, hparams) -> (state, metrics)``: ``x_all``/``y_all``
@@ -381,9 +382,11 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   The k steps are a Python loop over one compiled step rather than a ``lax.scan``: on XLA:CPU
   (jax 0.5) convolutions inside a while loop ran ~25× slower than the same step called
   directly (measured on the cpu CIFAR CNN), and the dispatch cost per call is negligible.
+  With ``scan=True`` the k steps are one ``lax.scan`` in one compiled call instead: for
+  batch-1 training (docs/protocols.md §3.3, released protocol) the per-call dispatch would
+  dominate, and its network (:class:`gs_jax.models.NarLeNet`) avoids XLA convolutions.
   """
-  @functools.partial(jax.jit, donate_argnums=0)
-  def one(state, x_all, y_all, ids, hparams):
+  def one_step(state, x_all, y_all, ids, hparams):
     return fed(state, x_all[ids], y_all[ids], hparams)
 
   def fed(state, xb, yb, hparams):
@@ -396,10 +399,17 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
 
   multi = mesh is not None and jax.process_count() > 1
   fed_jit = jax.jit(fed, donate_argnums=0)
+  one = jax.jit(one_step, donate_argnums=0)
+
+  @jax.jit
+  def scanned(state, x_all, y_all, idx, hparams):
+    return jax.lax.scan(lambda s, ids: one_step(s, x_all, y_all, ids, hparams), state, idx)
 
   def run(state, x_all, y_all, idx, hparams):
     if mesh is not None and idx.shape[1] % mesh.size:
       raise ValueError(f"batch size {idx.shape[1]} is not divisible by the {mesh.size} devices")
+    if scan:
+      return scanned(state, x_all, y_all, jnp.asarray(idx), hparams)
     history = []
     for ids in idx:
       if multi:
@@ -418,12 +428,16 @@ def softmax_objective(logits, batch, params, step, hparams):
   ``hparams["sd_lambda"]·mean(ŷ²)`` over batch and classes.
 
   The objective of the CIFAR experiments (docs/protocols.md §3.3, §4: eq 17 in training form;
-  ``sd_lambda = 0`` is ERM); weight decay lives in the optimizer. Records the data loss
+  ``sd_lambda = 0`` is ERM); with ``hparams["sd_coef"]`` also ``+ sd_coef·Σ ŷ²`` summed over
+  batch and classes, the released Figure-2 form (= ``sd_lambda`` = sd_coef·B·C in the mean form
+  at batch size B with C classes). Weight decay lives in the optimizer. Records the data loss
   (without the SD term) and the training accuracy.
   """
   del params, step
   nll = losses.softmax_cross_entropy(logits, batch["y"])
   loss = nll + losses.sd_penalty(logits, hparams["sd_lambda"])
+  if "sd_coef" in hparams:   # the released form (docs/protocols.md §3.3): sd_coef·Σ_batch,logits ŷ²
+    loss = loss + hparams["sd_coef"] * jnp.sum(jnp.square(logits))
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
   return loss, {"nll": nll, "accuracy": acc}
 
@@ -435,7 +449,7 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
                   chunk: int = 10, progress: bool = True, desc: str | None = None,
                   on_chunk: Callable | None = None, on_epoch: Callable | None = None,
                   train_step: Callable | None = None, evaluate: Callable | None = None,
-                  show: tuple = ()):
+                  show: tuple = (), scan: bool = False):
   """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
 
   Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
@@ -443,7 +457,8 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
   on ``e`` only (e.g. :func:`gs_jax.data.cifar.epoch_permutation` with a fixed key). Steps run
   through :func:`make_epoch_runner` (``preprocess``, ``mesh`` as there; with a mesh the state
   and data are replicated over it) in groups of ``chunk`` steps, after each of which
-  ``on_chunk(step, metrics)`` is called and the progress bar advances.
+  ``on_chunk(step, metrics)`` is called and the progress bar advances. ``scan=True`` runs each
+  group as one ``lax.scan`` (:func:`make_epoch_runner`; same steps, for batch-1 training).
 
   With a ``checkpoint`` (:class:`gs_jax.checkpoint.Checkpointer`) the state is saved after
   every epoch (as often as its ``every_seconds`` allow, and always after the last) under the
@@ -488,7 +503,7 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
   if start == num_epochs:
     return state, history
   run_steps = make_epoch_runner(train_step or make_train_step(apply_fn, tx, objective),
-                                preprocess=preprocess, mesh=mesh)
+                                preprocess=preprocess, mesh=mesh, scan=scan)
   steps_per_epoch = len(batch_indices(start))
   with tqdm(total=steps_per_epoch * num_epochs, initial=steps_per_epoch * start, desc=desc,
             disable=not progress) as bar:

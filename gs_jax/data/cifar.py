@@ -1,4 +1,5 @@
-"""CIFAR-10, CIFAR-100 and CIFAR-2 (cat vs dog) as whole uint8 arrays (docs/protocols.md §3.3, §5).
+"""CIFAR-10, CIFAR-100 and CIFAR-2 (two CIFAR-10 classes, cat vs dog by default) as whole
+uint8 arrays (docs/protocols.md §3.3, §5).
 
 Two sources:
 
@@ -30,7 +31,9 @@ from gs_jax.data import paths
 
 DATASETS = ("cifar2", "cifar10", "cifar100")
 NUM_CLASSES = {"cifar2": 2, "cifar10": 10, "cifar100": 100}
-CIFAR2_CLASSES = (3, 5)  # cat, dog in CIFAR-10's label order → labels 0, 1
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck")   # CIFAR-10's label order
+CIFAR2_CLASSES = (3, 5)  # cat, dog (the paper's text) → labels 0, 1
 
 _NPZ_NAMES = {"cifar2": ("cifar2.npz", "cifar10.npz"), "cifar10": ("cifar10.npz",),
               "cifar100": ("cifar100.npz",)}
@@ -100,13 +103,25 @@ def _check_labels(y, n: int, what: str) -> np.ndarray:
   return y.astype(np.int32)
 
 
+def class_ids(names) -> tuple[int, int]:
+  """CIFAR-10 label ids of two class names, e.g. ``("airplane", "horse") → (0, 7)``."""
+  names = tuple(names.split(",")) if isinstance(names, str) else tuple(names)
+  unknown = [c for c in names if c not in CIFAR10_NAMES]
+  if len(names) != 2 or names[0] == names[1] or unknown:
+    raise ValueError(f"CIFAR-2 needs two different CIFAR-10 class names from {CIFAR10_NAMES}; "
+                     f"got {names}")
+  return CIFAR10_NAMES.index(names[0]), CIFAR10_NAMES.index(names[1])
+
+
 def select_cifar2(x, y, classes=CIFAR2_CLASSES):
-  """Keeps the images of ``classes`` (cat=3, dog=5) and relabels them 0, 1 in that order."""
+  """Keeps the images of the two CIFAR-10 label ids ``classes`` (default cat=3, dog=5) and
+  relabels them 0, 1 in that order."""
   keep = np.isin(y, classes)
   return x[keep], (y[keep] == classes[1]).astype(np.int32), keep
 
 
-def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source) -> CifarData:
+def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
+              classes=CIFAR2_CLASSES) -> CifarData:
   x_train = _check_images(x_train, "x_train")
   x_test = _check_images(x_test, "x_test")
   y_train = _check_labels(y_train, len(x_train), "y_train")
@@ -120,9 +135,12 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source) -> Ci
   if dataset == "cifar2":
     values = set(np.unique(np.concatenate([y_train, y_test])).tolist())
     if not values <= {0, 1}:  # a 10-class file (or a binary file labelled 3/5): select
-      x_train, y_train, _ = select_cifar2(x_train, y_train)
-      x_test, y_test, keep = select_cifar2(x_test, y_test)
+      x_train, y_train, _ = select_cifar2(x_train, y_train, classes)
+      x_test, y_test, keep = select_cifar2(x_test, y_test, classes)
       lossless = lossless[keep]
+    elif tuple(classes) != CIFAR2_CLASSES:
+      raise ValueError(f"{source} is an already-binary CIFAR-2 file (cat vs dog); classes "
+                       f"{classes} need a 10-class CIFAR-10 file")
   k = NUM_CLASSES[dataset]
   for y, what in ((y_train, "y_train"), (y_test, "y_test")):
     bad = np.unique(y[(y < 0) | (y >= k)])
@@ -135,7 +153,7 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source) -> Ci
                    lossless, k, dataset, source)
 
 
-def load_npz(dataset: str, data_dir: str) -> CifarData:
+def load_npz(dataset: str, data_dir: str, classes=CIFAR2_CLASSES) -> CifarData:
   """Reads a Keras-style (or already-binary CIFAR-2) ``.npz``; never imports TensorFlow."""
   path = _resolve_npz(dataset, data_dir)
   with np.load(path, allow_pickle=False) as d:
@@ -145,10 +163,11 @@ def load_npz(dataset: str, data_dir: str) -> CifarData:
     arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
     lossless = d["test_is_lossless"] if "test_is_lossless" in d.files else None
   return _finalise(dataset, arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                   arrays["y_test"], lossless, path)
+                   arrays["y_test"], lossless, path, classes)
 
 
-def load_tfds(dataset: str, tfds_data_dir: str | None = None) -> CifarData:
+def load_tfds(dataset: str, tfds_data_dir: str | None = None,
+              classes=CIFAR2_CLASSES) -> CifarData:
   """Whole splits from ``tfds.load`` as uint8 arrays (imports TensorFlow lazily)."""
   import tensorflow_datasets as tfds  # lazy: heavy, and only this path needs it
 
@@ -164,11 +183,15 @@ def load_tfds(dataset: str, tfds_data_dir: str | None = None) -> CifarData:
     (x_train, y_train), (x_test, y_test) = split("train"), split("test")
   except Exception as e:  # no network, no prepared data dir, …
     raise FileNotFoundError(_missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
-  return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}")
+  return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}", classes)
 
 
-def load(dataset: str, data_dir: str | None = None) -> CifarData:
+def load(dataset: str, data_dir: str | None = None, classes="cat,dog") -> CifarData:
   """Loads ``dataset`` ∈ {cifar2, cifar10, cifar100} from ``data_dir`` (npz) or from TFDS.
+
+  ``classes``: the two CIFAR-10 class names of CIFAR-2 (labels 0, 1 in that order; ignored
+  for the other datasets), e.g. ``"cat,dog"`` (the paper's text) or ``"airplane,horse"`` (the
+  released Figure-2 code).
 
   Raises:
     ValueError: unknown dataset name, or malformed arrays (the message names the problem).
@@ -177,9 +200,10 @@ def load(dataset: str, data_dir: str | None = None) -> CifarData:
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}; got {dataset!r}")
   data_dir = paths.resolve(data_dir, "cifar10" if dataset in ("cifar2", "cifar10") else dataset)
+  ids = class_ids(classes)
   if data_dir:
-    return load_npz(dataset, data_dir)
-  return load_tfds(dataset)
+    return load_npz(dataset, data_dir, ids)
+  return load_tfds(dataset, classes=ids)
 
 
 def head(data: CifarData, n_train: int = 0, n_test: int = 0) -> CifarData:
