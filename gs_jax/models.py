@@ -292,8 +292,8 @@ class CifarVGG(nn.Module):
   model means attacks (:mod:`gs_jax.attacks`) perturb and clip raw [0,1] pixels.
 
   ``stages=VGG_PAPER_STAGES`` is the paper's network (five stages (2,2,3,3,3) of
-  (64,128,256,512,512) channels, ``--config=paper``); ``CNN_CPU_STAGES`` is the small CNN
-  that trains on 2 CPU cores in minutes (``--config=cpu``). BN uses PyTorch's momentum 0.1
+  (64,128,256,512,512) channels, ``--preset=paper``); ``CNN_CPU_STAGES`` is the small CNN
+  that trains on 2 CPU cores in minutes (``--preset=cpu``). BN uses PyTorch's momentum 0.1
   (flax ``momentum=0.9``) and eps 1e-5; its running statistics live in
   ``TrainState.model_state["batch_stats"]``.
   """
