@@ -586,3 +586,12 @@ def test_npz_path_never_imports_tensorflow(tmp_path):
                      env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
   assert r.stdout.strip() == "12"   # 60 images with labels i % 10: 6 cats + 6 dogs
+
+
+def test_tfds_load_reaches_the_data_check(tmp_path):
+  """The default path without mocks: ``tfds.load`` on an empty data dir with downloads off must
+  fail only because the data are missing (mock_data above patches tfds.load away, so it cannot
+  catch a missing runtime dependency such as importlib_resources, which tfds 4.9 needs)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with pytest.raises(AssertionError, match="could not find data"):
+    tfds.load("cifar10", data_dir=str(tmp_path), download=False)

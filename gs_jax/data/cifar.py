@@ -63,7 +63,7 @@ class CifarData:
 
 
 def _missing_message(dataset: str, detail: str) -> str:
-  return (f"{dataset} data not found ({detail}). Provide it in one of two ways: (1) run without "
+  return (f"{dataset} data not found ({detail}). Provide it in one of three ways: (1) run without "
           f"--data_dir so that tensorflow_datasets downloads '{_TFDS_NAMES[dataset]}' "
           f"(needs internet, or a prepared TFDS data dir via TFDS_DATA_DIR); or (2) pass "
           f"--data_dir=<file.npz or folder containing {' or '.join(_NPZ_NAMES[dataset])}> "
