@@ -9,6 +9,7 @@ failure test and the single-process checks run in CI (~20 s).
 from __future__ import annotations
 
 import os
+import json
 import signal
 import subprocess
 import sys
@@ -234,14 +235,17 @@ def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   two, one, _ = _cli_pair("cifar", [*TINY, f"--data_dir={tmp_path / 'cifar10.npz'}"], tmp_path)
   m2, m1 = two["metrics"], one["metrics"]
   # Same batches and compiled step; gradient and batch-norm sums over the 4 devices are
-  # reduced in another order (gloo across processes): measured |Δ loss| ≤ 1e-6 after 12 steps.
-  np.testing.assert_allclose(m2["final_train_loss"], m1["final_train_loss"], rtol=0, atol=1e-5)
-  # Accuracies and margins are discrete functions of parameters that differ by ~1e-7: equal
-  # unless an image sits within ~1e-6 of a decision boundary (none in this fixture).
+  # reduced in another order (gloo across processes) and training amplifies the difference
+  # (cifar10 on random images, lr 0.05): measured relative |Δ loss| per epoch 1e-7, 3e-6,
+  # 6e-5 (parameters 5e-4 after 12 steps, as 1 against 4 devices in one process,
+  # tests/test_cifar.py). rtol 1e-3 leaves ~15× room.
+  loss = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text()
+           .splitlines()] for d in ("two", "one")]
+  np.testing.assert_allclose(loss[0], loss[1], rtol=1e-3, atol=0)
+  # Accuracies and margins (3 bisection steps) are discrete: measured equal.
   for k in ("train_acc", "test_iid_acc", "test_ood_acc", "steps"):
     assert m2[k] == m1[k], k
-  np.testing.assert_allclose(np.array(two["margins"]["values"], float),
-                             np.array(one["margins"]["values"], float), rtol=0, atol=1e-4)
+  assert two["margins"]["values"] == one["margins"]["values"]
 
 
 @pytest.mark.slow
@@ -252,6 +256,7 @@ def test_celeba_cli_two_processes_equal_one_process(tmp_path):
   make_official_layout(str(tmp_path / "celeba"), n_per_split=(64, 16, 16))
   two, one, _ = _cli_pair("celeba", [*TINY, f"--data_dir={tmp_path / 'celeba'}"], tmp_path)
   m2, m1 = two["metrics"], one["metrics"]
+  # Only the order of the cross-device sums differs: measured |Δ loss| ≤ 1.6e-7 per epoch.
   np.testing.assert_allclose(m2["final_train_loss"], m1["final_train_loss"], rtol=0, atol=1e-5)
   for sel in ("last", "best_val_average", "best_val_worst_group"):   # discrete: as for CIFAR
     assert m2[sel] == m1[sel], sel
