@@ -52,10 +52,11 @@ def _finish(procs, timeout=240):
   return outs
 
 
-def _start_cli(name, args, nproc, devices):
+def _start_cli(name, args, nproc, devices, own=lambda i: []):
   """``python -m experiments.<name> ARGS --cpu_devices=DEVICES`` as ``nproc`` processes of one
   job (coordinator on 127.0.0.1, a free port; a process silent for TIMEOUT_S s counts as
-  dead, which also keeps the runtime's exit short: it waits up to one heartbeat interval)."""
+  dead, which also keeps the runtime's exit short: it waits up to one heartbeat interval);
+  ``own(i)``: flags of process i alone."""
   port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO}
   env.pop("XLA_FLAGS", None)
@@ -63,7 +64,7 @@ def _start_cli(name, args, nproc, devices):
                                f"--num_processes={nproc}", f"--dist_timeout_s={TIMEOUT_S}"]
   return [subprocess.Popen(
       [sys.executable, "-m", f"experiments.{name}", *args, f"--cpu_devices={devices}", *job,
-       *([f"--process_id={i}"] if nproc > 1 else [])], cwd=REPO, env=env,
+       *([f"--process_id={i}"] if nproc > 1 else []), *own(i)], cwd=REPO, env=env,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
 
 
@@ -119,8 +120,8 @@ def test_a_plain_run_starts_nothing_and_bad_or_late_starts_are_refused(monkeypat
 
 
 def test_every_experiment_config_has_the_distributed_flags():
-  from configs import cifar, two_moons
-  for module in (cifar, two_moons):
+  from configs import celeba, cifar, colored_mnist, two_moons
+  for module in (cifar, two_moons, colored_mnist, celeba):
     cfg = cli.parse(module, ["--coordinator_address=10.0.0.1:1234", "--num_processes=4",
                              "--process_id=3", "--dist_timeout_s=30"])
     assert (cfg.coordinator_address, cfg.num_processes, cfg.process_id,
@@ -204,16 +205,21 @@ def test_two_moons_seed_axis_over_two_processes_equals_one_process(tmp_path):
 
 # ----------------------------------------------------------------------------- experiment CLIs
 
-def test_colored_mnist_cli_two_processes_equal_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def cmnist_args(tmp_path_factory):
+  """A reduced Colored MNIST command (4 restarts, 4 steps) on random MNIST-shaped digits."""
+  from tests.test_colored_mnist_data import fake_mnist
+  path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
+  images, digits = fake_mnist()
+  np.savez(path, x_train=images, y_train=digits)
+  return ["--preset=sd", "--seeds=4", "--steps=4", "--anneal_steps=2", "--n_train=200",
+          "--n_test=100", "--log_every=1", "--chunk=4", "--no_progress", f"--data_dir={path}"]
+
+
+def test_colored_mnist_cli_two_processes_equal_one_process(tmp_path, cmnist_args):
   """``python -m experiments.colored_mnist`` as 2 processes × 2 devices against 1 × 4: the
   4 restarts split over the 4 devices (one each), gathered on every process; in CI."""
-  from tests.test_colored_mnist_data import fake_mnist
-  images, digits = fake_mnist()
-  np.savez(tmp_path / "mnist.npz", x_train=images, y_train=digits)
-  args = ["--preset=sd", "--seeds=4", "--steps=4", "--anneal_steps=2", "--n_train=200",
-          "--n_test=100", "--log_every=1", "--chunk=4", "--no_progress",
-          f"--data_dir={tmp_path / 'mnist.npz'}"]
-  two, one, _ = _cli_pair("colored_mnist", args, tmp_path)
+  two, one, _ = _cli_pair("colored_mnist", cmnist_args, tmp_path)
   a, b = (_flat({k: r[k] for k in ("metrics", "per_seed", "history")}) for r in (two, one))
   assert a.keys() == b.keys()
   # Each restart runs on one device in both, but the two programs are compiled separately
@@ -226,6 +232,25 @@ def test_colored_mnist_cli_two_processes_equal_one_process(tmp_path):
     else:
       np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6, err_msg=k)
   assert len(two["per_seed"]["test_acc"]) == 4
+
+
+def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
+  """Process 1 cannot read its data and raises: it exits at once (gs_jax.distributed.fail_fast)
+  and process 0, waiting for it in a collective, stops within the heartbeat timeout — without
+  fail_fast both would wait at the runtime's shutdown barrier (measured: 3 min). In CI."""
+  procs = _start_cli("colored_mnist", [*cmnist_args, f"--out_dir={tmp_path}"], 2, 1,
+                     own=lambda i: [f"--data_dir={tmp_path / 'missing'}"] if i else [])
+  (rc1, out1), = _finish(procs[1:])
+  failed = time.monotonic()
+  (rc0, out0), = _finish(procs[:1], timeout=EXIT_BOUND_S + 30)
+  elapsed = time.monotonic() - failed
+  assert rc1 == 1 and "no MNIST file" in out1 and "process 1 failed" in out1, out1[-2000:]
+  assert rc0 != 0 and elapsed < EXIT_BOUND_S, (elapsed, out0[-2000:])
+  # Either the heartbeat check names the silent task (".../task:1 ... heartbeat") or, in a
+  # collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
+  # closed by peer"; measured, process 0 in orbax's directory barrier): both say what happened.
+  assert "task:1" in out0 or "closed by peer" in out0, out0[-2000:]
+  print(f"process 0 exited {elapsed:.1f} s after process 1, status {rc0}")
 
 
 @pytest.mark.slow
