@@ -1,10 +1,12 @@
 """Multi-process runs (gs_jax.distributed) with REAL processes on 127.0.0.1: 2 processes × 2
-CPU devices against 1 process × 4 devices (CIFAR minibatch data parallelism, two-moons seed
-axis), kill-and-resume of a 2-process run, and a killed process stopping the other one.
+CPU devices against 1 process × 4 devices — the library (``tests/distributed_worker.py``: CIFAR
+minibatch data parallelism, two-moons seed axis, kill-and-resume of a 2-process run) and the
+experiment CLIs themselves (Colored MNIST restarts, CIFAR, CelebA) —, and failures: a killed
+process, or one that raises, stops the other one.
 
-The processes run ``tests/distributed_worker.py``. The equality tests take ~1 min each on 2
-cores (start-up, compilation and orbax synchronisation dominate) and are marked ``slow``; the
-failure test and the single-process checks run in CI (~20 s).
+In CI (~40 s on 2 loaded cores): the Colored MNIST CLI equality test (~25 s: start-up
+dominates), both failure tests and the single-process checks. The other equality tests take
+1–4 min each (compilation, orbax synchronisation) and are marked ``slow``.
 """
 from __future__ import annotations
 
