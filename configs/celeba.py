@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from gs_jax import distributed
+
 PRESETS = ("cpu", "paper")
 METHODS = ("erm", "sd", "group_dro", "lff")
 
@@ -60,7 +62,9 @@ HELP = {
     "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
     "eval_batch": "batch size of evaluation",
     "chunk": "training steps between progress updates",
-    "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device)",
+    "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device; "
+                   "with several devices or processes the batch size must be divisible by "
+                   "the total device count)",
 }
 
 
@@ -77,7 +81,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       sd_lambdas=(0.1, 0.1), sd_gammas=(0.44, 2.5),
       dro_step_size=0.01, dro_adjustment=0.0, gce_q=0.7, ema_alpha=0.7,
       limit=0, data_dir="", out_dir="", overwrite=False, checkpoint=True,
-      eval_batch=500, chunk=10, progress=True, cpu_devices=1))
+      eval_batch=500, chunk=10, progress=True, cpu_devices=1,
+      **distributed.config_fields()))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

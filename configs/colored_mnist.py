@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from gs_jax import distributed
+
 PRESETS = ("sd", "erm", "sd_clean", "irm", "rex", "oracle")
 
 IRM_LR = 0.0004898536566546834
@@ -75,7 +77,8 @@ def get_config(preset: str = "sd") -> ml_collections.ConfigDict:
       **{**base, **methods[preset]},
       seeds=10, seed=0, data_seed=0, resample_data=preset == "oracle", n_train=0, n_test=0,
       log_every=100, chunk=250, matmul_precision="highest", data_dir="",
-      out_dir=f"runs/colored_mnist/{preset}", progress=True, overwrite=False, cpu_devices=0))
+      out_dir=f"runs/colored_mnist/{preset}", progress=True, overwrite=False, cpu_devices=0,
+      **distributed.config_fields()))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

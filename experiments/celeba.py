@@ -11,6 +11,10 @@ resumed run keeps them). Reported: the last epoch, the epoch of best validation 
 accuracy (the released selection, the headline) and the epoch of best validation worst-group
 accuracy; each with per-group accuracies, group sizes and Wilson 95% intervals.
 
+With several devices (``--cpu_devices``, GPUs) or processes (``--coordinator_address``,
+``--num_processes``, ``--process_id``; README, "Multi-process runs") the minibatches are split
+over every device of every process, each process feeding its own rows; process 0 writes.
+
 Outputs in ``out_dir``: ``results.json`` (:class:`gs_jax.results.RunWriter`), ``metrics.jsonl``
 (per epoch) and ``ckpt/``. Started again with the same command, a run continues from its last
 finished epoch; ``--overwrite`` starts afresh.
@@ -25,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import celeba as configs
-from gs_jax import checkpoint, cli, models, results, spurious, train
+from gs_jax import checkpoint, cli, distributed, models, results, spurious, train
 from gs_jax.data import celeba, cifar
 
 # What determines the trained network: a checkpoint written under other values is refused.
@@ -60,8 +64,9 @@ def run(cfg) -> dict:
   """Trains (or resumes) and evaluates one run; writes and returns ``results.json``."""
   cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
   writer = results.RunWriter(cfg.out_dir, "celeba", cfg)
-  if cfg.overwrite:
+  if cfg.overwrite and distributed.is_main():
     writer.discard_training()
+  distributed.barrier("celeba: out_dir ready")   # after process 0 removed old checkpoints
   t0 = time.perf_counter()
   data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit)
   load_s = time.perf_counter() - t0
@@ -88,12 +93,18 @@ def run(cfg) -> dict:
       dro_adjustments=[cfg.dro_adjustment] * 4 if cfg.dro_adjustment > 0 else None,
       gce_q=cfg.gce_q, ema_alpha=cfg.ema_alpha)
   evaluator = spurious.make_evaluator(model, celeba.to_float, cfg.eval_batch)
+  # Minibatches split over every device of every process (one device: no mesh, as before).
+  mesh = train.data_mesh() if jax.device_count() > 1 else None
 
   def evaluate(s):
+    variables = s.net.variables()
+    if mesh is not None:   # evaluated whole on one local device by every process: copies
+      # replicated over the mesh would repeat the work, and other processes' are unreadable
+      variables = jax.device_put(distributed.to_host(variables), jax.local_devices()[0])
     out = {}
     for name in ("val", "test"):
       split = data.splits[name]
-      out[name] = spurious.summarize(evaluator(s.net.variables(), split.x, split.g))
+      out[name] = spurious.summarize(evaluator(variables, split.x, split.g))
     return out
 
   def log_epoch(r):
@@ -113,7 +124,7 @@ def run(cfg) -> dict:
   state, history = train.fit_minibatch(
       None, tx, None, state, {"x": tr.x, "y": rows},
       lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size), cfg.epochs,
-      {}, preprocess=lambda key, xb: celeba.to_float(xb), checkpoint=ckpt,
+      {}, preprocess=lambda key, xb: celeba.to_float(xb), mesh=mesh, checkpoint=ckpt,
       fingerprint={k: cfg[k] for k in TRAINING_FIELDS}, chunk=cfg.chunk,
       progress=cfg.progress, on_epoch=log_epoch, train_step=step, evaluate=evaluate,
       show=tuple(f"acc_g{k}" for k in range(4)), desc=f"celeba {cfg.method} s{cfg.seed}")
@@ -132,6 +143,7 @@ def run(cfg) -> dict:
                                       for k, s in data.splits.items()},
                      "image_size": cfg.image_size}}
   writer.write(metrics, {}, **extras)
+  distributed.barrier("celeba: results written")   # before the others read them
   r = results.read_json(writer.results_path)
   h = r["metrics"]["best_val_average"]["test"]
   print(f"{cfg.out_dir}: test (best val avg, epoch {r['metrics']['best_val_average']['epoch']}) "

@@ -1,7 +1,10 @@
 """Colored MNIST: ERM, SD, IRM, V-REx and the grayscale oracle (Table 2, Figure 3). Presets,
 commands and expected results: ``configs/colored_mnist.py``; protocol: docs/protocols.md §3.4.
 
-All restarts train in one compiled full-batch program (``gs_jax.cmnist``). Outputs in
+All restarts train in one compiled full-batch program (``gs_jax.cmnist``), the restart axis
+split over every device of every process in a multi-process run (``--coordinator_address``,
+``--num_processes``, ``--process_id``; README, "Multi-process runs"): every process gets every
+restart back and process 0 writes the outputs. Outputs in
 ``out_dir``: ``results.json`` (per restart: the final model's train/test accuracy, the released
 code's last-step accuracies, accuracy and mean prediction entropy on the four Figure-3
 variants; summaries as mean ± sample std; the progress table), ``metrics.jsonl`` (seed-mean
@@ -19,10 +22,11 @@ import jax
 import numpy as np
 
 from configs import colored_mnist as configs
-from gs_jax import checkpoint, cli, cmnist, devices, results
+from gs_jax import checkpoint, cli, cmnist, distributed, results
 
-# Fields that do not change what a run computes (ignored when matching an earlier run).
-RUN_ONLY = ("progress", "overwrite")
+# Fields that do not change what a run computes (ignored when matching an earlier run); the
+# processes of one multi-process job differ in process_id.
+RUN_ONLY = ("progress", "overwrite", *distributed.config_fields())
 
 
 def _settings(config: dict) -> dict:
@@ -67,10 +71,11 @@ def run(cfg, *, mnist=None) -> dict:
   jax.config.update("jax_default_matmul_precision", cfg.matmul_precision)
   writer = results.RunWriter(cfg.out_dir, "colored_mnist", cfg)
   ckpt_dir = writer.out_dir / "ckpt"
-  if cfg.overwrite:
+  if cfg.overwrite and distributed.is_main():
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     writer.log_path.unlink(missing_ok=True)
     writer.results_path.unlink(missing_ok=True)
+  distributed.barrier("colored_mnist: out_dir ready")   # after process 0 removed old files
   prev = _check_same_run(writer, ckpt_dir)
   if prev is not None:
     print(f"{writer.results_path}: finished with these settings, not recomputed "
@@ -81,9 +86,10 @@ def run(cfg, *, mnist=None) -> dict:
   batch, variants = cmnist.build_data(cfg, cfg.data_dir or None, mnist=mnist)
   t_data = time.perf_counter() - t0
   ckpt = checkpoint.Checkpointer(ckpt_dir)
-  results.atomic_write_json(ckpt_dir / "config.json", writer.config)
   start = ckpt.latest_step() or 0
-  _truncate_log(writer.log_path, start)
+  if distributed.is_main():
+    results.atomic_write_json(ckpt_dir / "config.json", writer.config)
+    _truncate_log(writer.log_path, start)
   states, history = cmnist.train_restarts(
       cfg, batch, progress=cfg.progress, checkpoint=ckpt,
       on_chunk=_chunk_logger(writer, cfg.log_every),
@@ -104,25 +110,26 @@ def run(cfg, *, mnist=None) -> dict:
                history={"step": logged, **{k: v[:, logged] for k, v in history.items()}},
                timing_s={"data": t_data, "train": t_train, "resumed_from_step": start,
                          "s_per_step_all_restarts": t_train / max(cfg.steps - start, 1)})
-  print(f"== {cfg.get('preset', cfg.objective)}: {cfg.seeds} restarts, {cfg.steps} steps, {n_train} train / {n_test} "
-        f"test examples, {t_train:.1f}s training on {jax.devices()[0]}"
-        + (f" (resumed at step {start})" if start else ""))
-  print(table)
-  for key in ("train_acc", "test_acc", "last_step_train_acc", "last_step_test_acc"):
-    m = metrics[key]
-    print(f"{key:20s} {100 * m['mean']:6.2f} ± {100 * m['std']:.2f} % (sample std, "
-          f"{m['n']} restarts)")
-  for name, v in metrics["variants"].items():
-    print(f"  {name:13s} accuracy {100 * v['accuracy']['mean']:6.2f} %   "
-          f"entropy {v['entropy']['mean']:.3f}")
-  print("wrote", writer.results_path)
+  distributed.barrier("colored_mnist: results written")   # before the others read them
+  if distributed.is_main():
+    print(f"== {cfg.get('preset', cfg.objective)}: {cfg.seeds} restarts, {cfg.steps} steps, "
+          f"{n_train} train / {n_test} test examples, {t_train:.1f}s training on "
+          f"{jax.device_count()} devices ({jax.devices()[0].platform}, "
+          f"{jax.process_count()} processes)" + (f" (resumed at step {start})" if start else ""))
+    print(table)
+    for key in ("train_acc", "test_acc", "last_step_train_acc", "last_step_test_acc"):
+      m = metrics[key]
+      print(f"{key:20s} {100 * m['mean']:6.2f} ± {100 * m['std']:.2f} % (sample std, "
+            f"{m['n']} restarts)")
+    for name, v in metrics["variants"].items():
+      print(f"  {name:13s} accuracy {100 * v['accuracy']['mean']:6.2f} %   "
+            f"entropy {v['entropy']['mean']:.3f}")
+    print("wrote", writer.results_path)
   return results.read_json(writer.results_path)
 
 
 def main(argv=None):
-  cfg = cli.parse(configs, argv, prog="python -m experiments.colored_mnist")
-  devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return cli.main(configs, run, argv, prog="python -m experiments.colored_mnist")
 
 
 if __name__ == "__main__":

@@ -78,8 +78,14 @@ class Checkpointer:
 
   def maybe_save(self, step: int, state: Any, history: Any = None, meta: dict | None = None,
                  *, force: bool = False) -> bool:
-    """Saves if ``every_seconds`` have passed since the last save (or ``force``)."""
-    if force or time.monotonic() - self._last >= self.every_seconds:
+    """Saves if ``every_seconds`` have passed since the last save (or ``force``). In a
+    multi-process run process 0's clock decides for all: saving is collective, and each
+    process's own clock could disagree."""
+    due = force or time.monotonic() - self._last >= self.every_seconds
+    if not force and self.every_seconds > 0 and jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
+    if due:
       self.save(step, state, history, meta)
       return True
     return False

@@ -196,12 +196,13 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   """An experiment's ``main``: parse ``module``'s config, give JAX one CPU device per core when
   the config has ``cpu_devices`` and start ``jax.distributed`` when it has ``num_processes``
   and the flags or the cluster ask for it (:func:`gs_jax.distributed.from_config`), both
-  before any computation, and return ``run(config)``."""
+  before any computation, and return ``run(config)``; in a multi-process run an error ends
+  the process at once (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
   cfg = parse(module, argv, prog=prog)
+  from gs_jax import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
-    from gs_jax import distributed
     distributed.from_config(cfg)
   if "cpu_devices" in cfg:
     from gs_jax import devices
     devices.use_cpu_devices(cfg.cpu_devices)
-  return run(cfg)
+  return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import losses, models, train
+from gs_jax import distributed, losses, models, train
 from gs_jax.data import colored_mnist as data
 
 OBJECTIVES = ("erm", "sd", "irm", "rex")
@@ -161,13 +161,23 @@ def evaluate(cfg, params, batch, variants) -> dict:
     return (losses.accuracy_binary(logits, y, kind="01"),
             jnp.mean(losses.binary_entropy_from_logits(logits)))
 
-  every = jax.vmap(one, in_axes=(0, axis, axis))
-  out = {"train_acc": np.asarray(every(params, batch["x"], batch["y"])[0]),
-         "test_acc": np.asarray(every(params, batch["test_x"], batch["test_y"])[0])}
+  # Restarts split over the devices as in training (train.seed_sharding), with one process or
+  # many: the same programs, so the same numbers.
+  sharding = train.seed_sharding(len(jax.tree_util.tree_leaves(params)[0]))
+  data_sharding = sharding if cfg.resample_data else train.replicated(sharding.mesh)
+  params = distributed.to_global(params, sharding)
+  vmapped = jax.vmap(one, in_axes=(0, axis, axis))
+
+  def every(x, y):
+    x, y = distributed.to_global((np.asarray(x), np.asarray(y)), data_sharding)
+    return distributed.to_host(vmapped(params, x, y))
+
+  out = {"train_acc": every(batch["x"], batch["y"])[0],
+         "test_acc": every(batch["test_x"], batch["test_y"])[0]}
   out["variants"] = {}
   for name, (x, y) in variants.items():
-    acc, ent = every(params, jnp.asarray(x), jnp.asarray(y))
-    out["variants"][name] = {"accuracy": np.asarray(acc), "entropy": np.asarray(ent)}
+    acc, ent = every(x, y)
+    out["variants"][name] = {"accuracy": acc, "entropy": ent}
   return out
 
 

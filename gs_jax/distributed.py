@@ -23,7 +23,9 @@ shutdown that follows reports ``Task /job:jax_worker/replica:0/task:<i> heartbea
 their error poll sees the closed connection (``Failed to send RPC to coordination service …
 Socket closed``; measured: at once). A process that never shows up makes the others fail after
 ``init_timeout_s``. Measured (tests/test_distributed.py): with ``timeout_s=4`` the survivor
-exits ≈ 5 s after the kill (bound asserted: 15 s). The runtime catches SIGTERM (a preemption
+exits 2–5 s after the kill (bound asserted: 15 s). A Python exception in one process must not
+leave it waiting at the runtime's shutdown barrier while the others wait for it in a
+collective: :func:`fail_fast` (used by :func:`gs_jax.cli.main`) exits at once instead. The runtime catches SIGTERM (a preemption
 notice) and keeps running: stop a job with SIGKILL or let the scheduler do it.
 
 Data placement helpers work the same with one process or many: :func:`to_global` builds a
@@ -98,10 +100,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       initialization_timeout=init_timeout_s,
       service_heartbeat_interval_seconds=interval, service_max_missing_heartbeats=missing,
       client_heartbeat_interval_seconds=interval, client_max_missing_heartbeats=missing)
-  if verbose:
-    print(f"jax.distributed: process {jax.process_index()} of {jax.process_count()}, "
-          f"{jax.local_device_count()} local / {jax.device_count()} global devices; a process "
-          f"silent for {interval * missing} s stops the job", file=sys.stderr, flush=True)
+  if verbose:   # the runtime's own state: asking for devices would start the backends, and
+    # the CPU device count (gs_jax.devices.use_cpu_devices) may still be set after this
+    state = _dist.global_state
+    print(f"jax.distributed: process {state.process_id} of {state.num_processes} "
+          f"(coordinator {state.coordinator_address}); a process silent for "
+          f"{interval * missing} s stops the job", file=sys.stderr, flush=True)
   return True
 
 
@@ -110,6 +114,31 @@ def from_config(cfg) -> bool:
   return initialize(cfg.coordinator_address or None, cfg.num_processes or None,
                     None if cfg.process_id < 0 else cfg.process_id,
                     timeout_s=cfg.dist_timeout_s)
+
+
+def fail_fast(fn, *args, **kwargs):
+  """``fn(*args, **kwargs)``; in a multi-process run an exception (or ``SystemExit``) in it
+  ends this process at once: traceback printed, exit status 1.
+
+  Python's normal exit would run ``jax.distributed.shutdown``, whose barrier waits for every
+  process; the others, blocked in a collective with this one, would wait there too, for
+  minutes (measured: 3 min before the barrier's deadline). Exiting at once stops this
+  process's heartbeats, so the others stop within ``timeout_s`` (module docstring).
+  """
+  from jax._src import distributed as _dist
+  if _dist.global_state.client is None:   # one process: nothing to wait for
+    return fn(*args, **kwargs)
+  import os
+  import traceback
+  try:
+    return fn(*args, **kwargs)
+  except BaseException as e:
+    if isinstance(e, SystemExit) and e.code in (None, 0):
+      raise
+    traceback.print_exc()
+    print(f"process {_dist.global_state.process_id} failed: exiting now (the others stop "
+          f"when they miss its heartbeats)", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def barrier(name: str) -> None:

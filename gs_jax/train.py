@@ -159,7 +159,8 @@ def fit(train_step: Callable, state: TrainState, batch, hparams, num_steps: int)
 def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
   """Splits a leading seed axis of length ``num_seeds`` over as many of ``devices`` (default:
   all devices, of every process in a multi-process run) as divide it; every seed's
-  computation then runs on one device.
+  computation then runs on one device. Over several processes, each gets the same number
+  of devices (``num_seeds`` must be a multiple of the process count: ValueError otherwise).
 
   On CPU, ``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` (before JAX's first
   computation; the experiment CLIs do it) makes one device per core, so independent seeds
@@ -167,8 +168,21 @@ def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
   """
   import numpy as np
   devices = jax.devices() if devices is None else list(devices)
-  count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
-  mesh = jax.sharding.Mesh(np.asarray(devices[:count]), ("seeds",))
+  procs = sorted({d.process_index for d in devices})
+  if len(procs) > 1:
+    # Every process must hold seeds (a process without a shard cannot take part): the same
+    # number k of devices from each, k·P dividing num_seeds.
+    per = {p: [d for d in devices if d.process_index == p] for p in procs}
+    most = min(len(v) for v in per.values())
+    ks = [k for k in range(1, most + 1) if num_seeds % (k * len(procs)) == 0]
+    if not ks:
+      raise ValueError(f"{num_seeds} seeds cannot be split over {len(procs)} processes: use a "
+                       f"multiple of {len(procs)} seeds (--seeds), or fewer processes")
+    chosen = [d for p in procs for d in per[p][:max(ks)]]
+  else:
+    count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    chosen = devices[:count]
+  mesh = jax.sharding.Mesh(np.asarray(chosen), ("seeds",))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
