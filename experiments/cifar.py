@@ -122,8 +122,12 @@ def run(cfg) -> dict:
     return (jax.device_put(cifar.to_float(jnp.asarray(xb)), shard),
             jax.device_put(jnp.asarray(yb), shard))
 
+  # The released network's patch convolutions exist for the scanned batch-1 training; the
+  # same parameters evaluate ~2–3× faster through XLA convolutions on large batches.
+  eval_model = models.NarLeNet(data.num_classes, patches=False) if released else model
+
   def logits_fn(variables, x):
-    return model.apply(variables, x, train=False)
+    return eval_model.apply(variables, x, train=False)
 
   kw = dict(batch_size=cfg.eval_batch, multiple=mesh.size, prepare=prepare)
   key = jax.random.fold_in(seed_key, 2)

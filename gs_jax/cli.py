@@ -202,6 +202,9 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   from gs_jax import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
     distributed.from_config(cfg)
+  if "cpu_runtime" in cfg:
+    from gs_jax import devices
+    devices.use_cpu_runtime(cfg.cpu_runtime)
   if "cpu_devices" in cfg:
     from gs_jax import devices
     devices.use_cpu_devices(cfg.cpu_devices)

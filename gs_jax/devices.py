@@ -30,3 +30,38 @@ def use_cpu_devices(count: int | None = None) -> int:
     warnings.warn(f"could not set {count} CPU devices: {e}")
     return len(jax.devices("cpu"))
   return count
+
+
+CPU_RUNTIMES = ("thunk", "legacy")
+_LEGACY_FLAG = "--xla_cpu_use_thunk_runtime=false"
+
+
+def use_cpu_runtime(name: str = "thunk") -> str:
+  """Chooses XLA:CPU's runtime before JAX starts its backends; returns the runtime in effect.
+
+  ``"thunk"`` is jax 0.5's default: every operation of a compiled program is a separate
+  task, a few µs each. ``"legacy"`` compiles the whole program into one function, which
+  pays off for programs of many tiny operations — batch-1 training of the released
+  CIFAR network runs ~1.4× faster (``benchmarks/cifar_speed.py --protocol=released``) —
+  and costs for large elementwise work (two-moons: 1.4× slower). Only JAX < 0.6 has the
+  legacy runtime; elsewhere, or once the backends run, the current runtime stays (with a
+  warning). Results differ from the thunk runtime's only by float rounding.
+  """
+  if name not in CPU_RUNTIMES:
+    raise ValueError(f"cpu_runtime must be one of {CPU_RUNTIMES}; got {name!r}")
+  flags = os.environ.get("XLA_FLAGS", "")
+  current = "legacy" if _LEGACY_FLAG in flags else "thunk"
+  if name == current:
+    return current
+  import jax
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})")
+    return current
+  if name == "legacy" and jax.__version_info__ >= (0, 6):
+    warnings.warn(f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
+                  "using the default runtime")
+    return current
+  parts = [f for f in flags.split() if f != _LEGACY_FLAG]
+  os.environ["XLA_FLAGS"] = " ".join(parts + ([_LEGACY_FLAG] if name == "legacy" else []))
+  return name

@@ -62,6 +62,50 @@ def test_narlenet_equals_a_torch_forward_with_copied_weights():
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_xla_convolutions_give_the_patch_network_on_the_same_parameters():
+  """``patches=False`` (evaluation) must be the same function of the same parameters: logits
+  and input gradients agree up to float32 summation order (sums of ≤ 300 products of size
+  ≤ 1: ~1e-6 relative)."""
+  net, v = _net_and_params(2)
+  xla = models.NarLeNet(2, patches=False)
+  x = jax.random.uniform(jax.random.PRNGKey(5), (6, 32, 32, 3))
+  np.testing.assert_allclose(xla.apply(v, x), net.apply(v, x), rtol=1e-5, atol=1e-6)
+  grad = lambda m: jax.grad(lambda xa: m.apply(v, xa)[:, 0].sum() - m.apply(v, xa)[:, 1].sum())(x)
+  g_xla, g_patch = grad(xla), grad(net)
+  np.testing.assert_allclose(g_xla, g_patch, rtol=1e-4, atol=1e-5 * float(jnp.abs(g_patch).max()))
+
+
+_RUNTIME = """
+import os, warnings
+from gs_jax import devices
+assert devices.use_cpu_runtime("legacy") == "legacy"
+assert "--xla_cpu_use_thunk_runtime=false" in os.environ["XLA_FLAGS"].split()
+import jax, jax.numpy as jnp
+assert float(jnp.ones(3).sum()) == 3.0          # the backend starts with the flag
+with warnings.catch_warnings(record=True) as w:
+  warnings.simplefilter("always")
+  assert devices.use_cpu_runtime("thunk") == "legacy"   # too late: stays, with a warning
+assert any("already run" in str(x.message) for x in w)
+try:
+  devices.use_cpu_runtime("fast")
+except ValueError as e:
+  assert "cpu_runtime" in str(e)
+else:
+  raise AssertionError("no error for an unknown runtime")
+print("ok")
+"""
+
+
+def test_cpu_runtime_switch_before_the_backend_starts():
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", _RUNTIME], env=env, capture_output=True,
+                       text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 def test_released_sd_form_converts_to_sd_lambda():
   """sd_coef·Σ ŷ² (batch B, C logits) equals sd_lambda·mean(ŷ²) with sd_lambda = sd_coef·B·C;
   at B = 1, C = 2: sd_coef 0.1 = sd_lambda 0.2 (configs/cifar.py docstring)."""
