@@ -14,9 +14,11 @@ read as well.
 Runs of the ``released`` preset (the authors' Figure-2 protocol, docs/protocols.md §3.3) go to
 ``released_table.md``/``.csv`` (grouped by classes, method and ``sd_coef``; OOD accuracies and
 margin quantiles under the released-style and the strong attack, margins in [−1,1] units) and
-``released_figure2.png``/``.pdf``: % of test points misclassified against the L∞ perturbation
-in [−1,1] units (Figure 2's axes), ERM vs SD, both attacks, a band over seeds (min–max) when
-there are several.
+``released_figure2_<classes>.png``/``.pdf`` per class pair: % of test points misclassified
+against the L∞ perturbation in [−1,1] units (Figure 2's axes), ERM vs SD (sd_coef 0.01, 0.1),
+both attacks, a band over seeds (min–max) when there are several; with ≥ 3 SD strengths,
+``released_sweep_<classes>.png``: IID and OOD (ε = 0.05) accuracy and the median margin
+against ``sd_coef``.
 """
 from __future__ import annotations
 
@@ -192,6 +194,8 @@ def _save(plt, fig, stem):
 
 
 RELEASED_ATTACKS = ("released", "strong")
+# Figure 2 shows ERM and the SD strengths of the main table; the sweep plot shows them all.
+FIGURE2_COEFS = (0.0, 0.01, 0.1)
 # (column, getter of a run's metrics, scale): accuracies in %, margins in [−1,1] units.
 RELEASED_COLUMNS = (
     ("train", lambda m, a: m["train_acc"], 100),
@@ -231,6 +235,7 @@ def released_figure2(groups, stem, x_max=0.3):
   plt = results.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   grid = np.linspace(0, x_max, 601)
+  classes_shown = sorted({k[1] for k in groups})
   for i, ((dataset, classes, method, coef, epochs, _), runs) in enumerate(groups.items()):
     color = f"C{i}"
     for attack, ls in (("released", "-"), ("strong", "--")):
@@ -240,14 +245,51 @@ def released_figure2(groups, stem, x_max=0.3):
                          for r in runs])
       n = len(released_margins(runs[0], attack))
       ax.plot(grid, curves.mean(0), ls=ls, color=color,
-              label=f"{method} sd_coef={coef:g} ({classes}), {attack} attack, "
+              label=f"{method} sd_coef={coef:g}, {attack} attack, "
                     f"{len(runs)} seed(s), {epochs} ep, n={n}")
       if len(runs) > 1:
         ax.fill_between(grid, curves.min(0), curves.max(0), color=color, alpha=0.2, lw=0)
   ax.axvline(0.05, color="gray", ls=":", lw=0.8)
   ax.set_xlim(0, x_max)
   _label(ax, "L∞ norm of the perturbation ([−1,1] input units)",
-         "% of test points misclassified", "CIFAR-2, released protocol (Figure 2 axes)", 100, 6)
+         "% of test points misclassified",
+         f"CIFAR-2 {' / '.join(classes_shown)}, released protocol (Figure 2 axes)", 100, 6)
+  return _save(plt, fig, stem)
+
+
+def released_sweep(groups, stem):
+  """IID accuracy, OOD accuracy at ε = 0.05 ([−1,1] units) and median margin against
+  ``sd_coef`` (one classes pair; mean and min–max over seeds)."""
+  plt = results.pyplot()
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  keys = sorted(groups, key=lambda k: k[3])
+  coefs = np.array([k[3] for k in keys])
+  x = np.arange(len(coefs))   # categorical axis: 0 sits beside the log-spaced values
+
+  def band(ax, get, label, color, ls="-"):
+    v = [np.array([get(r["metrics"]) for r in groups[k]]) for k in keys]
+    mean = np.array([a.mean() for a in v])
+    ax.plot(x, mean, ls, color=color, marker="o", label=label)
+    ax.fill_between(x, [a.min() for a in v], [a.max() for a in v], color=color, alpha=0.2,
+                    lw=0)
+
+  band(ax1, lambda m: 100 * m["test_iid_acc"]["full"], "test IID", "C0")
+  for attack, ls in (("released", "-"), ("strong", "--")):
+    ok = [k for k in keys if all(attack in r["metrics"]["test_ood_acc"] for r in groups[k])]
+    if len(ok) == len(keys):
+      band(ax1, lambda m, a=attack: 100 * m["test_ood_acc"][a]["eps_0.05_pm1"]["full"],
+           f"OOD ε=0.05 [−1,1], {attack} attack", "C1" if attack == "released" else "C3", ls)
+      band(ax2, lambda m, a=attack: m["margins_pm1"][a]["q50"],
+           f"median margin, {attack} attack", "C2" if attack == "released" else "C4", ls)
+  for ax, ylabel in ((ax1, "accuracy (%)"), (ax2, "L∞ margin ([−1,1] units)")):
+    ax.set_xticks(x, [f"{c:g}" for c in coefs])
+    ax.set_xlabel("sd_coef (released SD form; 0 = ERM)")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+  seeds = sorted({len(groups[k]) for k in keys})
+  fig.suptitle(f"CIFAR-2 {keys[0][1]}, released protocol: SD strength sweep "
+               f"(seeds per point: {', '.join(map(str, seeds))})", fontsize=9)
   return _save(plt, fig, stem)
 
 
@@ -275,7 +317,14 @@ def main(argv=None):
   if released:
     rgroups = load_groups(released, by="classes", strength="sd_coef")
     print(write_table(make_released_table(rgroups), args.out_dir, "released_table", keys=[]))
-    released_figure2(rgroups, os.path.join(args.out_dir, "released_figure2"))
+    for classes in sorted({k[1] for k in rgroups}):
+      sub = {k: v for k, v in rgroups.items() if k[1] == classes}
+      tag = classes.replace(",", "_")
+      figure_groups = {k: v for k, v in sub.items() if k[3] in FIGURE2_COEFS}
+      released_figure2(figure_groups or sub,
+                       os.path.join(args.out_dir, f"released_figure2_{tag}"))
+      if len({k[3] for k in sub}) >= 3:
+        released_sweep(sub, os.path.join(args.out_dir, f"released_sweep_{tag}"))
   dirs = [d for d in dirs if not is_released[d]]
   if not dirs:
     return

@@ -169,8 +169,18 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--sd_lambda", type=float, default=0.01, help="cpu protocol's SD")
   p.add_argument("--sd_coef", type=float, default=0.1, help="released protocol's SD")
+  p.add_argument("--cpu_runtime", choices=("thunk", "legacy"), default=None,
+                 help="XLA:CPU runtime of the gs-jax side (default: the experiment's — "
+                      "legacy for --protocol=released, thunk otherwise)")
+  p.add_argument("--torch_threads", type=int, default=0,
+                 help="PyTorch intra-op threads (0: PyTorch's default)")
   args = p.parse_args(argv)
   released = args.protocol == "released"
+  from gs_jax import devices   # before JAX starts: the runtime is chosen at backend start
+  runtime = devices.use_cpu_runtime(args.cpu_runtime or ("legacy" if released else "thunk"))
+  if args.torch_threads:
+    import torch
+    torch.set_num_threads(args.torch_threads)
   if released:
     args.batch_size = 1
   args.steps = args.steps or (2000 if released else 30)
@@ -197,12 +207,15 @@ def main(argv=None):
       rates[name].append(args.steps * args.batch_size / (time.perf_counter() - t))
   med = {k: float(np.median(v)) for k, v in rates.items()}
   print(f"CIFAR {args.protocol}-protocol train step, batch {args.batch_size}, {args.steps} "
-        f"steps × {args.repeats} alternating repeats (torch threads: {threads}); "
+        f"steps × {args.repeats} alternating repeats (torch threads: {threads}; "
+        f"XLA:CPU runtime: {runtime}); "
         f"gs-jax compile+{warm} warm-up steps: {compile_s:.1f} s")
   for k, v in rates.items():
     print(f"  {k:14s} median {med[k]:8.1f} images/s   (runs: "
           + ", ".join(f"{x:.0f}" for x in v) + ")")
-  print(f"  ratio gs-jax / pytorch-eager: {med['gs-jax'] / med['pytorch-eager']:.2f}×")
+  ratios = [a / b for a, b in zip(rates["gs-jax"], rates["pytorch-eager"])]
+  print(f"  ratio gs-jax / pytorch-eager: {med['gs-jax'] / med['pytorch-eager']:.2f}× "
+        f"(per repeat {min(ratios):.2f}–{max(ratios):.2f}×)")
 
 
 if __name__ == "__main__":

@@ -260,5 +260,9 @@ def test_released_table_and_figure_from_results(tmp_path):
   md = (tmp_path / "t" / "released_table.md").read_text()
   assert "| cifar2 | airplane,horse | SD | 0.1 | 0,1 |" in md
   assert "0.120 ± 0.028" in md          # median margins 0.10, 0.14: mean 0.12, sample std 0.028
-  assert (tmp_path / "t" / "released_figure2.png").stat().st_size > 1000
+  assert (tmp_path / "t" / "released_figure2_airplane_horse.png").stat().st_size > 1000
+  assert not (tmp_path / "t" / "released_sweep_airplane_horse.png").exists()   # 2 strengths
+  write("d", 0.3, 0, 0.2)
+  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t"])
+  assert (tmp_path / "t" / "released_sweep_airplane_horse.png").stat().st_size > 1000
   assert not (tmp_path / "t" / "table1.md").exists()
