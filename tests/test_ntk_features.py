@@ -80,7 +80,9 @@ def test_matrix_free_stops_when_the_krylov_space_is_exhausted_and_checks_inputs(
   U, S, info = ntk.features_matrix_free(f, params, x, y, 3, block=8, max_passes=6, tol=0.0,
                                         return_info=True)
   se = _explicit(f, params, x, y)[1]
-  assert info["converged"] and info["krylov_dim"] == 20     # the whole row space of YΦ0
+  # The random start block (8) plus the whole 20-dimensional row space of YΦ0: the next
+  # block has nothing new (float32 round-off is not taken for a direction) and it stops.
+  assert info["converged"] and info["krylov_dim"] == 28 and info["passes"] < 6
   np.testing.assert_allclose(S, se[:3], rtol=1e-5)
   with pytest.raises(ValueError, match="k must be"):
     ntk.features_matrix_free(f, params, x, y, 0)
