@@ -151,8 +151,10 @@ def test_matrix_free_memory_is_o_n_k_plus_m_k_on_a_model_too_big_for_phi0():
   """A 4.1M-parameter MLP on n = 400 points: the explicit Φ0 takes n·m·4 B = 6.6 GB (and the
   dense route's neural-tangents blocks the same per block side), the matrix-free route with
   l = 2, 2 passes keeps O((n + m)·l) — its bases m·l·passes·8 B = 130 MB. Measured in a
-  subprocess: the growth of the peak RSS during the call must stay below 1 GB (7× less than
-  Φ0; the float32 Φ0 alone, or one 256-row block of it, would exceed it)."""
+  subprocess: the growth of the peak RSS during the call (0.73 GB measured: float64 bases and
+  their temporaries, a few m-vectors each, plus XLA's compilation) must stay below 1.2 GB —
+  5.5× less than Φ0; forming Φ0, one 256-row block of it (neural-tangents' dense route), or
+  even the 100-row chunk Jacobian of ``products="jacobian"`` (1.65 GB) would exceed it."""
   out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True,
                        timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -160,5 +162,5 @@ def test_matrix_free_memory_is_o_n_k_plus_m_k_on_a_model_too_big_for_phi0():
   phi_bytes = 4 * r["n"] * r["m"]
   growth = r["peak"] - r["base"]
   assert r["m"] > 4_000_000 and phi_bytes > 6e9
-  assert growth < 1e9, f"peak RSS grew by {growth / 1e9:.2f} GB (Φ0: {phi_bytes / 1e9:.1f} GB)"
+  assert growth < 1.2e9, f"peak RSS grew by {growth / 1e9:.2f} GB (Φ0: {phi_bytes / 1e9:.1f} GB)"
   assert np.all(np.isfinite(r["S"])) and r["S"][0] >= r["S"][1] > 0
