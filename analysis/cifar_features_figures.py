@@ -80,8 +80,9 @@ def table(data) -> str:
     lines.append(f"| seed {seed} | " + " | ".join(f"{s[i]:.3g}" for i in idx)
                  + f" | {s[0] / s[1]:.1f} |")
   shown = [i for i in (0, 1, 2, 4, 9, 19) if i < k]
-  lines += ["", "| arm | train acc | " + " | ".join(f"z_{i + 1}" for i in shown)
-            + " | Σ_{j≥2} z_j | eq-18 z_1 | eq-18 z_2 | ‖z − z*‖/‖z*‖ |",
+  lines += ["", "Final responses (mean over seeds; each seed's own features):", "",
+            "| arm | train acc | " + " | ".join(f"z_{i + 1}" for i in shown)
+            + " | Σ_{j≥2} z_j | eq-18 Σ_{j≥2} z_j* | ‖z − z*‖/‖z*‖ all j | same, j ≥ 2 |",
             "|---|" + "---|" * (len(shown) + 5)]
   for arm in ARMS:
     z, runs = _final(res, arm)
@@ -89,16 +90,24 @@ def table(data) -> str:
       continue
     zm = z.mean(axis=0)
     acc = results_lib.mean_std([r["train_acc"] for r in runs])
-    cols = [zm[i] for i in shown]
     row = (f"| {LABELS[arm]} | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% | "
-           + " | ".join(f"{c:.3g}" for c in cols) + f" | {zm[1:].sum():.3g} | ")
+           + " | ".join(f"{zm[i]:.3g}" for i in shown) + f" | {zm[1:].sum():.3g} | ")
     if arm == "sd":
-      pred = np.array([r["z_eq18"] for r in runs]).mean(axis=0)
-      gap = res["metrics"]["sd"]["rel_gap_to_eq18"]
-      row += f"{pred[0]:.3g} | {pred[1]:.3g} | {gap:.2f} |"
+      pred = np.array([r["z_eq18"] for r in runs])
+      gap = np.linalg.norm(z - pred) / np.linalg.norm(pred)
+      gap2 = np.linalg.norm(z[:, 1:] - pred[:, 1:]) / np.linalg.norm(pred[:, 1:])
+      row += f"{pred.mean(axis=0)[1:].sum():.3g} | {gap:.2f} | {gap2:.2f} |"
     else:
-      row += "– | – | – (λ = 0) |"
+      row += "– (λ = 0) | – | – |"
     lines.append(row)
+  ze, _ = _final(res, "erm")
+  zs, _ = _final(res, "sd")
+  if len(ze) and len(zs) and k >= 20:
+    lines += ["", "ERM/SD ratio of summed final responses by feature group (per seed):", "",
+              "| seed | j = 2–5 | j = 6–10 | j = 11–20 |", "|---|---|---|---|"]
+    for i in range(min(len(ze), len(zs))):
+      r = [ze[i, a:b].sum() / zs[i, a:b].sum() for a, b in ((1, 5), (5, 10), (10, 20))]
+      lines.append(f"| {i} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
   return "\n".join(lines)
 
 
@@ -139,44 +148,69 @@ def draw(data, run_dir) -> list[Path]:
     paths += results_lib.save_figure(fig, run_dir / "features")
     plt.close(fig)
 
-  fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.3), sharey=True)
+  # Trajectories of one seed (features are that seed's own: the j-th feature of another
+  # initialisation is a different vector), strongest five on top, the rest below.
+  seed = min(key[1] for key in traj) if traj else 0
+  groups = [range(0, min(5, k)), range(5, k)] if k > 5 else [range(k)]
+  fig, axes = plt.subplots(len(groups), 2, figsize=(9, 2.9 * len(groups)), squeeze=False,
+                           sharex=True)
   cmap = plt.get_cmap("viridis")
-  for ax, arm in zip(axes, ARMS):
-    keys = [key for key in traj if key[0] == arm]
-    if not keys:
+  for c, arm in enumerate(ARMS):
+    if (arm, seed) not in traj:
       continue
-    steps = traj[keys[0]][0]
-    n_common = min(len(traj[key][0]) for key in keys)
-    zs = np.mean([traj[key][1][:n_common] for key in keys], axis=0)
-    for j in range(k - 1, -1, -1):
-      ax.plot(steps[:n_common], zs[:, j], color=cmap(j / max(k - 1, 1)), lw=1.6 if j < 3 else 0.8,
-              label=f"z_{j + 1}" if j < 3 or j == k - 1 else None)
-    ax.axhline(0, color="0.5", lw=0.5)
-    ax.set_yscale("symlog", linthresh=0.1)
-    ax.set(xlabel="training step (batch 1)", title=f"{LABELS[arm]} · {len(keys)} seed(s)")
-  axes[0].set_ylabel("response $z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
-  axes[1].legend(fontsize=7, loc="upper left")
+    steps, zs = traj[(arm, seed)]
+    for r, group in enumerate(groups):
+      ax = axes[r, c]
+      for j in group:
+        ax.plot(steps, zs[:, j], color=cmap(j / max(k - 1, 1)), lw=1.2,
+                label=f"$z_{{{j + 1}}}$" if r == 0 or j in (group[0], group[-1]) else None)
+      ax.axhline(0, color="0.5", lw=0.5)
+      ax.set_title(f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1}",
+                   fontsize=9)
+      if c == 0:
+        ax.set_ylabel("$z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
+    axes[-1, c].set_xlabel("training step (batch 1)")
+  for r in range(len(groups)):
+    lo = min(axes[r, c].get_ylim()[0] for c in range(2))
+    hi = max(axes[r, c].get_ylim()[1] for c in range(2))
+    for c in range(2):
+      axes[r, c].set_ylim(lo, hi)
+    axes[r, 1].legend(fontsize=6, loc="upper left", ncol=2)
   fig.tight_layout()
   paths += results_lib.save_figure(fig, run_dir / "responses")
   plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(5.5, 3.3))
+  # Final responses of every seed against the feature index, and SD against its eq-18
+  # prediction (one point per feature and seed; the diagonal is agreement).
+  fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+  ax = axes[0]
   jj = np.arange(1, k + 1)
-  for arm, marker, dx in (("erm", "o", -0.15), ("sd", "s", 0.15)):
+  for arm, marker, dx, color in (("erm", "o", -0.15, "tab:blue"), ("sd", "s", 0.15, "tab:orange")):
     z, runs = _final(res, arm)
-    if not len(z):
-      continue
-    std = z.std(axis=0, ddof=1) if len(z) > 1 else np.zeros(k)
-    ax.errorbar(jj + dx, z.mean(axis=0), yerr=std, fmt=marker, ms=3.5, capsize=2,
-                label=f"{LABELS[arm]} (trained)")
+    for i, zz in enumerate(z):
+      ax.plot(jj + dx, zz, marker, ms=3.5, color=color, alpha=0.8,
+              label=f"{LABELS[arm]} (trained)" if i == 0 else None)
     if arm == "sd":
-      pred = np.array([r["z_eq18"] for r in runs]).mean(axis=0)
-      ax.plot(jj, pred, "k_", ms=10, mew=1.5,
-              label=f"SD eq 18, λ={res['eq17_lambda']:g}")
+      for i, r in enumerate(runs):
+        ax.plot(jj, r["z_eq18"], "_", color="k", ms=8, mew=1.3,
+                label=f"SD eq 18, λ={res['eq17_lambda']:g}" if i == 0 else None)
   ax.axhline(0, color="0.5", lw=0.5)
-  ax.set_yscale("symlog", linthresh=0.1)
-  ax.set(xlabel="feature j", ylabel="final response $z_j$", title="Final responses")
+  ax.set(xlabel="feature j (seed's own features)", ylabel="final response $z_j$",
+         title=f"Final responses, {len(res['spectra'])} seed(s)")
   ax.legend(fontsize=7)
+  ax = axes[1]
+  z, runs = _final(res, "sd")
+  if len(z):
+    pred = np.array([r["z_eq18"] for r in runs])
+    for i in range(len(z)):
+      ax.plot(pred[i, 1:], z[i, 1:], "s", ms=3.5, color="tab:orange", alpha=0.8,
+              label="j ≥ 2" if i == 0 else None)
+      ax.plot(pred[i, :1], z[i, :1], "x", ms=6, color="tab:red",
+              label="j = 1" if i == 0 else None)
+    lim = [min(z.min(), pred.min(), 0), max(z.max(), pred.max())]
+    ax.plot(lim, lim, "k:", lw=1)
+    ax.set(xlabel="eq-18 prediction $z_j^*$", ylabel="SD trained $z_j$", title="SD vs eq 18")
+    ax.legend(fontsize=7)
   fig.tight_layout()
   paths += results_lib.save_figure(fig, run_dir / "final")
   plt.close(fig)
