@@ -9,7 +9,13 @@ logits ``ŷ(X; θ)``, ``θ ∈ R^m``.
 - Features (Def. 1, eq 4): ``YΦ0 = U S V^T``. :func:`features` takes ``U, S`` from the
   float64 ``eigh`` of ``Y K Y = U S² U^T`` and, on request, ``V = Φ0^T Y U S^{-1}`` as one
   vector–Jacobian product per feature (never an explicit m×n matrix).
-- Responses (eq 4, centred logits): ``z = U^T Y (ŷ − ŷ0)`` (:func:`responses`).
+- Responses (eq 4, centred logits): ``z = U^T Y (ŷ − ŷ0)`` (:func:`responses`); during
+  training, inside a compiled loop, through :func:`response_probe` and
+  :func:`gs_jax.train.with_probe`.
+- At scale (CIFAR-sized n, m in the hundreds of thousands): :func:`top_features` — the dense
+  route (blocked NT Gram + top-k ``eigh``) or the matrix-free one
+  (:func:`features_matrix_free`: block Krylov on ``YΦ0`` with Jacobian–block products, never
+  Φ0 or K). Two-logit nets enter through :func:`logit_difference`.
 
 Sign convention: the SVD fixes each pair ``(u_j, v_j)`` only up to a common sign. Here every
 column of ``U`` is oriented so that ``Σ_i u_ij ≥ 0``, i.e. the feature function ``Φ0 v_j``
