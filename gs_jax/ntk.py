@@ -458,6 +458,10 @@ def features_matrix_free(apply_fn: ApplyFn, params, x, y, k: int, *, block: int 
   :func:`_pass_fn`) plus ``2·n·m·l`` multiply-adds. Memory: the bases ``Q`` (m × l·passes) and
   ``A Q`` (n × l·passes) in float64 plus one chunk's Jacobian (batch_size × m, float32) —
   O((n + m)·k) for fixed passes and chunk size, against O(n·m) for ``Φ0`` and O(n²) for K.
+  Measured (``benchmarks/ntk_features.py``, README): top 20 of 10,000 CIFAR images for
+  :class:`gs_jax.models.NarLeNet` (m = 249,442), block 50, tol 1e-4 — 5 passes, 392–635 s and
+  1.8 GB peak RSS on 2 shared, loaded CPU cores; singular values within 3e-7 of the dense route
+  at n = 1,000 and 2,000.
 
   Args:
     apply_fn: ``apply_fn(params, x) -> (n,)``, one scalar logit per example (wrap a two-logit
