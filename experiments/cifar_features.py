@@ -16,6 +16,7 @@ starts afresh.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -26,7 +27,7 @@ import numpy as np
 from analysis import cifar_features_figures
 from configs import cifar_features as configs
 from gs_jax import checkpoint, cli, dual, models, ntk, results, train
-from gs_jax.data import cifar
+from gs_jax.data import cifar, paths
 
 ARMS = ("erm", "sd")
 TRAINING_FIELDS = ("classes", "epochs", "batch_size", "lr", "momentum", "train_limit", "k",
@@ -50,6 +51,14 @@ def sd_prediction(U, lam: float) -> np.ndarray:
   """eq 18: every ``α_i*`` solves ``log((1−a)/a) = a/λ`` (no U, no S), ``z* = U^T α*/λ``."""
   a = float(dual.fixed_point(np.ones((1, 1)), np.ones(1), lam, dynamics="sd")[0])
   return a / lam * np.asarray(U).sum(axis=0)
+
+
+def portable_source(source: str) -> str:
+  """The data source without this machine's paths: ``$GS_DATA_DIR/…`` when it lies there."""
+  root = os.environ.get(paths.ENV_VAR)
+  if root and os.path.abspath(source).startswith(os.path.abspath(root) + os.sep):
+    return f"${paths.ENV_VAR}/" + os.path.relpath(source, root)
+  return source if not os.path.isabs(source) else os.path.basename(source)
 
 
 def batched_logits(model, params, x, batch_size: int) -> np.ndarray:
@@ -150,7 +159,8 @@ def run(cfg) -> dict:
           "logit_sum_rms": float(np.sqrt(np.mean(logits.sum(axis=1) ** 2))),
           "z_eq18": z_pred if arm == "sd" else None}
     writer.write(summarise(per_run, cfg), per_run, spectra=spectra, eq17_lambda=lam,
-                 data={"source": data.source, "n_train": n, "classes": cfg.classes})
+                 data={"source": portable_source(data.source), "n_train": n,
+                       "classes": cfg.classes})
   r = results.read_json(writer.results_path)
   cifar_features_figures.report(writer.out_dir)
   return r
