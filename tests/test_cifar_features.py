@@ -67,7 +67,7 @@ def test_eq17_lambda_and_sd_prediction():
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_responses(tmp_path):
-  """~2–4 minutes on 2 loaded cores (three subprocesses compile the batch-1 scan)."""
+  """1.4–5 minutes on 2 shared cores (three subprocesses compile the batch-1 scan)."""
   real_data("cifar10", "cifar10.npz")
   whole = _run(TINY + [f"--out_dir={tmp_path / 'whole'}"])
   assert whole.returncode == 0, whole.stderr[-3000:]
