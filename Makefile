@@ -79,6 +79,14 @@ celeba_cpu: .venv/.installed
 	    --out_dir=runs/celeba/cpu_$${m}_s$$s --no_progress $(ARGS) || exit 1; done; done
 	$(PY) -m analysis.celeba_table --runs_dir=runs/celeba
 
+# NTK features of the released CIFAR-2 CNN and their responses under ERM and SD (issue 12).
+.PHONY: cifar_features_cpu cifar_features bench-ntk-features
+cifar_features_cpu: .venv/.installed
+	$(PY) -m experiments.cifar_features --out_dir=runs/cifar_features/cpu --no_progress $(ARGS)
+
+cifar_features: .venv/.installed
+	$(PY) -m experiments.cifar_features --preset=full --out_dir=runs/cifar_features/full $(ARGS)
+
 # --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
 bench-two-moons: .venv/.installed
 	$(PY) -m benchmarks.two_moons_speed $(ARGS)
@@ -94,6 +102,9 @@ bench-cifar: .venv/.installed
 
 bench-distributed: .venv/.installed
 	$(PY) -m benchmarks.distributed_step $(ARGS)
+
+bench-ntk-features: .venv/.installed
+	$(PY) -m benchmarks.ntk_features $(ARGS)
 
 clean-venv:
 	rm -rf .venv

@@ -20,6 +20,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gs_jax import distributed, losses
@@ -374,6 +375,44 @@ def batch_sharded(mesh):
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
+PROBE = "probe"
+
+
+def with_probe(train_step: Callable, probe: Callable, every: int) -> Callable:
+  """``train_step`` that also records ``probe(state, hparams["probe"])`` after every
+  ``every``-th update, inside the compiled step.
+
+  The probe (e.g. the responses ``z(t) = U^T Y (ŷ_t − ŷ_0)`` on a fixed set of training
+  examples, :func:`gs_jax.ntk.responses`) runs under ``lax.cond`` on ``state.step % every ==
+  0`` after the update, so a scanned loop (:func:`make_epoch_runner` with ``scan=True``) never
+  leaves its compiled call; on the other steps the metric holds NaN. Its inputs travel in
+  ``hparams["probe"]`` (traced arguments, not constants baked into the program). The value
+  appears as ``metrics[PROBE]``, stacked per step; :func:`fit_minibatch` leaves it out of the
+  epoch means and :func:`probe_rows` picks out the recorded steps.
+  """
+  if every < 1:
+    raise ValueError(f"every must be >= 1; got {every}")
+
+  def step(state, batch, hparams):
+    state, metrics = train_step(state, batch, hparams)
+    data = hparams[PROBE]
+    shape = jax.eval_shape(probe, state, data)
+    skip = lambda s, d: jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype),
+                                               shape)
+    value = jax.lax.cond(state.step % every == 0, probe, skip, state, data)
+    return state, {**metrics, PROBE: value}
+
+  return step
+
+
+def probe_rows(metrics, last_step: int, every: int) -> list:
+  """``[(step, value), …]`` for the recorded steps of one chunk's stacked ``metrics[PROBE]``
+  (:func:`with_probe`); ``last_step`` is the step count after the chunk."""
+  values = np.asarray(metrics[PROBE])
+  first = last_step - len(values) + 1
+  return [(s, values[s - first]) for s in range(first, last_step + 1) if s % every == 0]
+
+
 def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None,
                       scan: bool = False):
   """Minibatch training over index chunks: one jitted step, called once per minibatch.
@@ -528,7 +567,8 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
         state, metrics = run_steps(state, data["x"], data["y"], idx[first:first + chunk],
                                    hparams)
         for name, values in metrics.items():   # float64 sums of per-chunk float32 sums
-          sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
+          if name != PROBE:
+            sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
         bar.update(len(idx[first:first + chunk]))
         bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss'][-1]):.4f}",
                         **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in show})

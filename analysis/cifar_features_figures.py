@@ -1,0 +1,239 @@
+r"""Figures and table of the CIFAR-2 feature experiment (docs/protocols.md §3.6) from a run
+directory of ``experiments.cifar_features``:
+
+    python -m analysis.cifar_features_figures runs/cifar_features/n1000_e4
+
+- ``spectrum.png``: the top singular values ``s_j`` of ``YΦ0`` at θ0, one line per seed;
+- ``features.png``: for the top features of seed 0, the training image each weighs most
+  (largest ``|u_ij|``) and the input gradient ``∇_x (∇_θ ŷ(x; θ0)·v_j)`` there;
+- ``responses.png``: ``z_j(t) = u_jᵀ Y (ŷ_t − ŷ_0)`` of the top k features against training
+  steps, ERM and SD side by side (mean over seeds);
+- ``final.png``: the final responses of both arms per feature (mean ± std over seeds) with the
+  eq-18 prediction for SD;
+- ``table.md``: the numbers quoted in the README.
+
+**The λ mapping** (nothing is fitted). The network has two logits; its scalar logit is
+``ŷ = f_1 − f_0`` (:func:`gs_jax.ntk.logit_difference`: two-logit cross-entropy is the logistic
+loss of eq 5 on it). The released SD objective at batch size B is
+``mean_batch CE + sd_coef·Σ_{batch,logits} f_c²``; averaged over an epoch (each example once)
+and multiplied by n it is ``Σ_i CE_i + B·sd_coef·Σ_i (f_i0² + f_i1²)``. With
+``f_0² + f_1² = (ŷ² + σ²)/2`` for the logit sum ``σ = f_0 + f_1``, which the cross-entropy
+does not see and the penalty drives to 0, this is eq 17, ``Σ_i ℓ_i + (λ/2)‖ŷ‖²``, with
+**λ = B·sd_coef** (= sd_lambda/2 in the mean form of docs/protocols.md §4; 0.1 for the released
+sd_coef 0.1 at batch 1). eq 18 then gives every ``α_i* = a*(λ)`` with
+``log((1−a)/a) = a/λ`` and ``z* = a*/λ · U_kᵀ 1``. The ERM arm has no weight decay: λ = 0 in
+eq 5, where the fixed point does not exist (the responses grow without bound as the logistic
+loss goes to 0), so no prediction is drawn for it. The theory is about the linearised,
+centred network trained to convergence; the CNN is neither, and the gap is reported as is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gs_jax import results as results_lib
+
+ARMS = ("erm", "sd")
+LABELS = {"erm": "ERM", "sd": "SD"}
+
+
+def load(run_dir) -> dict:
+  """results.json, the response trajectories (deduplicated: a resumed run's redone steps keep
+  their last line) and the cached features of every seed."""
+  run_dir = Path(run_dir)
+  res = results_lib.read_json(run_dir / "results.json")
+  if res is None:
+    raise FileNotFoundError(f"no results.json in {run_dir}: run experiments.cifar_features")
+  z = {}
+  with open(run_dir / "metrics.jsonl") as f:
+    for line in f:
+      r = json.loads(line)
+      if r.get("kind") == "z":
+        z.setdefault((r["arm"], r["seed"]), {})[r["step"]] = r["z"]
+  traj = {key: (np.array(sorted(v)), np.array([v[s] for s in sorted(v)])) for key, v in z.items()}
+  feats = {}
+  for p in sorted((run_dir / "features").glob("s*.npz")):
+    with np.load(p) as d:
+      feats[int(p.stem[1:])] = dict(d)
+  return {"res": res, "traj": traj, "features": feats}
+
+
+def _final(res, arm):
+  runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
+  return np.array([v["z_final"] for v in runs]), runs
+
+
+def table(data) -> str:
+  res = data["res"]
+  cfg = res["config"]
+  S = np.array([v["S"] for v in res["spectra"].values()])
+  k = cfg["k"]
+  lines = [f"CIFAR-2 ({res['data']['classes']}), n = {res['data']['n_train']} training images, "
+           f"{cfg['epochs']} epochs of batch {cfg['batch_size']}, {len(S)} seed(s); "
+           f"λ(eq 17) = {res['eq17_lambda']:g}", "",
+           "| | s_1 | s_2 | s_5 | s_10 | s_20 | s_50 | s_1/s_2 |", "|---|---|---|---|---|---|---|---|"]
+  for seed, s in enumerate(S):
+    idx = [i for i in (0, 1, 4, 9, 19, 49) if i < len(s)]
+    lines.append(f"| seed {seed} | " + " | ".join(f"{s[i]:.3g}" for i in idx)
+                 + f" | {s[0] / s[1]:.1f} |")
+  shown = [i for i in (0, 1, 2, 4, 9, 19) if i < k]
+  lines += ["", "Final responses (mean over seeds; each seed's own features):", "",
+            "| arm | train acc | " + " | ".join(f"z_{i + 1}" for i in shown)
+            + " | Σ_{j≥2} z_j | eq-18 Σ_{j≥2} z_j* | ‖z − z*‖/‖z*‖ all j | same, j ≥ 2 |",
+            "|---|" + "---|" * (len(shown) + 5)]
+  for arm in ARMS:
+    z, runs = _final(res, arm)
+    if not len(z):
+      continue
+    zm = z.mean(axis=0)
+    acc = results_lib.mean_std([r["train_acc"] for r in runs])
+    row = (f"| {LABELS[arm]} | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% | "
+           + " | ".join(f"{zm[i]:.3g}" for i in shown) + f" | {zm[1:].sum():.3g} | ")
+    if arm == "sd":
+      pred = np.array([r["z_eq18"] for r in runs])
+      gap = np.linalg.norm(z - pred) / np.linalg.norm(pred)
+      gap2 = np.linalg.norm(z[:, 1:] - pred[:, 1:]) / np.linalg.norm(pred[:, 1:])
+      row += f"{pred.mean(axis=0)[1:].sum():.3g} | {gap:.2f} | {gap2:.2f} |"
+    else:
+      row += "– (λ = 0) | – | – |"
+    lines.append(row)
+  ze, _ = _final(res, "erm")
+  zs, _ = _final(res, "sd")
+  if len(ze) and len(zs) and k >= 20:
+    lines += ["", "ERM/SD ratio of summed final responses by feature group (per seed):", "",
+              "| seed | j = 2–5 | j = 6–10 | j = 11–20 |", "|---|---|---|---|"]
+    for i in range(min(len(ze), len(zs))):
+      r = [ze[i, a:b].sum() / zs[i, a:b].sum() for a, b in ((1, 5), (5, 10), (10, 20))]
+      lines.append(f"| {i} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
+  return "\n".join(lines)
+
+
+def draw(data, run_dir) -> list[Path]:
+  plt = results_lib.pyplot()
+  run_dir = Path(run_dir)
+  res, traj, feats = data["res"], data["traj"], data["features"]
+  k = res["config"]["k"]
+  paths = []
+
+  fig, ax = plt.subplots(figsize=(4.2, 3.2))
+  for name, v in res["spectra"].items():
+    s = np.asarray(v["S"])
+    ax.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=2.5, lw=1, label=name.replace("s", "seed "))
+  ax.axvline(k + 0.5, color="0.6", ls=":", lw=1)
+  ax.set(xlabel="feature j", ylabel="strength $s_j$ (singular value of $Y\\Phi_0$)",
+         title=f"Spectrum at init, n = {res['data']['n_train']}")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  paths += results_lib.save_figure(fig, run_dir / "spectrum")
+  plt.close(fig)
+
+  f0 = feats.get(0)
+  if f0 is not None and "input_grads" in f0:
+    imgs, grads, S = f0["images"], f0["input_grads"], f0["S"]
+    j = len(imgs)
+    fig, axes = plt.subplots(2, j, figsize=(1.3 * j, 2.9), squeeze=False)
+    for i in range(j):
+      g = grads[i]
+      axes[0, i].imshow(np.clip(imgs[i], 0, 1))
+      axes[0, i].set_title(f"j={i + 1}\ns={S[i]:.3g}", fontsize=7)
+      axes[1, i].imshow(np.clip(0.5 + g / (2 * np.abs(g).max() + 1e-30), 0, 1))
+    for a in axes.ravel():
+      a.set(xticks=[], yticks=[])
+    axes[0, 0].set_ylabel("image", fontsize=7)
+    axes[1, 0].set_ylabel("input grad.", fontsize=7)
+    fig.tight_layout()
+    paths += results_lib.save_figure(fig, run_dir / "features")
+    plt.close(fig)
+
+  # Trajectories of one seed (features are that seed's own: the j-th feature of another
+  # initialisation is a different vector), strongest five on top, the rest below.
+  seed = min(key[1] for key in traj) if traj else 0
+  groups = [range(0, min(5, k)), range(5, k)] if k > 5 else [range(k)]
+  fig, axes = plt.subplots(len(groups), 2, figsize=(9, 2.9 * len(groups)), squeeze=False,
+                           sharex=True)
+  cmap = plt.get_cmap("viridis")
+  for c, arm in enumerate(ARMS):
+    if (arm, seed) not in traj:
+      continue
+    steps, zs = traj[(arm, seed)]
+    for r, group in enumerate(groups):
+      ax = axes[r, c]
+      for j in group:
+        ax.plot(steps, zs[:, j], color=cmap(j / max(k - 1, 1)), lw=1.2,
+                label=f"$z_{{{j + 1}}}$" if r == 0 or j in (group[0], group[-1]) else None)
+      ax.axhline(0, color="0.5", lw=0.5)
+      ax.set_title(f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1}",
+                   fontsize=9)
+      if c == 0:
+        ax.set_ylabel("$z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
+    axes[-1, c].set_xlabel("training step (batch 1)")
+  for r in range(len(groups)):
+    lo = min(axes[r, c].get_ylim()[0] for c in range(2))
+    hi = max(axes[r, c].get_ylim()[1] for c in range(2))
+    for c in range(2):
+      axes[r, c].set_ylim(lo, hi)
+    axes[r, 1].legend(fontsize=6, loc="upper left", ncol=2)
+  fig.tight_layout()
+  paths += results_lib.save_figure(fig, run_dir / "responses")
+  plt.close(fig)
+
+  # Final responses of every seed against the feature index, and SD against its eq-18
+  # prediction (one point per feature and seed; the diagonal is agreement).
+  fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+  ax = axes[0]
+  jj = np.arange(1, k + 1)
+  for arm, marker, dx, color in (("erm", "o", -0.15, "tab:blue"), ("sd", "s", 0.15, "tab:orange")):
+    z, runs = _final(res, arm)
+    for i, zz in enumerate(z):
+      ax.plot(jj + dx, zz, marker, ms=3.5, color=color, alpha=0.8,
+              label=f"{LABELS[arm]} (trained)" if i == 0 else None)
+    if arm == "sd":
+      for i, r in enumerate(runs):
+        ax.plot(jj, r["z_eq18"], "_", color="k", ms=8, mew=1.3,
+                label=f"SD eq 18, λ={res['eq17_lambda']:g}" if i == 0 else None)
+  ax.axhline(0, color="0.5", lw=0.5)
+  ax.set(xlabel="feature j (seed's own features)", ylabel="final response $z_j$",
+         title=f"Final responses, {len(res['spectra'])} seed(s)")
+  ax.legend(fontsize=7)
+  ax = axes[1]
+  z, runs = _final(res, "sd")
+  if len(z):
+    pred = np.array([r["z_eq18"] for r in runs])
+    for i in range(len(z)):
+      ax.plot(pred[i, 1:], z[i, 1:], "s", ms=3.5, color="tab:orange", alpha=0.8,
+              label="j ≥ 2" if i == 0 else None)
+      ax.plot(pred[i, :1], z[i, :1], "x", ms=6, color="tab:red",
+              label="j = 1" if i == 0 else None)
+    lim = [min(z.min(), pred.min(), 0), max(z.max(), pred.max())]
+    ax.plot(lim, lim, "k:", lw=1)
+    ax.set(xlabel="eq-18 prediction $z_j^*$", ylabel="SD trained $z_j$", title="SD vs eq 18")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  paths += results_lib.save_figure(fig, run_dir / "final")
+  plt.close(fig)
+  return paths
+
+
+def report(run_dir) -> str:
+  """Writes table.md and the figures of ``run_dir``; returns the table."""
+  data = load(run_dir)
+  text = table(data)
+  (Path(run_dir) / "table.md").write_text(text + "\n")
+  print(text)
+  print("wrote", *[p for p in draw(data, run_dir) if p.suffix == ".png"])
+  return text
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m analysis.cifar_features_figures",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("run_dir", help="output folder of experiments.cifar_features")
+  report(p.parse_args(argv).run_dir)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,87 @@
+r"""NTK features of the released CIFAR-2 CNN at initialisation and their responses during ERM and
+SD training (docs/protocols.md §3.6; issue 12).
+
+Presets and the commands that run them (``make cifar_features_cpu`` = the first):
+
+    python -m experiments.cifar_features                  # cpu: 1,000 training images, 4 epochs, 2 seeds
+    python -m experiments.cifar_features --preset=full    # the released protocol: 10,000 images, 40 epochs, 3 seeds
+    python -m analysis.cifar_features_figures runs/cifar_features/cpu   # figures and table again
+
+Both presets train :class:`gs_jax.models.NarLeNet` with the released Figure-2 protocol of
+``configs/cifar.py`` (CIFAR-10 airplane vs horse, batch size 1, SGD lr 1e-3 momentum 0.9,
+constant rate, SD as ``sd_coef·Σ ŷ²``) from the same initialisation for ERM (``sd_coef`` 0) and
+SD (``--sd_coef``, 0.1 as Figure 2). For each seed the top ``k_spectrum`` features ``U, S`` of
+``YΦ0`` (scalar logit ŷ = f_1 − f_0, :func:`gs_jax.ntk.logit_difference`) are taken at θ0 on the
+training set (:func:`gs_jax.ntk.top_features`); the responses ``z_k(t) = U_kᵀ Y (ŷ_t − ŷ_0)`` of
+the top ``k`` are recorded every ``response_every`` steps inside the compiled loop
+(:func:`gs_jax.train.with_probe`) into metrics.jsonl; the eq-18 prediction (SD,
+λ = sd_coef·batch_size, docs/protocols.md §3.6) is stored beside the final responses.
+
+Expected (README, 2-core CPU at load ≈ 10, ~8 min): ``cpu`` — s_1 ≈ 57 (the label-blind
+constant direction), s_2 ≈ 7–9, s_20 ≈ 2.4; train accuracy 89.9 ± 5.5% (ERM) and 91.9 ± 3.0%
+(SD); SD's final responses of features 2–20 within 17% (relative L2) of eq 18 at λ = 0.1;
+ERM's 2.5–3.2× SD's in every feature group. ``full``: not run on this machine (about
+40 epochs × 10,000 batch-1 steps per arm and seed).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("cpu", "full")
+
+HELP = {
+    "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 (released code: airplane,horse)",
+    "sd_coef": "the SD arm's released-form coefficient: sd_coef·sum(logits^2) over batch and "
+               "logits (the ERM arm uses 0); λ of eq 17 = sd_coef·batch_size",
+    "batch_size": "training minibatch size (released: 1)",
+    "momentum": "SGD momentum",
+    "train_limit": "use the first N training images (0: all 10,000); features, training and "
+                   "responses all use these N",
+    "k": "number of top features whose responses are recorded",
+    "k_spectrum": "number of top singular values of YΦ0 computed at θ0 (spectrum figure)",
+    "feature_method": "matrix_free (block Krylov with JVP/VJP products) or dense "
+                      "(neural-tangents Gram + eigh): gs_jax.ntk.top_features",
+    "feature_passes": "maximum passes over the data of the matrix-free route",
+    "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
+    "feature_batch": "examples per chunk in feature and response computations",
+    "response_every": "record the responses every N training steps (inside the compiled loop)",
+    "n_images": "top features shown as input-gradient images",
+    "chunk": "training steps per compiled scan (progress and metrics.jsonl advance between scans)",
+    "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
+}
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
+  full = preset == "full"
+  return ml_collections.ConfigDict(dict(
+      classes="airplane,horse", sd_coef=0.1, seeds=3 if full else 2,
+      epochs=40 if full else 4, batch_size=1, lr=1e-3, momentum=0.9,
+      train_limit=0 if full else 1000, k=20, k_spectrum=50,
+      # n = 1,000: the dense route is ~5× faster than the matrix-free one (benchmark); at
+      # n = 10,000 the dense Gram costs 100× more and the matrix-free route 10×.
+      feature_method="matrix_free" if full else "dense", feature_passes=8, feature_tol=1e-5,
+      feature_batch=128,
+      response_every=500 if full else 100, n_images=8, chunk=2500 if full else 500,
+      data_dir="", out_dir="", overwrite=False, checkpoint=True, progress=True,
+      cpu_devices=1))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  from gs_jax.data import cifar
+  cifar.class_ids(cfg.classes)
+  if not 0 < cfg.sd_coef < float("inf"):
+    raise ValueError(f"--sd_coef must be a finite number > 0 (the SD arm); got {cfg.sd_coef}")
+  for name in ("seeds", "epochs", "batch_size", "k", "k_spectrum", "feature_passes",
+               "feature_batch", "response_every", "chunk"):
+    if cfg[name] < 1:
+      raise ValueError(f"--{name} must be >= 1; got {cfg[name]}")
+  if cfg.k > cfg.k_spectrum:
+    raise ValueError(f"--k={cfg.k} must be <= --k_spectrum={cfg.k_spectrum}")
+  if cfg.n_images > cfg.k_spectrum or cfg.n_images < 0:
+    raise ValueError(f"--n_images must be in [0, k_spectrum]; got {cfg.n_images}")
+  if cfg.feature_method not in ("matrix_free", "dense"):
+    raise ValueError(f"--feature_method must be matrix_free or dense; got {cfg.feature_method!r}")
+  if cfg.train_limit < 0:
+    raise ValueError("--train_limit must be >= 0")
