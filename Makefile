@@ -70,16 +70,16 @@ cifar2_released: .venv/.installed
 
 # The rest of issue 10 on CPU, seed 0: the SD-strength sweep's extra points (sd_coef 0.03, 0.3;
 # 0, 0.01, 0.1 come from cifar2_released), cats vs dogs × 3 methods, and CIFAR-10 (10 classes,
-# 2 epochs only) ERM vs SD; margins on fewer test images to save CPU time. Then the tables.
+# 2 epochs, first 2,000 test images) ERM vs SD; margins on fewer test images to save CPU time.
 cifar2_released_extra: .venv/.installed
 	for c in 0.03 0.3; do $(PY) -m experiments.cifar --preset=released --sd_coef=$$c --seed=0 \
 	  --margin_n=500 --strong_n=0 --out_dir=runs/cifar_released/sdc$${c}_s0 --no_progress $(ARGS) \
 	  || exit 1; done
 	for c in 0 0.1 0.01; do $(PY) -m experiments.cifar --preset=released --classes=cat,dog \
-	  --sd_coef=$$c --seed=0 --margin_n=500 --strong_n=100 \
+	  --sd_coef=$$c --seed=0 --margin_n=500 --strong_n=50 \
 	  --out_dir=runs/cifar_released_catdog/sdc$${c}_s0 --no_progress $(ARGS) || exit 1; done
 	for c in 0 0.1; do $(PY) -m experiments.cifar --preset=released --dataset=cifar10 --epochs=2 \
-	  --sd_coef=$$c --seed=0 --margin_n=300 --strong_n=0 \
+	  --sd_coef=$$c --seed=0 --margin_n=300 --strong_n=0 --test_limit=2000 \
 	  --out_dir=runs/cifar10_released_2ep/sdc$${c}_s0 --no_progress $(ARGS) || exit 1; done
 	$(PY) -m analysis.cifar_table --runs='runs/cifar_released/*' \
 	  --runs='runs/cifar_released_catdog/*' --out_dir=runs/cifar_released_table
