@@ -196,17 +196,33 @@ def _save(plt, fig, stem):
 RELEASED_ATTACKS = ("released", "strong")
 # Figure 2 shows ERM and the SD strengths of the main table; the sweep plot shows them all.
 FIGURE2_COEFS = (0.0, 0.01, 0.1)
-# (column, getter of a run's metrics, scale): accuracies in %, margins in [−1,1] units.
+# (column, getter of a run and an attack, scale): accuracies in %, margins in [−1,1] units.
 RELEASED_COLUMNS = (
-    ("train", lambda m, a: m["train_acc"], 100),
-    ("test IID", lambda m, a: m["test_iid_acc"]["full"], 100),
-    ("test IID (lossless)", lambda m, a: m["test_iid_acc"]["lossless"], 100),
-    *((f"OOD {e} ({a})", lambda m, a, e=e, k=k: m["test_ood_acc"][a][k]["full"], 100)
+    ("train", lambda r, a: r["metrics"]["train_acc"], 100),
+    ("test IID", lambda r, a: r["metrics"]["test_iid_acc"]["full"], 100),
+    ("test IID (lossless)", lambda r, a: r["metrics"]["test_iid_acc"]["lossless"], 100),
+    *((f"OOD {e} ({a})", lambda r, a, k=k: r["metrics"]["test_ood_acc"][a][k]["full"], 100)
       for k, e in (("eps_0.05_pm1", "ε=0.05 [−1,1]"), ("eps_0.05", "ε=0.05 px"),
                    ("eps_5/255", "ε=5/255 px")) for a in RELEASED_ATTACKS),
-    *((f"margin {q} ({a})", lambda m, a, q=q: m["margins_pm1"][a][q], 1)
-      for q in ("q25", "q50", "q75", "q90") for a in RELEASED_ATTACKS),
+    *((f"margin q{q} ({a})", lambda r, a, q=q: margin_quantile(released_margins(r, a), q / 100),
+       1) for q in (25, 50, 75, 90) for a in RELEASED_ATTACKS),
 )
+
+
+def margin_quantile(values, q: float) -> float:
+  """Empirical q-quantile of per-example margins (inverted CDF: the smallest margin with at
+  least a fraction q of the points at or below it). Margins the attack never found inside the
+  bisection bracket are +inf, so a quantile beyond the flipped fraction is inf rather than an
+  interpolation between inf values (NaN)."""
+  return float(np.quantile(np.asarray(values, float), q, method="inverted_cdf"))
+
+
+def _cell(values, scale):
+  """mean ± sample std over seeds, or a string when some seed's value is infinite."""
+  v = np.asarray(values, float)
+  if np.all(np.isfinite(v)):
+    return mean_std(v, scale)
+  return f"beyond the bracket in {int(np.sum(~np.isfinite(v)))}/{len(v)} seeds"
 
 
 def make_released_table(groups):
@@ -218,9 +234,9 @@ def make_released_table(groups):
            "n strong": runs[0]["metrics"]["margins_pm1"].get("strong", {}).get("n", 0)}
     for name, get, scale in RELEASED_COLUMNS:
       a = name.split("(")[-1].rstrip(")")
-      if all(a not in r["metrics"]["margins_pm1"] for r in runs) and a in RELEASED_ATTACKS:
+      if a in RELEASED_ATTACKS and any(a not in r["margins"] for r in runs):
         continue
-      row[name] = mean_std([get(r["metrics"], a) for r in runs], scale)
+      row[name] = _cell([get(r, a) for r in runs], scale)
     row["paper (train / IID / OOD)"] = paper_cells(dataset, method)
     rows.append(row)
   return rows
@@ -267,19 +283,20 @@ def released_sweep(groups, stem):
   x = np.arange(len(coefs))   # categorical axis: 0 sits beside the log-spaced values
 
   def band(ax, get, label, color, ls="-"):
-    v = [np.array([get(r["metrics"]) for r in groups[k]]) for k in keys]
+    v = [np.array([get(r) for r in groups[k]]) for k in keys]
     mean = np.array([a.mean() for a in v])
     ax.plot(x, mean, ls, color=color, marker="o", label=label)
     ax.fill_between(x, [a.min() for a in v], [a.max() for a in v], color=color, alpha=0.2,
                     lw=0)
 
-  band(ax1, lambda m: 100 * m["test_iid_acc"]["full"], "test IID", "C0")
+  band(ax1, lambda r: 100 * r["metrics"]["test_iid_acc"]["full"], "test IID", "C0")
   for attack, ls in (("released", "-"), ("strong", "--")):
     ok = [k for k in keys if all(attack in r["metrics"]["test_ood_acc"] for r in groups[k])]
     if len(ok) == len(keys):
-      band(ax1, lambda m, a=attack: 100 * m["test_ood_acc"][a]["eps_0.05_pm1"]["full"],
+      band(ax1,
+           lambda r, a=attack: 100 * r["metrics"]["test_ood_acc"][a]["eps_0.05_pm1"]["full"],
            f"OOD ε=0.05 [−1,1], {attack} attack", "C1" if attack == "released" else "C3", ls)
-      band(ax2, lambda m, a=attack: m["margins_pm1"][a]["q50"],
+      band(ax2, lambda r, a=attack: margin_quantile(released_margins(r, a), 0.5),
            f"median margin, {attack} attack", "C2" if attack == "released" else "C4", ls)
   for ax, ylabel in ((ax1, "accuracy (%)"), (ax2, "L∞ margin ([−1,1] units)")):
     ax.set_xticks(x, [f"{c:g}" for c in coefs])

@@ -252,7 +252,7 @@ def test_released_table_and_figure_from_results(tmp_path):
                     "test_ood_acc": {"released": {k: acc for k in ("eps_0.05_pm1", "eps_0.05",
                                                                     "eps_5/255")}},
                     "margins_pm1": m},
-        "margins": {"released": {"values_pm1": [0.0, 0.02, q50, None]}}})
+        "margins": {"released": {"values_pm1": [0.0, q50, 0.2, None]}}})   # None: +inf
   write("a", 0.0, 0, 0.04)
   write("b", 0.1, 0, 0.10)
   write("c", 0.1, 1, 0.14)
@@ -260,6 +260,9 @@ def test_released_table_and_figure_from_results(tmp_path):
   md = (tmp_path / "t" / "released_table.md").read_text()
   assert "| cifar2 | airplane,horse | SD | 0.1 | 0,1 |" in md
   assert "0.120 ± 0.028" in md          # median margins 0.10, 0.14: mean 0.12, sample std 0.028
+  # The 90th percentile of [0, q50, 0.2, inf] is the inf margin: reported as such, not NaN.
+  assert "beyond the bracket in 2/2 seeds" in md and "nan" not in md
+  assert cifar_table.margin_quantile([0.1, 0.3, np.inf, np.inf], 0.5) == 0.3
   assert (tmp_path / "t" / "released_figure2_airplane_horse.png").stat().st_size > 1000
   assert not (tmp_path / "t" / "released_sweep_airplane_horse.png").exists()   # 2 strengths
   write("d", 0.3, 0, 0.2)
