@@ -36,7 +36,8 @@ gap, a clean start plus 3 random starts), with a bisection on ε; results.json h
 run's CPU time, so the preset measures margins on the first 1,000 test images (released attack;
 ``--margin_n=-1``: all 2,000) and the first 100 (strong attack, ``--strong_n``); IID and OOD
 accuracies of the released attack use the whole test set. Training runs on XLA:CPU's legacy
-runtime (``--cpu_runtime``, ~1.4× faster for batch-1 steps) and evaluation through XLA
+runtime (``--cpu_runtime``; as fast as the default on a quiet machine, ~1.4× faster on a busy
+one) and evaluation through XLA
 convolutions (same parameters, ~2–3× faster on large batches).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
@@ -84,8 +85,9 @@ HELP = {
     "train_limit": "use only the first N training images (0: all)",
     "test_limit": "use only the first N test images (0: all)",
     "chunk": "training steps between progress updates (released: steps per compiled scan)",
-    "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default) or legacy (whole-program; ~1.4× "
-                   "faster batch-1 training; jax < 0.6 only); gs_jax.devices.use_cpu_runtime",
+    "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default) or legacy (whole-program; batch-1 "
+                   "training holds its speed on a busy machine; jax < 0.6 only); "
+                   "gs_jax.devices.use_cpu_runtime",
     "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device, "
                    "whose convolutions already use every core; 0: one per core); ignored on GPU",
 }

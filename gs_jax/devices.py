@@ -40,10 +40,11 @@ def use_cpu_runtime(name: str = "thunk") -> str:
   """Chooses XLA:CPU's runtime before JAX starts its backends; returns the runtime in effect.
 
   ``"thunk"`` is jax 0.5's default: every operation of a compiled program is a separate
-  task, a few µs each. ``"legacy"`` compiles the whole program into one function, which
-  pays off for programs of many tiny operations — batch-1 training of the released
-  CIFAR network runs ~1.4× faster (``benchmarks/cifar_speed.py --protocol=released``) —
-  and costs for large elementwise work (two-moons: 1.4× slower). Only JAX < 0.6 has the
+  task, a few µs each. ``"legacy"`` compiles the whole program into one function. For
+  batch-1 training of the released CIFAR network (many tiny operations) both run ~1,300–1,500
+  images/s on a quiet 2-core machine, but on a busy one the legacy runtime kept ~1,500 where
+  the thunk runtime fell to ~1,000 (``benchmarks/cifar_speed.py --protocol=released``); for
+  large elementwise work it costs (two-moons: 1.4× slower). Only JAX < 0.6 has the
   legacy runtime; elsewhere, or once the backends run, the current runtime stays (with a
   warning). Results differ from the thunk runtime's only by float rounding.
   """
