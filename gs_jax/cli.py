@@ -202,10 +202,9 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   from gs_jax import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
     distributed.from_config(cfg)
+  from gs_jax import devices   # both before JAX starts its backends
   if "cpu_runtime" in cfg:
-    from gs_jax import devices
     devices.use_cpu_runtime(cfg.cpu_runtime)
   if "cpu_devices" in cfg:
-    from gs_jax import devices
     devices.use_cpu_devices(cfg.cpu_devices)
   return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting
