@@ -7,6 +7,9 @@ ARGS ?=
 GS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 export GS_DATA_DIR
 CMNIST_METHODS ?= erm sd sd_clean irm rex oracle
+# Batch-1 runs (released CIFAR protocol) run side by side, one per core, each pinned to its
+# lane's core (--cpu_cores); LANES=1 runs them one after another.
+LANES ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
         cmnist cifar cifar2_cpu cifar2_released cifar2_released_extra celeba celeba_cpu bench-two-moons bench-dual \
@@ -63,27 +66,27 @@ cifar2_cpu: .venv/.installed
 # Figure 2 / Table 1 with the authors' released protocol (airplane vs horse, NarLeNet, batch 1,
 # 40 epochs): ERM, SD sd_coef 0.1 and 0.01 × seeds 0,1,2, then the table and Figure 2.
 cifar2_released: .venv/.installed
-	for s in 0 1 2; do for c in 0 0.1 0.01; do \
-	  $(PY) -m experiments.cifar --preset=released --sd_coef=$$c --seed=$$s \
-	    --out_dir=runs/cifar_released/sdc$${c}_s$$s --no_progress $(ARGS) || exit 1; done; done
+	for s in 0 1 2; do for c in 0 0.1 0.01; do echo $$c $$s; done; done | \
+	  xargs -L 1 -P $(LANES) --process-slot-var=LANE sh -c '$(PY) -m experiments.cifar \
+	    --preset=released --sd_coef=$$0 --seed=$$1 --cpu_cores=$$LANE \
+	    --out_dir=runs/cifar_released/sdc$${0}_s$$1 --no_progress $(ARGS)'
 	$(PY) -m analysis.cifar_table --runs='runs/cifar_released/*' --out_dir=runs/cifar_released_table
 
 # The rest of issue 10 on CPU, seed 0: the SD-strength sweep's extra points (sd_coef 0.03, 0.3;
-# 0, 0.01, 0.1 come from cifar2_released), cats vs dogs × 3 methods, and CIFAR-10 (10 classes,
-# 2 epochs, first 2,000 test images) ERM vs SD; margins on fewer test images to save CPU time.
+# 0, 0.01, 0.1 come from cifar2_released), cats vs dogs × 3 methods (margins on fewer test
+# images), and CIFAR-10 (10 classes, 40 epochs) ERM vs SD 0.1; one run per lane as above.
 cifar2_released_extra: .venv/.installed
-	for c in 0.03 0.3; do $(PY) -m experiments.cifar --preset=released --sd_coef=$$c --seed=0 \
-	  --margin_n=500 --strong_n=0 --out_dir=runs/cifar_released/sdc$${c}_s0 --no_progress $(ARGS) \
-	  || exit 1; done
-	for c in 0 0.1 0.01; do $(PY) -m experiments.cifar --preset=released --classes=cat,dog \
-	  --sd_coef=$$c --seed=0 --margin_n=500 --strong_n=50 \
-	  --out_dir=runs/cifar_released_catdog/sdc$${c}_s0 --no_progress $(ARGS) || exit 1; done
-	for c in 0 0.1; do $(PY) -m experiments.cifar --preset=released --dataset=cifar10 --epochs=2 \
-	  --sd_coef=$$c --seed=0 --margin_n=300 --strong_n=0 --test_limit=2000 \
-	  --out_dir=runs/cifar10_released_2ep/sdc$${c}_s0 --no_progress $(ARGS) || exit 1; done
+	( echo --dataset=cifar10 --sd_coef=0 --out_dir=runs/cifar10_released/sdc0_s0; \
+	  echo --dataset=cifar10 --sd_coef=0.1 --out_dir=runs/cifar10_released/sdc0.1_s0; \
+	  for c in 0.03 0.3; do echo --sd_coef=$$c --margin_n=500 --strong_n=0 \
+	    --out_dir=runs/cifar_released/sdc$${c}_s0; done; \
+	  for c in 0 0.1 0.01; do echo --classes=cat,dog --sd_coef=$$c --margin_n=500 --strong_n=50 \
+	    --out_dir=runs/cifar_released_catdog/sdc$${c}_s0; done ) | \
+	  xargs -L 1 -P $(LANES) --process-slot-var=LANE sh -c '$(PY) -m experiments.cifar \
+	    --preset=released --seed=0 --cpu_cores=$$LANE --no_progress "$$@" $(ARGS)' sh
 	$(PY) -m analysis.cifar_table --runs='runs/cifar_released/*' \
 	  --runs='runs/cifar_released_catdog/*' --out_dir=runs/cifar_released_table
-	$(PY) -m analysis.cifar_table --runs='runs/cifar10_released_2ep/*' \
+	$(PY) -m analysis.cifar_table --runs='runs/cifar10_released/*' \
 	  --out_dir=runs/cifar10_released_table
 
 celeba: .venv/.installed

@@ -2,10 +2,11 @@
 batch-1 NarLeNet): gs-jax vs PyTorch eager.
 
     python -m benchmarks.cifar_speed [--batch_size=128 --steps=30 --repeats=3]
-    python -m benchmarks.cifar_speed --protocol=released [--steps=2000 --repeats=3]
+    python -m benchmarks.cifar_speed --protocol=released [--steps=10000 --repeats=3]
 
-``--protocol=released`` (docs/protocols.md §3.3): batch size 1, uint8 image gathered from a
-resident dataset, scaled to [−1,1], :class:`gs_jax.models.NarLeNet` (PyTorch: the same layers,
+``--protocol=released`` (docs/protocols.md §3.3): the process (both frameworks) pinned to one
+core (``--cpu_cores``, as the experiment runs; PyTorch then uses 1 thread), batch size 1,
+uint8 image gathered from a resident dataset, scaled to [−1,1], :class:`gs_jax.models.NarLeNet` (PyTorch: the same layers,
 :func:`torch_narlenet`), cross-entropy + ``sd_coef·Σ ŷ²``, SGD lr 1e-3 momentum 0.9, no
 augmentation. gs-jax runs ``--steps`` steps as one compiled ``lax.scan``
 (:func:`gs_jax.train.make_epoch_runner` with ``scan=True``, as the experiment does); PyTorch
@@ -165,25 +166,31 @@ def main(argv=None):
   p.add_argument("--protocol", choices=("cpu", "released"), default="cpu")
   p.add_argument("--batch_size", type=int, default=128, help="cpu protocol only (released: 1)")
   p.add_argument("--steps", type=int, default=None,
-                 help="timed steps per repeat (default 30; released: 2000)")
+                 help="timed steps per repeat (default 30; released: 10,000 = one CIFAR-2 epoch)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--sd_lambda", type=float, default=0.01, help="cpu protocol's SD")
   p.add_argument("--sd_coef", type=float, default=0.1, help="released protocol's SD")
   p.add_argument("--cpu_runtime", choices=("thunk", "legacy"), default=None,
                  help="XLA:CPU runtime of the gs-jax side (default: the experiment's — "
                       "legacy for --protocol=released, thunk otherwise)")
+  p.add_argument("--cpu_cores", default=None,
+                 help="pin the whole process (both frameworks) to these core indices "
+                      "(gs_jax.devices.use_cpu_cores; default: '0' for --protocol=released, "
+                      "as the experiment runs; '' = no pinning)")
   p.add_argument("--torch_threads", type=int, default=0,
                  help="PyTorch intra-op threads (0: PyTorch's default)")
   args = p.parse_args(argv)
   released = args.protocol == "released"
   from gs_jax import devices   # before JAX starts: the runtime is chosen at backend start
+  cores = args.cpu_cores if args.cpu_cores is not None else ("0" if released else "")
+  cpus = devices.use_cpu_cores(cores)
   runtime = devices.use_cpu_runtime(args.cpu_runtime or ("legacy" if released else "thunk"))
   if args.torch_threads:
     import torch
     torch.set_num_threads(args.torch_threads)
   if released:
     args.batch_size = 1
-  args.steps = args.steps or (2000 if released else 30)
+  args.steps = args.steps or (10_000 if released else 30)
   rng = np.random.default_rng(0)
   n = 10_000                                                        # CIFAR-2 training size
   x_all = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -208,7 +215,8 @@ def main(argv=None):
   med = {k: float(np.median(v)) for k, v in rates.items()}
   print(f"CIFAR {args.protocol}-protocol train step, batch {args.batch_size}, {args.steps} "
         f"steps × {args.repeats} alternating repeats (torch threads: {threads}; "
-        f"XLA:CPU runtime: {runtime}); "
+        f"XLA:CPU runtime: {runtime}; process on CPUs {cpus}"
+        f"{' (pinned)' if cores else ''}); "
         f"gs-jax compile+{warm} warm-up steps: {compile_s:.1f} s")
   for k, v in rates.items():
     print(f"  {k:14s} median {med[k]:8.1f} images/s   (runs: "

@@ -35,10 +35,11 @@ gap, a clean start plus 3 random starts), with a bisection on ε; results.json h
 [−1,1] units (the released axis, = 2 × pixel units) and in pixel units. Evaluation dominates a
 run's CPU time, so the preset measures margins on the first 1,000 test images (released attack;
 ``--margin_n=-1``: all 2,000) and the first 100 (strong attack, ``--strong_n``); IID and OOD
-accuracies of the released attack use the whole test set. Training runs on XLA:CPU's legacy
-runtime (``--cpu_runtime``; as fast as the default on a quiet machine, ~1.4× faster on a busy
-one) and evaluation through XLA
-convolutions (same parameters, ~2–3× faster on large batches).
+accuracies of the released attack use the whole test set. Training runs on one pinned core
+(``--cpu_cores=0``: XLA then stops splitting the tiny batch-1 operations over threads, ~1.9×
+faster; give runs side by side different cores, as ``make cifar2_released`` does) and on
+XLA:CPU's legacy runtime (``--cpu_runtime``; ~1.7× faster than the default there), and
+evaluation through XLA convolutions (same parameters, ~2–3× faster on large batches).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its
@@ -85,9 +86,6 @@ HELP = {
     "train_limit": "use only the first N training images (0: all)",
     "test_limit": "use only the first N test images (0: all)",
     "chunk": "training steps between progress updates (released: steps per compiled scan)",
-    "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default) or legacy (whole-program; batch-1 "
-                   "training holds its speed on a busy machine; jax < 0.6 only); "
-                   "gs_jax.devices.use_cpu_runtime",
     "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device, "
                    "whose convolutions already use every core; 0: one per core); ignored on GPU",
 }
@@ -106,7 +104,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         # released attack on the first 1,000 test images, the strong attack on 100.
         eval_batch=500, margin_n=1000, margin_eps_max=0.5, margin_bisection=10, strong_n=100,
         train_limit=0, test_limit=0, chunk=2500, progress=True, cpu_devices=1,
-        cpu_runtime="legacy"))
+        cpu_runtime="legacy", cpu_cores="0"))
   return ml_collections.ConfigDict(dict(
       dataset="cifar2", classes="cat,dog", model=preset, sd_lambda=0.01, sd_coef=0.0,
       schedule="cosine", seed=0,
@@ -118,7 +116,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       eval_batch=500, margin_n=500 if preset == "cpu" else -1, margin_eps_max=0.05,
       margin_bisection=6 if preset == "cpu" else 7, strong_n=0 if preset == "cpu" else 1000,
       train_limit=0, test_limit=0,
-      chunk=10, progress=True, cpu_devices=1, cpu_runtime="thunk",
+      chunk=10, progress=True, cpu_devices=1, cpu_runtime="thunk", cpu_cores="",
       **distributed.config_fields()))
 
 

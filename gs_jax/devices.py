@@ -32,6 +32,44 @@ def use_cpu_devices(count: int | None = None) -> int:
   return count
 
 
+def use_cpu_cores(spec: str = "") -> list[int]:
+  """Pins this process (every thread, present and future) to some of its allowed cores;
+  returns the CPU ids it now runs on. ``spec``: ``""`` leaves the affinity alone; otherwise
+  comma-separated *indices into the allowed cores* (sorted), e.g. ``"0"`` or ``"1"`` or
+  ``"0,1"`` — indices rather than CPU ids, so a spec works inside a container or Slurm
+  allocation whose CPUs are not numbered from 0.
+
+  Why: XLA:CPU sizes its intra-op thread pool from the process's affinity when its backend
+  starts, and splits even tiny operations over that pool. For batch-1 training of the
+  released CIFAR network (docs/protocols.md §3.3; ~10 MFLOP per step) the splitting costs
+  more than it gains: pinned to one core, a step runs ~1.9× faster than on two (measured:
+  2,500–2,700 against 1,300–1,450 images/s on this 2-core machine, legacy runtime), and two
+  pinned runs side by side on two cores each keep their speed. Call before JAX starts its
+  backends; later the pool keeps its size (a warning says so) though the threads move.
+  """
+  if not spec:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  if not hasattr(os, "sched_setaffinity"):
+    raise ValueError("cpu_cores needs os.sched_setaffinity (Linux); leave it empty here")
+  allowed = sorted(os.sched_getaffinity(0))
+  try:
+    picks = [int(tok) for tok in spec.split(",")]
+  except ValueError:
+    raise ValueError(f"cpu_cores must be comma-separated core indices like '0' or '0,1'; "
+                     f"got {spec!r}") from None
+  bad = [i for i in picks if not 0 <= i < len(allowed)]
+  if bad:
+    raise ValueError(f"cpu_cores {spec!r}: indices {bad} out of range — this process may run "
+                     f"on {len(allowed)} cores (indices 0..{len(allowed) - 1})")
+  cpus = sorted({allowed[i] for i in picks})
+  from jax._src import xla_bridge
+  if xla_bridge.backends_are_initialized():
+    warnings.warn("cpu_cores set after JAX started its backends: XLA's thread pool keeps "
+                  "the size it has")
+  os.sched_setaffinity(0, cpus)
+  return cpus
+
+
 CPU_RUNTIMES = ("thunk", "legacy")
 _LEGACY_FLAG = "--xla_cpu_use_thunk_runtime=false"
 
@@ -41,10 +79,11 @@ def use_cpu_runtime(name: str = "thunk") -> str:
 
   ``"thunk"`` is jax 0.5's default: every operation of a compiled program is a separate
   task, a few µs each. ``"legacy"`` compiles the whole program into one function. For
-  batch-1 training of the released CIFAR network (many tiny operations) both run ~1,300–1,500
-  images/s on a quiet 2-core machine, but on a busy one the legacy runtime kept ~1,500 where
-  the thunk runtime fell to ~1,000 (``benchmarks/cifar_speed.py --protocol=released``); for
-  large elementwise work it costs (two-moons: 1.4× slower). Only JAX < 0.6 has the
+  batch-1 training of the released CIFAR network (many tiny operations) pinned to one core
+  (:func:`use_cpu_cores`) the legacy runtime runs ~2,500–2,700 images/s against the thunk
+  runtime's ~1,550 (unpinned on two cores both run ~1,300–1,500;
+  ``benchmarks/cifar_speed.py --protocol=released``); for large elementwise work it costs
+  (two-moons: 1.4× slower). Only JAX < 0.6 has the
   legacy runtime; elsewhere, or once the backends run, the current runtime stays (with a
   warning). Results differ from the thunk runtime's only by float rounding.
   """

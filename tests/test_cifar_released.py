@@ -106,6 +106,47 @@ def test_cpu_runtime_switch_before_the_backend_starts():
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
+_CORES = """
+import os
+from gs_jax import devices
+allowed = sorted(os.sched_getaffinity(0))
+assert devices.use_cpu_cores("") == allowed            # empty: affinity left alone
+assert devices.use_cpu_cores("0") == [allowed[0]]
+assert sorted(os.sched_getaffinity(0)) == [allowed[0]]
+for bad, words in ((str(len(allowed)), "out of range"), ("a,b", "comma-separated")):
+  try:
+    devices.use_cpu_cores(bad)
+  except ValueError as e:
+    assert words in str(e), e
+  else:
+    raise AssertionError(f"no error for cpu_cores={bad!r}")
+import jax.numpy as jnp
+assert float(jnp.ones(3).sum()) == 3.0
+print("ok")
+"""
+
+
+def test_cpu_cores_pins_the_process_by_index_into_its_allowed_cores():
+  """In a subprocess (pinning is process-wide): index 0 of the allowed cores; clear errors
+  for the first index past them (any core count) and for a malformed spec."""
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-c", _CORES], capture_output=True, text=True,
+                       timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_released_cli_rejects_a_core_index_it_does_not_have():
+  import subprocess
+  import sys
+  n = len(os.sched_getaffinity(0))
+  out = subprocess.run([sys.executable, "-m", "experiments.cifar", "--preset=released",
+                        f"--cpu_cores={n}", "--out_dir=unused"], capture_output=True,
+                       text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode != 0 and "out of range" in out.stderr, out.stderr[-2000:]
+
+
 def test_released_sd_form_converts_to_sd_lambda():
   """sd_coef·Σ ŷ² (batch B, C logits) equals sd_lambda·mean(ŷ²) with sd_lambda = sd_coef·B·C;
   at B = 1, C = 2: sd_coef 0.1 = sd_lambda 0.2 (configs/cifar.py docstring)."""
