@@ -151,6 +151,8 @@ def draw(data, run_dir) -> list[Path]:
   # Trajectories of one seed (features are that seed's own: the j-th feature of another
   # initialisation is a different vector), strongest five on top, the rest below.
   seed = min(key[1] for key in traj) if traj else 0
+  # Log-spaced early probes (response_early) are only visible on a log axis.
+  log_x = bool(res.get("config", {}).get("response_early", 0))
   groups = [range(0, min(5, k)), range(5, k)] if k > 5 else [range(k)]
   fig, axes = plt.subplots(len(groups), 2, figsize=(9, 2.9 * len(groups)), squeeze=False,
                            sharex=True)
@@ -169,7 +171,9 @@ def draw(data, run_dir) -> list[Path]:
                    fontsize=9)
       if c == 0:
         ax.set_ylabel("$z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
-    axes[-1, c].set_xlabel("training step (batch 1)")
+    axes[-1, c].set_xlabel("training step (batch 1)" + (", log scale" if log_x else ""))
+    if log_x:
+      axes[-1, c].set_xscale("log")
   for r in range(len(groups)):
     lo = min(axes[r, c].get_ylim()[0] for c in range(2))
     hi = max(axes[r, c].get_ylim()[1] for c in range(2))

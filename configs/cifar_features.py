@@ -45,6 +45,8 @@ HELP = {
     "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
     "feature_batch": "examples per chunk in feature and response computations",
     "response_every": "record the responses every N training steps (inside the compiled loop)",
+    "response_early": "also record them at this many log-spaced steps below response_every "
+                      "(the fast first phase; 0: none)",
     "n_images": "top features shown as input-gradient images",
     "chunk": "training steps per compiled scan (progress and metrics.jsonl advance between scans)",
     "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
@@ -63,9 +65,15 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       # n = 10,000 the dense Gram costs 100× more and the matrix-free route 10×.
       feature_method="matrix_free" if full else "dense", feature_passes=8, feature_tol=1e-5,
       feature_batch=128,
-      response_every=500 if full else 100, n_images=8, chunk=2500 if full else 500,
+      # full: one probe per 2,000 steps (a probe = 10,000 forward passes, ~1 s on one core)
+      # and 20 log-spaced ones in the first 2,000 steps.
+      response_every=2000 if full else 100, response_early=20 if full else 0, n_images=8,
+      chunk=2500 if full else 500,
       data_dir="", out_dir="", overwrite=False, checkpoint=True, progress=True,
-      cpu_devices=1))
+      cpu_devices=1,
+      # full: batch-1 training as experiments.cifar's released preset runs it (one pinned
+      # core, legacy runtime: ~3× faster there); cpu keeps the settings of its committed run.
+      cpu_runtime="legacy" if full else "thunk", cpu_cores="0" if full else ""))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -77,6 +85,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                "feature_batch", "response_every", "chunk"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1; got {cfg[name]}")
+  if cfg.response_early < 0:
+    raise ValueError(f"--response_early must be >= 0; got {cfg.response_early}")
   if cfg.k > cfg.k_spectrum:
     raise ValueError(f"--k={cfg.k} must be <= --k_spectrum={cfg.k_spectrum}")
   if cfg.n_images > cfg.k_spectrum or cfg.n_images < 0:

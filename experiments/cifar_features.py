@@ -31,7 +31,7 @@ from gs_jax.data import cifar, paths
 
 ARMS = ("erm", "sd")
 TRAINING_FIELDS = ("classes", "epochs", "batch_size", "lr", "momentum", "train_limit", "k",
-                   "k_spectrum", "feature_method", "response_every")
+                   "k_spectrum", "feature_method", "response_every", "response_early")
 
 
 def default_out_dir(cfg) -> str:
@@ -106,8 +106,14 @@ def run(cfg) -> dict:
   x_u8, y = jnp.asarray(data.x_train), np.asarray(data.y_train)
   x, n = cifar.to_float(x_u8), len(y)
   model = models.NarLeNet(2)
+  # Probes and logits over the whole set: XLA convolutions, same parameters (3.4× faster than
+  # the patch form on 10,000 images, also inside the training scan).
+  eval_model = models.NarLeNet(2, patches=False)
   tx = train.make_optimizer("sgd", cfg.lr, momentum=cfg.momentum)
   f = ntk.logit_difference(lambda p, xx: model.apply({"params": p}, xx))
+  f_eval = ntk.logit_difference(lambda p, xx: eval_model.apply({"params": p}, xx))
+  every = (train.probe_schedule(cfg.epochs * (n // cfg.batch_size), cfg.response_every,
+                                cfg.response_early) if cfg.response_early else cfg.response_every)
   lam = eq17_lambda(cfg)
   per_run, spectra = {}, {}
   for seed in range(cfg.seeds):
@@ -119,10 +125,10 @@ def run(cfg) -> dict:
     spectra[f"s{seed}"] = {"S": feats["S"], "seconds": float(feats["seconds"]),
                            "passes": int(feats["passes"])}
     U = feats["U"][:, :cfg.k]
-    probe, probe_data = ntk.response_probe(f, x, y, U, feats["logits0"],
+    probe, probe_data = ntk.response_probe(f_eval, x, y, U, feats["logits0"],
                                            batch_size=cfg.feature_batch)
     step_fn = train.with_probe(train.make_train_step(model, tx, train.softmax_objective),
-                               probe, cfg.response_every)
+                               probe, every)
     z_pred = sd_prediction(U, lam)
     for arm in ARMS:
       hparams = {"sd_lambda": jnp.float32(0.0), train.PROBE: probe_data}
@@ -134,7 +140,7 @@ def run(cfg) -> dict:
                                      every_seconds=0.0) if cfg.checkpoint else None
 
       def on_chunk(done, metrics, arm=arm, seed=seed):
-        for s, z in train.probe_rows(metrics, done, cfg.response_every):
+        for s, z in train.probe_rows(metrics, done, every):
           writer.log(s, kind="z", arm=arm, seed=seed, z=z)
 
       t0 = time.perf_counter()
@@ -148,7 +154,7 @@ def run(cfg) -> dict:
           on_epoch=lambda r, arm=arm, seed=seed: writer.log(
               r["step"], kind="epoch", arm=arm, seed=seed,
               **{k: v for k, v in r.items() if k != "step"}))
-      logits = batched_logits(model, state.params, x, cfg.feature_batch)
+      logits = batched_logits(eval_model, state.params, x, cfg.feature_batch)
       d = logits[:, 1] - logits[:, 0]
       per_run[f"{arm}_s{seed}"] = {
           "arm": arm, "seed": seed, "train_acc": float(np.mean((d > 0) == (y == 1))),

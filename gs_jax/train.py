@@ -378,20 +378,53 @@ def batch_sharded(mesh):
 PROBE = "probe"
 
 
-def with_probe(train_step: Callable, probe: Callable, every: int) -> Callable:
+def probe_schedule(total: int, every: int, early: int = 0) -> np.ndarray:
+  """Sorted training steps for :func:`with_probe`: every multiple of ``every`` up to
+  ``total``, plus ``early`` steps log-spaced in [1, ``every``) (rounded, duplicates merged),
+  for dynamics that move fastest at the start of training."""
+  if every < 1 or early < 0:
+    raise ValueError(f"every must be >= 1 and early >= 0; got {every}, {early}")
+  steps = np.arange(every, total + 1, every)
+  if early and every > 1:
+    steps = np.concatenate([np.geomspace(1, every - 1, early).round().astype(int), steps])
+  return np.unique(steps)
+
+
+def _probe_hits(step, every):
+  """Whether ``step`` is a probe step: a multiple of int ``every``, or one of its steps."""
+  if isinstance(every, (int, np.integer)):
+    return step % every == 0
+  sched = jnp.asarray(every)
+  i = jnp.clip(jnp.searchsorted(sched, step), 0, len(every) - 1)
+  return sched[i] == step
+
+
+def _check_every(every):
+  if isinstance(every, (int, np.integer)):
+    if every < 1:
+      raise ValueError(f"every must be >= 1; got {every}")
+    return int(every)
+  steps = np.asarray(every, np.int64)
+  if steps.ndim != 1 or not len(steps) or steps[0] < 1 or np.any(np.diff(steps) <= 0):
+    raise ValueError("every must be an int >= 1 or a non-empty increasing sequence of "
+                     f"steps >= 1; got {every!r}")
+  return steps
+
+
+def with_probe(train_step: Callable, probe: Callable, every) -> Callable:
   """``train_step`` that also records ``probe(state, hparams["probe"])`` after every
-  ``every``-th update, inside the compiled step.
+  ``every``-th update (``every`` an int) or after the updates listed in ``every`` (an
+  increasing sequence of steps, e.g. :func:`probe_schedule`), inside the compiled step.
 
   The probe (e.g. the responses ``z(t) = U^T Y (ŷ_t − ŷ_0)`` on a fixed set of training
-  examples, :func:`gs_jax.ntk.responses`) runs under ``lax.cond`` on ``state.step % every ==
-  0`` after the update, so a scanned loop (:func:`make_epoch_runner` with ``scan=True``) never
+  examples, :func:`gs_jax.ntk.responses`) runs under ``lax.cond`` on the step count after the
+  update, so a scanned loop (:func:`make_epoch_runner` with ``scan=True``) never
   leaves its compiled call; on the other steps the metric holds NaN. Its inputs travel in
   ``hparams["probe"]`` (traced arguments, not constants baked into the program). The value
   appears as ``metrics[PROBE]``, stacked per step; :func:`fit_minibatch` leaves it out of the
   epoch means and :func:`probe_rows` picks out the recorded steps.
   """
-  if every < 1:
-    raise ValueError(f"every must be >= 1; got {every}")
+  every = _check_every(every)
 
   def step(state, batch, hparams):
     state, metrics = train_step(state, batch, hparams)
@@ -399,18 +432,21 @@ def with_probe(train_step: Callable, probe: Callable, every: int) -> Callable:
     shape = jax.eval_shape(probe, state, data)
     skip = lambda s, d: jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype),
                                                shape)
-    value = jax.lax.cond(state.step % every == 0, probe, skip, state, data)
+    value = jax.lax.cond(_probe_hits(state.step, every), probe, skip, state, data)
     return state, {**metrics, PROBE: value}
 
   return step
 
 
-def probe_rows(metrics, last_step: int, every: int) -> list:
+def probe_rows(metrics, last_step: int, every) -> list:
   """``[(step, value), …]`` for the recorded steps of one chunk's stacked ``metrics[PROBE]``
-  (:func:`with_probe`); ``last_step`` is the step count after the chunk."""
+  (:func:`with_probe`, same ``every``); ``last_step`` is the step count after the chunk."""
+  every = _check_every(every)
   values = np.asarray(metrics[PROBE])
   first = last_step - len(values) + 1
-  return [(s, values[s - first]) for s in range(first, last_step + 1) if s % every == 0]
+  steps = np.arange(first, last_step + 1)
+  hit = steps % every == 0 if isinstance(every, int) else np.isin(steps, every)
+  return [(int(s), values[s - first]) for s in steps[hit]]
 
 
 def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None,

@@ -126,6 +126,33 @@ def test_response_probe_inside_scanned_training_equals_responses_after():
   assert train.PROBE not in history[0] and np.isfinite(history[0]["loss"])
 
 
+def test_probe_schedule_records_exactly_its_steps():
+  """probe_schedule = multiples of every + log-spaced early steps; with_probe/probe_rows with a
+  schedule record exactly those steps (a chunk boundary in the middle changes nothing)."""
+  sched = train.probe_schedule(20, 8, early=4)
+  np.testing.assert_array_equal(sched, [1, 2, 4, 7, 8, 16])   # geomspace(1, 7, 4) rounded
+  np.testing.assert_array_equal(train.probe_schedule(20, 8), [8, 16])
+  with pytest.raises(ValueError, match="every"):
+    train.with_probe(lambda s, b, h: (s, {}), lambda s, d: s, [3, 2])
+  model, f, params, x, y = _two_logit_mlp(n=12)
+  U, _ = ntk.top_features(f, params, x, y, 2, method="dense")
+  logits0 = np.asarray(f(params, x))
+  probe, data = ntk.response_probe(f, x, y, U, logits0, batch_size=12)
+  tx = optax.sgd(0.05)
+  state = train.make_state({"params": params}, tx, jax.random.PRNGKey(0))
+  step = train.with_probe(train.make_train_step(model, tx, train.softmax_objective), probe,
+                          sched)
+  run = train.make_epoch_runner(step, scan=True)
+  hp = {"sd_lambda": jnp.float32(0.0), train.PROBE: data}
+  idx = np.arange(20)[:, None] % x.shape[0]
+  s1, m1 = run(state, x, jnp.asarray(y), idx[:5], hp)    # two chunks: steps 1–5, 6–20
+  s2, m2 = run(s1, x, jnp.asarray(y), idx[5:], hp)
+  rows = train.probe_rows(m1, 5, sched) + train.probe_rows(m2, 20, sched)
+  assert [r[0] for r in rows] == [1, 2, 4, 7, 8, 16]
+  assert all(np.all(np.isfinite(z)) for _, z in rows)
+  assert np.isnan(np.asarray(m2[train.PROBE])).all(axis=1).sum() == 15 - 3
+
+
 _MEMORY_CHILD = textwrap.dedent("""
     import json, resource, sys
     import jax, jax.numpy as jnp, numpy as np
