@@ -104,12 +104,20 @@ def run(cfg) -> dict:
   if cfg.sd_coef:
     hparams["sd_coef"] = jnp.float32(cfg.sd_coef)
   released = cfg.model == "released"
-  state, history = train.fit_minibatch(
-      model, tx, train.softmax_objective, state, {"x": data.x_train, "y": data.y_train},
-      lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size), cfg.epochs,
-      hparams, preprocess=preprocess, mesh=mesh, checkpoint=ckpt, fingerprint=fingerprint(cfg),
-      chunk=cfg.chunk, progress=cfg.progress, on_epoch=log_epoch, scan=released,
-      desc=f"{cfg.dataset} {method_name(cfg)} s{cfg.seed}")
+  try:
+    state, history = train.fit_minibatch(
+        model, tx, train.softmax_objective, state, {"x": data.x_train, "y": data.y_train},
+        lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size), cfg.epochs,
+        hparams, preprocess=preprocess, mesh=mesh, checkpoint=ckpt,
+        fingerprint=fingerprint(cfg), chunk=cfg.chunk, progress=cfg.progress,
+        on_epoch=log_epoch, scan=released, desc=f"{cfg.dataset} {method_name(cfg)} s{cfg.seed}")
+  except train.Diverged as e:   # a result, not a crash: recorded, nothing evaluated
+    log_epoch(e.history[-1])
+    writer.write({"diverged_at_epoch": e.epoch}, {}, history=e.history,
+                 method="ERM" if cfg.sd_lambda == 0 and cfg.sd_coef == 0 else "SD",
+                 train_time_s=time.perf_counter() - t0)
+    print(f"{cfg.out_dir}: {e} — results.json records it; no evaluation", file=sys.stderr)
+    return results.read_json(writer.results_path)
   train_s, t0 = time.perf_counter() - t0, time.perf_counter()
 
   if jax.process_count() > 1:

@@ -531,6 +531,17 @@ def softmax_objective(logits, batch, params, step, hparams):
   return loss, {"nll": nll, "accuracy": acc}
 
 
+class Diverged(FloatingPointError):
+  """Training produced a non-finite epoch-mean loss (:func:`fit_minibatch`); ``epoch`` is
+  that epoch (1-based), ``history`` the records up to and including it."""
+
+  def __init__(self, epoch: int, history: list):
+    self.epoch, self.history = epoch, history
+    super().__init__(f"training diverged: the mean loss of epoch {epoch} is "
+                     f"{history[-1].get('loss')} (non-finite); the state of that epoch was not "
+                     "checkpointed")
+
+
 def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objective,
                   state: TrainState, data: Mapping[str, Any], batch_indices: Callable,
                   num_epochs: int, hparams, *, preprocess: Callable | None = None, mesh=None,
@@ -538,7 +549,7 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
                   chunk: int = 10, progress: bool = True, desc: str | None = None,
                   on_chunk: Callable | None = None, on_epoch: Callable | None = None,
                   train_step: Callable | None = None, evaluate: Callable | None = None,
-                  show: tuple = (), scan: bool = False):
+                  show: tuple = (), scan: bool = False, stop_on_nonfinite: bool = True):
   """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
 
   Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
@@ -563,7 +574,9 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
   ``step`` and ``key`` fields for ``preprocess``). ``evaluate(state) -> dict`` (JSON-able) runs
   after every epoch and its entries join that epoch's record *before* the checkpoint is
   written, so a resumed run keeps the evaluations of the epochs it does not redo. ``show``
-  names scalar metrics shown in the progress bar beside the loss.
+  names scalar metrics shown in the progress bar beside the loss. An epoch whose mean loss
+  is NaN or ±inf raises :class:`Diverged` before its state is checkpointed (unless
+  ``stop_on_nonfinite=False``): nothing after it is worth computing.
 
   Returns:
     ``(state, history)``: ``history[e] = {"epoch": e + 1, "step": steps done, **means}``, the
@@ -612,6 +625,8 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
           on_chunk(int(state.step), metrics)
       record = {"epoch": epoch + 1, "step": int(state.step),
                 **{name: total / len(idx) for name, total in sums.items()}}
+      if stop_on_nonfinite and not np.isfinite(record.get("loss", 0.0)):
+        raise Diverged(epoch + 1, history + [record])
       if evaluate is not None:
         record.update(evaluate(state))
       history.append(record)

@@ -310,3 +310,35 @@ def test_released_table_and_figure_from_results(tmp_path):
   cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t"])
   assert (tmp_path / "t" / "released_sweep_airplane_horse.png").stat().st_size > 1000
   assert not (tmp_path / "t" / "table1.md").exists()
+
+
+def test_a_diverging_run_stops_and_is_recorded_not_evaluated(tmp_path, capsys):
+  """lr 1e4 makes the batch-1 loss non-finite within the first epoch: fit_minibatch raises
+  train.Diverged before checkpointing that epoch; the experiment writes results.json with
+  ``diverged_at_epoch`` and no evaluation; analysis.cifar_table leaves it out, saying so."""
+  from analysis import cifar_table
+  from experiments import cifar as experiment
+  from gs_jax import results
+  from tests.test_cifar import _fake_cifar10
+  net, tx, state0, data = _tiny_problem()
+  big = optax.sgd(1e4, momentum=0.9)
+  state0 = train.make_state(state0.variables(), big, jax.random.PRNGKey(0))
+  key = jax.random.PRNGKey(2)
+  ckpt = checkpoint.Checkpointer(tmp_path / "ck", every_seconds=0.0)
+  with pytest.raises(train.Diverged, match="epoch 1 is") as err:
+    train.fit_minibatch(net, big, train.softmax_objective, state0, data,
+                        lambda e: cifar.epoch_permutation(key, e, 24, 1), 3,
+                        {"sd_lambda": jnp.float32(0.0)}, chunk=8, progress=False, scan=True,
+                        preprocess=lambda k, xb: cifar.to_float(xb), checkpoint=ckpt)
+  assert err.value.epoch == 1 and ckpt.latest_step() is None
+  _fake_cifar10(tmp_path / "cifar10.npz", n_train=60, n_test=20)
+  cfg = cli.overrides(configs.get_config("released"), data_dir=str(tmp_path), lr=1e4,
+                      epochs=2, classes="automobile,bird", out_dir=str(tmp_path / "run"),
+                      progress=False, cpu_cores="")
+  r = experiment.run(cfg)
+  assert r["metrics"] == {"diverged_at_epoch": 1} and r["method"] == "ERM"
+  assert not (tmp_path / "run" / "ckpt").exists() or \
+      checkpoint.Checkpointer(tmp_path / "run" / "ckpt").latest_step() is None
+  assert results.read_json(tmp_path / "run" / "results.json")["history"][-1]["epoch"] == 1
+  cifar_table.main([f"--runs={tmp_path}/run", f"--out_dir={tmp_path}/t"])
+  assert "diverged at epoch 1" in capsys.readouterr().out
