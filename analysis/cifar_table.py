@@ -74,7 +74,8 @@ def load_groups(dirs, by="model", strength="sd_lambda"):
   for d in dirs:
     r = read_run(d)
     c = r["config"]
-    groups[(c["dataset"], c[by], r["method"], c[strength], c["epochs"],
+    key = c[by] if by != "classes" or c["dataset"] == "cifar2" else "all"   # cifar10: all 10
+    groups[(c["dataset"], key, r["method"], c[strength], c["epochs"],
             c.get("train_limit", 0))].append(r)
   return dict(sorted(groups.items()))
 

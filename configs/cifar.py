@@ -34,12 +34,13 @@ Margins and OOD accuracies come from two attacks, the released-style Foolbox PGD
 gap, a clean start plus 3 random starts), with a bisection on ε; results.json holds them in
 [−1,1] units (the released axis, = 2 × pixel units) and in pixel units. Evaluation dominates a
 run's CPU time, so the preset measures margins on the first 1,000 test images (released attack;
-``--margin_n=-1``: all 2,000) and the first 100 (strong attack, ``--strong_n``); IID and OOD
-accuracies of the released attack use the whole test set. Training runs on one pinned core
-(``--cpu_cores=0``: XLA then stops splitting the tiny batch-1 operations over threads, ~1.9×
-faster; give runs side by side different cores, as ``make cifar2_released`` does) and on
-XLA:CPU's legacy runtime (``--cpu_runtime``; ~1.7× faster than the default there), and
-evaluation through XLA convolutions (same parameters, ~2–3× faster on large batches).
+``--margin_n=-1``: all 2,000) and the first 100 (strong attack, ``--strong_n``); each attack's
+OOD accuracies use the same images as its margins, IID accuracy the whole test set. Training
+runs on one pinned core (``--cpu_cores=0``: XLA then stops splitting the tiny batch-1
+operations over threads, ~1.9× faster; give runs side by side different cores, as ``make
+cifar2_released`` does) and on XLA:CPU's legacy runtime (``--cpu_runtime``; ~1.7× faster than
+the default there), and evaluation through XLA convolutions (same parameters, ~2–3× faster on
+large batches).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its
