@@ -270,7 +270,8 @@ def released_figure2(groups, stem, x_max=0.3):
   ax.set_xlim(0, x_max)
   _label(ax, "L∞ norm of the perturbation ([−1,1] input units)",
          "% of test points misclassified",
-         f"CIFAR-2 {' / '.join(classes_shown)}, released protocol (Figure 2 axes)", 100, 6)
+         (f"CIFAR-2 {' / '.join(classes_shown)}" if "all" not in classes_shown else
+          "CIFAR-10 (10 classes)") + ", released protocol (Figure 2 axes)", 100, 6)
   return _save(plt, fig, stem)
 
 
