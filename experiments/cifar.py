@@ -50,6 +50,11 @@ def method_name(cfg) -> str:
   return "erm" if cfg.sd_lambda == 0 else f"sd{cfg.sd_lambda:g}"
 
 
+def method_label(cfg) -> str:
+  """"ERM" or "SD": the ``method`` field of results.json."""
+  return "ERM" if cfg.sd_lambda == 0 and cfg.sd_coef == 0 else "SD"
+
+
 def default_out_dir(cfg) -> str:
   pair = "" if cfg.classes == "cat,dog" or cfg.dataset != "cifar2" else \
       "_" + cfg.classes.replace(",", "-")
@@ -114,7 +119,7 @@ def run(cfg) -> dict:
   except train.Diverged as e:   # a result, not a crash: recorded, nothing evaluated
     log_epoch(e.history[-1])
     writer.write({"diverged_at_epoch": e.epoch}, {}, history=e.history,
-                 method="ERM" if cfg.sd_lambda == 0 and cfg.sd_coef == 0 else "SD",
+                 method=method_label(cfg),
                  train_time_s=time.perf_counter() - t0)
     print(f"{cfg.out_dir}: {e} — results.json records it; no evaluation", file=sys.stderr)
     return results.read_json(writer.results_path)
@@ -175,7 +180,7 @@ def summarise(cfg, data, train_pred, ev, history, train_s, eval_s):
              "test_ood_acc": {name: accs(p) for name, p in ev["pgd"].items()},
              "final_train_loss": history[-1]["loss"], "steps": history[-1]["step"],
              "train_time_this_call_s": train_s, "eval_time_s": eval_s}
-  extras = {"method": "ERM" if cfg.sd_lambda == 0 and cfg.sd_coef == 0 else "SD",
+  extras = {"method": method_label(cfg),
             "data": {"source": data.source, "n_train": len(data.x_train),
                      "n_test": len(data.x_test), "n_test_lossless": int(lossless.sum())}}
   if "margins" in ev:
@@ -219,7 +224,7 @@ def finish_released(cfg, writer, data, logits_fn, params, key, kw, train_pred, h
              "test_iid_acc": accs(clean), "test_ood_acc": {}, "margins_pm1": {},
              "final_train_loss": history[-1]["loss"], "steps": history[-1]["step"],
              "train_time_this_call_s": train_s}
-  extras = {"method": "ERM" if cfg.sd_lambda == 0 and cfg.sd_coef == 0 else "SD",
+  extras = {"method": method_label(cfg),
             "sd_lambda_equivalent": cfg.sd_lambda + cfg.sd_coef * cfg.batch_size
             * data.num_classes,
             "data": {"source": data.source, "classes": cfg.classes, "n_train": len(data.x_train),
