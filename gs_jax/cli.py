@@ -204,7 +204,8 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   (each only where the config has the field) and start ``jax.distributed`` when it has
   ``num_processes`` and the flags or the cluster ask for it
   (:func:`gs_jax.distributed.from_config`), all before any computation, and return
-  ``run(config)``; in a multi-process run an error ends the process at once (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
+  ``run(config)``; in a multi-process run an error ends the process at once
+  (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
   cfg = parse(module, argv, prog=prog)
   from gs_jax import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
