@@ -75,9 +75,11 @@ cifar2_released: .venv/.installed
 
 # The rest of issue 10 on CPU, seed 0: the SD-strength sweep's extra points (sd_coef 0.03, 0.3;
 # 0, 0.01, 0.1 come from cifar2_released), cats vs dogs × 3 methods (margins on fewer test
-# images), and CIFAR-10 (10 classes, 40 epochs) ERM vs SD 0.1; one run per lane as above.
+# images), and CIFAR-10 (10 classes) ERM vs SD 0.1 at 40 epochs (ERM diverges at epoch 38 and
+# is recorded as such) and ERM at 20 epochs; one run per lane as above.
 cifar2_released_extra: .venv/.installed
 	( echo --dataset=cifar10 --sd_coef=0 --out_dir=runs/cifar10_released/sdc0_s0; \
+	  echo --dataset=cifar10 --sd_coef=0 --epochs=20 --out_dir=runs/cifar10_released/sdc0_s0_e20; \
 	  echo --dataset=cifar10 --sd_coef=0.1 --out_dir=runs/cifar10_released/sdc0.1_s0; \
 	  for c in 0.03 0.3; do echo --sd_coef=$$c --margin_n=500 --strong_n=0 \
 	    --out_dir=runs/cifar_released/sdc$${c}_s0; done; \

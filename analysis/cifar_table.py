@@ -330,14 +330,15 @@ def main(argv=None):
   p.add_argument("--out_dir", default="runs/cifar_table")
   args = p.parse_args(argv)
   dirs = find_runs(args.runs)
-  diverged = [d for d in dirs if "diverged_at_epoch" in read_run(d)["metrics"]]
-  for d in diverged:   # no evaluation to tabulate
-    print(f"{d}: training diverged at epoch {read_run(d)['metrics']['diverged_at_epoch']} "
-          "(non-finite loss); left out of the table")
-  dirs = [d for d in dirs if d not in diverged]
+  runs = {d: read_run(d) for d in dirs}
+  for d, r in runs.items():   # diverged runs have no evaluation to tabulate
+    if "diverged_at_epoch" in r["metrics"]:
+      print(f"{d}: training diverged at epoch {r['metrics']['diverged_at_epoch']} "
+            "(non-finite loss); left out of the table")
+  dirs = [d for d in dirs if "diverged_at_epoch" not in runs[d]["metrics"]]
   if not dirs:
     return
-  is_released = {d: read_run(d)["config"]["model"] == "released" for d in dirs}
+  is_released = {d: runs[d]["config"]["model"] == "released" for d in dirs}
   os.makedirs(args.out_dir, exist_ok=True)
   released = [d for d in dirs if is_released[d]]
   if released:

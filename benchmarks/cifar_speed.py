@@ -6,9 +6,9 @@ batch-1 NarLeNet): gs-jax vs PyTorch eager.
 
 ``--protocol=released`` (docs/protocols.md §3.3): the process (both frameworks) pinned to one
 core (``--cpu_cores``, as the experiment runs; PyTorch then uses 1 thread), batch size 1,
-uint8 image gathered from a resident dataset, scaled to [−1,1], :class:`gs_jax.models.NarLeNet` (PyTorch: the same layers,
-:func:`torch_narlenet`), cross-entropy + ``sd_coef·Σ ŷ²``, SGD lr 1e-3 momentum 0.9, no
-augmentation. gs-jax runs ``--steps`` steps as one compiled ``lax.scan``
+uint8 image gathered from a resident dataset, scaled to [−1,1], :class:`gs_jax.models.NarLeNet`
+(PyTorch: the same layers, :func:`torch_narlenet`), cross-entropy + ``sd_coef·Σ ŷ²``, SGD lr
+1e-3 momentum 0.9, no augmentation. gs-jax runs ``--steps`` steps as one compiled ``lax.scan``
 (:func:`gs_jax.train.make_epoch_runner` with ``scan=True``, as the experiment does); PyTorch
 runs its eager loop. An epoch of CIFAR-2 is 10,000 such steps.
 
