@@ -375,6 +375,9 @@ class NarLeNet(nn.Module):
   conv 5×5 12→32, leaky ReLU, max-pool 2; flatten in PyTorch's (C,H,W) order (800);
   800→240→192→``num_classes`` with leaky ReLU between. Every layer has PyTorch's default
   init ``U(±1/√fan_in)`` for weights and biases (:func:`torch_linear_kernel_init`).
+  Other input sizes (H, W divisible by 4 after each valid 5×5 convolution, e.g. the 64×32
+  dominoes of docs/protocols.md §3.8) widen only the first dense layer: its fan-in is the
+  flattened size, 32·((H−4)/2−4)/2·((W−4)/2−4)/2 (2,080 at 64×32).
   ``patches``: convolutions as patches × matrix (for training inside ``lax.scan``) or, if
   False, XLA convolutions (faster for large evaluation batches); the parameters are the same.
   """
@@ -390,7 +393,8 @@ class NarLeNet(nn.Module):
     for i, c_out in enumerate((12, 32)):
       x = _max_pool2(act(_PatchConv(c_out, patches=self.patches, name=f"conv{i}")(x)))
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)   # torch's flatten order
-    for i, (f_in, f_out) in enumerate(((800, 240), (240, 192), (192, self.num_classes))):
+    widths = ((x.shape[1], 240), (240, 192), (192, self.num_classes))   # 800 at 32×32
+    for i, (f_in, f_out) in enumerate(widths):
       x = nn.Dense(f_out, kernel_init=torch_linear_kernel_init,
                    bias_init=torch_linear_bias_init(f_in), name=f"fc{i}")(x)
       x = act(x) if i < 2 else x

@@ -638,3 +638,57 @@ def feature_input_gradients(apply_fn: ApplyFn, params, x, V) -> jax.Array:
     return jax.grad(feature)(xi)
 
   return jax.jit(jax.vmap(one, in_axes=(0, 1)))(x, V)
+
+
+def region_shares(maps, mask) -> np.ndarray:
+  """Share of each map's squared mass inside ``mask``: ``Σ_{mask} m² / Σ m²``.
+
+  Args:
+    maps: (k, r, …) — r maps per feature (e.g. input-gradient attributions at r examples),
+      pooled: the share is over all r maps of a feature together.
+    mask: boolean, broadcastable to one map's shape (…), True inside the region.
+
+  Returns:
+    (k,) float64 shares in [0, 1] (0 for a feature whose maps are all zero).
+  """
+  maps = np.asarray(maps, np.float64)
+  if maps.ndim < 3:
+    raise ValueError(f"maps must have shape (k, r, ...); got {maps.shape}")
+  sq = np.square(maps)
+  inside = np.where(np.broadcast_to(np.asarray(mask, bool), maps.shape[2:]), sq, 0.0)
+  total = sq.reshape(len(sq), -1).sum(axis=1)
+  return np.where(total > 0, inside.reshape(len(sq), -1).sum(axis=1) / np.maximum(total, 1e-300),
+                  0.0)
+
+
+def feature_region_shares(apply_fn: ApplyFn, params, x, U, V, mask, *, per_feature: int = 8,
+                          centre=None) -> np.ndarray:
+  """Where each feature looks: the share of its input attribution inside a region of the input.
+
+  Feature j acts on an input as ``g_j(x) = ∇_θ ŷ(x; θ)·v_j`` (:func:`feature_input_gradients`).
+  Its attribution at a training example is ``∇_x g_j(x_i) ⊙ (x_i − c)`` (gradient × input, the
+  first-order split of ``g_j(x_i) − g_j(c)`` over pixels), with ``c`` = ``centre`` (default: the
+  mean of ``x``): a region in which the data do not vary (e.g. a blank half) gets none of
+  it, whatever the gradient there. The share is pooled over the ``per_feature`` examples
+  with the largest ``|u_ij|`` (:func:`region_shares`).
+
+  Args:
+    x: (n, …) the examples of ``U``; U: (n, k); V: (m, k) (:func:`feature_directions`).
+    mask: boolean of one input's shape (…), the region.
+
+  Returns:
+    (k,) shares in [0, 1].
+  """
+  x = _check_inputs(x)
+  U = np.asarray(U)
+  n, k = U.shape
+  if x.shape[0] != n:
+    raise ValueError(f"x has {x.shape[0]} examples and U {n} rows")
+  r = min(per_feature, n)
+  idx = np.argsort(-np.abs(U), axis=0)[:r].T                  # (k, r)
+  V = jnp.asarray(V)
+  grads = feature_input_gradients(apply_fn, params, x[idx.ravel()],
+                                  jnp.repeat(V, r, axis=1))    # (k·r, …)
+  c = jnp.mean(x, axis=0) if centre is None else jnp.asarray(centre)
+  attr = np.asarray(grads) * np.asarray(x[idx.ravel()] - c)
+  return region_shares(attr.reshape((k, r) + x.shape[1:]), mask)
