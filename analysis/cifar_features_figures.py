@@ -10,7 +10,11 @@ directory of ``experiments.cifar_features``:
   steps, ERM and SD side by side (mean over seeds);
 - ``final.png``: the final responses of both arms per feature (mean ± std over seeds) with the
   eq-18 prediction for SD;
-- ``table.md``: the numbers quoted in the README.
+- ``coupled.png`` (runs with ``ridge<λ>`` / ``wd<λ>`` arms, docs/protocols.md §3.7): each such
+  arm's final responses per seed beside the linearised model's prediction
+  ``dual.fixed_point(U, S, λ)``;
+- ``table.md``: the numbers quoted in the README, and for those arms the λ table — relative
+  error to the prediction over features 1–k and 2–k, mean ± sample std over seeds.
 
 **The λ mapping** (nothing is fitted). The network has two logits; its scalar logit is
 ``ŷ = f_1 − f_0`` (:func:`gs_jax.ntk.logit_difference`: two-logit cross-entropy is the logistic
@@ -109,6 +113,71 @@ def table(data) -> str:
       r = [ze[i, a:b].sum() / zs[i, a:b].sum() for a, b in ((1, 5), (5, 10), (10, 20))]
       lines.append(f"| {i} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
   return "\n".join(lines)
+
+
+def coupled_arms(res) -> list[str]:
+  """The ridge<λ> / wd<λ> arms of a run (docs/protocols.md §3.7), in config order."""
+  arms = res["config"].get("arms", list(ARMS))
+  return [a for a in arms if a.startswith(("ridge", "wd"))]
+
+
+def coupled_table(res) -> str:
+  """The λ table of §3.7: per ridge/wd arm, the relative error ‖z − z*‖/‖z*‖ of the trained
+  network's final responses to ``dual.fixed_point``'s prediction, features 1–k and 2–k,
+  mean ± sample std over seeds ("" when the run has no such arm)."""
+  arms = coupled_arms(res)
+  if not arms:
+    return ""
+  k = res["config"]["k"]
+  lines = ["Coupled regime (eq 5): trained responses against the linearised model's optimum "
+           f"z* = S² Uᵀ α*/λ, α* = dual.fixed_point (dynamics "
+           f"{res['config'].get('dual_dynamics', 'exact')}), mean ± sample std over seeds:", "",
+           f"| arm | λ (eq 5) | c = λ/n | train acc | ‖z − z*‖/‖z*‖, j = 1–{k} | same, j = 2–{k} "
+           "| Σ_j z_j | Σ_j z_j* |", "|---|---|---|---|---|---|---|---|"]
+  for arm in arms:
+    runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
+    if not runs:
+      continue
+    acc = results_lib.mean_std([r["train_acc"] for r in runs])
+    e1 = results_lib.mean_std([r["rel_err_dual"]["all"] for r in runs])
+    e2 = results_lib.mean_std([r["rel_err_dual"]["j2plus"] for r in runs])
+    z = np.array([r["z_final"] for r in runs])
+    zd = np.array([r["z_dual"] for r in runs])
+    kind = "ridge ‖θ−θ0‖²" if arm.startswith("ridge") else "weight decay ‖θ‖²"
+    lines.append(f"| {arm} ({kind}) | {runs[0]['eq5_lambda']:g} | {runs[0]['coefficient']:.3g} "
+                 f"| {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% "
+                 f"| {e1['mean']:.3f} ± {e1['std']:.3f} | {e2['mean']:.3f} ± {e2['std']:.3f} "
+                 f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |")
+  return "\n".join(lines)
+
+
+def draw_coupled(res, run_dir) -> list[Path]:
+  """``coupled.png``: per ridge/wd arm, the final responses of every seed against the feature
+  index with the dual prediction z* beside them."""
+  arms = coupled_arms(res)
+  runs_of = {a: [v for v in res["per_seed"].values() if v["arm"] == a] for a in arms}
+  arms = [a for a in arms if runs_of[a]]
+  if not arms:
+    return []
+  plt = results_lib.pyplot()
+  k = res["config"]["k"]
+  jj = np.arange(1, k + 1)
+  fig, axes = plt.subplots(1, len(arms), figsize=(3.0 * len(arms), 3.0), squeeze=False)
+  for ax, arm in zip(axes[0], arms):
+    for i, r in enumerate(runs_of[arm]):
+      ax.plot(jj, r["z_final"], "o", ms=3, alpha=0.8, color=f"C{i}",
+              label=f"trained, seed {r['seed']}")
+      ax.plot(jj, r["z_dual"], "_", ms=9, mew=1.3, color="k",
+              label="dual.fixed_point z*" if i == 0 else None)
+    ax.axhline(0, color="0.5", lw=0.5)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set(title=f"{arm} (λ = {runs_of[arm][0]['eq5_lambda']:g})", xlabel="feature j")
+  axes[0, 0].set_ylabel("final response $z_j$")
+  axes[0, 0].legend(fontsize=6)
+  fig.tight_layout()
+  paths = results_lib.save_figure(fig, Path(run_dir) / "coupled")
+  plt.close(fig)
+  return paths
 
 
 def draw(data, run_dir) -> list[Path]:
@@ -225,9 +294,12 @@ def report(run_dir) -> str:
   """Writes table.md and the figures of ``run_dir``; returns the table."""
   data = load(run_dir)
   text = table(data)
+  extra = coupled_table(data["res"])
+  text = text + ("\n\n" + extra if extra else "")
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)
-  print("wrote", *[p for p in draw(data, run_dir) if p.suffix == ".png"])
+  paths = draw(data, run_dir) + draw_coupled(data["res"], run_dir)
+  print("wrote", *[p for p in paths if p.suffix == ".png"])
   return text
 
 

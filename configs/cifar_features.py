@@ -5,6 +5,7 @@ Presets and the commands that run them (``make cifar_features_cpu`` = the first)
 
     python -m experiments.cifar_features                  # cpu: 1,000 training images, 4 epochs, 2 seeds
     python -m experiments.cifar_features --preset=full    # the released protocol: 10,000 images, 40 epochs, 3 seeds
+    python -m experiments.cifar_features --preset=coupled # eq 5's ridge (4 λ) and weight decay (4 λ), 3 seeds
     python -m analysis.cifar_features_figures runs/cifar_features/cpu   # figures and table again
 
 Both presets train :class:`gs_jax.models.NarLeNet` with the released Figure-2 protocol of
@@ -16,6 +17,13 @@ training set (:func:`gs_jax.ntk.top_features`); the responses ``z_k(t) = U_kᵀ 
 the top ``k`` are recorded every ``response_every`` steps inside the compiled loop
 (:func:`gs_jax.train.with_probe`) into metrics.jsonl; the eq-18 prediction (SD,
 λ = sd_coef·batch_size, docs/protocols.md §3.6) is stored beside the final responses.
+
+``coupled`` (docs/protocols.md §3.7; issue 21): the full protocol with the arms
+``ridge<λ>`` — cross-entropy + ``(λ/2n)‖θ − θ0‖²``, eq 5's coupled regime, eq 5's λ ∈
+{10, 100, 1000, 10000} (``COUPLED_LAMBDAS``) — and ``wd<λ>`` (plain weight decay λ/n toward 0,
+the same λ), each beside the prediction ``dual.fixed_point(U_20, S_20, λ)`` of the linearised
+model. No results yet; measured cost: docs/protocols.md §3.7 (one arm-seed ≈ one arm-seed of
+``full``, ~10 min on one pinned core, plus the n = 10,000 dual solve; 8 arms × 3 seeds ≈ 4 h).
 
 Expected (README, 2-core CPU at load ≈ 10, ~8 min): ``cpu`` — s_1 ≈ 57 (the label-blind
 constant direction), s_2 ≈ 7–9, s_20 ≈ 2.4; train accuracy 89.9 ± 5.5% (ERM) and 91.9 ± 3.0%
@@ -29,9 +37,18 @@ from __future__ import annotations
 
 import ml_collections
 
-PRESETS = ("cpu", "full")
+PRESETS = ("cpu", "full", "coupled")
+# eq-5 λ of the coupled preset, weak → strong against the full preset's spectrum at θ0
+# (s_20² ≈ 55, s_2² ≈ 450–900, s_1² ≈ 3.3e4): below every top-20 s_j², between s_20² and s_2²,
+# about s_2², between s_2² and s_1².
+COUPLED_LAMBDAS = (10.0, 100.0, 1000.0, 10000.0)
 
 HELP = {
+    "arms": "what is trained from θ0, comma-separated: erm, sd (sd_coef), ridge<λ> "
+            "(cross-entropy + (λ/2n)‖θ − θ0‖², eq 5's coupled regime with λ as eq 5's), "
+            "wd<λ> (plain weight decay λ/n, toward 0); docs/protocols.md §3.7",
+    "dual_dynamics": "fixed point compared with the ridge/wd arms: exact (eq 9, the optimum "
+                     "of eq 8) or taylor (eq 10)",
     "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 (released code: airplane,horse)",
     "sd_coef": "the SD arm's released-form coefficient: sd_coef·sum(logits^2) over batch and "
                "logits (the ERM arm uses 0); λ of eq 17 = sd_coef·batch_size",
@@ -58,8 +75,12 @@ HELP = {
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
-  full = preset == "full"
+  coupled = preset == "coupled"
+  full = preset in ("full", "coupled")
+  arms = tuple(f"ridge{v:g}" for v in COUPLED_LAMBDAS) + tuple(
+      f"wd{v:g}" for v in COUPLED_LAMBDAS) if coupled else ("erm", "sd")
   return ml_collections.ConfigDict(dict(
+      arms=arms, dual_dynamics="exact",
       classes="airplane,horse", sd_coef=0.1, seeds=3 if full else 2,
       epochs=40 if full else 4, batch_size=1, lr=1e-3, momentum=0.9,
       train_limit=0 if full else 1000, k=20, k_spectrum=50,
@@ -78,9 +99,32 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       cpu_runtime="legacy" if full else "thunk", cpu_cores="0" if full else ""))
 
 
+def parse_arm(name: str) -> tuple[str, float]:
+  """``"erm"`` → ("erm", 0), ``"sd"`` → ("sd", 0), ``"ridge100"`` → ("ridge", 100.0),
+  ``"wd1e3"`` → ("wd", 1000.0): the kind and eq 5's λ (ValueError otherwise)."""
+  if name in ("erm", "sd"):
+    return name, 0.0
+  for kind in ("ridge", "wd"):
+    if name.startswith(kind):
+      try:
+        lam = float(name[len(kind):])
+      except ValueError:
+        break
+      if not 0 < lam < float("inf"):
+        break
+      return kind, lam
+  raise ValueError(f"arm {name!r} is none of erm, sd, ridge<λ>, wd<λ> (λ > 0, e.g. ridge100)")
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
   from gs_jax.data import cifar
   cifar.class_ids(cfg.classes)
+  if not cfg.arms or len(set(cfg.arms)) != len(cfg.arms):
+    raise ValueError(f"--arms must name at least one arm, each once; got {cfg.arms}")
+  for arm in cfg.arms:
+    parse_arm(arm)
+  if cfg.dual_dynamics not in ("exact", "taylor"):
+    raise ValueError(f"--dual_dynamics must be exact or taylor; got {cfg.dual_dynamics!r}")
   if not 0 < cfg.sd_coef < float("inf"):
     raise ValueError(f"--sd_coef must be a finite number > 0 (the SD arm); got {cfg.sd_coef}")
   for name in ("seeds", "epochs", "batch_size", "k", "k_spectrum", "feature_passes",

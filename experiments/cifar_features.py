@@ -7,6 +7,13 @@ input gradients of the top ``n_images`` features), then ERM and SD trained from 
 :func:`gs_jax.train.fit_minibatch` (batch-1 scans) while :func:`gs_jax.train.with_probe` records
 ``z_k(t) = U_kᵀ Y (ŷ_t − ŷ_0)`` every ``response_every`` steps inside the compiled loop.
 
+The arms (``--arms``): ERM, SD (§3.6), and the coupled regime of eq 5 (§3.7): ``ridge<λ>``
+trains the cross-entropy plus ``(c/2)‖θ − θ0‖²`` with ``c = λ/n``
+(:func:`gs_jax.train.softmax_ridge_objective`, :func:`gs_jax.losses.eq5_coefficient`) and
+``wd<λ>`` plain coupled weight decay ``c`` toward 0; for both, results.json holds beside the
+final responses the linearised model's prediction ``z* = S² Uᵀ α*/λ``,
+``α* = dual.fixed_point(U_k, S_k, λ)`` (eq 8–11), and the relative error per feature group.
+
 Outputs in ``out_dir``: ``metrics.jsonl`` (``kind="z"`` lines: arm, seed, step, the k
 responses; ``kind="epoch"``: training means), ``results.json`` (per arm and seed: final
 responses, train accuracy, the eq-18 prediction for SD), ``features/``, ``ckpt/``, and the
@@ -26,18 +33,20 @@ import numpy as np
 
 from analysis import cifar_features_figures
 from configs import cifar_features as configs
-from gs_jax import checkpoint, cli, dual, models, ntk, results, train
+from gs_jax import checkpoint, cli, dual, losses, models, ntk, results, train
 from gs_jax.data import cifar, paths
 
-ARMS = ("erm", "sd")
+ARMS = ("erm", "sd")   # the default arms; cfg.arms may add ridge<λ> / wd<λ> (§3.7)
 TRAINING_FIELDS = ("classes", "epochs", "batch_size", "lr", "momentum", "train_limit", "k",
                    "k_spectrum", "feature_method", "response_every", "response_early")
 
 
 def default_out_dir(cfg) -> str:
   full = cfg.train_limit == 0 and cfg.epochs == 40
-  return "runs/cifar_features/" + ("full" if full else
-                                   f"n{cfg.train_limit or 'all'}_e{cfg.epochs}")
+  name = "full" if full else f"n{cfg.train_limit or 'all'}_e{cfg.epochs}"
+  if tuple(cfg.arms) != ARMS:
+    name = "coupled" if full else name + "_coupled"
+  return "runs/cifar_features/" + name
 
 
 def eq17_lambda(cfg) -> float:
@@ -51,6 +60,22 @@ def sd_prediction(U, lam: float) -> np.ndarray:
   """eq 18: every ``α_i*`` solves ``log((1−a)/a) = a/λ`` (no U, no S), ``z* = U^T α*/λ``."""
   a = float(dual.fixed_point(np.ones((1, 1)), np.ones(1), lam, dynamics="sd")[0])
   return a / lam * np.asarray(U).sum(axis=0)
+
+
+def dual_prediction(U, S, lam: float, dynamics: str = "exact") -> np.ndarray:
+  """Responses at the fixed point of the linearised model's dual (eq 8–11) for eq 5's λ:
+  ``z* = S² Uᵀ α*/λ`` with ``α* = dual.fixed_point(U, S, λ)`` on the top-k features (the
+  strengths beyond k taken as 0)."""
+  alpha = dual.fixed_point(U, S, lam, dynamics=dynamics, orth_tol=None)
+  return np.asarray(dual.responses_at(U, S, lam, alpha, dynamics))
+
+
+def relative_errors(z, pred) -> dict:
+  """``‖z − z*‖/‖z*‖`` over features 1–k and 2–k (feature 1: the label-blind constant
+  direction of §3.6)."""
+  z, pred = np.asarray(z), np.asarray(pred)
+  return {"all": float(np.linalg.norm(z - pred) / np.linalg.norm(pred)),
+          "j2plus": float(np.linalg.norm(z[1:] - pred[1:]) / np.linalg.norm(pred[1:]))}
 
 
 def portable_source(source: str) -> str:
@@ -127,15 +152,26 @@ def run(cfg) -> dict:
     U = feats["U"][:, :cfg.k]
     probe, probe_data = ntk.response_probe(f_eval, x, y, U, feats["logits0"],
                                            batch_size=cfg.feature_batch)
-    step_fn = train.with_probe(train.make_train_step(model, tx, train.softmax_objective),
-                               probe, every)
     z_pred = sd_prediction(U, lam)
-    for arm in ARMS:
+    duals = {}
+    for arm in cfg.arms:
+      kind, lam5 = configs.parse_arm(arm)
+      coef = losses.eq5_coefficient(lam5, n)   # λ/n: eq 5's λ in the mean form (§3.7)
+      arm_tx = train.make_optimizer("sgd", cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=coef if kind == "wd" else 0.0)
+      objective = train.softmax_ridge_objective if kind == "ridge" else train.softmax_objective
+      step_fn = train.with_probe(train.make_train_step(model, arm_tx, objective), probe, every)
+      arm_state0 = state0 if kind != "wd" else train.make_state(
+          {"params": state0.params}, arm_tx, state0.key)
       hparams = {"sd_lambda": jnp.float32(0.0), train.PROBE: probe_data}
       if arm == "sd":
         hparams["sd_coef"] = jnp.float32(cfg.sd_coef)
+      if kind == "ridge":
+        hparams.update(ridge=jnp.float32(coef), params0=state0.params)
       fp = {**{k: cfg[k] for k in TRAINING_FIELDS}, "arm": arm, "seed": seed,
             "sd_coef": cfg.sd_coef if arm == "sd" else 0.0}
+      if kind in ("ridge", "wd"):
+        fp.update(eq5_lambda=lam5, coefficient=coef)
       ckpt = checkpoint.Checkpointer(writer.out_dir / "ckpt" / f"{arm}_s{seed}",
                                      every_seconds=0.0) if cfg.checkpoint else None
 
@@ -145,7 +181,7 @@ def run(cfg) -> dict:
 
       t0 = time.perf_counter()
       state, history = train.fit_minibatch(
-          model, tx, train.softmax_objective, state0, {"x": x_u8, "y": jnp.asarray(y)},
+          model, arm_tx, objective, arm_state0, {"x": x_u8, "y": jnp.asarray(y)},
           lambda e, k=jax.random.fold_in(key, 1): cifar.epoch_permutation(k, e, n,
                                                                           cfg.batch_size),
           cfg.epochs, hparams, preprocess=lambda _, xb: cifar.to_float(xb), checkpoint=ckpt,
@@ -156,7 +192,7 @@ def run(cfg) -> dict:
               **{k: v for k, v in r.items() if k != "step"}))
       logits = batched_logits(eval_model, state.params, x, cfg.feature_batch)
       d = logits[:, 1] - logits[:, 0]
-      per_run[f"{arm}_s{seed}"] = {
+      rec = per_run[f"{arm}_s{seed}"] = {
           "arm": arm, "seed": seed, "train_acc": float(np.mean((d > 0) == (y == 1))),
           "final_loss": history[-1]["loss"], "steps": history[-1]["step"],
           "train_time_this_call_s": time.perf_counter() - t0,
@@ -164,6 +200,11 @@ def run(cfg) -> dict:
           "margin_mean": float(np.mean(np.where(y == 1, 1, -1) * d)),
           "logit_sum_rms": float(np.sqrt(np.mean(logits.sum(axis=1) ** 2))),
           "z_eq18": z_pred if arm == "sd" else None}
+      if kind in ("ridge", "wd"):
+        if lam5 not in duals:
+          duals[lam5] = dual_prediction(U, feats["S"][:cfg.k], lam5, cfg.dual_dynamics)
+        rec.update(eq5_lambda=lam5, coefficient=coef, z_dual=duals[lam5],
+                   rel_err_dual=relative_errors(rec["z_final"], duals[lam5]))
     writer.write(summarise(per_run, cfg), per_run, spectra=spectra, eq17_lambda=lam,
                  data={"source": portable_source(data.source), "n_train": n,
                        "classes": cfg.classes})
@@ -175,13 +216,17 @@ def run(cfg) -> dict:
 def summarise(per_run: dict, cfg) -> dict:
   """Means ± std over seeds of train accuracy and of the final responses of each arm."""
   out = {}
-  for arm in ARMS:
+  for arm in cfg.arms:
     runs = [v for v in per_run.values() if v["arm"] == arm]
     if not runs:
       continue
     z = np.stack([np.asarray(v["z_final"]) for v in runs])
     out[arm] = {"train_acc": results.mean_std([v["train_acc"] for v in runs]),
                 "z_final_mean": z.mean(axis=0), "seeds": len(runs)}
+    if "rel_err_dual" in runs[0]:
+      out[arm].update(eq5_lambda=runs[0]["eq5_lambda"], **{
+          f"rel_err_dual_{g}": results.mean_std([v["rel_err_dual"][g] for v in runs])
+          for g in ("all", "j2plus")})
     if arm == "sd":
       pred = np.stack([np.asarray(v["z_eq18"]) for v in runs])
       out[arm]["z_eq18_mean"] = pred.mean(axis=0)

@@ -145,6 +145,23 @@ def l2_penalty(params, weight_decay, params0=None):
   return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
 
 
+def eq5_coefficient(lam, n: int):
+  """The coefficient ``c`` of ``(c/2)‖θ − θ0‖²`` beside a *mean* loss over n examples that is
+  eq 5's ``λ`` (docs/protocols.md §3.7, §4): ``Σ_i ℓ_i + (λ/2)‖θ − θ0‖² =
+  n·[mean_i ℓ_i + (λ/2n)‖θ − θ0‖²]``, so ``c = λ/n`` — the same gradient up to the factor n,
+  hence the same minimiser and, at learning rate η on the mean form, the dynamics of rate
+  ``η/n`` on eq 5. Minibatch SGD adds ``c(θ − θ0)`` at every step and a minibatch mean at
+  every step, so an epoch's summed update is ``(n/B)·`` the full-batch mean-form gradient
+  whatever the batch size B: ``c`` does not depend on B (unlike the released SD form,
+  ``λ = B·sd_coef``, §3.6). The same ``c`` as a coupled ``weight_decay`` pulls toward 0
+  instead of θ0."""
+  if n < 1:
+    raise ValueError(f"n must be >= 1; got {n}")
+  if not lam >= 0:
+    raise ValueError(f"λ must be >= 0; got {lam}")
+  return lam / n
+
+
 def theory_objective(logits, batch, params, step, hparams):
   """The objective of the theory (eq 5 / eq 17, sums and λ/2; docs/protocols.md §1):
 

@@ -531,6 +531,16 @@ def softmax_objective(logits, batch, params, step, hparams):
   return loss, {"nll": nll, "accuracy": acc}
 
 
+def softmax_ridge_objective(logits, batch, params, step, hparams):
+  """:func:`softmax_objective` plus ``(c/2)‖θ − θ0‖²`` with ``c = hparams["ridge"]`` and θ0 =
+  ``hparams["params0"]`` (:func:`gs_jax.losses.l2_penalty`): the coupled regime of eq 5 in the
+  mean form, ``c = λ/n`` (:func:`gs_jax.losses.eq5_coefficient`; docs/protocols.md §3.7).
+  Records the penalty as ``"ridge"``."""
+  loss, metrics = softmax_objective(logits, batch, params, step, hparams)
+  ridge = losses.l2_penalty(params, hparams["ridge"], hparams["params0"])
+  return loss + ridge, {**metrics, "ridge": ridge}
+
+
 class Diverged(FloatingPointError):
   """Training produced a non-finite epoch-mean loss (:func:`fit_minibatch`); ``epoch`` is
   that epoch (1-based), ``history`` the records up to and including it."""
