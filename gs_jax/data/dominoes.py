@@ -206,6 +206,11 @@ def build(seed: int, mnist, cifar2: cifar.CifarData, *, digits=DIGITS, n_val: in
   xm_tr, ym_tr, xm_te, ym_te = mnist
   rng = np.random.default_rng(seed)
   m_val, c_val = np.zeros(0, np.int64), np.zeros(0, np.int64)
+  smallest = min(min(np.sum(ym_tr == d) for d in digits),
+                 min(np.sum(cifar2.y_train == c) for c in (0, 1)))
+  if n_val // 2 >= smallest:
+    raise ValueError(f"n_val={n_val} exceeds the training pools: at most "
+                     f"{2 * (smallest - 1)} leave a training pair per class")
   if n_val:   # n_val/2 digits and CIFAR images per class leave the training pools
     m_val = np.concatenate([rng.permutation(np.flatnonzero(ym_tr == digits[c]))[:n_val // 2]
                             for c in (0, 1)])
@@ -219,8 +224,6 @@ def build(seed: int, mnist, cifar2: cifar.CifarData, *, digits=DIGITS, n_val: in
   if n_val:
     out["val"] = _pair(rng, xm_tr[m_val], ym_tr[m_val], cifar2.x_train[c_val],
                        cifar2.y_train[c_val], np.ones(len(c_val), bool), digits)
-    if len(out["val"]) != n_val:
-      raise ValueError(f"n_val={n_val} exceeds the training pools ({len(out['val'])} pairs)")
   test = _pair(rng, xm_te, ym_te, cifar2.x_test, cifar2.y_test, cifar2.test_is_lossless,
                digits, (n_test // 2) or None)
   out["test"] = test
