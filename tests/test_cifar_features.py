@@ -90,3 +90,116 @@ def test_killed_run_resumes_to_the_same_responses(tmp_path):
   for name in ("spectrum", "features", "responses", "final"):
     assert (tmp_path / "whole" / f"{name}.png").exists()
   assert "eq-18" in cifar_features_figures.report(tmp_path / "whole")
+
+
+def test_eq5_coefficient_maps_the_training_objective_onto_eq5():
+  """The λ mapping of docs/protocols.md §3.7: at c = eq5_coefficient(λ, n) = λ/n,
+  n·∇[mean CE + (c/2)‖θ − θ0‖²] = ∇[Σ_i log(1 + exp(−y_i ŷ_i)) + (λ/2)‖θ − θ0‖²] (eq 5 on the
+  logit difference ŷ = f_1 − f_0), batch-B steps summed over an epoch give (n/B)× that mean-form
+  gradient whatever B, and coupled weight decay c is the same with θ0 = 0."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from gs_jax import losses, train
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2)(jnp.tanh(nn.Dense(5)(x)))
+
+  net, n, lam = Net(), 6, 3.0
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(n, 4)), jnp.float32)
+  c01 = jnp.asarray([0, 1, 1, 0, 1, 0])
+  params = net.init(jax.random.PRNGKey(1), x)["params"]
+  params0 = net.init(jax.random.PRNGKey(2), x)["params"]
+  c = losses.eq5_coefficient(lam, n)
+  assert c == pytest.approx(lam / n)
+
+  @jax.jit
+  def _train_grad(p, xb, yb, p0):
+    hp = {"sd_lambda": 0.0, "ridge": c, "params0": p0}
+    return jax.grad(lambda q: train.softmax_ridge_objective(
+        net.apply({"params": q}, xb), {"y": yb}, q, 0, hp)[0])(p)
+
+  def train_grad(p, idx, p0=params0):
+    return _train_grad(p, x[idx], c01[idx], p0)
+
+  @jax.jit
+  def eq5_grad(p, p0=params0):
+    def obj(q):
+      out = net.apply({"params": q}, x)
+      return losses.theory_objective(out[:, 1] - out[:, 0], {"y": 2.0 * c01 - 1.0,
+                                                              "params0": p0},
+                                     q, 0, {"ridge": lam, "sd": 0.0})[0]
+    return jax.grad(obj)(p)
+
+  flat = lambda t: np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(t)])
+  full = flat(train_grad(params, np.arange(n)))
+  np.testing.assert_allclose(n * full, flat(eq5_grad(params)), rtol=2e-5, atol=1e-6)
+  for B in (1, 2, 3):   # an epoch of batch-B steps at a fixed θ: (n/B)·the mean-form gradient
+    summed = sum(flat(train_grad(params, np.arange(i, i + B))) for i in range(0, n, B))
+    np.testing.assert_allclose(summed, (n / B) * full, rtol=2e-5, atol=1e-6)
+  # plain coupled weight decay c: the gradient of the mean CE + c·θ = eq 5 with θ0 = 0, / n
+  zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+  g_ce = jax.jit(jax.grad(lambda q: train.softmax_objective(
+      net.apply({"params": q}, x), {"y": c01}, q, 0, {"sd_lambda": 0.0})[0]))(params)
+  tx = train.make_optimizer("sgd", 1.0, momentum=0.0, weight_decay=c)
+  upd, _ = tx.update(g_ce, tx.init(params), params)
+  np.testing.assert_allclose(-n * flat(upd), flat(eq5_grad(params, zero)), rtol=2e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(flat(train_grad(params, np.arange(n), zero)), -flat(upd),
+                             rtol=2e-5, atol=1e-7)
+  with pytest.raises(ValueError):
+    losses.eq5_coefficient(1.0, 0)
+
+
+def test_arm_names_and_dual_prediction():
+  assert configs.parse_arm("ridge100") == ("ridge", 100.0)
+  assert configs.parse_arm("wd1e3") == ("wd", 1000.0)
+  assert configs.parse_arm("sd") == ("sd", 0.0)
+  for bad in ("ridge", "ridge-1", "wdx", "l2"):
+    with pytest.raises(ValueError, match="none of"):
+      configs.parse_arm(bad)
+  cfg = cli.parse(configs, ["--preset=coupled"], prog="t")
+  assert cfg.arms == ("ridge10", "ridge100", "ridge1000", "ridge10000", "wd10", "wd100",
+                      "wd1000", "wd10000")
+  assert cfg.train_limit == 0 and cfg.epochs == 40 and cfg.batch_size == 1 and cfg.seeds == 3
+  with pytest.raises(SystemExit):
+    cli.parse(configs, ["--arms=erm,erm"], prog="t")
+  from experiments import cifar_features as exp
+  U = np.linalg.qr(np.random.default_rng(1).normal(size=(30, 4)))[0]
+  S = np.array([20.0, 5.0, 2.0, 1.0])
+  for lam in (1.0, 1e3):
+    z = exp.dual_prediction(U, S, lam)
+    alpha = 1.0 / (1.0 + np.exp(U @ z))        # eq 9 at the fixed point: α = σ(−U z)
+    np.testing.assert_allclose(z, S ** 2 * (U.T @ alpha) / lam, rtol=1e-8)
+  e = exp.relative_errors([2.0, 1.0, 1.0], [1.0, 1.0, 2.0])
+  assert e["all"] == pytest.approx(np.sqrt(2 / 6)) and e["j2plus"] == pytest.approx(
+      np.sqrt(1 / 5))
+
+
+@pytest.mark.slow
+def test_coupled_arms_end_to_end(tmp_path):
+  """~1.5 min on 2 shared cores: ERM, eq 5's ridge and weight decay on 24 images."""
+  real_data("cifar10", "cifar10.npz")
+  out = tmp_path / "coupled"
+  r = _run(TINY + ["--arms=erm,ridge10,wd10", f"--out_dir={out}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(out / "results.json"))
+  from experiments import cifar_features as exp
+  with np.load(out / "features" / "s0.npz") as f:
+    U, S = f["U"][:, :3], f["S"][:3]
+  pred = exp.dual_prediction(U, S, 10.0)
+  for arm in ("ridge10", "wd10"):
+    rec = res["per_seed"][f"{arm}_s0"]
+    assert rec["eq5_lambda"] == 10.0 and rec["coefficient"] == pytest.approx(10.0 / 24)
+    np.testing.assert_allclose(rec["z_dual"], pred, rtol=1e-8)
+    assert rec["rel_err_dual"] == pytest.approx(exp.relative_errors(rec["z_final"], pred))
+    assert "rel_err_dual_j2plus" in res["metrics"][arm]
+  # the ridge pulls toward θ0: its responses are smaller than ERM's
+  assert np.linalg.norm(res["per_seed"]["ridge10_s0"]["z_final"]) < np.linalg.norm(
+      res["per_seed"]["erm_s0"]["z_final"])
+  assert (out / "coupled.png").exists()
+  assert "Coupled regime" in (out / "table.md").read_text()
