@@ -111,6 +111,27 @@ cifar_features_cpu: .venv/.installed
 cifar_features: .venv/.installed
 	$(PY) -m experiments.cifar_features --preset=full --out_dir=runs/cifar_features/full $(ARGS)
 
+# Theorem 2 on the CIFAR-2 CNN in eq 5's coupled regime: ridge ‖θ−θ0‖² and weight decay at
+# λ = 10…10000, 3 seeds, beside dual.fixed_point (issue 21; docs/protocols.md §3.7).
+.PHONY: cifar_features_coupled dominoes_cpu dominoes_quick
+cifar_features_coupled: .venv/.installed
+	$(PY) -m experiments.cifar_features --preset=coupled --out_dir=runs/cifar_features/coupled \
+	  --no_progress $(ARGS)
+
+# MNIST-CIFAR dominoes (issue 21; docs/protocols.md §3.8): the sd_lambda sweep, then
+# a ∈ {0, 0.1, 0.25, 0.5, 1} × ERM/L2/SD × 3 seeds (one run per a, one per lane), then the figure.
+DOMINO_AS ?= 0 0.1 0.25 0.5 1
+dominoes_cpu: .venv/.installed
+	$(PY) -m experiments.dominoes --preset=sd_sweep --cpu_cores=0 --no_progress $(ARGS)
+	SD=$$($(PY) -c "import json; print(json.load(open('runs/dominoes/sd_sweep/a1/results.json'))['metrics']['sd_choice']['sd_lambda'])"); \
+	for a in $(DOMINO_AS); do echo $$a; done | \
+	  xargs -L 1 -P $(LANES) --process-slot-var=LANE sh -c '$(PY) -m experiments.dominoes \
+	    --a=$$0 --sd_lambda='"$$SD"' --cpu_cores=$$LANE --no_progress $(ARGS)'
+	$(PY) -m analysis.dominoes_figures 'runs/dominoes/cpu/a*' --out_dir=runs/dominoes/cpu
+
+dominoes_quick: .venv/.installed
+	$(PY) -m experiments.dominoes --preset=quick $(ARGS)
+
 # --- benchmarks (PyTorch baselines come with the dev extra) ------------------------------
 bench-two-moons: .venv/.installed
 	$(PY) -m benchmarks.two_moons_speed $(ARGS)
