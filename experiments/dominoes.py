@@ -58,6 +58,11 @@ def logits_of(fn, params, x_u8, batch: int) -> np.ndarray:
   return np.concatenate(out)
 
 
+def scalar_logits(f, params, x, batch: int) -> np.ndarray:
+  """(n,) scalar logits ``f(params, x)`` (float inputs) over padded chunks of ``batch``."""
+  return logits_of(jax.jit(f), params, x, batch)
+
+
 def seed_features(cfg, f, params, x, y, path) -> dict:
   """Top-k features at θ0 on ``x`` (float inputs), ŷ_0, and each feature's MNIST-half share."""
   if path.exists():
@@ -72,8 +77,7 @@ def seed_features(cfg, f, params, x, y, path) -> dict:
   V = ntk.feature_directions(f, params, x, y, U, S, batch_size=cfg.feature_batch)
   shares = ntk.feature_region_shares(f, params, x, U, V, MNIST_HALF,
                                      per_feature=cfg.attr_examples)
-  logits0 = np.concatenate([np.asarray(jax.jit(f)(params, x[i:i + cfg.feature_batch]))
-                            for i in range(0, len(x), cfg.feature_batch)])
+  logits0 = scalar_logits(f, params, x, cfg.feature_batch)
   out = {"U": U, "S": S, "logits0": logits0, "mnist_share": shares,
          "seconds": time.perf_counter() - t0}
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +168,7 @@ def run(cfg) -> dict:
         rec.update(train_acc=acc("train"),
                    test_acc={v: acc("test" if v == "intact" else f"test_{v}")
                              for v in dominoes.VARIANTS})
-        d = np.asarray(f(state.params, xf))
+        d = scalar_logits(f, state.params, xf, cfg.feature_batch)
         z = np.asarray(ntk.responses(feats["U"], tr.y[:nf], d, feats["logits0"]))
         rec.update(z_final=z, mnist_share=feats["mnist_share"],
                    **group_responses(z, feats["mnist_share"]))
