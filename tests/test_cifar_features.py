@@ -203,3 +203,49 @@ def test_coupled_arms_end_to_end(tmp_path):
       res["per_seed"]["erm_s0"]["z_final"])
   assert (out / "coupled.png").exists()
   assert "Coupled regime" in (out / "table.md").read_text()
+
+
+def test_ridge_training_of_a_linear_model_reaches_the_dual_prediction():
+  """Where the network *is* its linearisation (logits linear in θ, ŷ0 = 0 at θ0), minimising
+  the training objective mean CE + (c/2)‖θ − θ0‖² with c = eq5_coefficient(λ, n) lands on the
+  responses experiments.cifar_features predicts, S² Uᵀ α*/λ with α* = dual.fixed_point (all
+  features of YΦ0 kept): the whole §3.7 chain — λ mapping, two-logit CE as eq 5's logistic loss
+  on f_1 − f_0, features, responses, fixed point — agrees to the optimiser's tolerance."""
+  import jax
+  import jax.numpy as jnp
+  import scipy.optimize
+  from jax.flatten_util import ravel_pytree
+
+  from experiments import cifar_features as exp
+  from gs_jax import losses, ntk, train
+
+  rng = np.random.default_rng(3)
+  n, d, lam = 10, 3, 2.0
+  x = rng.normal(size=(n, d))
+  c01 = (x[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(np.int32)
+  w0 = rng.normal(size=(d, 1))
+  params0 = {"w": np.concatenate([w0, w0], axis=1), "b": np.array([0.3, 0.3])}  # ŷ0 = 0
+  apply = lambda p, xx: xx @ p["w"] + p["b"]
+  c = losses.eq5_coefficient(lam, n)
+  with dual.enable_x64():   # jax.experimental.enable_x64 or jax.enable_x64, by version
+    flat0, unravel = ravel_pytree(jax.tree_util.tree_map(jnp.asarray, params0))
+
+    def objective(w):
+      p = unravel(w)
+      return train.softmax_ridge_objective(apply(p, x), {"y": jnp.asarray(c01)}, p, 0, {
+          "sd_lambda": 0.0, "ridge": c, "params0": unravel(flat0)})[0]
+
+    fun = jax.jit(jax.value_and_grad(objective))
+    sol = scipy.optimize.minimize(lambda w: tuple(np.asarray(v) for v in fun(w)),
+                                  np.asarray(flat0), jac=True, method="L-BFGS-B",
+                                  options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+    f = ntk.logit_difference(lambda p, xx: apply(p, xx))
+    phi = np.asarray(ntk.ntrf(f, unravel(flat0), x))
+    logits = np.asarray(f(unravel(jnp.asarray(sol.x)), x))
+  K = phi @ phi.T
+  rank = int(np.sum(np.linalg.eigvalsh(K) > 1e-9 * np.abs(K).max()))
+  U, S = ntk.features_from_kernel(K, c01, rank)
+  z = np.asarray(ntk.responses(U, c01, logits))
+  pred = exp.dual_prediction(U, S, lam)
+  np.testing.assert_allclose(z, pred, rtol=1e-5, atol=1e-7)
+  assert np.linalg.norm(pred) > 0.1          # not a trivial agreement at zero

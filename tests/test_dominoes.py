@@ -263,3 +263,26 @@ def test_quick_preset_end_to_end(tmp_path):
                                rtol=1e-6)
   text = dominoes_figures.report(str(tmp_path / "a*"), tmp_path / "fig")
   assert "SD" in text and (tmp_path / "fig" / "dominoes.png").exists()
+
+
+@pytest.mark.slow
+def test_sd_sweep_picks_by_the_randomised_validation_accuracy(tmp_path):
+  """~40 s on 2 shared cores: the sd_lambda sweep on a quick-sized problem."""
+  real_data("mnist", "mnist.npz")
+  real_data("cifar10", "cifar10.npz")
+  out = tmp_path / "sweep"
+  r = run_experiment("dominoes", ["--preset=sd_sweep", "--train_limit=48", "--n_val=16",
+                                  "--test_limit=32", "--epochs=1", "--batch_size=8",
+                                  "--sd_sweep=0.01,0.1", "--eval_batch=16", "--no_progress",
+                                  f"--out_dir={out}"])
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.load(open(out / "results.json"))
+  m = res["metrics"]
+  assert set(m) == {"sd0.01", "sd0.1", "sd_choice"}
+  best = max(("sd0.01", "sd0.1"), key=lambda k: (m[k]["mnist_random"]["mean"],
+                                                  -m[k]["sd_lambda"]))
+  assert m["sd_choice"]["sd_lambda"] == m[best]["sd_lambda"]
+  for key in ("sd0.01_s0", "sd0.1_s0"):
+    assert "test_acc" not in res["per_seed"][key]         # the sweep never looks at test
+    assert set(res["per_seed"][key]["val_acc"]) == {"intact", "mnist_random"}
+  assert not (out / "features").exists()
