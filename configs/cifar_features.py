@@ -22,8 +22,11 @@ the top ``k`` are recorded every ``response_every`` steps inside the compiled lo
 ``ridge<λ>`` — cross-entropy + ``(λ/2n)‖θ − θ0‖²``, eq 5's coupled regime, eq 5's λ ∈
 {10, 100, 1000, 10000} (``COUPLED_LAMBDAS``) — and ``wd<λ>`` (plain weight decay λ/n toward 0,
 the same λ), each beside the prediction ``dual.fixed_point(U_20, S_20, λ)`` of the linearised
-model. No results yet; measured cost: docs/protocols.md §3.7 (one arm-seed ≈ one arm-seed of
-``full``, ~10 min on one pinned core, plus the n = 10,000 dual solve; 8 arms × 3 seeds ≈ 4 h).
+model. No results yet. Cost (docs/protocols.md §3.7; a short run measured ≈ 3.5 ms per batch-1
+step on one pinned core of the loaded machine): one arm-seed 9–25 min, plus the features
+(≈ 10 min per seed) and one n = 10,000 dual solve per λ and seed (minutes): 8 arms × 3 seeds
+≈ 4 h on an idle core, up to ≈ 10 h loaded; the ridge and wd arms can run as two processes
+(``--arms``, separate ``--out_dir``).
 
 Expected (README, 2-core CPU at load ≈ 10, ~8 min): ``cpu`` — s_1 ≈ 57 (the label-blind
 constant direction), s_2 ≈ 7–9, s_20 ≈ 2.4; train accuracy 89.9 ± 5.5% (ERM) and 91.9 ± 3.0%

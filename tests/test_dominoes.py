@@ -286,3 +286,19 @@ def test_sd_sweep_picks_by_the_randomised_validation_accuracy(tmp_path):
     assert "test_acc" not in res["per_seed"][key]         # the sweep never looks at test
     assert set(res["per_seed"][key]["val_acc"]) == {"intact", "mnist_random"}
   assert not (out / "features").exists()
+
+
+def test_narlenet_on_dominoes_widens_only_its_first_dense_layer():
+  from gs_jax import models
+  net = models.NarLeNet(2)
+  v = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 32, 3)))["params"]
+  assert v["fc0"]["kernel"].shape == (2080, 240)          # 32 · 13 · 5
+  assert v["conv0"]["kernel"].shape == (5, 5, 3, 12) and v["fc1"]["kernel"].shape == (240, 192)
+  bound = 1 / np.sqrt(2080)                                # PyTorch default U(±1/√fan_in)
+  assert float(jnp.abs(v["fc0"]["kernel"]).max()) <= bound
+  assert float(jnp.abs(v["fc0"]["kernel"]).max()) > 0.98 * bound
+  x = jnp.asarray(np.random.default_rng(0).random((3, 64, 32, 3)), jnp.float32)
+  out = net.apply({"params": v}, x)
+  assert out.shape == (3, 2)
+  np.testing.assert_allclose(out, models.NarLeNet(2, patches=False).apply({"params": v}, x),
+                             rtol=1e-4, atol=1e-5)
