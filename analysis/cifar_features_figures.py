@@ -12,7 +12,8 @@ directory of ``experiments.cifar_features``:
   eq-18 prediction for SD;
 - ``coupled.png`` (runs with ``ridge<λ>`` / ``wd<λ>`` arms, docs/protocols.md §3.7): each such
   arm's final responses per seed beside the linearised model's prediction
-  ``dual.fixed_point(U, S, λ)``;
+  ``dual.fixed_point(U, S, λ)``, and the trajectories ``z_j(t)`` of the strongest five with
+  their ``z_j*``;
 - ``table.md``: the numbers quoted in the README, and for those arms the λ table — relative
   error to the prediction over features 1–k and 2–k, mean ± sample std over seeds.
 
@@ -151,9 +152,11 @@ def coupled_table(res) -> str:
   return "\n".join(lines)
 
 
-def draw_coupled(res, run_dir) -> list[Path]:
-  """``coupled.png``: per ridge/wd arm, the final responses of every seed against the feature
-  index with the dual prediction z* beside them."""
+def draw_coupled(res, run_dir, traj=None) -> list[Path]:
+  """``coupled.png``: per ridge/wd arm (columns), top row the final responses of every seed
+  against the feature index with the dual prediction z* beside them; bottom row (when the
+  trajectories are given) ``z_j(t)`` of the five strongest features of the first seed with
+  their ``z_j*`` as dashed lines."""
   arms = coupled_arms(res)
   runs_of = {a: [v for v in res["per_seed"].values() if v["arm"] == a] for a in arms}
   arms = [a for a in arms if runs_of[a]]
@@ -162,8 +165,11 @@ def draw_coupled(res, run_dir) -> list[Path]:
   plt = results_lib.pyplot()
   k = res["config"]["k"]
   jj = np.arange(1, k + 1)
-  fig, axes = plt.subplots(1, len(arms), figsize=(3.0 * len(arms), 3.0), squeeze=False)
-  for ax, arm in zip(axes[0], arms):
+  rows = 2 if traj else 1
+  fig, axes = plt.subplots(rows, len(arms), figsize=(3.0 * len(arms), 2.9 * rows),
+                           squeeze=False)
+  for c, arm in enumerate(arms):
+    ax = axes[0, c]
     for i, r in enumerate(runs_of[arm]):
       ax.plot(jj, r["z_final"], "o", ms=3, alpha=0.8, color=f"C{i}",
               label=f"trained, seed {r['seed']}")
@@ -172,8 +178,23 @@ def draw_coupled(res, run_dir) -> list[Path]:
     ax.axhline(0, color="0.5", lw=0.5)
     ax.set_yscale("symlog", linthresh=1e-2)
     ax.set(title=f"{arm} (λ = {runs_of[arm][0]['eq5_lambda']:g})", xlabel="feature j")
+    if not traj:
+      continue
+    r0 = runs_of[arm][0]
+    ax = axes[1, c]
+    if (arm, r0["seed"]) in traj:
+      steps, zs = traj[(arm, r0["seed"])]
+      for j in range(min(5, k)):
+        ax.plot(steps, zs[:, j], color=f"C{j}", lw=1.2, label=f"$z_{{{j + 1}}}(t)$")
+        ax.axhline(r0["z_dual"][j], color=f"C{j}", ls="--", lw=0.9)
+      ax.set_xscale("log")
+    ax.set(xlabel="training step (batch 1)", title=f"seed {r0['seed']}; dashed: z*")
+    ax.title.set_fontsize(8)
   axes[0, 0].set_ylabel("final response $z_j$")
   axes[0, 0].legend(fontsize=6)
+  if traj:
+    axes[1, 0].set_ylabel("$z_j(t)$")
+    axes[1, 0].legend(fontsize=6)
   fig.tight_layout()
   paths = results_lib.save_figure(fig, Path(run_dir) / "coupled")
   plt.close(fig)
@@ -298,7 +319,7 @@ def report(run_dir) -> str:
   text = text + ("\n\n" + extra if extra else "")
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)
-  paths = draw(data, run_dir) + draw_coupled(data["res"], run_dir)
+  paths = draw(data, run_dir) + draw_coupled(data["res"], run_dir, data["traj"])
   print("wrote", *[p for p in paths if p.suffix == ".png"])
   return text
 
