@@ -185,7 +185,8 @@ def test_coupled_arms_end_to_end(tmp_path):
   """~1.5 min on 2 shared cores: ERM, eq 5's ridge and weight decay on 24 images."""
   real_data("cifar10", "cifar10.npz")
   out = tmp_path / "coupled"
-  r = _run(TINY + ["--arms=erm,ridge10,wd10", f"--out_dir={out}"])
+  r = _run(TINY + ["--arms=erm,ridge10,wd10", "--feature_method=matrix_free",
+                   f"--out_dir={out}"])
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(out / "results.json"))
   from experiments import cifar_features as exp
