@@ -80,7 +80,8 @@ def run(cfg) -> dict:
   seed_key = jax.random.PRNGKey(cfg.seed)
   variables = None
   if cfg.pretrained:
-    fresh = model.init(jax.random.fold_in(seed_key, 3), x0, train=False)
+    # jitted: an eager init of a ResNet-50 takes minutes on XLA:CPU (only the head is kept)
+    fresh = jax.jit(lambda k: model.init(k, x0, train=False))(jax.random.fold_in(seed_key, 3))
     variables = models.load_pretrained(fresh, cfg.pretrained)
   state = spurious.init_state(cfg.method, model, tx, jax.random.fold_in(seed_key, 0), x0, n,
                               variables, variables)
