@@ -68,7 +68,8 @@ def run(cfg) -> dict:
     writer.discard_training()
   distributed.barrier("celeba: out_dir ready")   # after process 0 removed old checkpoints
   t0 = time.perf_counter()
-  data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit)
+  data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit,
+                     stream=cfg.stream, threads=cfg.stream_threads, prefetch=cfg.stream_prefetch)
   load_s = time.perf_counter() - t0
   tr = data.splits["train"]
   n = len(tr.y)
@@ -142,7 +143,7 @@ def run(cfg) -> dict:
             "data": {"source": data.source, "division": data.division,
                      "group_counts": {k: celeba.group_counts(s).tolist()
                                       for k, s in data.splits.items()},
-                     "image_size": cfg.image_size}}
+                     "image_size": cfg.image_size, "streamed": bool(cfg.stream)}}
   writer.write(metrics, {}, **extras)
   distributed.barrier("celeba: results written")   # before the others read them
   r = results.read_json(writer.results_path)

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from gs_jax import losses, train
+from gs_jax.data import stream
 from gs_jax.batching import batched
 
 METHODS = ("erm", "sd", "group_dro", "lff")
@@ -145,15 +146,21 @@ def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=
 def make_evaluator(model, preprocess, batch_size: int = 500):
   """``evaluate(variables, x, g) -> {"correct": (G,), "n": (G,)}`` (ints): per-group counts
   of correct predictions in eval mode, ``sign(ŷ) == 2y − 1`` (a zero logit is wrong, as the
-  released code)."""
+  released code). ``x``: uint8 images, or a :class:`gs_jax.data.stream.Stream` of them."""
   @jax.jit
   def logits_fn(variables, xb):
     return model.apply(variables, preprocess(xb), train=False)
 
   def evaluate(variables, x, g):
-    run = batched(lambda xb, yb, key: logits_fn(variables, xb), batch_size)
     g = np.asarray(g)
-    logits = np.asarray(run(x, g, jax.random.PRNGKey(0)))
+    if stream.is_stream(x):   # fixed-shape batches in order, the last padded with row 0
+      rows = np.arange(-(-len(g) // batch_size) * batch_size)
+      rows[len(g):] = 0
+      logits = np.concatenate([np.asarray(logits_fn(variables, jnp.asarray(xb)))
+                               for xb in x.batches(rows.reshape(-1, batch_size))])[:len(g)]
+    else:
+      run = batched(lambda xb, yb, key: logits_fn(variables, xb), batch_size)
+      logits = np.asarray(run(x, g, jax.random.PRNGKey(0)))
     ok = logits * (2 * (g // 2) - 1) > 0
     return {"correct": np.bincount(g, weights=ok, minlength=NUM_GROUPS).astype(int).tolist(),
             "n": np.bincount(g, minlength=NUM_GROUPS).tolist()}
