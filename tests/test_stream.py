@@ -63,3 +63,13 @@ def test_experiment_with_stream_gives_the_in_memory_numbers(layout, tmp_path):
   for ra, rb in zip(ha, hb):   # same batches; the step is compiled apart (gather outside)
     np.testing.assert_allclose(rb["loss"], ra["loss"], rtol=1e-5)
     assert rb["val"] == ra["val"] and rb["test"] == ra["test"]
+
+
+def test_pipeline_benchmark_writes_results(layout, tmp_path):
+  from benchmarks import celeba_stream
+  r = celeba_stream.main([f"--data_dir={layout}", "--size=32", "--batch_size=4", "--batches=2",
+                          "--threads=1", "--prefetch=1", f"--out_dir={tmp_path}"])
+  (run,) = r["metrics"]["runs"]
+  assert run["images"] == 8 and run["images_per_s"] > 0 and run["threads"] == 1
+  assert run["prefetch_buffer_bytes"] == 4 * 32 * 32 * 3
+  assert r["metrics"]["in_memory_official_train_bytes"] == 162_770 * 32 * 32 * 3
