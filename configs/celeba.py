@@ -7,6 +7,7 @@ Presets and the commands that run them:
     python -m experiments.celeba --method=sd --seed=0         # cpu: SD, released targets
     python -m experiments.celeba --preset=paper --method=sd --seed=0 \
         --data_dir=<official layout> --pretrained=<resnet50.msgpack>   # the released protocol
+    python -m gs_jax.convert --torchvision resnet50-0676ba61.pth --out resnet50.msgpack  # its weights
     python -m analysis.celeba_table runs/celeba                # Table 3 (markdown + CSV)
 
 ``cpu`` trains the small ResNet (``gs_jax.models.RESNETS["resnet_small"]``) from scratch on
@@ -22,7 +23,9 @@ are resolvable (README, CelebA section, has the table under three selections).
 scratch without it, and results.json says which), crop 178 → 224×224, batch 128, 3 epochs,
 lr 1e-5, weight decay 0, ERM with SGD (momentum 0.9) and the other methods with Adam
 (``--optimizer=released``), SD ``0.1·mean_{y=1}(ŷ−2.5)² + 0.1·mean_{y=0}(ŷ−0.44)²``, selection
-by validation average accuracy. The paper's numbers are ``gs_jax.paper.TABLE3``.
+by validation average accuracy; images streamed (``--stream``: the official train split is
+22.8 GiB as uint8 at 224 px). The paper's numbers are ``gs_jax.paper.TABLE3``. At scale:
+docs/experiments/paper_scale.md.
 
 Started again with the same command, a run continues from its last finished epoch;
 ``--overwrite`` starts afresh.
@@ -41,7 +44,8 @@ HELP = {
               "(learning from failure: GCE-biased + reweighted debiased network)",
     "model": "resnet_small (CPU), resnet18 or resnet50 (the released model)",
     "pretrained": "msgpack checkpoint of the model's variables (format: "
-                  "gs_jax.models.load_pretrained); empty = train from scratch",
+                  "gs_jax.models.load_pretrained; from torchvision's resnet50-0676ba61.pth "
+                  "by python -m gs_jax.convert); empty = train from scratch",
     "image_size": "side of the square input after the released centre crop (paper: 224)",
     "optimizer": "adam, sgd, or released (SGD with momentum for erm, Adam for the others, "
                  "as GS Table_2/table_2.sh)",

@@ -100,7 +100,7 @@ class Stream:
       import grain
     except ImportError as e:
       raise ImportError("streamed input needs grain: pip install 'gs-jax[stream]' (or run "
-                        "without --stream, reading the images into memory)") from e
+                        "with --no_stream, reading the images into memory)") from e
     idx = np.asarray(idx)
     if idx.ndim != 2:
       raise ValueError(f"idx must have shape (steps, batch); got {idx.shape}")
