@@ -7,7 +7,7 @@ Presets and the commands that run them:
     python -m experiments.celeba --method=sd --seed=0         # cpu: SD, released targets
     python -m experiments.celeba --preset=paper --method=sd --seed=0 \
         --data_dir=<official layout> --pretrained=<resnet50.msgpack>   # the released protocol
-    python -m gs_jax.convert --torchvision resnet50-0676ba61.pth --out resnet50.msgpack  # its weights
+    python -m gs_jax.convert --torchvision resnet50-0676ba61.pth --out resnet50.msgpack
     python -m analysis.celeba_table runs/celeba                # Table 3 (markdown + CSV)
 
 ``cpu`` trains the small ResNet (``gs_jax.models.RESNETS["resnet_small"]``) from scratch on

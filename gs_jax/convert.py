@@ -132,8 +132,9 @@ def convert_state_dict(state_dict: Mapping, name: str | None = None) -> dict:
     raise ValueError(f"unexpected keys for torchvision {name}: {unexpected[:5]}"
                      + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
   if set(flat) != set(shapes):
-    raise ValueError(f"converted tree differs from the model's: missing "
-                     f"{sorted(set(shapes) - set(flat))[:5]}, extra {sorted(set(flat) - set(shapes))[:5]}")
+    missing, extra = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
+    raise ValueError(f"converted tree differs from the model's: missing {missing[:5]}, "
+                     f"extra {extra[:5]}")
   for k, v in flat.items():
     if v.shape != shapes[k]:
       raise ValueError(f"shape of {'/'.join(k)}: converted {v.shape}, model {shapes[k]} "

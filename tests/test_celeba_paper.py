@@ -10,6 +10,8 @@ import pytest
 from gs_jax import convert
 from tests.conftest import real_data
 
+pytest.importorskip("grain")   # the paper preset streams its images (gs_jax.data.stream)
+
 
 def _run(tmp_path, arch, image_size):
   from experiments import celeba as exp
