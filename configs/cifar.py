@@ -6,7 +6,7 @@ Presets and the commands that run them (``make cifar`` = the first; one run = on
     python -m experiments.cifar --sd_lambda=0 --seed=0      # cpu: CIFAR-2 ERM, small CNN, 6 epochs
     python -m experiments.cifar --sd_lambda=0.01 --seed=0   # cpu: CIFAR-2 SD λ=0.01
     python -m experiments.cifar --preset=paper --dataset=cifar100 --sd_lambda=0.05   # the VGG, 30 epochs
-    python -m experiments.cifar --preset=paper_cifar100 --sd_lambda=0   # CIFAR-100 ERM, PreAct-RN-18
+    python -m experiments.cifar --preset=paper_cifar100 --sd_lambda=0   # CIFAR-100 ERM
     python -m experiments.cifar --preset=paper_cifar100                 # … SD λ=0.05
     make cifar2_cpu                                         # cpu preset, ERM and SD × seeds 0,1,2, then the table
     python -m experiments.cifar --preset=released                 # released Figure-2 protocol, ERM
