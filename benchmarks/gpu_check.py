@@ -68,7 +68,6 @@ def celeba(tiny: bool, method: str):
   import jax
   import jax.numpy as jnp
 
-  from experiments import celeba as exp
   from configs import celeba as configs
   from gs_jax import convert, models, spurious, train
   from gs_jax.data import celeba as data
@@ -88,7 +87,9 @@ def celeba(tiny: bool, method: str):
       convert.save(convert.convert_state_dict(convert.random_state_dict(cfg.model, 0)), path)
       fresh = jax.jit(lambda k: model.init(k, x0, train=False))(key)
       variables = models.load_pretrained(fresh, path)
-  _, tx = exp.optimizer(cfg)
+  # the released optimisers (experiments.celeba.optimizer): SGD + momentum for ERM, else Adam
+  tx = train.make_optimizer("sgd" if method == "erm" else "adam", cfg.lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay)
   rng = np.random.default_rng(0)
   x_all = jnp.asarray(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
   y = rng.integers(0, 2, n).astype(np.int32)
