@@ -73,3 +73,30 @@ def test_pipeline_benchmark_writes_results(layout, tmp_path):
   assert run["images"] == 8 and run["images_per_s"] > 0 and run["threads"] == 1
   assert run["prefetch_buffer_bytes"] == 4 * 32 * 32 * 3
   assert r["metrics"]["in_memory_official_train_bytes"] == 162_770 * 32 * 32 * 3
+
+
+def test_tfds_source_is_streamed_with_labels_and_the_released_crop(monkeypatch):
+  """The TFDS path (``tfds.data_source``, mocked): labels by attribute name, images through
+  the released crop + resize, on demand."""
+  import sys
+  import types
+
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  records = {s: [{"image": rng.integers(0, 256, (218, 178, 3), dtype=np.uint8),
+                  "attributes": {"Blond_Hair": bool(i % 2), "Male": bool(i // 2 % 2),
+                                 "Smiling": True}} for i in range(n)]
+             for s, n in (("train", 6), ("validation", 4), ("test", 4))}
+  fake = types.SimpleNamespace(data_source=lambda name, split: records[split])
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
+  monkeypatch.delenv("GS_DATA_DIR", raising=False)
+  d = celeba.load(None, size=24, stream=True, verbose=False)
+  assert d.source == "tfds" and d.division == "official"
+  tr = d.splits["train"]
+  np.testing.assert_array_equal(tr.y, [0, 1, 0, 1, 0, 1])
+  np.testing.assert_array_equal(tr.a, [0, 0, 1, 1, 0, 0])
+  (xb,) = list(tr.x.batches(np.array([[5, 0]])))
+  for row, i in zip(xb, (5, 0)):
+    want = celeba.center_crop_resize(Image.fromarray(records["train"][i]["image"]), 24)
+    np.testing.assert_array_equal(row, want)
+  assert len(celeba.load(None, size=24, stream=True, limit=3, verbose=False).splits["val"].y) == 3
