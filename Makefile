@@ -1,4 +1,6 @@
-# Every target builds .venv from pyproject.toml first (when missing or older than pyproject).
+# Every target builds .venv (the newest stack, constraints/newest.txt) first, when missing or
+# older than pyproject.toml or its constraint file; test-oldest builds .venv-oldest (the oldest
+# stack with neural-tangents, constraints/oldest.txt) the same way.
 # Pass flags with ARGS="...", e.g. make two_moons ARGS="--seeds=3".
 # Offline data: GS_DATA_DIR names a folder with mnist/, cifar10/, celeba/ (docs/protocols.md §5);
 # it defaults to ../shared/data when that folder exists, else loaders use tfds.load (downloads).
@@ -11,21 +13,33 @@ CMNIST_METHODS ?= erm sd sd_clean irm rex oracle
 # lane's core (--cpu_cores); LANES=1 runs them one after another.
 LANES ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: venv test test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
+.PHONY: venv venv-oldest test test-oldest test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
         cmnist cifar cifar2_cpu cifar2_released cifar2_released_extra celeba celeba_cpu bench-two-moons bench-dual \
         bench-cmnist bench-cifar bench-distributed clean-venv
 
-.venv/.installed: pyproject.toml
+.venv/.installed: pyproject.toml constraints/newest.txt
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints/newest.txt -e '.[dev]'
+	touch $@
+
+.venv-oldest/.installed: pyproject.toml constraints/oldest.txt
+	python3 -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip install -q --upgrade pip
+	.venv-oldest/bin/python -m pip install -q -c constraints/oldest.txt -e '.[dev,nt]'
 	touch $@
 
 venv: .venv/.installed
 
+venv-oldest: .venv-oldest/.installed
+
 test: .venv/.installed
 	@echo "GS_DATA_DIR=$(GS_DATA_DIR) (real-data tests are skipped when it is empty)"
 	$(PY) -m pytest -q -m "not slow" -n 2 -rs
+
+# The same suite on the oldest supported stack, with neural-tangents as the NTK reference.
+test-oldest: .venv-oldest/.installed
+	.venv-oldest/bin/python -m pytest -q -m "not slow" -n 2 -rs -p no:cacheprovider
 
 test-all: .venv/.installed
 	$(PY) -m pytest -q -n 2
@@ -140,4 +154,4 @@ gpu-check: $(if $(filter $(PY),$(GPU_PY)),.venv/.installed)
 	$(GPU_PY) -m benchmarks.gpu_check $(ARGS)
 
 clean-venv:
-	rm -rf .venv
+	rm -rf .venv .venv-oldest

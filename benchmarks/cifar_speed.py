@@ -170,9 +170,10 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--sd_lambda", type=float, default=0.01, help="cpu protocol's SD")
   p.add_argument("--sd_coef", type=float, default=0.1, help="released protocol's SD")
-  p.add_argument("--cpu_runtime", choices=("thunk", "legacy"), default=None,
+  p.add_argument("--cpu_runtime", choices=("thunk", "legacy", "fastest"), default=None,
                  help="XLA:CPU runtime of the gs-jax side (default: the experiment's — "
-                      "legacy for --protocol=released, thunk otherwise)")
+                      "fastest (legacy where JAX < 0.6 has it) for --protocol=released, "
+                      "thunk otherwise)")
   p.add_argument("--cpu_cores", default=None,
                  help="pin the whole process (both frameworks) to these core indices "
                       "(gs_jax.devices.use_cpu_cores; default: '0' for --protocol=released, "
@@ -184,7 +185,7 @@ def main(argv=None):
   from gs_jax import devices   # before JAX starts: the runtime is chosen at backend start
   cores = args.cpu_cores if args.cpu_cores is not None else ("0" if released else "")
   cpus = devices.use_cpu_cores(cores)
-  runtime = devices.use_cpu_runtime(args.cpu_runtime or ("legacy" if released else "thunk"))
+  runtime = devices.use_cpu_runtime(args.cpu_runtime or ("fastest" if released else "thunk"))
   if args.torch_threads:
     import torch
     torch.set_num_threads(args.torch_threads)

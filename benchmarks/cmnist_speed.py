@@ -11,6 +11,13 @@ times the released code's eager loop (``zero_grad``/``backward``/``step``, ``aut
 with ``create_graph`` for IRM). Prints ms/step for each and the speed-up of gs-jax (scan) over
 PyTorch. The frameworks alternate in ``--rounds`` rounds (so that load from other processes on
 a shared machine hits both alike); medians over rounds.
+
+Beside the ratio it prints this machine's **matmul floor** for the step: the step's matrix
+products alone (forward ``X W1``, ``H1 W2``, ``H2 w3``; backward, for each layer, the weight
+gradient ``Hᵀ G`` and — except the first layer — the input gradient ``G Wᵀ``), jitted as one
+float32 program and timed the same way: no step that does those products can run faster, so
+``step / floor`` says how much is left above the machine's sgemm. ``--json`` writes everything
+with provenance.
 """
 from __future__ import annotations
 
@@ -126,6 +133,41 @@ def build_torch(method: str, x, y, env):
   return one, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def matmul_floor(n: int, dims, rounds: int = 3):
+  """(ms, GFLOP, GFLOP/s) of the matrix products of one forward+backward pass of an MLP with
+  layer sizes ``dims`` (e.g. (392, 300, 300, 1)) on ``n`` examples, float32, one jitted call."""
+  import jax
+  import jax.numpy as jnp
+
+  keys = jax.random.split(jax.random.PRNGKey(0), len(dims))
+  x = jax.random.normal(keys[0], (n, dims[0]), jnp.float32)
+  ws = [jax.random.normal(k, (a, b), jnp.float32) * 0.05
+        for k, a, b in zip(keys[1:], dims[:-1], dims[1:])]
+
+  @jax.jit
+  def products(x, ws):
+    hs = [x]
+    for w in ws:                                   # forward: H_{l+1} = H_l W_l
+      hs.append(hs[-1] @ w)
+    g, grads = hs[-1], []
+    for l in range(len(ws) - 1, -1, -1):           # backward: H_lᵀ G and G W_lᵀ
+      grads.append(hs[l].T @ g)
+      if l:
+        g = g @ ws[l].T
+    return grads
+
+  flop = 2 * n * sum(a * b for a, b in zip(dims[:-1], dims[1:])) * 3 \
+      - 2 * n * dims[0] * dims[1]                  # no input gradient for the first layer
+  jax.block_until_ready(products(x, ws))
+  t = []
+  for _ in range(rounds):
+    t0 = time.perf_counter()
+    jax.block_until_ready(products(x, ws))
+    t.append(time.perf_counter() - t0)
+  sec = statistics.median(t)
+  return 1e3 * sec, flop / 1e9, flop / 1e9 / sec
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m benchmarks.cmnist_speed",
                               description=__doc__.split("\n\n")[0])
@@ -137,6 +179,7 @@ def main(argv=None):
   p.add_argument("--methods", default="sd,irm", help="comma-separated: sd (=ERM step + SD), irm")
   p.add_argument("--torch_threads", type=int, default=0,
                  help="torch.set_num_threads (0 = PyTorch's default, one per core)")
+  p.add_argument("--json", default="", help="also write the numbers (with provenance) here")
   p.add_argument("--data_dir", default=None,
                  help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when "
                       "neither exists)")
@@ -152,6 +195,8 @@ def main(argv=None):
   x, y, env = make_data(args.n, args.data_dir)
   print(f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
         f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible")
+  out = {"n": args.n, "steps": args.steps, "rounds": args.rounds, "jax": jax.__version__,
+         "methods": {}}
   for method in args.methods.split(","):
     jax_step, jax_scan, hidden = build_jax(method, x, y, env, args.steps)
     try:
@@ -174,6 +219,17 @@ def main(argv=None):
     print(f"{method:4s} h={hidden}: gs-jax jit step {ms(t_jit):8.1f} ms | gs-jax scan "
           f"{ms(t_scan):8.1f} ms/step | PyTorch eager {torch_ms:8.1f} ms/step ({torch_info}) | "
           f"speed-up (PyTorch / gs-jax scan) {torch_ms / ms(t_scan):.2f}x")
+    floor_ms, gflop, rate = matmul_floor(args.n, (392, hidden, hidden, 1), args.rounds)
+    print(f"     matmul floor {floor_ms:8.1f} ms ({gflop:.1f} GFLOP at {rate:.0f} GFLOP/s) | "
+          f"gs-jax scan / floor {ms(t_scan) / floor_ms:.2f}x")
+    out["methods"][method] = {
+        "hidden": hidden, "jit_ms": ms(t_jit), "scan_ms": ms(t_scan), "torch_ms": torch_ms,
+        "torch": torch_info, "speedup": torch_ms / ms(t_scan), "floor_ms": floor_ms,
+        "floor_gflop": gflop, "floor_gflops": rate, "scan_over_floor": ms(t_scan) / floor_ms}
+  if args.json:
+    from gs_jax import results
+    results.atomic_write_json(args.json, {**out, "provenance": results.provenance(),
+                                          "load_average": os.getloadavg()})
   return 0
 
 

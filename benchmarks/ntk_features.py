@@ -1,6 +1,7 @@
 """Top-20 NTK features of the CIFAR-2 training set for the released network (NarLeNet, m =
 249,442 parameters, scalar logit f_1 − f_0): time and peak memory of the two routes of
-``gs_jax.ntk.top_features`` and of neural-tangents' full Gram matrix.
+``gs_jax.ntk.top_features`` and of the full Gram matrix in one call (ours; neural-tangents' too
+where the optional ``nt`` extra is installed, i.e. on JAX < 0.6).
 
     python -m benchmarks.ntk_features                       # n = 10,000 matrix-free; dense and NT at 500, 1000
     python -m benchmarks.ntk_features --n=2000 --dense_n=500,1000,2000
@@ -12,10 +13,12 @@ the data and initialising the network, before the route starts. Routes:
 - ``matrix_free``: block Krylov on ``YΦ0`` with per-chunk Jacobian products
   (``features_matrix_free``; block l, at most ``--max_passes`` passes over the data, Ritz-value
   tolerance ``--tol``);
-- ``dense``: neural-tangents' empirical NTK in 256×256 blocks (``JACOBIAN_CONTRACTION``), then
-  the float64 top-k ``eigh`` of ``Y K Y``;
-- ``nt_full``: the baseline, ``neural_tangents.empirical_ntk_fn`` on all n images in one call
-  (Gram matrix only, no eigendecomposition).
+- ``dense``: our empirical NTK (``gs_jax.ntk.empirical_ntk``, Jacobian contraction) in
+  256×256 blocks, then the float64 top-k ``eigh`` of ``Y K Y``;
+- ``full``: the baseline, our empirical NTK on all n images in one call (Gram matrix only, no
+  eigendecomposition);
+- ``nt_full``: the same with ``neural_tangents.empirical_ntk_fn`` (only where neural-tangents
+  imports; otherwise the row says it was not run).
 
 The dense routes cost O(n²·m): they are measured at the ``--dense_n`` sizes and, where
 10,000 is not among them, their time at 10,000 is extrapolated as ``t(n_max)·(10,000/n_max)²``
@@ -25,6 +28,7 @@ the dense ones. Results: ``<out_dir>/ntk_features.json`` and a markdown table on
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -65,12 +69,9 @@ def measure(route: str, n: int, k: int, block: int, max_passes: int, tol: float,
   elif route == "dense":
     U, S = ntk.top_features(f, params, x, y, k, method="dense", block_size=256)
     out.update(S=S.tolist())
-  elif route == "nt_full":
-    import neural_tangents as nt
-    kernel_fn = jax.jit(nt.empirical_ntk_fn(
-        lambda p, xx: f(p, xx)[:, None], trace_axes=(-1,), vmap_axes=0,
-        implementation=nt.NtkImplementation.JACOBIAN_CONTRACTION))
-    K = np.asarray(kernel_fn(x, None, params))
+  elif route in ("full", "nt_full"):
+    K = ntk.empirical_ntk(f, params, x, block_size=n,
+                          backend="neural_tangents" if route == "nt_full" else "jax")
     out.update(K_shape=list(K.shape))
   else:
     raise ValueError(f"unknown route {route!r}")
@@ -109,7 +110,7 @@ def table(rows, n_target: int) -> str:
               f"{r['ritz_change']:.1e}")
     lines.append(f"| {r['route']} | {r['n']:,} | {r['seconds']:.0f} | {r['peak_rss'] / 1e9:.2f}"
                  f" | {(r['peak_rss'] - r['base_rss']) / 1e9:.2f} | {note} |")
-  for route in ("dense", "nt_full"):
+  for route in ("dense", "full", "nt_full"):
     done = [r for r in rows if r["route"] == route and "error" not in r]
     if done and max(r["n"] for r in done) < n_target:
       big = max(done, key=lambda r: r["n"])
@@ -123,7 +124,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m benchmarks.ntk_features", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--n", type=int, default=10000, help="training images for the matrix-free route")
-  p.add_argument("--dense_n", default="500,1000", help="sizes for dense and nt_full")
+  p.add_argument("--dense_n", default="500,1000", help="sizes for dense, full and nt_full")
   p.add_argument("--k", type=int, default=20)
   p.add_argument("--block", type=int, default=40)
   p.add_argument("--max_passes", type=int, default=6)
@@ -142,7 +143,9 @@ def main(argv=None):
   sizes = [int(s) for s in args.dense_n.split(",") if s]
   rows = [run_child(args, "matrix_free", args.n)]
   for n in sizes:
-    rows += [run_child(args, "dense", n), run_child(args, "nt_full", n)]
+    rows += [run_child(args, "dense", n), run_child(args, "full", n)]
+    if importlib.util.find_spec("neural_tangents") is not None:
+      rows.append(run_child(args, "nt_full", n))
     if n != args.n:
       rows.append(run_child(args, "matrix_free", n))
   import numpy as np

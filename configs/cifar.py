@@ -46,8 +46,8 @@ run's CPU time, so the preset measures margins on the first 1,000 test images (r
 OOD accuracies use the same images as its margins, IID accuracy the whole test set. Training
 runs on one pinned core (``--cpu_cores=0``: XLA then stops splitting the tiny batch-1
 operations over threads, ~1.9× faster; give runs side by side different cores, as ``make
-cifar2_released`` does) and on XLA:CPU's legacy runtime (``--cpu_runtime``; ~1.7× faster than
-the default there), and evaluation through XLA convolutions (same parameters, ~2–3× faster on
+cifar2_released`` does) and on XLA:CPU's legacy runtime where JAX < 0.6 has it
+(``--cpu_runtime=fastest``; ~1.7× faster than the default there), and evaluation through XLA convolutions (same parameters, ~2–3× faster on
 large batches).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
@@ -115,7 +115,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         # released attack on the first 1,000 test images, the strong attack on 100.
         eval_batch=500, margin_n=1000, margin_eps_max=0.5, margin_bisection=10, strong_n=100,
         train_limit=0, test_limit=0, chunk=2500, progress=True, cpu_devices=1,
-        cpu_runtime="legacy", cpu_cores="0"))
+        cpu_runtime="fastest", cpu_cores="0"))
   if preset == "paper_cifar100":
     # Table 1's CIFAR-100 row (GS table_1/run_ERM.sh: --dataset CIFAR100 --arch resnet_preact);
     # the released files give no training recipe: these settings are ours (protocols §3.3).

@@ -16,7 +16,7 @@ recomputed (only redrawn); ``--overwrite`` recomputes.
 from __future__ import annotations
 
 import numpy as np
-from jax.experimental import enable_x64
+from gs_jax._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import primal_dual as configs

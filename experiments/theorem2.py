@@ -20,7 +20,7 @@ import shutil
 import time
 
 import numpy as np
-from jax.experimental import enable_x64
+from gs_jax._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import theorem2 as configs

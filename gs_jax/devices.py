@@ -62,15 +62,15 @@ def use_cpu_cores(spec: str = "") -> list[int]:
     raise ValueError(f"cpu_cores {spec!r}: indices {bad} out of range — this process may run "
                      f"on {len(allowed)} cores (indices 0..{len(allowed) - 1})")
   cpus = sorted({allowed[i] for i in picks})
-  from jax._src import xla_bridge
-  if xla_bridge.backends_are_initialized():
+  from gs_jax import _compat
+  if _compat.backends_started():
     warnings.warn("cpu_cores set after JAX started its backends: XLA's thread pool keeps "
                   "the size it has")
   os.sched_setaffinity(0, cpus)
   return cpus
 
 
-CPU_RUNTIMES = ("thunk", "legacy")
+CPU_RUNTIMES = ("thunk", "legacy", "fastest")
 _LEGACY_FLAG = "--xla_cpu_use_thunk_runtime=false"
 
 
@@ -85,20 +85,25 @@ def use_cpu_runtime(name: str = "thunk") -> str:
   ``benchmarks/cifar_speed.py --protocol=released``); for large elementwise work it costs
   (two-moons: 1.4× slower). Only JAX < 0.6 has the
   legacy runtime; elsewhere, or once the backends run, the current runtime stays (with a
-  warning). Results differ from the thunk runtime's only by float rounding.
+  warning). ``"fastest"``: legacy where this JAX has it, else thunk, without a warning (the
+  released presets' choice, so they run on every stack). Results differ from the thunk
+  runtime's only by float rounding.
   """
   if name not in CPU_RUNTIMES:
     raise ValueError(f"cpu_runtime must be one of {CPU_RUNTIMES}; got {name!r}")
+  if name == "fastest":
+    from gs_jax import _compat
+    name = "legacy" if _compat.HAS_LEGACY_CPU_RUNTIME else "thunk"
   flags = os.environ.get("XLA_FLAGS", "")
   current = "legacy" if _LEGACY_FLAG in flags else "thunk"
   if name == current:
     return current
   import jax
-  from jax._src import xla_bridge
-  if xla_bridge.backends_are_initialized():
+  from gs_jax import _compat
+  if _compat.backends_started():
     warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})")
     return current
-  if name == "legacy" and jax.__version_info__ >= (0, 6):
+  if name == "legacy" and not _compat.HAS_LEGACY_CPU_RUNTIME:
     warnings.warn(f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
                   "using the default runtime")
     return current

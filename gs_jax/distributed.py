@@ -41,6 +41,8 @@ import sys
 import jax
 import numpy as np
 
+from gs_jax import _compat
+
 DEFAULT_TIMEOUT_S = 60
 
 
@@ -48,20 +50,6 @@ def config_fields() -> dict:
   """The config fields of a run that may be distributed (flags of :mod:`gs_jax.cli`)."""
   return dict(coordinator_address="", num_processes=0, process_id=-1,
               dist_timeout_s=DEFAULT_TIMEOUT_S)
-
-
-def _detected_cluster():
-  """The cluster environment JAX would use (Slurm, MPI, TPU, …) if it spans > 1 process."""
-  from jax._src import clusters   # the same detection jax.distributed.initialize() runs
-  for env in clusters.ClusterEnv._cluster_types:
-    if env.opt_in_only_method or not env.is_env_present():
-      continue
-    try:
-      count = env.get_process_count()
-    except Exception:   # e.g. a TPU VM without metadata access: let JAX decide
-      count = None
-    return env if count is None or count > 1 else None
-  return None
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -75,15 +63,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   processes to connect.
   """
   explicit = bool(coordinator_address) or (num_processes or 0) > 1
-  if not explicit and _detected_cluster() is None:
+  if not explicit and _compat.detected_cluster() is None:
     return False
   if explicit and not (coordinator_address and num_processes and process_id is not None
                        and 0 <= process_id < num_processes):
     raise ValueError(
         "a multi-process run needs --coordinator_address=host:port, --num_processes=N >= 2 and "
         f"--process_id in [0, N); got {coordinator_address!r}, {num_processes}, {process_id}")
-  from jax._src import xla_bridge
-  if xla_bridge.backends_are_initialized():
+  if _compat.backends_started():
     raise RuntimeError("jax.distributed must start before JAX's first computation (or "
                        "jax.devices()); this process has already started its backends")
   if timeout_s < 2:
@@ -91,18 +78,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   interval = max(1, timeout_s // 5)
   missing = max(2, math.ceil(timeout_s / interval))
-  # jax.distributed.initialize (0.5.3) does not expose the heartbeat settings; its global
-  # state's initialize (the function it calls) does. Default: 10 s × 10 = 100 s.
-  from jax._src import distributed as _dist
-  _dist.global_state.initialize(
+  _compat.distributed_initialize(
       coordinator_address or None, num_processes or None,
       None if process_id is None or process_id < 0 else process_id,
-      initialization_timeout=init_timeout_s,
-      service_heartbeat_interval_seconds=interval, service_max_missing_heartbeats=missing,
-      client_heartbeat_interval_seconds=interval, client_max_missing_heartbeats=missing)
+      init_timeout_s=init_timeout_s, heartbeat_interval_s=interval,
+      max_missing_heartbeats=missing)
   if verbose:   # the runtime's own state: asking for devices would start the backends, and
     # the CPU device count (gs_jax.devices.use_cpu_devices) may still be set after this
-    state = _dist.global_state
+    state = _compat.distributed_state()
     print(f"jax.distributed: process {state.process_id} of {state.num_processes} "
           f"(coordinator {state.coordinator_address}); a process silent for "
           f"{interval * missing} s stops the job", file=sys.stderr, flush=True)
@@ -125,8 +108,8 @@ def fail_fast(fn, *args, **kwargs):
   minutes (measured: 3 min before the barrier's deadline). Exiting at once stops this
   process's heartbeats, so the others stop within ``timeout_s`` (module docstring).
   """
-  from jax._src import distributed as _dist
-  if _dist.global_state.client is None:   # one process: nothing to wait for
+  state = _compat.distributed_state()
+  if not state.active:   # one process: nothing to wait for
     return fn(*args, **kwargs)
   import os
   import traceback
@@ -136,7 +119,7 @@ def fail_fast(fn, *args, **kwargs):
     if isinstance(e, SystemExit) and e.code in (None, 0):
       raise
     traceback.print_exc()
-    print(f"process {_dist.global_state.process_id} failed: exiting now (the others stop "
+    print(f"process {state.process_id} failed: exiting now (the others stop "
           f"when they miss its heartbeats)", file=sys.stderr, flush=True)
     os._exit(1)
 
@@ -160,8 +143,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def is_main() -> bool:
   """True on the process that writes results, logs and figures (process 0; True without
   ``jax.distributed``). Reads the runtime's state without starting JAX's backends."""
-  from jax._src import distributed as _dist
-  return not _dist.global_state.process_id
+  return _compat.distributed_state().process_id == 0
 
 
 def to_global(tree, sharding):

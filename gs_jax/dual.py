@@ -27,7 +27,7 @@ is differentiable with respect to ``U``, ``S`` and ``λ`` through the implicit-f
 ``dz_j*/d(s_i²)`` (Def. 2) at once.
 
 Precision. Everything here runs in float64. Called with concrete arrays while x64 is off,
-each public function enables it for its own scope (``jax.experimental.enable_x64``) and
+each public function enables it for its own scope (``gs_jax._compat.enable_x64``) and
 returns NumPy float64 arrays; with x64 on (``jax.config.update("jax_enable_x64", True)``) they
 return jax arrays and can be traced (jit, grad, vmap). Tracing them with x64 off is a
 ``ValueError``: float32 is too coarse for these problems.
@@ -47,10 +47,10 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-try:
-  from jax.experimental import enable_x64
-except ImportError:  # newer jax
-  enable_x64 = jax.enable_x64
+
+from gs_jax import _compat
+
+enable_x64 = _compat.enable_x64
 
 Dynamics = Literal["taylor", "exact", "sd"]
 DYNAMICS = ("taylor", "exact", "sd")
@@ -112,7 +112,7 @@ def _x64_enabled() -> bool:
 
 
 def _is_tracer(x) -> bool:
-  return isinstance(x, jax.core.Tracer)
+  return _compat.is_tracer(x)
 
 
 def _float64_scope(fn):
@@ -126,7 +126,7 @@ def _float64_scope(fn):
       raise ValueError(
           f"gs_jax.dual.{fn.__name__} needs float64 but was traced with x64 disabled; call it "
           "on concrete arrays, or enable x64 (jax.config.update('jax_enable_x64', True) or "
-          "`with jax.experimental.enable_x64():`) around the traced code")
+          "`with gs_jax._compat.enable_x64():`) around the traced code")
     with enable_x64():
       out = fn(*args, **kwargs)
       return jax.tree_util.tree_map(

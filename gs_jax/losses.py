@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gs_jax import _compat
+
 LabelKind = Literal["01", "pm1"]
 
 
@@ -52,7 +54,7 @@ def to_pm1(y, kind: LabelKind | None = None) -> jax.Array:
 
 def _is_concrete(x) -> bool:
   """False for traced values (inside jit/vmap/grad), whose labels cannot be inspected."""
-  return not isinstance(x, jax.core.Tracer)
+  return not _compat.is_tracer(x)
 
 
 def _check_same_length(logits, y):

@@ -4,8 +4,9 @@ Notation (binary case, docs/protocols.md §1): data ``X`` (n×d), labels ``y ∈
 logits ``ŷ(X; θ)``, ``θ ∈ R^m``.
 
 - NTRF (eq 2): ``Φ0 = ∂ŷ(X; θ0)/∂θ ∈ R^{n×m}`` (:func:`ntrf`, explicit, small models only).
-- Empirical NTK Gram matrix: ``K = Φ0 Φ0^T`` (:func:`empirical_ntk`, through neural-tangents,
-  blocked so that n in the thousands fits in memory).
+- Empirical NTK Gram matrix: ``K = Φ0 Φ0^T`` (:func:`empirical_ntk`: Jacobian contraction or
+  VJP/JVP products with JAX's own transforms, blocked so that n in the thousands fits in
+  memory; neural-tangents optionally, as a second backend and reference).
 - Features (Def. 1, eq 4): ``YΦ0 = U S V^T``. :func:`features` takes ``U, S`` from the
   float64 ``eigh`` of ``Y K Y = U S² U^T`` and, on request, ``V = Φ0^T Y U S^{-1}`` as one
   vector–Jacobian product per feature (never an explicit m×n matrix).
@@ -13,7 +14,7 @@ logits ``ŷ(X; θ)``, ``θ ∈ R^m``.
   training, inside a compiled loop, through :func:`response_probe` and
   :func:`gs_jax.train.with_probe`.
 - At scale (CIFAR-sized n, m in the hundreds of thousands): :func:`top_features` — the dense
-  route (blocked NT Gram + top-k ``eigh``) or the matrix-free one
+  route (blocked Gram + top-k ``eigh``) or the matrix-free one
   (:func:`features_matrix_free`: block Krylov on ``YΦ0`` with Jacobian–block products, never
   Φ0 or K). Two-logit nets enter through :func:`logit_difference`.
 
@@ -23,8 +24,9 @@ column of ``U`` is oriented so that ``Σ_i u_ij ≥ 0``, i.e. the feature functi
 labels; a network that learns the feature in the direction that fits the labels then has a
 positive response ``z_j``.
 
-neural-tangents (and through it tensorflow) is imported inside the functions that need it, so
-``import gs_jax`` stays fast.
+Nothing here needs neural-tangents: it is imported only for ``backend="neural_tangents"``
+(the optional ``nt`` extra, JAX < 0.6), and then inside the function that needs it (it pulls in
+tensorflow).
 """
 from __future__ import annotations
 
@@ -39,24 +41,68 @@ from gs_jax import batching, losses
 ApplyFn = Callable[..., jax.Array]
 
 IMPLEMENTATIONS = ("vector_products", "jacobian_contraction")
+BACKENDS = ("jax", "neural_tangents")
 _BROKEN_IMPLEMENTATIONS = ("structured_derivatives", "auto")
 
 
-def _nt_implementation(implementation: str):
-  """Maps our names to ``nt.NtkImplementation``; refuses the ones that fail on jax 0.5.3."""
-  import neural_tangents as nt  # lazy: pulls in tensorflow
-
+def _check_implementation(implementation: str) -> str:
   name = str(implementation).lower()
   if name in _BROKEN_IMPLEMENTATIONS:
     raise ValueError(
-        f"NTK implementation {implementation!r} is not supported: neural-tangents 0.6.5's "
-        "STRUCTURED_DERIVATIVES (and AUTO, which may pick it) fails on jax 0.5.3; use one of "
+        f"NTK implementation {implementation!r} is not supported (neural-tangents 0.6.5's "
+        "STRUCTURED_DERIVATIVES, and AUTO, which may pick it, fail on jax 0.5.3); use one of "
         f"{IMPLEMENTATIONS}")
-  if name == "vector_products":
-    return nt.NtkImplementation.NTK_VECTOR_PRODUCTS
-  if name == "jacobian_contraction":
-    return nt.NtkImplementation.JACOBIAN_CONTRACTION
-  raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
+  if name not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
+  return name
+
+
+def _nt_kernel_fn(apply_fn: ApplyFn, implementation: str):
+  """``neural_tangents.empirical_ntk_fn`` of a scalar-logit net (the optional ``nt`` extra)."""
+  try:
+    import neural_tangents as nt  # lazy: pulls in tensorflow
+  except ImportError as e:
+    raise ImportError(
+        "backend='neural_tangents' needs the optional neural-tangents package "
+        "(pip install 'gs-jax[nt]', which brings the JAX < 0.6 it runs on); "
+        f"the default backend='jax' needs nothing more ({e})") from e
+  impl = {"vector_products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+          "jacobian_contraction": nt.NtkImplementation.JACOBIAN_CONTRACTION}[implementation]
+
+  def f(p, x):  # NT wants a trailing output axis to trace over
+    return apply_fn(p, x)[:, None]
+
+  return jax.jit(nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=impl))
+
+
+def _jax_kernel_fn(apply_fn: ApplyFn, implementation: str):
+  """Jitted ``(x1, x2, params) -> Φ(x1) Φ(x2)^T`` for one block, with JAX transforms only.
+
+  ``"jacobian_contraction"``: each block's per-example gradients ``∂ŷ(x_i)/∂θ`` as a pytree
+  (``vmap(grad)``), contracted leaf by leaf, ``K = Σ_leaves J1_leaf J2_leafᵀ`` — memory
+  O(block·m). ``"vector_products"``: ``K = J1 (J2ᵀ E)`` with ``E`` the identity on the
+  block's outputs — one VJP of ``ŷ(x2)`` per column of ``E`` (``J2ᵀ e_j``, a parameter-shaped
+  vector), pushed through ``ŷ(x1)`` by a JVP, all under ``vmap``: no Jacobian row is ever
+  stored per example, only one parameter vector per column at a time in the vmapped program.
+  """
+  def scalar(p, xi):
+    return apply_fn(p, xi[None])[0]
+
+  def contraction(x1, x2, params):
+    g = jax.vmap(jax.grad(scalar), in_axes=(None, 0))
+    j1, j2 = g(params, x1), g(params, x2)
+    blocks = jax.tree_util.tree_map(
+        lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, j1, j2)
+    return sum(jax.tree_util.tree_leaves(blocks))
+
+  def vector_products(x1, x2, params):
+    out2, vjp2 = jax.vjp(lambda p: apply_fn(p, x2), params)
+    def column(e):                                            # K[:, j] = J1 J2ᵀ e_j
+      (t,) = vjp2(e)
+      return jax.jvp(lambda p: apply_fn(p, x1), (params,), (t,))[1]
+    return jax.vmap(column, out_axes=1)(jnp.eye(out2.shape[0], dtype=out2.dtype))
+
+  return jax.jit(contraction if implementation == "jacobian_contraction" else vector_products)
 
 
 def _check_inputs(x, name="x"):
@@ -71,32 +117,36 @@ def _check_inputs(x, name="x"):
 
 def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
                   implementation: str = "jacobian_contraction",
-                  block_size: int = 256) -> np.ndarray:
+                  block_size: int = 256, backend: str = "jax") -> np.ndarray:
   """Empirical NTK Gram matrix ``K_ij = ⟨∂ŷ(x1_i)/∂θ, ∂ŷ(x2_j)/∂θ⟩`` (so ``K = Φ0 Φ0^T``).
 
-  Computed with ``neural_tangents.empirical_ntk_fn`` in blocks of ``block_size`` rows and
-  columns (the last block is padded to the same size so the kernel compiles once), so memory
-  is O(block_size² + block_size·m) whatever n is. When ``x2`` is None the Gram matrix of
-  ``x1`` is computed from its upper block triangle and symmetrised.
+  Computed in blocks of ``block_size`` rows and columns (the last block is padded to the same
+  size so the kernel compiles once), so memory is O(block_size² + block_size·m) whatever n
+  is. When ``x2`` is None the Gram matrix of ``x1`` is computed from its upper block triangle
+  and symmetrised. Accumulation is in the model's dtype (float64 under
+  :func:`gs_jax._compat.enable_x64` with float64 parameters, as the tests do).
 
   Args:
     apply_fn: ``apply_fn(params, x) -> (n,)`` scalar logits (e.g.
       ``lambda p, x: model.apply({"params": p}, x)``).
     params: the parameter pytree ``θ`` at which to linearise (``θ0`` for the NTK at init).
     x1, x2: inputs with a leading batch axis.
-    implementation: "jacobian_contraction" (``JACOBIAN_CONTRACTION``, default: fastest for
-      the small MLPs used here — n = 2000 two-moons points, 500-unit net: ~1 s vs ~50 s for
-      vector products on 2 CPU cores, compile included — but memory O(block_size·m)) or
-      "vector_products" (``NTK_VECTOR_PRODUCTS``: no Jacobian in memory, for large m); the
-      two agree to float round-off (tested).
+    implementation: "jacobian_contraction" (default: per-example gradients contracted leaf
+      by leaf — fastest for the small MLPs used here, memory O(block_size·m)) or
+      "vector_products" (VJP then JVP per column, no per-example Jacobian in memory, for
+      large m); the two agree to float round-off (tested).
     block_size: rows/columns per kernel call.
+    backend: "jax" (default; JAX transforms only, any supported JAX) or "neural_tangents"
+      (``neural_tangents.empirical_ntk_fn`` with the same implementation; needs the optional
+      ``nt`` extra and so JAX < 0.6). Both agree to float round-off (tests/test_ntk.py, on the
+      oldest stack).
 
   Returns:
     ``K`` as a NumPy array of shape (n1, n2), in the dtype of the model's output.
   """
-  import neural_tangents as nt
-
-  impl = _nt_implementation(implementation)
+  impl = _check_implementation(implementation)
+  if backend not in BACKENDS:
+    raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
   if block_size < 1:
     raise ValueError(f"block_size must be >= 1; got {block_size}")
   x1 = _check_inputs(x1, "x1")
@@ -110,11 +160,7 @@ def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
     raise ValueError(f"apply_fn must return one logit per example, shape (n,); for one "
                      f"example it returned shape {out.shape}")
 
-  def f(p, x):  # NT wants a trailing output axis to trace over
-    return apply_fn(p, x)[:, None]
-
-  kernel_fn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0,
-                                          implementation=impl))
+  kernel_fn = (_jax_kernel_fn if backend == "jax" else _nt_kernel_fn)(apply_fn, impl)
   n1, n2 = x1.shape[0], x2.shape[0]
   b1, b2 = min(block_size, n1), min(block_size, n2)
   K = np.zeros((n1, n2), dtype=np.dtype(out.dtype))
@@ -281,7 +327,8 @@ def feature_directions(apply_fn: ApplyFn, params, x, y, U, S, *,
 
 
 def features(apply_fn: ApplyFn, params, x, y, *, k: int | None = None, return_v: bool = False,
-             kernel=None, implementation: str = "jacobian_contraction", block_size: int = 256):
+             kernel=None, implementation: str = "jacobian_contraction", block_size: int = 256,
+             backend: str = "jax"):
   """Features of ``YΦ0 = U S V^T`` (Def. 1, eq 4) at ``params`` (usually ``θ0``).
 
   ``U, S`` come from the float64 ``eigh`` of ``Y K Y`` with ``K`` the empirical NTK
@@ -295,7 +342,7 @@ def features(apply_fn: ApplyFn, params, x, y, *, k: int | None = None, return_v:
     k: number of features to keep (strongest first; default all n).
     return_v: also return ``V`` (m, k).
     kernel: a precomputed (n, n) NTK Gram matrix of ``x`` (skips the NTK computation).
-    implementation, block_size: passed to :func:`empirical_ntk`.
+    implementation, block_size, backend: passed to :func:`empirical_ntk`.
 
   Returns:
     ``(U, S)`` or ``(U, S, V)``; ``U`` (n, k) and ``S`` (k,) are float64 NumPy arrays.
@@ -303,7 +350,7 @@ def features(apply_fn: ApplyFn, params, x, y, *, k: int | None = None, return_v:
   x = _check_inputs(x)
   if kernel is None:
     kernel = empirical_ntk(apply_fn, params, x, implementation=implementation,
-                           block_size=block_size)
+                           block_size=block_size, backend=backend)
   U, S = features_from_kernel(kernel, y, k)
   if not return_v:
     return U, S
@@ -556,8 +603,8 @@ def top_features(apply_fn: ApplyFn, params, x, y, k: int, *, method: str = "matr
                  return_v: bool = False, batch_size: int = 64, **kwargs):
   """Top-k features of ``YΦ0`` (eq 4) by either route; ``(U, S)`` or ``(U, S, V)``.
 
-  ``method="dense"``: the empirical NTK Gram ``K`` through neural-tangents in blocks
-  (:func:`empirical_ntk`; ``kwargs``: ``implementation``, ``block_size``), then the top-k
+  ``method="dense"``: the empirical NTK Gram ``K`` in blocks
+  (:func:`empirical_ntk`; ``kwargs``: ``implementation``, ``block_size``, ``backend``), then the top-k
   ``eigh`` of ``Y K Y`` in float64 — time O(n²·m), memory O(n²) (n up to ~10⁴).
   ``method="matrix_free"``: :func:`features_matrix_free` (``kwargs`` passed on) — time
   O(passes·n·(backward + m·l)), memory O((n + m)·l·passes). ``V`` on request as VJPs in

@@ -14,7 +14,7 @@ Trained models are compared with the dual theory of :mod:`gs_jax.dual`:
   :func:`evaluate_network`;
 - the dual gradient ascent of Figure 5 (Euler steps of eq 9) — :func:`dual_ascent`.
 
-All of it runs in float64: call it inside ``jax.experimental.enable_x64()``.
+All of it runs in float64: call it inside ``gs_jax._compat.enable_x64()``.
 Every training loop is :func:`gs_jax.train.make_seed_trainer` (configurations of a sweep are
 its "seeds"), with :func:`gs_jax.losses.theory_objective`.
 """

@@ -77,14 +77,22 @@ def test_xla_convolutions_give_the_patch_network_on_the_same_parameters():
 
 _RUNTIME = """
 import os, warnings
-from gs_jax import devices
-assert devices.use_cpu_runtime("legacy") == "legacy"
-assert "--xla_cpu_use_thunk_runtime=false" in os.environ["XLA_FLAGS"].split()
+from gs_jax import _compat, devices
+with warnings.catch_warnings(record=True) as w:
+  warnings.simplefilter("always")
+  got = devices.use_cpu_runtime("legacy")
+if _compat.HAS_LEGACY_CPU_RUNTIME:
+  assert got == "legacy"
+  assert "--xla_cpu_use_thunk_runtime=false" in os.environ["XLA_FLAGS"].split()
+else:   # jax >= 0.6: no legacy runtime; the default stays, with a warning naming why
+  assert got == "thunk", got
+  assert any("needs jax < 0.6" in str(x.message) for x in w)
+  assert "thunk_runtime" not in os.environ.get("XLA_FLAGS", "")
 import jax, jax.numpy as jnp
 assert float(jnp.ones(3).sum()) == 3.0          # the backend starts with the flag
 with warnings.catch_warnings(record=True) as w:
   warnings.simplefilter("always")
-  assert devices.use_cpu_runtime("thunk") == "legacy"   # too late: stays, with a warning
+  assert devices.use_cpu_runtime("thunk" if got == "legacy" else "legacy") == got  # too late
 assert any("already run" in str(x.message) for x in w)
 try:
   devices.use_cpu_runtime("fast")

@@ -165,8 +165,10 @@ def test_a_killed_process_stops_the_survivor_with_a_clear_message(tmp_path):
   # Either the heartbeat check fires first ("The following tasks are unhealthy (stopped
   # sending heartbeats): /job:jax_worker/replica:0/task:1"), or gloo sees the dead peer's
   # socket first ("Gloo all-reduce failed … Connection reset by peer") and the shutdown then
-  # reports "Task /job:jax_worker/replica:0/task:1 heartbeat timeout": both name the process.
-  assert "task:1" in out0 and "heartbeat" in out0, out0[-2000:]
+  # reports "Task /job:jax_worker/replica:0/task:1 heartbeat timeout" (jax 0.5) or "Task 1
+  # heartbeat timeout" (jax 0.10): each names the process.
+  import re
+  assert re.search(r"task:1\b|Task 1\b", out0) and "heartbeat" in out0, out0[-2000:]
   print(f"survivor exited {elapsed:.1f} s after the kill, status {rc0}")
 
 

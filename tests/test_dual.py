@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 import scipy.special
-from jax.experimental import enable_x64
+from gs_jax._compat import enable_x64
 
 from gs_jax import dual
 

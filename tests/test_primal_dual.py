@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import enable_x64
+from gs_jax._compat import enable_x64
 
 from experiments import primal_dual
 from gs_jax import dual, starvation, train

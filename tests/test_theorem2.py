@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import enable_x64
+from gs_jax._compat import enable_x64
 
 from configs import theorem2 as configs
 from experiments import theorem2
