@@ -165,5 +165,14 @@ bench-distributed: .venv/.installed
 bench-ntk-features: .venv/.installed
 	$(PY) -m benchmarks.ntk_features $(ARGS)
 
+# Every paper preset's training step for a bounded number of steps on synthetic data: steps/s,
+# images/s, peak device memory, extrapolated full-run time (docs/experiments/paper_scale.md).
+# On a GPU machine run it with the Python that has that machine's CUDA JAX:
+#   make gpu-check GPU_PY=python3      (ARGS="--tiny" runs small shapes on CPU in CI)
+.PHONY: gpu-check
+GPU_PY ?= $(PY)
+gpu-check: $(if $(filter $(PY),$(GPU_PY)),.venv/.installed)
+	$(GPU_PY) -m benchmarks.gpu_check $(ARGS)
+
 clean-venv:
 	rm -rf .venv .venv-oldest

@@ -7,6 +7,7 @@ Presets and the commands that run them:
     python -m experiments.celeba --method=sd --seed=0         # cpu: SD, released targets
     python -m experiments.celeba --preset=paper --method=sd --seed=0 \
         --data_dir=<official layout> --pretrained=<resnet50.msgpack>   # the released protocol
+    python -m gs_jax.convert --torchvision resnet50-0676ba61.pth --out resnet50.msgpack
     python -m analysis.celeba_table runs/celeba                # Table 3 (markdown + CSV)
 
 ``cpu`` trains the small ResNet (``gs_jax.models.RESNETS["resnet_small"]``) from scratch on
@@ -22,7 +23,9 @@ are resolvable (README, CelebA section, has the table under three selections).
 scratch without it, and results.json says which), crop 178 → 224×224, batch 128, 3 epochs,
 lr 1e-5, weight decay 0, ERM with SGD (momentum 0.9) and the other methods with Adam
 (``--optimizer=released``), SD ``0.1·mean_{y=1}(ŷ−2.5)² + 0.1·mean_{y=0}(ŷ−0.44)²``, selection
-by validation average accuracy. The paper's numbers are ``gs_jax.paper.TABLE3``.
+by validation average accuracy; images streamed (``--stream``: the official train split is
+22.8 GiB as uint8 at 224 px). The paper's numbers are ``gs_jax.paper.TABLE3``. At scale:
+docs/experiments/paper_scale.md.
 
 Started again with the same command, a run continues from its last finished epoch;
 ``--overwrite`` starts afresh.
@@ -41,7 +44,8 @@ HELP = {
               "(learning from failure: GCE-biased + reweighted debiased network)",
     "model": "resnet_small (CPU), resnet18 or resnet50 (the released model)",
     "pretrained": "msgpack checkpoint of the model's variables (format: "
-                  "gs_jax.models.load_pretrained); empty = train from scratch",
+                  "gs_jax.models.load_pretrained; from torchvision's resnet50-0676ba61.pth "
+                  "by python -m gs_jax.convert); empty = train from scratch",
     "image_size": "side of the square input after the released centre crop (paper: 224)",
     "optimizer": "adam, sgd, or released (SGD with momentum for erm, Adam for the others, "
                  "as GS Table_2/table_2.sh)",
@@ -61,6 +65,11 @@ HELP = {
     "data_dir": "official layout (img_align_celeba/, list_attr_celeba.txt, "
                 "list_eval_partition.txt); default: $GS_DATA_DIR/celeba (the offline copy), "
                 "else tfds.load('celeb_a'); docs/protocols.md §5",
+    "stream": "decode, crop and resize images on demand in background threads (grain; "
+              "bounded memory, same batches) instead of reading every split into memory "
+              "(paper: on; the official train split is ~24 GB at 224 px)",
+    "stream_threads": "--stream: decoding threads",
+    "stream_prefetch": "--stream: batches decoded ahead (the memory bound)",
     "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
     "eval_batch": "batch size of evaluation",
     "chunk": "training steps between progress updates",
@@ -83,6 +92,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       sd_lambdas=(0.1, 0.1), sd_gammas=(0.44, 2.5),
       dro_step_size=0.01, dro_adjustment=0.0, gce_q=0.7, ema_alpha=0.7,
       limit=0, data_dir="", out_dir="", overwrite=False, checkpoint=True,
+      stream=not cpu, stream_threads=8, stream_prefetch=4,
       eval_batch=500, chunk=10, progress=True, cpu_devices=1,
       **distributed.config_fields()))
 
@@ -101,7 +111,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"--gce_q must be in (0, 1]; got {cfg.gce_q}")
   if not 0 <= cfg.ema_alpha < 1:
     raise ValueError(f"--ema_alpha must be in [0, 1); got {cfg.ema_alpha}")
-  for name in ("epochs", "batch_size", "eval_batch", "chunk", "image_size"):
+  for name in ("epochs", "batch_size", "eval_batch", "chunk", "image_size", "stream_threads",
+               "stream_prefetch"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1")
   for name in ("limit", "cpu_devices", "dro_adjustment", "dro_step_size", "lr"):

@@ -68,7 +68,8 @@ def run(cfg) -> dict:
     writer.discard_training()
   distributed.barrier("celeba: out_dir ready")   # after process 0 removed old checkpoints
   t0 = time.perf_counter()
-  data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit)
+  data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit,
+                     stream=cfg.stream, threads=cfg.stream_threads, prefetch=cfg.stream_prefetch)
   load_s = time.perf_counter() - t0
   tr = data.splits["train"]
   n = len(tr.y)
@@ -80,7 +81,8 @@ def run(cfg) -> dict:
   seed_key = jax.random.PRNGKey(cfg.seed)
   variables = None
   if cfg.pretrained:
-    fresh = model.init(jax.random.fold_in(seed_key, 3), x0, train=False)
+    # jitted: an eager init of a ResNet-50 takes minutes on XLA:CPU (only the head is kept)
+    fresh = jax.jit(lambda k: model.init(k, x0, train=False))(jax.random.fold_in(seed_key, 3))
     variables = models.load_pretrained(fresh, cfg.pretrained)
   state = spurious.init_state(cfg.method, model, tx, jax.random.fold_in(seed_key, 0), x0, n,
                               variables, variables)
@@ -141,7 +143,7 @@ def run(cfg) -> dict:
             "data": {"source": data.source, "division": data.division,
                      "group_counts": {k: celeba.group_counts(s).tolist()
                                       for k, s in data.splits.items()},
-                     "image_size": cfg.image_size}}
+                     "image_size": cfg.image_size, "streamed": bool(cfg.stream)}}
   writer.write(metrics, {}, **extras)
   distributed.barrier("celeba: results written")   # before the others read them
   r = results.read_json(writer.results_path)

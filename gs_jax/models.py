@@ -318,16 +318,78 @@ class CifarVGG(nn.Module):
     return nn.Dense(self.num_classes, name="head")(x)
 
 
+class PreActBlock(nn.Module):
+  """Pre-activation basic block (He et al. 2016, "Identity mappings"): ``BN → ReLU → 3×3 conv
+  (stride here) → BN → ReLU → 3×3 conv``, added to the shortcut. The shortcut is the input,
+  or, when the shape changes, a 1×1 conv (stride, no BN) of the *pre-activated* input
+  (kuangliu/pytorch-cifar ``PreActBlock``)."""
+  width: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                   name=name)
+    out = nn.relu(bn("bn1")(x))
+    shortcut = x
+    if self.stride != 1 or x.shape[-1] != self.width:
+      shortcut = nn.Conv(self.width, (1, 1), (self.stride, self.stride), padding=0,
+                         use_bias=False, name="shortcut_conv")(out)
+    y = nn.Conv(self.width, (3, 3), (self.stride, self.stride), padding=1, use_bias=False,
+                name="conv1")(out)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                name="conv2")(nn.relu(bn("bn2")(y)))
+    return y + shortcut
+
+
+class PreActResNet(nn.Module):
+  """Pre-activation ResNet for 32×32 inputs (Table 1's CIFAR-100 row, docs/protocols.md §3.3);
+  input [0,1] pixels (n, 32, 32, 3), normalised inside as :class:`CifarVGG`.
+
+  3×3 conv (64 channels, stride 1, no BN/ReLU after it), then stage ``k`` of ``blocks[k]``
+  :class:`PreActBlock` of ``widths[k]`` channels (stride 2 from the second stage on), then
+  BN + ReLU (``final_bn``; He et al.'s v2 and hysts' ``resnet_preact`` have it,
+  kuangliu's PreActResNet18 does not), global average pooling (= the 4×4 average pool of a
+  32×32 input) and ``Dense(num_classes)``: logits (n, num_classes). Defaults: PreAct-ResNet-18
+  (blocks (2,2,2,2), widths (64,128,256,512), 11.2 M parameters for 100 classes). BN with
+  PyTorch's momentum 0.1 and eps 1e-5; flax's default (LeCun-normal) initialisation.
+  """
+  num_classes: int = 10
+  blocks: Sequence[int] = (2, 2, 2, 2)
+  widths: Sequence[int] = (64, 128, 256, 512)
+  final_bn: bool = True
+  mean: Sequence[float] = CIFAR_MEAN
+  std: Sequence[float] = CIFAR_STD
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
+    x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="conv1")(x)
+    for k, (n, w) in enumerate(zip(self.blocks, self.widths)):
+      for j in range(n):
+        x = PreActBlock(w, 2 if (k > 0 and j == 0) else 1, name=f"layer{k + 1}_{j}")(x, train)
+    if self.final_bn:
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                               name="bn_final")(x))
+    return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+CIFAR_MODELS = ("cpu", "paper", "released", "preact_resnet18")
+
+
 def cifar_model(config: str, num_classes: int) -> nn.Module:
   """``config="paper"`` → the VGG of §3.3; ``"cpu"`` → the small CNN (3 stages of one conv,
-  16/32/64 channels); ``"released"`` → :class:`NarLeNet`."""
+  16/32/64 channels); ``"released"`` → :class:`NarLeNet`; ``"preact_resnet18"`` →
+  :class:`PreActResNet` (Table 1's CIFAR-100 row)."""
   if config == "released":
     return NarLeNet(num_classes)
   if config == "paper":
     return CifarVGG(VGG_PAPER_STAGES, num_classes)
   if config == "cpu":
     return CifarVGG(CNN_CPU_STAGES, num_classes)
-  raise ValueError(f"config must be 'paper', 'cpu' or 'released'; got {config!r}")
+  if config == "preact_resnet18":
+    return PreActResNet(num_classes)
+  raise ValueError(f"config must be one of {CIFAR_MODELS}; got {config!r}")
 
 
 class _PatchConv(nn.Module):
@@ -417,36 +479,46 @@ class ResNetBlock(nn.Module):
     out_width = self.width * (4 if self.bottleneck else 1)
     s = (self.stride, self.stride)
     if self.bottleneck:
-      y = nn.relu(bn("bn1")(nn.Conv(self.width, (1, 1), use_bias=False, name="conv1")(x)))
+      y = nn.relu(bn("bn1")(nn.Conv(self.width, (1, 1), padding=0, use_bias=False,
+                                    name="conv1")(x)))
       y = nn.relu(bn("bn2")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
                                     name="conv2")(y)))
-      y = bn("bn3")(nn.Conv(out_width, (1, 1), use_bias=False, name="conv3")(y))
+      y = bn("bn3")(nn.Conv(out_width, (1, 1), padding=0, use_bias=False, name="conv3")(y))
     else:
       y = nn.relu(bn("bn1")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
                                     name="conv1")(x)))
       y = bn("bn2")(nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="conv2")(y))
     if x.shape[-1] != out_width or self.stride != 1:
-      x = bn("downsample_bn")(nn.Conv(out_width, (1, 1), s, use_bias=False,
+      x = bn("downsample_bn")(nn.Conv(out_width, (1, 1), s, padding=0, use_bias=False,
                                       name="downsample_conv")(x))
     return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-  """ResNet with one logit (``(n,)``), input already normalised (ImageNet statistics).
+  """ResNet with ``num_outputs`` logits (1: shape ``(n,)``, else ``(n, num_outputs)``), input
+  already normalised (ImageNet statistics), NHWC.
 
-  ``stem="imagenet"``: 7×7/2 conv + BN + ReLU + 3×3/2 max-pool (torchvision); ``"small"``:
-  one 3×3/2 conv + BN + ReLU (for 64×64 CPU inputs). Stage ``k`` has ``blocks[k]`` blocks of
-  ``widths[k]`` channels, stride 2 from the second stage on; then global average pooling and
-  ``Dense(1)`` named ``head``. BN as PyTorch (momentum 0.1, eps 1e-5); its running statistics
-  are ``TrainState.model_state["batch_stats"]``.
+  ``stem="imagenet"``: 7×7/2 conv (padding 3) + BN + ReLU + 3×3/2 max-pool (padding 1, padded
+  with −inf), torchvision's stem; ``"small"``: one 3×3/2 conv + BN + ReLU (for 64×64 CPU
+  inputs). Stage ``k`` has ``blocks[k]`` blocks of ``widths[k]`` channels, stride 2 from the
+  second stage on; then global average pooling (the *features*, (n, widths[-1]·expansion))
+  and ``Dense(num_outputs)`` named ``head``. Every padding is explicit and symmetric, as
+  PyTorch's (flax's ``"SAME"`` pads stride-2 convolutions asymmetrically). BN as PyTorch
+  (momentum 0.1, eps 1e-5); its running statistics are
+  ``TrainState.model_state["batch_stats"]``. With ``stem="imagenet"`` this is torchvision's
+  ``resnet18``/``resnet50`` (v1.5) layer for layer (:mod:`gs_jax.convert` maps its weights;
+  tests/test_convert.py checks the logits against a PyTorch reference).
+
+  ``return_features=True`` returns ``(logits, features)``.
   """
   blocks: Sequence[int] = (3, 4, 6, 3)
   widths: Sequence[int] = (64, 128, 256, 512)
   bottleneck: bool = True
   stem: str = "imagenet"
+  num_outputs: int = 1
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, return_features: bool = False):
     if self.stem == "imagenet":
       x = nn.Conv(self.widths[0], (7, 7), (2, 2), padding=3, use_bias=False, name="conv1")(x)
     else:
@@ -459,7 +531,10 @@ class ResNet(nn.Module):
       for j in range(n):
         x = ResNetBlock(w, 2 if (k > 0 and j == 0) else 1, self.bottleneck,
                         name=f"layer{k + 1}_{j}")(x, train)
-    return nn.Dense(1, name="head")(jnp.mean(x, axis=(1, 2)))[:, 0]
+    features = jnp.mean(x, axis=(1, 2))
+    logits = nn.Dense(self.num_outputs, name="head")(features)
+    logits = logits[:, 0] if self.num_outputs == 1 else logits
+    return (logits, features) if return_features else logits
 
 
 RESNETS = {
@@ -469,11 +544,12 @@ RESNETS = {
 }
 
 
-def resnet(name: str) -> ResNet:
-  """``"resnet50"`` (the released model), ``"resnet18"`` or ``"resnet_small"`` (CPU)."""
+def resnet(name: str, num_outputs: int = 1) -> ResNet:
+  """``"resnet50"`` (the released model), ``"resnet18"`` or ``"resnet_small"`` (CPU);
+  ``num_outputs=1000`` gives torchvision's ImageNet head."""
   if name not in RESNETS:
     raise ValueError(f"model must be one of {tuple(RESNETS)}; got {name!r}")
-  return ResNet(**RESNETS[name])
+  return ResNet(**RESNETS[name], num_outputs=num_outputs)
 
 
 def load_pretrained(variables, path: str):

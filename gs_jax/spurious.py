@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from gs_jax import losses, train
+from gs_jax.data import stream
 from gs_jax.batching import batched
 
 METHODS = ("erm", "sd", "group_dro", "lff")
@@ -59,12 +60,11 @@ def init_state(method: str, model, tx, key, x_example, n_train: int, variables=N
   """Fresh state; ``variables`` (e.g. pretrained, :func:`gs_jax.models.load_pretrained`)
   replace the initialised ones of the main network, ``biased_variables`` LfF's biased one."""
   def make(k, v):
-    s = train.init_state(model, tx, k, x_example)
-    if v is not None:
-      v = dict(v)
-      params = v.pop("params")
-      s = s.replace(params=params, opt_state=tx.init(params), model_state=v)
-    return s
+    if v is None:
+      return train.init_state(model, tx, k, x_example)
+    # the state train.init_state would give, with v's variables (and no discarded init: an
+    # eager init of a ResNet-50 takes minutes on XLA:CPU)
+    return train.make_state(dict(v), tx, jax.random.split(k)[1])
   k_net, k_biased, k_state = jax.random.split(key, 3)
   net = make(k_net, variables)
   biased = make(k_biased, biased_variables) if method == "lff" else None
@@ -146,15 +146,21 @@ def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=
 def make_evaluator(model, preprocess, batch_size: int = 500):
   """``evaluate(variables, x, g) -> {"correct": (G,), "n": (G,)}`` (ints): per-group counts
   of correct predictions in eval mode, ``sign(ŷ) == 2y − 1`` (a zero logit is wrong, as the
-  released code)."""
+  released code). ``x``: uint8 images, or a :class:`gs_jax.data.stream.Stream` of them."""
   @jax.jit
   def logits_fn(variables, xb):
     return model.apply(variables, preprocess(xb), train=False)
 
   def evaluate(variables, x, g):
-    run = batched(lambda xb, yb, key: logits_fn(variables, xb), batch_size)
     g = np.asarray(g)
-    logits = np.asarray(run(x, g, jax.random.PRNGKey(0)))
+    if stream.is_stream(x):   # fixed-shape batches in order, the last padded with row 0
+      rows = np.arange(-(-len(g) // batch_size) * batch_size)
+      rows[len(g):] = 0
+      logits = np.concatenate([np.asarray(logits_fn(variables, jnp.asarray(xb)))
+                               for xb in x.batches(rows.reshape(-1, batch_size))])[:len(g)]
+    else:
+      run = batched(lambda xb, yb, key: logits_fn(variables, xb), batch_size)
+      logits = np.asarray(run(x, g, jax.random.PRNGKey(0)))
     ok = logits * (2 * (g // 2) - 1) > 0
     return {"correct": np.bincount(g, weights=ok, minlength=NUM_GROUPS).astype(int).tolist(),
             "n": np.bincount(g, minlength=NUM_GROUPS).tolist()}

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from gs_jax import distributed, losses
+from gs_jax.data import stream
 
 Objective = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -464,6 +465,9 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   statistics), so the result equals the one-device result up to float reassociation.
   ``metrics`` are stacked per step, shape (k,).
 
+  ``x_all`` may be a :class:`gs_jax.data.stream.Stream`: each batch comes from its background
+  pipeline (:meth:`~gs_jax.data.stream.Stream.take`) and is fed to the same compiled step.
+
   In a multi-process run (``jax.process_count() > 1``) ``x_all``/``y_all`` stay on the host
   (NumPy) and every process feeds only its own rows of each global batch
   (:func:`gs_jax.distributed.feed_batch`); the compiled step is the same.
@@ -497,6 +501,15 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   def run(state, x_all, y_all, idx, hparams):
     if mesh is not None and idx.shape[1] % mesh.size:
       raise ValueError(f"batch size {idx.shape[1]} is not divisible by the {mesh.size} devices")
+    if stream.is_stream(x_all):   # images decoded by a background pipeline, fed per batch
+      if scan or multi:
+        raise ValueError("a streamed dataset is fed per batch: not with scan=True or several "
+                         "processes")
+      history = []
+      for ids in np.asarray(idx):
+        state, metrics = fed_jit(state, jnp.asarray(x_all.take(ids)), y_all[ids], hparams)
+        history.append(metrics)
+      return state, jax.tree_util.tree_map(lambda *m: jnp.stack(m), *history)
     if scan:
       return scanned(state, x_all, y_all, jnp.asarray(idx), hparams)
     history = []
@@ -564,7 +577,9 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
 
   Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
   of ``data`` (``{"x": (n, …), "y": (n,)}``, whole arrays kept on the devices); it must depend
-  on ``e`` only (e.g. :func:`gs_jax.data.cifar.epoch_permutation` with a fixed key). Steps run
+  on ``e`` only (e.g. :func:`gs_jax.data.cifar.epoch_permutation` with a fixed key).
+  ``data["x"]`` may be a :class:`gs_jax.data.stream.Stream` (images decoded in the background,
+  fed per batch; started on each epoch's rows, so batches still depend on the epoch only). Steps run
   through :func:`make_epoch_runner` (``preprocess``, ``mesh`` as there; with a mesh the state
   and data are replicated over it) in groups of ``chunk`` steps, after each of which
   ``on_chunk(step, metrics)`` is called and the progress bar advances. ``scan=True`` runs each
@@ -610,6 +625,9 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
     history = list(meta["history"])
   if mesh is not None and jax.process_count() > 1:   # data stay on the host: fed per batch
     state = distributed.to_global(state, replicated(mesh))
+  elif mesh is not None and stream.is_stream(data["x"]):   # the images stay on the host
+    state, y = jax.device_put((state, data["y"]), replicated(mesh))
+    data = {**data, "y": y}
   elif mesh is not None:
     state, data = jax.device_put((state, dict(data)), replicated(mesh))
   if start == num_epochs:
@@ -621,6 +639,8 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
             disable=not progress) as bar:
     for epoch in range(start, num_epochs):
       idx = batch_indices(epoch)
+      if stream.is_stream(data["x"]):
+        data["x"].start(idx)   # this epoch's batches, decoded ahead in the background
       sums = {}
       for first in range(0, len(idx), chunk):
         state, metrics = run_steps(state, data["x"], data["y"], idx[first:first + chunk],

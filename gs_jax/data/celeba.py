@@ -205,15 +205,42 @@ def _limit(s: Split, n: int) -> Split:
   return Split(s.files[:n], s.y[:n], s.a[:n]) if n else s
 
 
+def _tfds_stream(size: int, limit: int, threads: int, prefetch: int) -> CelebA:
+  """TFDS splits as :class:`gs_jax.data.stream.Stream` (``tfds.data_source``: random access,
+  needs ``celeb_a`` prepared in array_record format). The labels are read by one pass over
+  every record (this decodes each image once)."""
+  import tensorflow_datasets as tfds
+
+  from gs_jax.data import stream
+  splits = {}
+  for name, tf_name in zip(SPLITS, ("train", "validation", "test")):
+    src = tfds.data_source("celeb_a", split=tf_name)
+    n = min(limit, len(src)) if limit else len(src)
+    ys, as_ = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    for i in range(n):
+      attrs = src[i]["attributes"]
+      ys[i], as_[i] = int(attrs[TARGET]), int(attrs[SPURIOUS])
+    view = src if n == len(src) else [src[i] for i in range(n)]
+    splits[name] = Split([""] * n, ys, as_, stream.Stream(
+        stream.TfdsImages(view, size, center_crop_resize), threads=threads, prefetch=prefetch))
+  return CelebA("tfds", "official", splits)
+
+
 def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
-         verbose: bool = True) -> CelebA:
+         verbose: bool = True, stream: bool = False, threads: int = 8,
+         prefetch: int = 4) -> CelebA:
   """CelebA at ``size × size`` with images read, from ``data_dir`` (official layout), else
   ``$GS_DATA_DIR/celeba`` (the offline copy, or an official layout placed there), else
   ``tfds.load``. ``limit > 0`` keeps the first ``limit`` images of every split (tests, smoke
-  runs). Prints the group counts of every split (:func:`describe`)."""
+  runs). Prints the group counts of every split (:func:`describe`).
+
+  ``stream=True``: every split's ``x`` is a :class:`gs_jax.data.stream.Stream` instead of an
+  array — images are decoded, cropped and resized on demand by ``threads`` background threads,
+  at most ``prefetch`` batches ahead (bounded memory; the same pixels as the in-memory path).
+  """
   root = paths.resolve(data_dir, "celeba")
   if root is None:
-    data = _tfds(size, limit)
+    data = _tfds_stream(size, limit, threads, prefetch) if stream else _tfds(size, limit)
   else:
     if os.path.isdir(os.path.join(root, "img_align_celeba")):
       data, image_dir = official_labels(root), os.path.join(root, "img_align_celeba")
@@ -224,7 +251,12 @@ def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
                               "img_align_celeba_half/ (offline copy) found")
     for name, s in data.splits.items():
       s = data.splits[name] = _limit(s, limit)
-      s.x = read_images(image_dir, s.files, size)
+      if stream:
+        from gs_jax.data import stream as streaming
+        s.x = streaming.Stream(streaming.ImageFiles(image_dir, s.files, size, center_crop_resize),
+                               threads=threads, prefetch=prefetch)
+      else:
+        s.x = read_images(image_dir, s.files, size)
   if verbose:
     print(describe(data))
   return data
