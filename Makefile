@@ -15,7 +15,7 @@ LANES ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: venv venv-oldest test test-oldest test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
         cmnist cifar cifar2_cpu cifar2_released cifar2_released_extra celeba celeba_cpu bench-two-moons bench-dual \
-        bench-cmnist bench-cifar bench-distributed clean-venv
+        bench-cmnist bench-cifar bench-distributed bench-stacks clean-venv
 
 .venv/.installed: pyproject.toml constraints/newest.txt
 	python3 -m venv .venv
@@ -161,6 +161,18 @@ bench-cifar: .venv/.installed
 
 bench-distributed: .venv/.installed
 	$(PY) -m benchmarks.distributed_step $(ARGS)
+
+# Issue 18: the speed benchmarks on both stacks, one after the other (a quiet machine), then
+# the side-by-side table (docs/results/speed_stacks/table.md).
+BENCH_OUT ?= docs/results/speed_stacks
+bench-stacks: .venv/.installed .venv-oldest/.installed
+	mkdir -p $(BENCH_OUT)
+	for v in .venv-oldest .venv; do s=$$( [ $$v = .venv ] && echo newest || echo oldest ); \
+	  $$v/bin/python -m benchmarks.cifar_speed --protocol=released \
+	    --json=$(BENCH_OUT)/cifar_released_$$s.json || exit 1; \
+	  $$v/bin/python -m benchmarks.cmnist_speed --methods=sd \
+	    --json=$(BENCH_OUT)/cmnist_$$s.json || exit 1; done
+	$(PY) -m analysis.speed_table $(BENCH_OUT)
 
 bench-ntk-features: .venv/.installed
 	$(PY) -m benchmarks.ntk_features $(ARGS)

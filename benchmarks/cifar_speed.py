@@ -180,6 +180,7 @@ def main(argv=None):
                       "as the experiment runs; '' = no pinning)")
   p.add_argument("--torch_threads", type=int, default=0,
                  help="PyTorch intra-op threads (0: PyTorch's default)")
+  p.add_argument("--json", default="", help="also write the numbers (with provenance) here")
   args = p.parse_args(argv)
   released = args.protocol == "released"
   from gs_jax import devices   # before JAX starts: the runtime is chosen at backend start
@@ -225,6 +226,19 @@ def main(argv=None):
   ratios = [a / b for a, b in zip(rates["gs-jax"], rates["pytorch-eager"])]
   print(f"  ratio gs-jax / pytorch-eager: {med['gs-jax'] / med['pytorch-eager']:.2f}× "
         f"(per repeat {min(ratios):.2f}–{max(ratios):.2f}×)")
+  if args.json:
+    import os
+
+    import jax
+
+    from gs_jax import results
+    results.atomic_write_json(args.json, {
+        "protocol": args.protocol, "batch_size": args.batch_size, "steps": args.steps,
+        "repeats": args.repeats, "jax": jax.__version__, "xla_cpu_runtime": runtime,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpus": cpus, "torch_threads": threads,
+        "compile_s": compile_s, "images_per_s": rates, "median": med,
+        "ratio": med["gs-jax"] / med["pytorch-eager"], "ratio_per_repeat": ratios,
+        "load_average": os.getloadavg(), "provenance": results.provenance()})
 
 
 if __name__ == "__main__":
