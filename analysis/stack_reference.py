@@ -5,6 +5,7 @@ comparison of two such runs (issue 18; README, "Choosing a stack").
     .venv/bin/python -m analysis.stack_reference --out=runs/stack_reference/newest.json
     python -m analysis.stack_reference --compare runs/stack_reference/oldest.json \\
         runs/stack_reference/newest.json                      # exit 1 if outside a tolerance
+    # committed: docs/results/stack_reference/{oldest,newest}.json and compare.md (--table_out)
 
 The set (each run as its own CLI process, so global settings start fresh):
 
@@ -16,8 +17,8 @@ The set (each run as its own CLI process, so global settings start fresh):
   steps): different XLA versions sum in different orders, so atol 5e-3 on margins, losses and
   accuracies (the claim is margin (b) ≈ 0.10 vs (c) ≈ 0.21).
 - ``colored_mnist``: ``experiments.colored_mnist --preset=sd --seeds=2 --n_train=10000
-  --n_test=2000`` (two restarts, 501 full-batch float32 Adam steps on a reduced set): atol 0.01
-  on accuracies (one point) and losses.
+  --n_test=2000`` (two restarts, 2,001 full-batch float32 Adam steps on a reduced set): atol
+  0.01 on accuracies (one point) and losses.
 - ``cifar_released``: ``experiments.cifar --preset=released --epochs=2`` with margins on 100
   test images (20,000 batch-1 float32 SGD steps: chaotic, so only the statistics are compared):
   atol 0.02 on accuracies, 0.01 on margins.
@@ -137,11 +138,14 @@ def main(argv=None):
   p.add_argument("--work_dir", default="", help="run directories (default: a temporary one)")
   p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                  help="compare two reference files instead; exit 1 if outside a tolerance")
+  p.add_argument("--table_out", default="", help="with --compare: also write the table here")
   args = p.parse_args(argv)
   if args.compare:
     a, b = (json.loads(Path(f).read_text()) for f in args.compare)
     text, ok = compare(a, b)
     print(text)
+    if args.table_out:
+      Path(args.table_out).write_text(text + "\n")
     if not ok:
       raise SystemExit(1)
     return text
