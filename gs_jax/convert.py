@@ -29,6 +29,7 @@ unexpected or mis-shaped entry is a ValueError naming it. Reading a ``.pth`` nee
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Mapping
 
@@ -177,7 +178,11 @@ def read_torch_state_dict(path: str) -> dict:
     import torch
   except ImportError as e:
     raise ImportError("reading a .pth file needs PyTorch: pip install 'gs-jax[convert]'") from e
-  sd = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:   # not a torch file, or one that needs code to load
+    raise ValueError(f"{path}: not a PyTorch state_dict file ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:200]})") from e
   if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
     sd = sd["state_dict"]
   if not isinstance(sd, dict):
@@ -200,9 +205,15 @@ def main(argv=None) -> int:
   p.add_argument("--out", required=True, help="msgpack file for --pretrained")
   p.add_argument("--arch", default="auto", choices=("auto",) + TORCHVISION_ARCHS)
   a = p.parse_args(argv)
-  sd = read_torch_state_dict(a.torchvision)
-  name = infer_arch(sd) if a.arch == "auto" else a.arch
-  variables = convert_state_dict(sd, name)
+  if not os.path.isfile(a.torchvision):
+    p.error(f"--torchvision {a.torchvision!r}: no such file (download "
+            f"{', '.join(IMAGENET1K_V1.values())} from download.pytorch.org/models/)")
+  try:   # a file that is no torchvision ResNet state_dict: a user error, not a bug
+    sd = read_torch_state_dict(a.torchvision)
+    name = infer_arch(sd) if a.arch == "auto" else a.arch
+    variables = convert_state_dict(sd, name)
+  except (ValueError, KeyError, RuntimeError) as e:
+    p.error(f"--torchvision {a.torchvision!r}: {e}")
   save(variables, a.out)
   n = sum(int(np.prod(v.shape)) for k, v in _flat(variables["params"]))
   print(f"{a.torchvision} → {a.out}: torchvision {name}, {n:,} parameters, "

@@ -109,3 +109,15 @@ def test_cli_writes_a_checkpoint_that_load_pretrained_accepts(tmp_path):
                                 net.bn1.running_var.numpy())
   np.testing.assert_array_equal(loaded["params"]["head"]["kernel"],
                                 fresh["params"]["head"]["kernel"])
+
+
+def test_cli_user_errors_end_with_a_message_not_a_traceback(tmp_path, capsys):
+  pytest.importorskip("torch")
+  for path, words in ((tmp_path / "missing.pth", "no such file"),
+                      (tmp_path / "junk.pth", "not a PyTorch state_dict")):
+    if "junk" in path.name:
+      path.write_text("not a torch file")
+    with pytest.raises(SystemExit) as e:
+      convert.main(["--torchvision", str(path), "--out", str(tmp_path / "o.msgpack")])
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err
