@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 
 ARMS = ("erm", "sd")
 LABELS = {"erm": "ERM", "sd": "SD"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 from gs_jax.data import toy
 
 
