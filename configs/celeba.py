@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax.base import distributed
+from configs._run import run_section
 
 PRESETS = ("cpu", "paper")
 METHODS = ("erm", "sd", "group_dro", "lff")
@@ -91,18 +91,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       weight_decay=0.0, epochs=8 if cpu else 3, batch_size=128,
       sd_lambdas=(0.1, 0.1), sd_gammas=(0.44, 2.5),
       dro_step_size=0.01, dro_adjustment=0.0, gce_q=0.7, ema_alpha=0.7,
-      limit=0, data_dir="", out_dir="", overwrite=False, checkpoint=True,
-      stream=not cpu, stream_threads=8, stream_prefetch=4,
-      eval_batch=500, chunk=10, progress=True, cpu_devices=1,
-      **distributed.config_fields()))
+      limit=0, eval_batch=500, chunk=10,
+      run=run_section(data=True, checkpoint=True, distributed=True, cpu_devices=1,
+                      stream=not cpu, stream_threads=8, stream_prefetch=4)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax.nn import models
   if cfg.method not in METHODS:
     raise ValueError(f"--method must be one of {METHODS}; got {cfg.method!r}")
-  if cfg.model not in models.RESNETS:
-    raise ValueError(f"--model must be one of {tuple(models.RESNETS)}; got {cfg.model!r}")
   if cfg.optimizer not in ("adam", "sgd", "released"):
     raise ValueError(f"--optimizer must be adam, sgd or released; got {cfg.optimizer!r}")
   if len(cfg.sd_lambdas) != 2 or len(cfg.sd_gammas) != 2:
@@ -111,10 +107,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"--gce_q must be in (0, 1]; got {cfg.gce_q}")
   if not 0 <= cfg.ema_alpha < 1:
     raise ValueError(f"--ema_alpha must be in [0, 1); got {cfg.ema_alpha}")
-  for name in ("epochs", "batch_size", "eval_batch", "chunk", "image_size", "stream_threads",
-               "stream_prefetch"):
+  for name in ("epochs", "batch_size", "eval_batch", "chunk", "image_size"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1")
-  for name in ("limit", "cpu_devices", "dro_adjustment", "dro_step_size", "lr"):
+  for name in ("stream_threads", "stream_prefetch"):
+    if cfg.run[name] < 1:
+      raise ValueError(f"--{name} must be >= 1")
+  if cfg.run.cpu_devices < 0:
+    raise ValueError("--cpu_devices must be >= 0")
+  for name in ("limit", "dro_adjustment", "dro_step_size", "lr"):
     if cfg[name] < 0:
       raise ValueError(f"--{name} must be >= 0")

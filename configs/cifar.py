@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax.base import distributed
+from configs._run import run_section
 
 PRESETS = ("cpu", "paper", "released", "paper_cifar100")
 MODELS = ("cpu", "paper", "released", "preact_resnet18")   # gs_jax.models.cifar_model
@@ -110,12 +110,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
         dataset="cifar2", classes="airplane,horse", model="released", sd_lambda=0.0,
         sd_coef=0.0, seed=0, epochs=40, batch_size=1, lr=1e-3, schedule="constant",
         warmup_epochs=0.0, momentum=0.9, weight_decay=0.0, augment=False,
-        data_dir="", out_dir="", overwrite=False, checkpoint=True,
+        train_limit=0, chunk=2500,
         # Evaluation is most of a run's CPU time (PGD per bisection step): margins of the
         # released attack on the first 1,000 test images, the strong attack on 100.
-        eval_batch=500, margin_n=1000, margin_eps_max=0.5, margin_bisection=10, strong_n=100,
-        train_limit=0, test_limit=0, chunk=2500, progress=True, cpu_devices=1,
-        cpu_runtime="fastest", cpu_cores="0"))
+        eval=ml_collections.ConfigDict(dict(
+            eval_batch=500, margin_n=1000, margin_eps_max=0.5, margin_bisection=10,
+            strong_n=100, test_limit=0)),
+        run=run_section(data=True, checkpoint=True, cpu=True, cpu_runtime="fastest",
+                        cpu_cores="0")))
   if preset == "paper_cifar100":
     # Table 1's CIFAR-100 row (GS table_1/run_ERM.sh: --dataset CIFAR100 --arch resnet_preact);
     # the released files give no training recipe: these settings are ours (protocols §3.3).
@@ -128,23 +130,19 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       schedule="cosine", seed=0,
       epochs=6 if preset == "cpu" else 30, batch_size=128, lr=0.05, warmup_epochs=1.0,
       momentum=0.9, weight_decay=5e-4, augment=True,
-      data_dir="", out_dir="", overwrite=False, checkpoint=True,
+      train_limit=0, chunk=10,
       # paper: the evaluation of the committed VGG runs (every test image, finer bisection,
       # attack-strength check on 1,000 images).
-      eval_batch=500, margin_n=500 if preset == "cpu" else -1, margin_eps_max=0.05,
-      margin_bisection=6 if preset == "cpu" else 7, strong_n=0 if preset == "cpu" else 1000,
-      train_limit=0, test_limit=0,
-      chunk=10, progress=True, cpu_devices=1, cpu_runtime="thunk", cpu_cores="",
-      **distributed.config_fields()))
+      eval=ml_collections.ConfigDict(dict(
+          eval_batch=500, margin_n=500 if preset == "cpu" else -1, margin_eps_max=0.05,
+          margin_bisection=6 if preset == "cpu" else 7,
+          strong_n=0 if preset == "cpu" else 1000, test_limit=0)),
+      run=run_section(data=True, checkpoint=True, cpu=True, distributed=True)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax.data import cifar   # light: no TensorFlow at import
-  if cfg.dataset not in cifar.DATASETS:
-    raise ValueError(f"--dataset must be one of {cifar.DATASETS}; got {cfg.dataset!r}")
   if cfg.model not in MODELS:
     raise ValueError(f"--model must be one of {MODELS}; got {cfg.model!r}")
-  cifar.class_ids(cfg.classes)   # raises on unknown names
   for name in ("sd_lambda", "sd_coef"):
     if not 0 <= cfg[name] < float("inf"):
       raise ValueError(f"--{name} must be a finite number >= 0; got {cfg[name]}")
@@ -153,11 +151,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                      "not both")
   if cfg.schedule not in ("cosine", "constant"):
     raise ValueError(f"--schedule must be cosine or constant; got {cfg.schedule!r}")
-  for name in ("epochs", "batch_size", "eval_batch", "chunk"):
+  for name in ("epochs", "batch_size", "chunk"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1")
-  for name in ("train_limit", "test_limit", "margin_bisection", "cpu_devices"):
-    if cfg[name] < 0:
-      raise ValueError(f"--{name} must be >= 0")
-  if cfg.margin_n < -1 or cfg.strong_n < -1:
+  if cfg.eval.eval_batch < 1:
+    raise ValueError("--eval_batch must be >= 1")
+  if cfg.train_limit < 0 or cfg.eval.test_limit < 0 or cfg.eval.margin_bisection < 0:
+    raise ValueError("--train_limit, --test_limit and --margin_bisection must be >= 0")
+  if cfg.run.cpu_devices < 0:
+    raise ValueError("--cpu_devices must be >= 0")
+  if cfg.eval.margin_n < -1 or cfg.eval.strong_n < -1:
     raise ValueError("--margin_n and --strong_n must be >= -1")

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs._run import run_section
+
 PRESETS = ("cpu", "full", "coupled")
 # eq-5 λ of the coupled preset, weak → strong against the full preset's spectrum at θ0
 # (s_20² ≈ 55, s_2² ≈ 450–900, s_1² ≈ 3.3e4): below every top-20 s_j², between s_20² and s_2²,
@@ -95,11 +97,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       # and 20 log-spaced ones in the first 2,000 steps.
       response_every=2000 if full else 100, response_early=20 if full else 0, n_images=8,
       chunk=2500 if full else 500,
-      data_dir="", out_dir="", overwrite=False, checkpoint=True, progress=True,
-      cpu_devices=1,
       # full: batch-1 training as experiments.cifar's released preset runs it (one pinned
       # core, legacy runtime: ~3× faster there); cpu keeps the settings of its committed run.
-      cpu_runtime="fastest" if full else "thunk", cpu_cores="0" if full else ""))
+      run=run_section(data=True, checkpoint=True, cpu=True,
+                      cpu_runtime="fastest" if full else "thunk",
+                      cpu_cores="0" if full else "")))
 
 
 def parse_arm(name: str) -> tuple[str, float]:
@@ -120,8 +122,6 @@ def parse_arm(name: str) -> tuple[str, float]:
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax.data import cifar
-  cifar.class_ids(cfg.classes)
   if not cfg.arms or len(set(cfg.arms)) != len(cfg.arms):
     raise ValueError(f"--arms must name at least one arm, each once; got {cfg.arms}")
   for arm in cfg.arms:

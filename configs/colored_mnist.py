@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax.base import distributed
+from configs._run import run_section
 
 PRESETS = ("sd", "erm", "sd_clean", "irm", "rex", "oracle")
 
@@ -76,17 +76,12 @@ def get_config(preset: str = "sd") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       **{**base, **methods[preset]},
       seeds=10, seed=0, data_seed=0, resample_data=preset == "oracle", n_train=0, n_test=0,
-      log_every=100, chunk=250, matmul_precision="highest", data_dir="",
-      out_dir=f"runs/colored_mnist/{preset}", progress=True, overwrite=False, cpu_devices=0,
-      **distributed.config_fields()))
+      log_every=100, chunk=250, matmul_precision="highest",
+      run=run_section(data=True, distributed=True, out_dir=f"runs/colored_mnist/{preset}",
+                      cpu_devices=0)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax.tasks import cmnist
-  if cfg.objective not in cmnist.OBJECTIVES:
-    raise ValueError(f"--objective must be one of {cmnist.OBJECTIVES}; got {cfg.objective!r}")
-  if cfg.rex_form not in cmnist.REX_FORMS:
-    raise ValueError(f"--rex_form must be one of {cmnist.REX_FORMS}; got {cfg.rex_form!r}")
   if cfg.objective == "sd" and cfg.sd_lambda <= 0:
     raise ValueError(f"--objective=sd needs --sd_lambda > 0; got {cfg.sd_lambda}")
   if cfg.objective in ("irm", "rex") and cfg.penalty_weight <= 0:
@@ -95,7 +90,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for name in ("seeds", "steps", "hidden", "log_every", "chunk"):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1; got {cfg[name]}")
-  for name in ("n_train", "n_test", "anneal_steps", "l2_weight", "sd_lambda", "cpu_devices"):
+  if cfg.run.cpu_devices < 0:
+    raise ValueError(f"--cpu_devices must be >= 0; got {cfg.run.cpu_devices}")
+  for name in ("n_train", "n_test", "anneal_steps", "l2_weight", "sd_lambda"):
     if cfg[name] < 0:
       raise ValueError(f"--{name} must be >= 0; got {cfg[name]}")
   if cfg.lr <= 0:

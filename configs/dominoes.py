@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs._run import run_section
+
 PRESETS = ("cpu", "quick", "sd_sweep")
 METHODS = ("erm", "l2", "sd")
 
@@ -91,13 +93,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       feature_method="matrix_free", feature_passes=3 if quick else 8, feature_tol=1e-5,
       feature_batch=24 if quick else 100, attr_examples=2 if quick else 8,
       eval_batch=16 if quick else 500, chunk=50,
-      data_dir="", out_dir="", overwrite=False, checkpoint=True, progress=not quick,
-      cpu_devices=1, cpu_cores=""))
+      run=run_section(data=True, checkpoint=True, progress=not quick, cpu_devices=1,
+                      cpu_cores="")))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax.data import cifar
-  cifar.class_ids(cfg.classes)
   if not 0.0 <= cfg.a <= 1.0:
     raise ValueError(f"--a must lie in [0, 1]; got {cfg.a}")
   if not 0.0 <= cfg.background <= 1.0:

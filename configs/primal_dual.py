@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs._run import run_section
+
 PRESETS = ("paper", "quick")
 
 # The two-feature problem YΦ0 = U(δ) diag(s1, s2) V^T (eq 15), shared with configs.theorem2.
@@ -41,8 +43,8 @@ def coupled_problem(s1: tuple, m: int) -> dict:
 
 def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
   cfg = dict(**coupled_problem((2.0, 3.0, 4.0, 5.0, 6.0), m=10), steps=200_000,
-             primal_lr=0.02, dual_lr=2e-4, every=50, out_dir=f"runs/primal_dual/{preset}",
-             overwrite=False, progress=True)
+             primal_lr=0.02, dual_lr=2e-4, every=50,
+             run=run_section(out_dir=f"runs/primal_dual/{preset}"))
   if preset == "quick":
     cfg.update(s1=(2.0, 4.0, 6.0), steps=40_000, every=200)
   elif preset != "paper":

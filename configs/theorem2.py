@@ -24,6 +24,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import primal_dual
+from configs._run import run_section
 
 PRESETS = ("paper", "quick")
 PARTS = ("linear", "network")
@@ -67,8 +68,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
   elif preset != "paper":
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   return ml_collections.ConfigDict(dict(
-      parts=PARTS, linear=linear, network=network, chunk=chunk, checkpoint_seconds=60.0,
-      out_dir=f"runs/theorem2/{preset}", overwrite=False, progress=True, cpu_devices=0))
+      parts=PARTS, linear=linear, network=network, chunk=chunk,
+      run=run_section(out_dir=f"runs/theorem2/{preset}", cpu_devices=0,
+                      checkpoint_seconds=60.0)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -91,5 +93,5 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                      "--network.n_per_cluster >= 2")
   if not 0 <= net.momentum < 1:
     raise ValueError("--network.momentum must be in [0, 1)")
-  if cfg.cpu_devices < 0:
+  if cfg.run.cpu_devices < 0:
     raise ValueError("--cpu_devices must be >= 0")

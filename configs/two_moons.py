@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax.base import distributed
+from configs._run import run_section
 
 PRESETS = ("paper", "published", "released", "long")
 
@@ -94,9 +94,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   return ml_collections.ConfigDict(dict(
       panels=ml_collections.ConfigDict(panels, sort_keys=False), only=(), seeds=10, steps_scale=1.0,
-      out_dir=f"runs/two_moons/{preset}", figure=figure, ncols=ncols,
-      map_resolution=100, margin_resolution=400, overwrite=False, plot_only=False,
-      progress=True, cpu_devices=0, **distributed.config_fields()))
+      figure=figure, ncols=ncols, map_resolution=100, margin_resolution=400,
+      run=run_section(distributed=True, out_dir=f"runs/two_moons/{preset}", cpu_devices=0,
+                      plot_only=False)))
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -104,7 +104,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError("--seeds must be >= 1")
   if cfg.steps_scale <= 0:
     raise ValueError("--steps_scale must be > 0")
-  if cfg.cpu_devices < 0:
+  if cfg.run.cpu_devices < 0:
     raise ValueError("--cpu_devices must be >= 0")
   unknown = [n for n in cfg.only if n and n not in cfg.panels]
   if unknown:

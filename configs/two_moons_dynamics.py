@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs._run import run_section
+
 PRESETS = ("paper", "cpu_quick")
 
 HELP = {
@@ -56,8 +58,9 @@ def get_config(preset: str = "paper") -> ml_collections.ConfigDict:
       },
       seeds=10, steps=10_000, width=500, lr=1e-2, momentum=0.9, weight_decay=2e-4,
       num_candidates=3, released_columns=(1, 6), grid_resolution=60, record_every=10,
-      chunk=500, checkpoint_every_s=60.0, out_dir=f"runs/two_moons_dynamics/{preset}",
-      figure="figure1d", overwrite=False, progress=True, cpu_devices=0))
+      chunk=500, figure="figure1d",
+      run=run_section(out_dir=f"runs/two_moons_dynamics/{preset}", cpu_devices=0,
+                      checkpoint_every_s=60.0)))
   if preset == "cpu_quick":
     cfg.update(dict(seeds=2, steps=200, width=100, chunk=50, grid_resolution=30))
   elif preset != "paper":
@@ -73,7 +76,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError("--num_candidates must be >= 2 (z1 and z2 live in that span)")
   if any(c < 0 for c in cfg.released_columns):
     raise ValueError("--released_columns must be >= 0 (0-based)")
-  if cfg.cpu_devices < 0:
+  if cfg.run.cpu_devices < 0:
     raise ValueError("--cpu_devices must be >= 0")
-  if cfg.checkpoint_every_s < 0:
+  if cfg.run.checkpoint_every_s < 0:
     raise ValueError("--checkpoint_every_s must be >= 0")

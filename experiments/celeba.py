@@ -29,23 +29,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import celeba as configs
-from gs_jax.experiment import checkpoint, cli, results
 from gs_jax.base import distributed
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
 from gs_jax.nn import models
 from gs_jax.tasks import spurious
 from gs_jax import training as train
 from gs_jax.data import celeba, cifar
 
-# What determines the trained network: a checkpoint written under other values is refused.
-TRAINING_FIELDS = ("method", "seed", "model", "pretrained", "image_size", "optimizer", "lr",
-                   "momentum", "weight_decay", "epochs", "batch_size", "sd_lambdas",
-                   "sd_gammas", "dro_step_size", "dro_adjustment", "gce_q", "ema_alpha",
-                   "limit", "data_dir")
 SELECTIONS = {"last": None, "best_val_average": "average", "best_val_worst_group": "worst_group"}
 
 
 def default_out_dir(cfg) -> str:
   return f"runs/celeba/{cfg.get('preset', 'cpu')}_{cfg.method}_s{cfg.seed}"
+
+
+def validate(cfg) -> None:
+  """Checks that need the library (the config module imports ml_collections only)."""
+  if cfg.model not in models.RESNETS:
+    raise ValueError(f"--model must be one of {tuple(models.RESNETS)}; got {cfg.model!r}")
 
 
 def optimizer(cfg):
@@ -66,14 +68,11 @@ def select(history, key):
 
 def run(cfg) -> dict:
   """Trains (or resumes) and evaluates one run; writes and returns ``results.json``."""
-  cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
-  writer = results.RunWriter(cfg.out_dir, "celeba", cfg)
-  if cfg.overwrite and distributed.is_main():
-    writer.discard_training()
-  distributed.barrier("celeba: out_dir ready")   # after process 0 removed old checkpoints
+  writer = Run(cfg, "celeba", out_dir=cfg.run.out_dir or default_out_dir(cfg))
   t0 = time.perf_counter()
-  data = celeba.load(cfg.data_dir or None, size=cfg.image_size, limit=cfg.limit,
-                     stream=cfg.stream, threads=cfg.stream_threads, prefetch=cfg.stream_prefetch)
+  data = celeba.load(cfg.run.data_dir or None, size=cfg.image_size, limit=cfg.limit,
+                     stream=cfg.run.stream, threads=cfg.run.stream_threads,
+                     prefetch=cfg.run.stream_prefetch)
   load_s = time.perf_counter() - t0
   tr = data.splits["train"]
   n = len(tr.y)
@@ -120,19 +119,17 @@ def run(cfg) -> dict:
           f"test avg {t['average']:.4f} worst {t['worst_group']:.4f} "
           f"(group {t['worst_group_id']}, n={t['worst_group_n']})", file=sys.stderr)
 
-  ckpt = checkpoint.Checkpointer(writer.out_dir / "ckpt", every_seconds=0.0) \
-      if cfg.checkpoint else None
+  ckpt = writer.checkpointer(every_seconds=0.0) if cfg.run.checkpoint else None
   start = (ckpt.latest_step() or 0) if ckpt is not None else 0
   if start:
-    print(f"resumed from epoch {ckpt.latest_step()} in {cfg.out_dir}", file=sys.stderr)
+    print(f"resumed from epoch {ckpt.latest_step()} in {writer.out_dir}", file=sys.stderr)
   rows = np.stack([tr.g, np.arange(n, dtype=np.int32)], 1)
   t0 = time.perf_counter()
   state, history = train.fit_minibatch(
       None, tx, None, state, {"x": tr.x, "y": rows},
       lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size), cfg.epochs,
       {}, preprocess=lambda key, xb: celeba.to_float(xb), mesh=mesh, checkpoint=ckpt,
-      fingerprint={k: cfg[k] for k in TRAINING_FIELDS}, chunk=cfg.chunk,
-      progress=cfg.progress, on_epoch=log_epoch, train_step=step, evaluate=evaluate,
+      chunk=cfg.chunk, progress=cfg.run.progress, on_epoch=log_epoch, train_step=step, evaluate=evaluate,
       show=tuple(f"acc_g{k}" for k in range(4)), desc=f"celeba {cfg.method} s{cfg.seed}")
   train_s = time.perf_counter() - t0
   images = (cfg.epochs - start) * (n // cfg.batch_size) * cfg.batch_size
@@ -147,12 +144,11 @@ def run(cfg) -> dict:
             "data": {"source": data.source, "division": data.division,
                      "group_counts": {k: celeba.group_counts(s).tolist()
                                       for k, s in data.splits.items()},
-                     "image_size": cfg.image_size, "streamed": bool(cfg.stream)}}
+                     "image_size": cfg.image_size, "streamed": bool(cfg.run.stream)}}
   writer.write(metrics, {}, **extras)
-  distributed.barrier("celeba: results written")   # before the others read them
-  r = results.read_json(writer.results_path)
+  r = writer.read()
   h = r["metrics"]["best_val_average"]["test"]
-  print(f"{cfg.out_dir}: test (best val avg, epoch {r['metrics']['best_val_average']['epoch']}) "
+  print(f"{writer.out_dir}: test (best val avg, epoch {r['metrics']['best_val_average']['epoch']}) "
         f"average {h['average']:.4f}, worst group {h['worst_group']:.4f} "
         f"(n={h['worst_group_n']}, 95% CI {h['worst_group_ci95'][0]:.3f}–"
         f"{h['worst_group_ci95'][1]:.3f})")
@@ -160,7 +156,7 @@ def run(cfg) -> dict:
 
 
 def main(argv=None):
-  return cli.main(configs, run, argv, prog="python -m experiments.celeba")
+  return cli.main(configs, run, argv, prog="python -m experiments.celeba", validate=validate)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ starts afresh.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import jax
@@ -33,15 +31,15 @@ import numpy as np
 
 from analysis import cifar_features_figures
 from configs import cifar_features as configs
-from gs_jax.experiment import checkpoint, cli, results
-from gs_jax.theory import dual, ntk
-from gs_jax.nn import losses, models
 from gs_jax import training as train
 from gs_jax.data import cifar, paths
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
+from gs_jax.nn import losses, models
+from gs_jax.tasks import cifar_features as lib
+from gs_jax.theory import ntk
 
 ARMS = ("erm", "sd")   # the default arms; cfg.arms may add ridge<λ> / wd<λ> (§3.7)
-TRAINING_FIELDS = ("classes", "epochs", "batch_size", "lr", "momentum", "train_limit", "k",
-                   "k_spectrum", "feature_method", "response_every", "response_early")
 
 
 def default_out_dir(cfg) -> str:
@@ -52,85 +50,16 @@ def default_out_dir(cfg) -> str:
   return "runs/cifar_features/" + name
 
 
-def eq17_lambda(cfg) -> float:
-  """λ of eq 17 for the released SD term ``sd_coef·Σ_{batch,logits} ŷ²`` (§3.6): over an
-  epoch the objective is ``(1/n)[Σ_i CE_i + B·sd_coef Σ_i (ŷ_i0² + ŷ_i1²)]``; with the logit
-  sum driven to 0, ``ŷ_i0² + ŷ_i1² = d_i²/2`` for ``d = ŷ_1 − ŷ_0``, so ``λ = B·sd_coef``."""
-  return cfg.sd_coef * cfg.batch_size
-
-
-def sd_prediction(U, lam: float) -> np.ndarray:
-  """eq 18: every ``α_i*`` solves ``log((1−a)/a) = a/λ`` (no U, no S), ``z* = U^T α*/λ``."""
-  a = float(dual.fixed_point(np.ones((1, 1)), np.ones(1), lam, dynamics="sd")[0])
-  return a / lam * np.asarray(U).sum(axis=0)
-
-
-def dual_prediction(U, S, lam: float, dynamics: str = "exact") -> np.ndarray:
-  """Responses at the fixed point of the linearised model's dual (eq 8–11) for eq 5's λ:
-  ``z* = S² Uᵀ α*/λ`` with ``α* = dual.fixed_point(U, S, λ)`` on the top-k features (the
-  strengths beyond k taken as 0)."""
-  alpha = dual.fixed_point(U, S, lam, dynamics=dynamics, orth_tol=None)
-  return np.asarray(dual.responses_at(U, S, lam, alpha, dynamics))
-
-
-def relative_errors(z, pred) -> dict:
-  """``‖z − z*‖/‖z*‖`` over features 1–k and 2–k (feature 1: the label-blind constant
-  direction of §3.6)."""
-  z, pred = np.asarray(z), np.asarray(pred)
-  return {"all": float(np.linalg.norm(z - pred) / np.linalg.norm(pred)),
-          "j2plus": float(np.linalg.norm(z[1:] - pred[1:]) / np.linalg.norm(pred[1:]))}
-
-
-def portable_source(source: str) -> str:
-  """The data source without this machine's paths: ``$GS_DATA_DIR/…`` when it lies there."""
-  root = os.environ.get(paths.ENV_VAR)
-  if root and os.path.abspath(source).startswith(os.path.abspath(root) + os.sep):
-    return f"${paths.ENV_VAR}/" + os.path.relpath(source, root)
-  return source if not os.path.isabs(source) else os.path.basename(source)
-
-
-def batched_logits(model, params, x, batch_size: int) -> np.ndarray:
-  """(n, 2) logits of ``model`` at ``params`` in chunks of ``batch_size`` (bounded memory)."""
-  apply = jax.jit(lambda p, xb: model.apply({"params": p}, xb))
-  return np.concatenate([np.asarray(apply(params, x[i:i + batch_size]))
-                         for i in range(0, x.shape[0], batch_size)])
-
-
-def seed_features(cfg, model, f, params, x, y, path) -> dict:
-  """Top features at θ0, logits ŷ_0 and input gradients of the top features (cached)."""
-  if path.exists():
-    with np.load(path) as z:
-      return dict(z)
-  mf = cfg.feature_method == "matrix_free"
-  t0 = time.perf_counter()
-  res = ntk.top_features(f, params, x, y, cfg.k_spectrum, method=cfg.feature_method,
-                         batch_size=cfg.feature_batch,
-                         **({"max_passes": cfg.feature_passes, "tol": cfg.feature_tol,
-                             "return_info": True} if mf else {}))
-  seconds = time.perf_counter() - t0
-  U, S, info = res[0], res[1], (res[2] if mf else {})
-  logits = batched_logits(model, params, x, cfg.feature_batch)
-  logits0 = logits[:, 1] - logits[:, 0]
-  out = {"U": U, "S": S, "logits0": logits0, "seconds": seconds,
-         "passes": info.get("passes", 0), "ritz_change": info.get("ritz_change", 0.0)}
-  if cfg.n_images:
-    j = np.arange(cfg.n_images)
-    V = ntk.feature_directions(f, params, x, y, U[:, j], S[j], batch_size=cfg.feature_batch)
-    idx = np.argmax(np.abs(U[:, j]), axis=0)       # the example each feature weighs most
-    out.update(image_index=idx, images=np.asarray(x[idx]),
-               input_grads=np.asarray(ntk.feature_input_gradients(f, params, x[idx], V)))
-  path.parent.mkdir(parents=True, exist_ok=True)
-  np.savez(path, **out)
-  return out
+def validate(cfg) -> None:
+  """Checks that need the library (the config module imports ml_collections only)."""
+  cifar.class_ids(cfg.classes)
 
 
 def run(cfg) -> dict:
-  cfg = cli.overrides(cfg, out_dir=cfg.out_dir or default_out_dir(cfg))
-  writer = results.RunWriter(cfg.out_dir, "cifar_features", cfg)
-  if cfg.overwrite:
-    writer.discard_training()
-    shutil.rmtree(writer.out_dir / "features", ignore_errors=True)
-  data = cifar.head(cifar.load("cifar2", cfg.data_dir or None, cfg.classes), cfg.train_limit)
+  writer = Run(cfg, "cifar_features", out_dir=cfg.run.out_dir or default_out_dir(cfg),
+               artifacts=("features",))
+  data = cifar.head(cifar.load("cifar2", cfg.run.data_dir or None, cfg.classes),
+                    cfg.train_limit)
   x_u8, y = jnp.asarray(data.x_train), np.asarray(data.y_train)
   x, n = cifar.to_float(x_u8), len(y)
   model = models.NarLeNet(2)
@@ -142,20 +71,22 @@ def run(cfg) -> dict:
   f_eval = ntk.logit_difference(lambda p, xx: eval_model.apply({"params": p}, xx))
   every = (train.probe_schedule(cfg.epochs * (n // cfg.batch_size), cfg.response_every,
                                 cfg.response_early) if cfg.response_early else cfg.response_every)
-  lam = eq17_lambda(cfg)
+  lam = lib.eq17_lambda(cfg.sd_coef, cfg.batch_size)
   per_run, spectra = {}, {}
   for seed in range(cfg.seeds):
     key = jax.random.PRNGKey(seed)
     state0 = train.init_state(model, tx, jax.random.fold_in(key, 0),   # as experiments.cifar
                               jnp.zeros((2, 32, 32, 3), jnp.float32))
-    feats = seed_features(cfg, model, f, state0.params, x, y,
-                          writer.out_dir / "features" / f"s{seed}.npz")
+    feats = lib.seed_features(
+        model, f, state0.params, x, y, writer.out_dir / "features" / f"s{seed}.npz",
+        k_spectrum=cfg.k_spectrum, method=cfg.feature_method, batch_size=cfg.feature_batch,
+        passes=cfg.feature_passes, tol=cfg.feature_tol, n_images=cfg.n_images)
     spectra[f"s{seed}"] = {"S": feats["S"], "seconds": float(feats["seconds"]),
                            "passes": int(feats["passes"])}
     U = feats["U"][:, :cfg.k]
     probe, probe_data = ntk.response_probe(f_eval, x, y, U, feats["logits0"],
                                            batch_size=cfg.feature_batch)
-    z_pred = sd_prediction(U, lam)
+    z_pred = lib.sd_prediction(U, lam)
     duals = {}
     for arm in cfg.arms:
       kind, lam5 = configs.parse_arm(arm)
@@ -171,12 +102,12 @@ def run(cfg) -> dict:
         hparams["sd_coef"] = jnp.float32(cfg.sd_coef)
       if kind == "ridge":
         hparams.update(ridge=jnp.float32(coef), params0=state0.params)
-      fp = {**{k: cfg[k] for k in TRAINING_FIELDS}, "arm": arm, "seed": seed,
-            "sd_coef": cfg.sd_coef if arm == "sd" else 0.0}
-      if kind in ("ridge", "wd"):
-        fp.update(eq5_lambda=lam5, coefficient=coef)
-      ckpt = checkpoint.Checkpointer(writer.out_dir / "ckpt" / f"{arm}_s{seed}",
-                                     every_seconds=0.0) if cfg.checkpoint else None
+      # An arm's training depends on the shared settings, the arm and the seed (not on the
+      # other arms): its checkpoint is one part of the run.
+      settings = {**{k: v for k, v in writer.hparams.items() if k not in ("arms", "seeds")},
+                  "arm": arm, "seed": seed}
+      ckpt = writer.checkpointer(f"{arm}_s{seed}", settings, every_seconds=0.0) \
+          if cfg.run.checkpoint else None
 
       def on_chunk(done, metrics, arm=arm, seed=seed):
         for s, z in train.probe_rows(metrics, done, every):
@@ -188,12 +119,12 @@ def run(cfg) -> dict:
           lambda e, k=jax.random.fold_in(key, 1): cifar.epoch_permutation(k, e, n,
                                                                           cfg.batch_size),
           cfg.epochs, hparams, preprocess=lambda _, xb: cifar.to_float(xb), checkpoint=ckpt,
-          fingerprint=fp, chunk=cfg.chunk, progress=cfg.progress, train_step=step_fn,
+          chunk=cfg.chunk, progress=cfg.run.progress, train_step=step_fn,
           on_chunk=on_chunk, scan=True, desc=f"{arm} s{seed}",
           on_epoch=lambda r, arm=arm, seed=seed: writer.log(
               r["step"], kind="epoch", arm=arm, seed=seed,
               **{k: v for k, v in r.items() if k != "step"}))
-      logits = batched_logits(eval_model, state.params, x, cfg.feature_batch)
+      logits = lib.batched_logits(eval_model, state.params, x, cfg.feature_batch)
       d = logits[:, 1] - logits[:, 0]
       rec = per_run[f"{arm}_s{seed}"] = {
           "arm": arm, "seed": seed, "train_acc": float(np.mean((d > 0) == (y == 1))),
@@ -205,43 +136,20 @@ def run(cfg) -> dict:
           "z_eq18": z_pred if arm == "sd" else None}
       if kind in ("ridge", "wd"):
         if lam5 not in duals:
-          duals[lam5] = dual_prediction(U, feats["S"][:cfg.k], lam5, cfg.dual_dynamics)
+          duals[lam5] = lib.dual_prediction(U, feats["S"][:cfg.k], lam5, cfg.dual_dynamics)
         rec.update(eq5_lambda=lam5, coefficient=coef, z_dual=duals[lam5],
-                   rel_err_dual=relative_errors(rec["z_final"], duals[lam5]))
-    writer.write(summarise(per_run, cfg), per_run, spectra=spectra, eq17_lambda=lam,
-                 data={"source": portable_source(data.source), "n_train": n,
+                   rel_err_dual=lib.relative_errors(rec["z_final"], duals[lam5]))
+    writer.write(lib.summarise(per_run, cfg.arms), per_run, spectra=spectra, eq17_lambda=lam,
+                 data={"source": paths.portable(data.source), "n_train": n,
                        "classes": cfg.classes})
-  r = results.read_json(writer.results_path)
+  r = writer.read()
   cifar_features_figures.report(writer.out_dir)
   return r
 
 
-def summarise(per_run: dict, cfg) -> dict:
-  """Means ± std over seeds of train accuracy and of the final responses of each arm."""
-  out = {}
-  for arm in cfg.arms:
-    runs = [v for v in per_run.values() if v["arm"] == arm]
-    if not runs:
-      continue
-    z = np.stack([np.asarray(v["z_final"]) for v in runs])
-    out[arm] = {"train_acc": results.mean_std([v["train_acc"] for v in runs]),
-                "z_final_mean": z.mean(axis=0), "seeds": len(runs)}
-    if "rel_err_dual" in runs[0]:
-      out[arm].update(eq5_lambda=runs[0]["eq5_lambda"], **{
-          f"rel_err_dual_{g}": results.mean_std([v["rel_err_dual"][g] for v in runs])
-          for g in ("all", "j2plus")})
-    if arm == "sd":
-      pred = np.stack([np.asarray(v["z_eq18"]) for v in runs])
-      out[arm]["z_eq18_mean"] = pred.mean(axis=0)
-      out[arm]["rel_gap_to_eq18"] = float(np.linalg.norm(z - pred) / np.linalg.norm(pred))
-      # feature 1 is the label-blind constant direction (README): the gap without it
-      out[arm]["rel_gap_to_eq18_j2plus"] = float(np.linalg.norm(z[:, 1:] - pred[:, 1:])
-                                                 / np.linalg.norm(pred[:, 1:]))
-  return out
-
-
 def main(argv=None):
-  return cli.main(configs, run, argv, prog="python -m experiments.cifar_features")
+  return cli.main(configs, run, argv, prog="python -m experiments.cifar_features",
+                  validate=validate)
 
 
 if __name__ == "__main__":

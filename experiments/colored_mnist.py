@@ -15,38 +15,25 @@ its checkpoint to the same numbers; ``--overwrite`` starts afresh.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import jax
 import numpy as np
 
 from configs import colored_mnist as configs
-from gs_jax.experiment import checkpoint, cli, results
-from gs_jax.tasks import cmnist
+from gs_jax.base import stats
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
 from gs_jax.base import distributed
-
-# Fields that do not change what a run computes (ignored when matching an earlier run); the
-# processes of one multi-process job differ in process_id.
-RUN_ONLY = ("progress", "overwrite", *distributed.config_fields())
+from gs_jax.tasks import cmnist
 
 
-def _settings(config: dict) -> dict:
-  return {k: v for k, v in config.items() if k not in RUN_ONLY}
-
-
-def _check_same_run(writer, ckpt_dir) -> dict | None:
-  """The finished results of this configuration, or None; refuses a directory holding another
-  configuration's results or checkpoint."""
-  mine = _settings(writer.config)
-  prev = writer.previous()
-  saved = results.read_json(ckpt_dir / "config.json")
-  for other in (prev and prev["config"], saved):
-    if other is not None and _settings(other) != mine:
-      diff = sorted(k for k in set(mine) | set(other) if mine.get(k) != other.get(k))
-      raise SystemExit(f"{writer.out_dir} holds a run with other settings ({', '.join(diff)}): "
-                       f"pass --overwrite to replace it, or choose another --out_dir")
-  return prev
+def validate(cfg) -> None:
+  """Checks that need the library (the config module imports ml_collections only)."""
+  if cfg.objective not in cmnist.OBJECTIVES:
+    raise ValueError(f"--objective must be one of {cmnist.OBJECTIVES}; got {cfg.objective!r}")
+  if cfg.rex_form not in cmnist.REX_FORMS:
+    raise ValueError(f"--rex_form must be one of {cmnist.REX_FORMS}; got {cfg.rex_form!r}")
 
 
 def _chunk_logger(writer, log_every: int):
@@ -69,41 +56,36 @@ def _truncate_log(path, before: int) -> None:
 
 def run(cfg, *, mnist=None) -> dict:
   """Trains ``cfg.seeds`` restarts of the configured method; writes and returns results.json.
-  ``mnist`` (``(images, digits)``, optional) replaces loading MNIST from ``cfg.data_dir``."""
-  jax.config.update("jax_default_matmul_precision", cfg.matmul_precision)
-  writer = results.RunWriter(cfg.out_dir, "colored_mnist", cfg)
-  ckpt_dir = writer.out_dir / "ckpt"
-  if cfg.overwrite and distributed.is_main():
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    writer.log_path.unlink(missing_ok=True)
-    writer.results_path.unlink(missing_ok=True)
-  distributed.barrier("colored_mnist: out_dir ready")   # after process 0 removed old files
-  prev = _check_same_run(writer, ckpt_dir)
-  if prev is not None:
+  ``mnist`` (``(images, digits)``, optional) replaces loading MNIST from ``--data_dir``. A
+  directory holding this configuration's finished results returns them (``--overwrite``
+  recomputes)."""
+  writer = Run(cfg, "colored_mnist")
+  if writer.previous is not None:
     print(f"{writer.results_path}: finished with these settings, not recomputed "
           f"(--overwrite reruns it)")
-    return prev
+    return writer.previous
 
   t0 = time.perf_counter()
-  batch, variants = cmnist.build_data(cfg, cfg.data_dir or None, mnist=mnist)
+  batch, variants = cmnist.build_data(cfg, cfg.run.data_dir or None, mnist=mnist)
   t_data = time.perf_counter() - t0
-  ckpt = checkpoint.Checkpointer(ckpt_dir)
+  ckpt = writer.checkpointer()
   start = ckpt.latest_step() or 0
   if distributed.is_main():
-    results.atomic_write_json(ckpt_dir / "config.json", writer.config)
     _truncate_log(writer.log_path, start)
-  states, history = cmnist.train_restarts(
-      cfg, batch, progress=cfg.progress, checkpoint=ckpt,
-      on_chunk=_chunk_logger(writer, cfg.log_every),
-      desc=f"{cfg.get('preset', cfg.objective)} x{cfg.seeds}")
-  t_train = time.perf_counter() - t0 - t_data
-
-  per_seed = cmnist.evaluate(cfg, states.params, batch, variants)
+  # The precision is a hyper-parameter (matmuls in float32, not bf16 passes): scoped to this
+  # computation, never a process-wide setting.
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    states, history = cmnist.train_restarts(
+        cfg, batch, progress=cfg.run.progress, checkpoint=ckpt,
+        on_chunk=_chunk_logger(writer, cfg.log_every),
+        desc=f"{cfg.get('preset', cfg.objective)} x{cfg.seeds}")
+    t_train = time.perf_counter() - t0 - t_data
+    per_seed = cmnist.evaluate(cfg, states.params, batch, variants)
   # The released code reports the metrics of its last step, measured before that update.
   per_seed["last_step_train_acc"] = history["train_acc"][:, -1]
   per_seed["last_step_test_acc"] = history["test_acc"][:, -1]
-  metrics = {k: results.mean_std(v) for k, v in per_seed.items() if k != "variants"}
-  metrics["variants"] = {name: {k: results.mean_std(v) for k, v in m.items()}
+  metrics = {k: stats.mean_std(v) for k, v in per_seed.items() if k != "variants"}
+  metrics["variants"] = {name: {k: stats.mean_std(v) for k, v in m.items()}
                          for name, m in per_seed["variants"].items()}
   logged = list(range(0, cfg.steps, cfg.log_every))
   table = cmnist.format_table({k: v.mean(0) for k, v in history.items()}, cfg.log_every)
@@ -112,7 +94,7 @@ def run(cfg, *, mnist=None) -> dict:
                history={"step": logged, **{k: v[:, logged] for k, v in history.items()}},
                timing_s={"data": t_data, "train": t_train, "resumed_from_step": start,
                          "s_per_step_all_restarts": t_train / max(cfg.steps - start, 1)})
-  distributed.barrier("colored_mnist: results written")   # before the others read them
+  res = writer.read()
   if distributed.is_main():
     print(f"== {cfg.get('preset', cfg.objective)}: {cfg.seeds} restarts, {cfg.steps} steps, "
           f"{n_train} train / {n_test} test examples, {t_train:.1f}s training on "
@@ -127,11 +109,12 @@ def run(cfg, *, mnist=None) -> dict:
       print(f"  {name:13s} accuracy {100 * v['accuracy']['mean']:6.2f} %   "
             f"entropy {v['entropy']['mean']:.3f}")
     print("wrote", writer.results_path)
-  return results.read_json(writer.results_path)
+  return res
 
 
 def main(argv=None):
-  return cli.main(configs, run, argv, prog="python -m experiments.colored_mnist")
+  return cli.main(configs, run, argv, prog="python -m experiments.colored_mnist",
+                  validate=validate)
 
 
 if __name__ == "__main__":

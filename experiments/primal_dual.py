@@ -20,18 +20,12 @@ from gs_jax.base._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import primal_dual as configs
-from gs_jax.experiment import cli, results
+from gs_jax.base import jsonio
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
 from gs_jax.theory import dual, ntk
 from gs_jax.tasks import starvation
 from gs_jax.data import toy
-
-# Settings that do not change the numbers.
-_RUNTIME = ("out_dir", "overwrite", "progress", "preset")
-
-
-def _settings(config: dict) -> dict:
-  return {k: v for k, v in results.to_builtin(config).items() if k not in _RUNTIME}
-
 
 def compute(cfg) -> tuple[dict, dict]:
   """The paths and end points; returns ``(per_s1, paths)``."""
@@ -41,7 +35,7 @@ def compute(cfg) -> tuple[dict, dict]:
   for name, penalty in (("primal", "ridge"), ("primal_sd", "sd")):
     logits, _, history = starvation.train_linear(
         prob["phi"], y, lam=cfg.lam, penalty=penalty, lr=cfg.primal_lr, steps=cfg.steps,
-        record_logits=True, progress=cfg.progress, desc=name)
+        record_logits=True, progress=cfg.run.progress, desc=name)
     ends[name] = np.asarray(ntk.responses(U, y, logits))
     # history["logits"][:, t] is ŷ(θ_t), before step t: the path is θ_every, θ_2·every, …, end.
     path = np.asarray(ntk.responses(U, y, history["logits"][:, cfg.every::cfg.every]))
@@ -59,7 +53,7 @@ def compute(cfg) -> tuple[dict, dict]:
           np.max(np.abs(ends[name][i] - fp[ref]) / np.abs(fp[ref])))}
     run["primal_vs_dual_rel_gap"] = float(np.max(
         np.abs(ends["primal"][i] - ends["dual"][i]) / np.abs(fp["exact"])))
-    per_s1.append(results.to_builtin(run))
+    per_s1.append(jsonio.to_builtin(run))
   return per_s1, {"s1": prob["S"][:, 0], **paths}
 
 
@@ -80,11 +74,9 @@ def checks(per_s1) -> dict:
 
 
 def run(cfg) -> dict:
-  writer = results.RunWriter(cfg.out_dir, "primal_dual", cfg)
+  writer = Run(cfg, "primal_dual", artifacts=("paths.npz",))
   paths_file = writer.out_dir / "paths.npz"
-  prev = writer.previous()
-  if (not cfg.overwrite and prev is not None and paths_file.exists()
-      and _settings(prev["config"]) == _settings(writer.config)):
+  if writer.previous is not None and paths_file.exists():   # same settings (else refused)
     print(f"found in {writer.results_path}, not recomputed (--overwrite to redo)")
   else:
     with enable_x64():   # the theory runs in float64 (docs/protocols.md §4)

@@ -16,7 +16,6 @@ unfinished width from its checkpoint (``ckpt/``); ``--overwrite`` starts afresh.
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -24,36 +23,28 @@ from gs_jax.base._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import theorem2 as configs
-from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.base import jsonio
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
 from gs_jax.tasks import starvation
 
 
-def _settings(part_cfg, chunk: int, drop=()) -> dict:
-  """The settings that determine a part's numbers (``drop``: the sweep over runs)."""
-  return {k: v for k, v in results.to_builtin({**part_cfg, "chunk": chunk}).items()
-          if k not in drop}
-
-
 def run(cfg) -> dict:
-  writer = results.RunWriter(cfg.out_dir, "theorem2", cfg)
-  ckpt_root = writer.out_dir / "ckpt"
-  prev = writer.previous() or {}
-  if cfg.overwrite:
-    shutil.rmtree(ckpt_root, ignore_errors=True)
-    prev = {}
-  prev_cfg = prev.get("config", {})
-  lin_set = _settings(cfg.linear, cfg.chunk)
-  net_set = _settings(cfg.network, cfg.chunk, drop=("widths",))
+  # Parts: the linear check, and one per network width. Each part's numbers depend on its
+  # section of the config and the chunking (not on the other part, nor on the list of widths).
+  writer = Run(cfg, "theorem2", whole=False)
+  prev = writer.previous or {}
+  lin_set = {**jsonio.to_builtin(cfg.linear), "chunk": cfg.chunk}
+  net_set = {**{k: v for k, v in jsonio.to_builtin(cfg.network).items() if k != "widths"},
+             "chunk": cfg.chunk}
   metrics, per_seed = {}, {"network": {}}
   # Keep what out_dir holds for the same settings (a part run earlier, finished widths).
-  if ("linear" in prev.get("metrics", {})
-      and _settings(prev_cfg.get("linear", {}), prev_cfg.get("chunk")) == lin_set):
+  if writer.finished("linear", lin_set):
     metrics["linear"] = prev["metrics"]["linear"]
-  if (prev.get("metrics", {}).get("network")
-      and _settings(prev_cfg.get("network", {}), prev_cfg.get("chunk"),
-                    drop=("widths",)) == net_set):
-    metrics["network"] = prev["metrics"]["network"]
-    per_seed["network"] = prev["per_seed"]["network"]
+  for w, m in prev.get("metrics", {}).get("network", {}).items():
+    if writer.finished(f"width_{w}", net_set):
+      metrics.setdefault("network", {})[w] = m
+      per_seed["network"][w] = prev["per_seed"]["network"][w]
 
   def record():
     parts = [p for p in configs.PARTS if p in metrics]
@@ -67,17 +58,19 @@ def run(cfg) -> dict:
       if "linear" in metrics:
         print(f"linear: found in {writer.results_path}, not rerun (--overwrite to redo)")
       else:
-        ckpt_dir = ckpt_root / f"linear_{checkpoint.digest(lin_set)}"
-        ckpts = {p: checkpoint.Checkpointer(ckpt_dir / p, every_seconds=cfg.checkpoint_seconds)
+        ckpts = {p: writer.checkpointer(f"linear_{p}", lin_set,
+                                        every_seconds=cfg.run.checkpoint_seconds)
                  for p in starvation.PENALTIES}
         t0 = time.perf_counter()
         metrics["linear"] = starvation.linear_check(cfg.linear, chunk=cfg.chunk,
-                                                    progress=cfg.progress, checkpoints=ckpts)
+                                                    progress=cfg.run.progress,
+                                                    checkpoints=ckpts)
         metrics["linear"]["seconds"] = time.perf_counter() - t0
+        writer.mark_finished("linear", lin_set)
         record()
-        for c in ckpts.values():
+        for p, c in ckpts.items():
           c.close()
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+          writer.remove_checkpoint(f"linear_{p}", lin_set)
     if "network" in cfg.parts:
       metrics.setdefault("network", {})
       for width in cfg.network.widths:
@@ -85,15 +78,15 @@ def run(cfg) -> dict:
         if key in metrics["network"]:
           print(f"width {width}: found in {writer.results_path}, not retrained")
           continue
-        ckpt_dir = ckpt_root / f"network_{checkpoint.digest(net_set)}" / f"width_{width}"
-        ckpt = checkpoint.Checkpointer(ckpt_dir, every_seconds=cfg.checkpoint_seconds)
+        ckpt = writer.checkpointer(f"width_{width}", net_set,
+                                   every_seconds=cfg.run.checkpoint_seconds)
         if ckpt.latest_step():
           print(f"width {width}: resuming from the checkpoint at step {ckpt.latest_step()}")
         t0 = time.perf_counter()
         net, problems = starvation.network_problems(cfg.network, width)
         logits, grad_norm, history = starvation.train_network(
             net, problems, lam=cfg.network.lam, steps=cfg.network.steps,
-            momentum=cfg.network.momentum, chunk=cfg.chunk, progress=cfg.progress,
+            momentum=cfg.network.momentum, chunk=cfg.chunk, progress=cfg.run.progress,
             desc=f"width {width}", checkpoint=ckpt)
         m, s = starvation.evaluate_network(cfg.network, problems, logits, grad_norm)
         m["seconds"] = time.perf_counter() - t0   # this process's share if it resumed
@@ -101,9 +94,10 @@ def run(cfg) -> dict:
                            every=max(1, cfg.network.steps // 100), part="network",
                            width=width)
         metrics["network"][key], per_seed["network"][key] = m, s
+        writer.mark_finished(f"width_{width}", net_set)
         record()
         ckpt.close()
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        writer.remove_checkpoint(f"width_{width}", net_set)
         print(f"width {width}: rel. error {m['rel_error']['mean']:.2e} "
               f"({m['seconds']:.0f} s)")
   return theorem2_report.report(writer.out_dir)

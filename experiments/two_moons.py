@@ -9,17 +9,15 @@ one from its checkpoint (``ckpt/<panel>``); ``--overwrite`` starts afresh.
 """
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 
-import jax
 import numpy as np
 
 from analysis import two_moons_figures
 from configs import two_moons as configs
-from gs_jax.experiment import checkpoint, cli, results
-from gs_jax.base import distributed
+from gs_jax.base import distributed, errors, jsonio
+from gs_jax.experiment import cli
+from gs_jax.experiment.run import Run
 from gs_jax.tasks import moons
 
 
@@ -30,13 +28,8 @@ def scaled_panel(cfg, name):
 
 
 def run(cfg) -> dict:
-  writer = results.RunWriter(cfg.out_dir, "two_moons", cfg)
-  prev = writer.previous() or {}
-  if cfg.overwrite:
-    if distributed.is_main():
-      shutil.rmtree(writer.out_dir / "ckpt", ignore_errors=True)
-    prev = {}
-  distributed.barrier("two_moons: out_dir ready")   # after process 0 removed old checkpoints
+  writer = Run(cfg, "two_moons", artifacts=("maps",), whole=False)
+  prev = writer.previous or {}
   names = [n for n in cfg.only if n] or list(cfg.panels)
   metrics, per_seed = dict(prev.get("metrics", {})), dict(prev.get("per_seed", {}))
   panels_done = dict(prev.get("config", {}).get("panels", {}))
@@ -45,20 +38,19 @@ def run(cfg) -> dict:
   for name in names:
     panel = scaled_panel(cfg, name)
     map_path = writer.out_dir / "maps" / f"{name}.npz"
-    same = (panels_done.get(name) == results.to_builtin(panel)
-            and metrics.get(name, {}).get("seeds") == cfg.seeds and map_path.exists())
-    if cfg.plot_only or same:
+    # What a panel's numbers depend on: a changed panel is retrained, in its own checkpoint.
+    settings = {"panel": jsonio.to_builtin(panel), "seeds": cfg.seeds}
+    same = writer.finished(name, settings) and map_path.exists()
+    if cfg.run.plot_only or same:
       if not same:
-        raise SystemExit(f"--plot_only: panel {name} has no results in {cfg.out_dir}; run it")
+        raise errors.UserError(f"--plot_only: panel {name} has no results in "
+                               f"{writer.out_dir}; run it")
       print(f"{name}: found in {writer.results_path}, not retrained (--overwrite to redo)")
       continue
     t0 = time.perf_counter()
-    # One folder per panel settings: a changed panel never resumes a stale checkpoint.
-    settings = {"panel": results.to_builtin(panel), "seeds": cfg.seeds}
-    ckpt = checkpoint.Checkpointer(
-        writer.out_dir / "ckpt" / f"{name}-{checkpoint.digest(settings)}", fingerprint=settings)
+    ckpt = writer.checkpointer(name, settings)
     states, history, data = moons.train_panel(panel, seeds, trainers=trainers, desc=name,
-                                              progress=cfg.progress, checkpoint=ckpt)
+                                              progress=cfg.run.progress, checkpoint=ckpt)
     train_s = time.perf_counter() - t0
     writer.log_history({k: np.mean(v, axis=0) for k, v in history.items()},
                        every=max(1, panel.steps // 100), panel=name)
@@ -70,16 +62,16 @@ def run(cfg) -> dict:
       np.savez(map_path, xs=grid[0], ys=grid[1], z=grid[2])
     metrics[name] = {**m, "seeds": cfg.seeds, "train_time_s": train_s}
     per_seed[name] = s
-    panels_done[name] = results.to_builtin(panel)
+    panels_done[name] = jsonio.to_builtin(panel)
     writer.config["panels"] = {**writer.config["panels"], **panels_done}
+    writer.mark_finished(name, settings)
     writer.write(metrics, per_seed)
     print(f"{name:12s} acc {m['train_accuracy']:.4f}  loss {m['final_loss']:.4f}  "
           f"margin min {m['margin_min']:+.4f} median {m['margin_median']:.4f}  "
           f"per-seed min {m['per_seed_margin_min_mean']:+.4f}  ({train_s:.1f}s train)")
   if distributed.is_main():
-    print("wrote", *two_moons_figures.draw(cfg.out_dir, names), writer.results_path)
-  distributed.barrier("two_moons: results written")
-  return results.read_json(writer.results_path)
+    print("wrote", *two_moons_figures.draw(writer.out_dir, names), writer.results_path)
+  return writer.read()
 
 
 def main(argv=None):

@@ -12,24 +12,22 @@ unfinished one from its checkpoint (``ckpt/<setting>``); ``--overwrite`` starts 
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
 
 from analysis import two_moons_dynamics_figure
 from configs import two_moons_dynamics as configs
-from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.base import jsonio, stats
+from gs_jax.experiment import cli
+from gs_jax.experiment import run as run_lib
 from gs_jax.tasks import moons_dynamics
 
-TRAINING_FIELDS = ("seeds", "steps", "width", "lr", "momentum", "weight_decay",
-                   "num_candidates", "released_columns", "grid_resolution")
-
-
-def fingerprint(cfg, name) -> dict:
-  """Everything a setting's numbers depend on: equal fingerprints mean nothing to retrain."""
-  return results.to_builtin({**cfg.settings[name].to_dict(),
-                             **{f: cfg[f] for f in TRAINING_FIELDS}})
+def setting_fields(cfg, name) -> dict:
+  """Everything a setting's numbers depend on: the setting and the shared hyper-parameters
+  (not the other settings)."""
+  shared = {k: v for k, v in run_lib.hyperparameters(cfg).items() if k != "settings"}
+  return {**jsonio.to_builtin(cfg.settings[name]), **shared}
 
 
 def summarize(traj, feats) -> tuple[dict, dict]:
@@ -42,14 +40,14 @@ def summarize(traj, feats) -> tuple[dict, dict]:
               "corr_released": [f["corr_released"] for f in feats],
               "strengths": [f["strengths"] for f in feats]}
   metrics = {
-      "z1_final": results.mean_std(z[:, -1, 0]), "z2_final": results.mean_std(z[:, -1, 1]),
+      "z1_final": stats.mean_std(z[:, -1, 0]), "z2_final": stats.mean_std(z[:, -1, 1]),
       "z2_over_z1_final": float(z[:, -1, 1].mean() / z[:, -1, 0].mean()),
       "z2_max_mean_path": float(z[:, :, 1].mean(0).max()),
       "z_at_init_max_abs": float(np.abs(z[:, 0]).max()),
-      "released_final": [results.mean_std(r[:, -1, j]) for j in range(r.shape[-1])],
-      "released_init": [results.mean_std(r[:, 0, j]) for j in range(r.shape[-1])],
+      "released_final": [stats.mean_std(r[:, -1, j]) for j in range(r.shape[-1])],
+      "released_init": [stats.mean_std(r[:, 0, j]) for j in range(r.shape[-1])],
       "released_max_mean_path": r.mean(0).max(0).tolist(),
-      "train_accuracy": results.mean_std(traj["train_accuracy"]),
+      "train_accuracy": stats.mean_std(traj["train_accuracy"]),
       "captured_mean": np.mean(per_seed["captured"], axis=0).tolist(),
       "corr_mean": np.mean(per_seed["corr"], axis=0).tolist(),
       "corr_released_mean": np.mean(per_seed["corr_released"], axis=0).tolist(),
@@ -60,16 +58,10 @@ def summarize(traj, feats) -> tuple[dict, dict]:
 def run(cfg, *, on_chunk=None) -> dict:
   """Trains the settings not yet in ``out_dir`` and draws the figure. ``on_chunk(name, done,
   history)`` is called after every compiled chunk (tests use it to kill a run)."""
-  writer = results.RunWriter(cfg.out_dir, "two_moons_dynamics", cfg)
+  writer = run_lib.Run(cfg, "two_moons_dynamics", artifacts=("trajectories",), whole=False)
   out = writer.out_dir
-  prev = writer.previous() or {}
-  if cfg.overwrite:
-    for sub in ("ckpt", "trajectories"):
-      shutil.rmtree(out / sub, ignore_errors=True)
-    writer.log_path.unlink(missing_ok=True)
-    prev = {}
+  prev = writer.previous or {}
   metrics, per_seed = dict(prev.get("metrics", {})), dict(prev.get("per_seed", {}))
-  done = dict(prev.get("fingerprints", {}))
   seeds = list(range(cfg.seeds))
   model, init, trainer = moons_dynamics.make_trainer(
       width=cfg.width, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -77,15 +69,10 @@ def run(cfg, *, on_chunk=None) -> dict:
   grid_points = moons_dynamics.grid(cfg.grid_resolution)
   per_delta = {}   # data, θ0 and features depend on Δ only, not on SD
   for name, s in cfg.settings.items():
-    fp, traj_path = fingerprint(cfg, name), out / "trajectories" / f"{name}.npz"
-    if done.get(name) == fp and traj_path.exists():
+    fields, traj_path = setting_fields(cfg, name), out / "trajectories" / f"{name}.npz"
+    if writer.finished(name, fields) and traj_path.exists():
       print(f"{name}: found in {writer.results_path}, not retrained (--overwrite to redo)")
       continue
-    ckpt_fp = out / "ckpt" / f"{name}.json"
-    if results.read_json(ckpt_fp, fp) != fp:
-      raise SystemExit(f"{out / 'ckpt' / name} holds a run of another configuration; "
-                       "pass --overwrite to start afresh")
-    results.atomic_write_json(ckpt_fp, fp)
     if s.delta not in per_delta:
       per_delta[s.delta] = moons_dynamics.setup(
           model, init, seeds, s.delta, num_candidates=cfg.num_candidates,
@@ -94,9 +81,8 @@ def run(cfg, *, on_chunk=None) -> dict:
     t0 = time.perf_counter()
     _, history, traj = moons_dynamics.train_setting(
         model, trainer, states0, batches, s.sd_lambda, cfg.steps, desc=s.title,
-        progress=cfg.progress,
-        checkpoint=checkpoint.Checkpointer(out / "ckpt" / name,
-                                           every_seconds=cfg.checkpoint_every_s),
+        progress=cfg.run.progress,
+        checkpoint=writer.checkpointer(name, fields, every_seconds=cfg.run.checkpoint_every_s),
         on_chunk=None if on_chunk is None else lambda d, h: on_chunk(name, d, h))
     train_s = time.perf_counter() - t0
     traj_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,15 +92,15 @@ def run(cfg, *, on_chunk=None) -> dict:
                        every=cfg.record_every, setting=name)
     metrics[name], per_seed[name] = summarize(traj, feats)
     metrics[name]["train_time_s"] = train_s
-    done[name] = fp
-    writer.write(metrics, per_seed, fingerprints=done)
+    writer.mark_finished(name, fields)
+    writer.write(metrics, per_seed)
     m = metrics[name]
     print(f"{s.title:12s} z1 {m['z1_final']['mean']:7.2f} ± {m['z1_final']['std']:5.2f}  "
           f"z2 {m['z2_final']['mean']:6.2f} ± {m['z2_final']['std']:5.2f}  released |r| "
           + "  ".join(f"{r['mean']:.2f} ± {r['std']:.2f}" for r in m["released_final"])
           + f"  acc {m['train_accuracy']['mean']:.3f}  ({train_s:.1f}s)")
   print("wrote", *two_moons_dynamics_figure.draw(out), writer.results_path)
-  res = results.read_json(writer.results_path)
+  res = writer.read()
   print("\n".join(two_moons_dynamics_figure.table(res)))
   return res
 

@@ -379,8 +379,7 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   def fit(**kw):
     state = train.init_state(model, tx, jax.random.PRNGKey(0), data["x"][:2])
     return train.fit_minibatch(model, tx, train.binary_objective, state, data, indices, 4,
-                               {"sd_lambda": 0.01}, chunk=3, progress=False,
-                               fingerprint={"run": "a"}, **kw)
+                               {"sd_lambda": 0.01}, chunk=3, progress=False, **kw)
 
   full, full_hist = fit()
   assert [r["epoch"] for r in full_hist] == [1, 2, 3, 4] and full_hist[-1]["step"] == 16
@@ -404,9 +403,10 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   assert hist == full_hist
   again, hist2 = fit(checkpoint=ckpt, on_chunk=kill)          # finished: no step is run
   assert hist2 == full_hist and int(again.step) == 16
-  with pytest.raises(ValueError, match="another run"):
+  other = checkpoint.Checkpointer(tmp_path, every_seconds=0.0, fingerprint="b")
+  with pytest.raises(ValueError, match="another run"):   # the checkpointer's fingerprint
     train.fit_minibatch(model, tx, train.binary_objective, full, data, indices, 4,
-                        {"sd_lambda": 0.01}, checkpoint=ckpt, fingerprint={"run": "b"})
+                        {"sd_lambda": 0.01}, checkpoint=other)
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -484,8 +484,12 @@ def test_finished_run_is_only_reevaluated_and_overwrite_starts_afresh(tiny_runs,
   assert len((out / "metrics.jsonl").read_text().splitlines()) == 3   # no epoch retrained
   assert len(r["margins"]["values"]) == 4
   assert r["metrics"]["test_iid_acc"] == tiny_runs["plain"]["metrics"]["test_iid_acc"]
-  with pytest.raises(ValueError, match="another run"):          # training settings may not
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:                   # training settings may not
     exp.main(common + [f"--out_dir={out}", "--sd_lambda=0.02"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert "other settings" in err and "sd_lambda" in err and "Traceback" not in err
   r = exp.main(common + [f"--out_dir={out}", "--sd_lambda=0.02", "--epochs=1", "--overwrite"])
   assert r["metrics"]["steps"] == 4 and r["config"]["sd_lambda"] == 0.02
   assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
@@ -510,7 +514,7 @@ def test_cli_flags(capsys):
   from gs_jax.experiment import cli
   cfg = cli.parse(configs, ["--preset=paper", "--no_augment", "--no_progress",
                             "--sd_lambda=0.05", "--dataset=cifar100"])
-  assert (cfg.model, cfg.epochs, cfg.augment, cfg.progress, cfg.sd_lambda) == (
+  assert (cfg.model, cfg.epochs, cfg.augment, cfg.run.progress, cfg.sd_lambda) == (
       "paper", 30, False, False, 0.05)
   assert cli.parse(configs, []).model == "cpu" and cli.parse(configs, []).epochs == 6
   assert exp.default_out_dir(cfg) == "runs/cifar/cifar100_paper_sd0.05_s0"

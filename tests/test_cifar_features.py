@@ -55,11 +55,11 @@ def _z_lines(out_dir):
 
 def test_eq17_lambda_and_sd_prediction():
   cfg = cli.parse(configs, [], prog="t")
-  from experiments import cifar_features as exp
-  assert exp.eq17_lambda(cfg) == pytest.approx(0.1)          # batch 1, sd_coef 0.1
-  assert exp.eq17_lambda(cli.overrides(cfg, batch_size=4)) == pytest.approx(0.4)
+  from gs_jax.tasks import cifar_features as lib
+  assert lib.eq17_lambda(cfg.sd_coef, cfg.batch_size) == pytest.approx(0.1)          # batch 1, sd_coef 0.1
+  assert lib.eq17_lambda(cfg.sd_coef, 4) == pytest.approx(0.4)
   U = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 3)))[0]
-  z = exp.sd_prediction(U, 0.1)
+  z = lib.sd_prediction(U, 0.1)
   a = 0.1 * z[0] / U[:, 0].sum()
   np.testing.assert_allclose(np.log((1 - a) / a), a / 0.1, rtol=1e-10)   # eq 18 fixed point
   alpha = dual.fixed_point(U, np.ones(3), 0.1, dynamics="sd")
@@ -170,14 +170,14 @@ def test_arm_names_and_dual_prediction():
   assert cfg.train_limit == 0 and cfg.epochs == 40 and cfg.batch_size == 1 and cfg.seeds == 3
   with pytest.raises(SystemExit):
     cli.parse(configs, ["--arms=erm,erm"], prog="t")
-  from experiments import cifar_features as exp
+  from gs_jax.tasks import cifar_features as lib
   U = np.linalg.qr(np.random.default_rng(1).normal(size=(30, 4)))[0]
   S = np.array([20.0, 5.0, 2.0, 1.0])
   for lam in (1.0, 1e3):
-    z = exp.dual_prediction(U, S, lam)
+    z = lib.dual_prediction(U, S, lam)
     alpha = 1.0 / (1.0 + np.exp(U @ z))        # eq 9 at the fixed point: α = σ(−U z)
     np.testing.assert_allclose(z, S ** 2 * (U.T @ alpha) / lam, rtol=1e-8)
-  e = exp.relative_errors([2.0, 1.0, 1.0], [1.0, 1.0, 2.0])
+  e = lib.relative_errors([2.0, 1.0, 1.0], [1.0, 1.0, 2.0])
   assert e["all"] == pytest.approx(np.sqrt(2 / 6)) and e["j2plus"] == pytest.approx(
       np.sqrt(1 / 5))
 
@@ -191,15 +191,15 @@ def test_coupled_arms_end_to_end(tmp_path):
                    f"--out_dir={out}"])
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(out / "results.json"))
-  from experiments import cifar_features as exp
+  from gs_jax.tasks import cifar_features as lib
   with np.load(out / "features" / "s0.npz") as f:
     U, S = f["U"][:, :3], f["S"][:3]
-  pred = exp.dual_prediction(U, S, 10.0)
+  pred = lib.dual_prediction(U, S, 10.0)
   for arm in ("ridge10", "wd10"):
     rec = res["per_seed"][f"{arm}_s0"]
     assert rec["eq5_lambda"] == 10.0 and rec["coefficient"] == pytest.approx(10.0 / 24)
     np.testing.assert_allclose(rec["z_dual"], pred, rtol=1e-8)
-    assert rec["rel_err_dual"] == pytest.approx(exp.relative_errors(rec["z_final"], pred))
+    assert rec["rel_err_dual"] == pytest.approx(lib.relative_errors(rec["z_final"], pred))
     assert "rel_err_dual_j2plus" in res["metrics"][arm]
   # the ridge pulls toward θ0: its responses are smaller than ERM's
   assert np.linalg.norm(res["per_seed"]["ridge10_s0"]["z_final"]) < np.linalg.norm(
@@ -219,7 +219,7 @@ def test_ridge_training_of_a_linear_model_reaches_the_dual_prediction():
   import scipy.optimize
   from jax.flatten_util import ravel_pytree
 
-  from experiments import cifar_features as exp
+  from gs_jax.tasks import cifar_features as lib
   from gs_jax.nn import losses
   from gs_jax.theory import ntk
   from gs_jax import training as train
@@ -251,7 +251,7 @@ def test_ridge_training_of_a_linear_model_reaches_the_dual_prediction():
   rank = int(np.sum(np.linalg.eigvalsh(K) > 1e-9 * np.abs(K).max()))
   U, S = ntk.features_from_kernel(K, c01, rank)
   z = np.asarray(ntk.responses(U, c01, logits))
-  pred = exp.dual_prediction(U, S, lam)
+  pred = lib.dual_prediction(U, S, lam)
   np.testing.assert_allclose(z, pred, rtol=1e-5, atol=1e-7)
   assert np.linalg.norm(pred) > 0.1          # not a trivial agreement at zero
 

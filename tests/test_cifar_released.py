@@ -217,7 +217,7 @@ def test_scanned_fit_minibatch_resumes_to_the_same_result(tmp_path):
     return train.fit_minibatch(net, tx, train.softmax_objective, state0, data,
                                lambda e: cifar.epoch_permutation(key, e, 24, 1), epochs, hp,
                                preprocess=lambda k, xb: cifar.to_float(xb), chunk=8,
-                               progress=False, scan=True, fingerprint={"r": 1}, **kw)
+                               progress=False, scan=True, **kw)
 
   full, full_hist = fit(3)
 
@@ -251,7 +251,7 @@ def test_gap_loss_and_released_attack_units():
   z = np.asarray(logits_fn(w, x)[:, 1])
   y = jnp.asarray((z > 0).astype(np.int32))
   exact = np.abs(z) / (2 * np.abs(np.asarray(w)).sum())   # pixels (box [0,1] not active)
-  from experiments.cifar import RELEASED_ATTACKS
+  from gs_jax.tasks.cifar_eval import RELEASED_ATTACKS
   for name, attack in RELEASED_ATTACKS.items():
     m = np.asarray(attacks.margin(logits_fn, w, x, y, jax.random.PRNGKey(2), eps_max=0.1,
                                   bisection_steps=12, **attack))

@@ -13,7 +13,7 @@ from experiments import colored_mnist as exp
 from gs_jax.experiment import checkpoint, cli, results
 from gs_jax.tasks import cmnist
 from gs_jax.nn import models
-from gs_jax.base import paper
+from gs_jax.base import errors, paper
 from gs_jax.data.colored_mnist import VARIANTS, load_mnist_train
 from tests.test_colored_mnist_data import fake_mnist
 
@@ -91,7 +91,7 @@ def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypat
     log(self, step, **m)
 
   monkeypatch.setattr(results.RunWriter, "log", log_until_step_8)
-  monkeypatch.setattr(exp.checkpoint, "Checkpointer",
+  monkeypatch.setattr(checkpoint, "Checkpointer",   # Run.checkpointer builds it
                       functools.partial(checkpoint.Checkpointer, every_seconds=0.0))
   out = tmp_path / "killed"
   with pytest.raises(Killed):
@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypat
 def test_other_settings_in_the_same_out_dir_need_overwrite(small_mnist, tmp_path):
   flags = ("--preset=erm", "--seeds=2", "--steps=3", "--n_train=200", "--n_test=100")
   exp.run(config(tmp_path, *flags), mnist=small_mnist)
-  with pytest.raises(SystemExit, match="lr"):
+  with pytest.raises(errors.RunMismatch, match="lr"):   # the CLI prints it, exit 2
     exp.run(config(tmp_path, *flags, "--lr=0.01"), mnist=small_mnist)
   res = exp.run(config(tmp_path, *flags, "--lr=0.01", "--overwrite"), mnist=small_mnist)
   assert res["config"]["lr"] == 0.01
@@ -176,8 +176,8 @@ def test_bad_flags_are_rejected(capsys):
   for flags in (["--objective=dro"], ["--preset=sd", "--sd_lambda=0"], ["--seeds=0"],
                 ["--preset=rex", "--rex_form=mse"], ["--preset=irm", "--penalty_weight=0"],
                 ["--restarts=3"]):
-    with pytest.raises(SystemExit):
-      cli.parse(configs, flags)
+    with pytest.raises(SystemExit):   # library checks: the experiment's validate
+      cli.parse(configs, flags, validate=exp.validate)
   assert "--restarts" in capsys.readouterr().err
 
 

@@ -83,7 +83,7 @@ def _cli_pair(name, args, tmp_path):
   r2, r1 = (results.read_json(tmp_path / d / "results.json") for d in ("two", "one"))
   assert r2["provenance"]["process_count"] == 2 and r1["provenance"]["process_count"] == 1
   assert len(r2["provenance"]["devices"]) == len(r1["provenance"]["devices"]) == 4
-  assert r2["config"]["process_id"] == 0   # process 0 wrote it
+  assert r2["config"]["run"]["process_id"] == 0   # process 0 wrote it
   # Written once: process 1 neither writes results.json nor appends to metrics.jsonl.
   assert "results.json" not in outs[1][1]
   lines = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("two", "one")]
@@ -128,10 +128,10 @@ def test_every_experiment_config_has_the_distributed_flags():
   for module in (cifar, two_moons, colored_mnist, celeba):
     cfg = cli.parse(module, ["--coordinator_address=10.0.0.1:1234", "--num_processes=4",
                              "--process_id=3", "--dist_timeout_s=30"])
-    assert (cfg.coordinator_address, cfg.num_processes, cfg.process_id,
-            cfg.dist_timeout_s) == ("10.0.0.1:1234", 4, 3, 30)
+    assert (cfg.run.coordinator_address, cfg.run.num_processes, cfg.run.process_id,
+            cfg.run.dist_timeout_s) == ("10.0.0.1:1234", 4, 3, 30)
     default = cli.parse(module, [])
-    assert (default.coordinator_address, default.num_processes, default.process_id) == (
+    assert (default.run.coordinator_address, default.run.num_processes, default.run.process_id) == (
         "", 0, -1)
 
 

@@ -96,7 +96,7 @@ def full_run(tmp_path_factory):
   return out, tmd.run(cli.parse(configs, [*QUICK, f"--out_dir={out}"]))
 
 
-def test_reduced_run(full_run, capsys):
+def test_reduced_run(full_run, capsys, tmp_path):
   out, res = full_run
   m = res["metrics"]
   assert set(m) == {"erm_neg", "erm_pos", "sd_pos"}
@@ -114,12 +114,17 @@ def test_reduced_run(full_run, capsys):
   assert lines[1]["step"] == 6 and lines[1]["setting"] == "erm_neg"
   for ext in ("png", "pdf"):
     assert (out / f"figure1d.{ext}").stat().st_size > 10_000
-  # Started again: nothing is retrained; another configuration in the same folder is refused.
+  # Started again: nothing is retrained. Settings changed (the parts of the run): each
+  # setting is retrained under the new values, in a checkpoint of its own (gs_jax.experiment.run).
   capsys.readouterr()
   tmd.run(cli.parse(configs, [*QUICK, f"--out_dir={out}"]))
   assert capsys.readouterr().out.count("not retrained") == 3
-  with pytest.raises(SystemExit, match="overwrite"):
-    tmd.run(cli.parse(configs, [*QUICK, "--steps=100", f"--out_dir={out}"]))
+  import shutil
+  copy = tmp_path / "copy"   # the fixture's folder stays as it is for the other tests
+  shutil.copytree(out, copy)
+  other = tmd.run(cli.parse(configs, [*QUICK, "--steps=100", f"--out_dir={copy}"]))
+  assert capsys.readouterr().out.count("not retrained") == 0
+  assert other["config"]["steps"] == 100 and len(set(other["parts"].values())) == 3
 
 
 def test_killed_run_resumes_to_the_same_numbers(full_run, tmp_path, capsys):

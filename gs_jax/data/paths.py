@@ -27,3 +27,12 @@ def resolve(data_dir: str | None, dataset: str) -> str | None:
   root = os.environ.get(ENV_VAR)
   path = os.path.join(root, dataset) if root else None
   return path if path and os.path.exists(path) else None
+
+
+def portable(source: str) -> str:
+  """A data source without this machine's paths (for results files): ``$GS_DATA_DIR/…`` when
+  it lies under ``$GS_DATA_DIR``, else the file name of an absolute path."""
+  root = os.environ.get(ENV_VAR)
+  if root and os.path.abspath(source).startswith(os.path.abspath(root) + os.sep):
+    return f"${ENV_VAR}/" + os.path.relpath(source, root)
+  return source if not os.path.isabs(source) else os.path.basename(source)

@@ -20,17 +20,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from gs_jax.base import distributed
+from gs_jax.base import distributed, errors
 
 _FINGERPRINT = "_fingerprint"
-
-
-def digest(settings: Any) -> str:
-  """A short stable name for JSON-able ``settings`` (e.g. a checkpoint folder per config):
-  equal settings, equal digest, whatever the key order."""
-  import hashlib
-  text = json.dumps(settings, sort_keys=True, default=str)
-  return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 class Checkpointer:
@@ -109,7 +101,7 @@ class Checkpointer:
     out = self._mgr.restore(step, args=ocp.args.Composite(**items))
     stored = out["meta"].pop(_FINGERPRINT, None)
     if self.fingerprint is not None and stored != self.fingerprint:
-      raise ValueError(f"the checkpoint in {self.directory} belongs to another run (written "
+      raise errors.RunMismatch(f"the checkpoint in {self.directory} belongs to another run (written "
                        f"for {stored}, this run is {self.fingerprint}); start afresh with "
                        f"--overwrite or choose another out_dir")
     history = out["history"] if with_history else None

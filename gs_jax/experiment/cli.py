@@ -17,15 +17,22 @@ returns the resolved, locked config. Names used across experiments (the canonica
 - ``steps`` for full-batch runs (one step = one pass over the data), ``epochs`` for minibatch
   runs; ``seeds`` (how many runs, seeds 0…seeds−1), ``seed`` (the seed of a single run);
 - ``out_dir``, ``data_dir``, ``progress``, ``overwrite``.
+
+A config holds its hyper-parameters at the top level, evaluation-only settings in an ``eval``
+section and run settings (where and how it runs) in a ``run`` section (``configs/_run.py``);
+the fields of both sections are flags without the section's prefix (``--out_dir``,
+``--margin_n``), and :func:`overrides` sets them by the same names.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
+
+from gs_jax.base import errors
 
 COMMON_HELP = {
     "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); "
@@ -59,14 +66,31 @@ COMMON_HELP = {
 }
 
 
-def _leaves(cfg: ml_collections.ConfigDict, prefix: str = ""):
+# Sections whose fields are flags without the section's prefix (--out_dir, not --run.out_dir):
+# gs_jax.experiment.run.SECTIONS (configs/_run.py).
+FLAT_SECTIONS = ("run", "eval")
+
+
+def _leaves(cfg: ml_collections.ConfigDict, prefix: str = "", flag_prefix: str = ""):
+  """``(flag name, dotted path, value)`` of every leaf."""
   for key in cfg.keys():
     value = cfg[key]
-    name = f"{prefix}{key}"
+    path = f"{prefix}{key}"
     if isinstance(value, ml_collections.ConfigDict):
-      yield from _leaves(value, name + ".")
+      flat = not prefix and key in FLAT_SECTIONS
+      yield from _leaves(value, path + ".", flag_prefix if flat else f"{flag_prefix}{key}.")
     else:
-      yield name, value
+      yield f"{flag_prefix}{key}", path, value
+
+
+def _flags(cfg):
+  """``{flag name: (dotted path, default)}``; a flag name used twice is a config bug."""
+  out = {}
+  for name, dotted, value in _leaves(cfg):
+    if name in out:
+      raise KeyError(f"config field {dotted!r} and {out[name][0]!r} share the flag --{name}")
+    out[name] = (dotted, value)
+  return out
 
 
 def _get(cfg, dotted: str):
@@ -139,7 +163,7 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
   p.add_argument("--preset", default=presets[0], choices=presets,
                  help=f"named starting configuration (default {presets[0]!r}); the flags below "
                       f"show the chosen preset's values")
-  for name, default in _leaves(cfg):
+  for name, (_, default) in _flags(cfg).items():
     text = f"{_help_for(module, name)} (default: {_show(default)})"
     kind = _parser_for(default, name)
     if kind is _bool:   # --name, --name=false, --no_name
@@ -154,13 +178,15 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
   return p, cfg
 
 
-def parse(module: ModuleType, argv: Sequence[str] | None = None,
-          prog: str | None = None) -> ml_collections.ConfigDict:
+def parse(module: ModuleType, argv: Sequence[str] | None = None, prog: str | None = None,
+          validate: Callable | None = None) -> ml_collections.ConfigDict:
   """Resolves ``module``'s config from ``--preset`` and per-field flags; returns it locked.
 
   Unknown flags and values of the wrong type are errors that name the flag. Range checks
   belong to the config module's optional ``validate(config)`` (raising ``ValueError``), whose
-  message the parser reports.
+  message the parser reports; checks that need the library (class names, model names) to the
+  experiment's ``validate`` argument, reported the same way (configs import ml_collections
+  only).
   """
   argv = list(sys.argv[1:] if argv is None else argv)
   presets = tuple(module.PRESETS)
@@ -171,35 +197,39 @@ def parse(module: ModuleType, argv: Sequence[str] | None = None,
                              prog)
   args = parser.parse_args(argv)
   cfg = ml_collections.ConfigDict(cfg)   # a copy of the preset
-  for name, _ in _leaves(cfg):
+  for name, (dotted, _) in _flags(cfg).items():
     value = getattr(args, name)
     if value is not None:
       try:
-        _set(cfg, name, value)
+        _set(cfg, dotted, value)
       except TypeError as e:
         parser.error(f"--{name}: {e}")
   with cfg.unlocked():
     cfg.preset = args.preset
-  validate = getattr(module, "validate", None)
-  if validate is not None:
-    try:
-      validate(cfg)
-    except ValueError as e:
-      parser.error(str(e))
+  for check in (getattr(module, "validate", None), validate):
+    if check is not None:
+      try:
+        check(cfg)
+      except ValueError as e:
+        parser.error(str(e))
   cfg.lock()
   return cfg
 
 
 def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
-  """A copy of ``cfg`` with ``values`` set (dotted names as ``model__width``)."""
-  out = ml_collections.ConfigDict(cfg)
+  """A copy of ``cfg`` with ``values`` set, named as their flags (``out_dir`` sets
+  ``run.out_dir``; dotted names as ``model__width``)."""
+  out = cfg.copy_and_resolve_references()   # deep: sections are ConfigDicts too
+  flags = _flags(out)
   with out.unlocked():
     for key, value in values.items():
-      _set(out, key.replace("__", "."), value)
+      name = key.replace("__", ".")
+      _set(out, flags[name][0] if name in flags else name, value)
   return out
 
 
-def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: str):
+def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: str,
+         validate: Callable | None = None):
   """An experiment's ``main``: parse ``module``'s config, pin the process to the cores of
   ``cpu_cores``, choose ``cpu_runtime``, give JAX one CPU device per core for ``cpu_devices``
   (each only where the config has the field) and start ``jax.distributed`` when it has
@@ -207,15 +237,30 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   (:func:`gs_jax.distributed.from_config`), all before any computation, and return
   ``run(config)``; in a multi-process run an error ends the process at once
   (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
-  cfg = parse(module, argv, prog=prog)
+  cfg = parse(module, argv, prog=prog, validate=validate)
+  setup(cfg)
   from gs_jax.base import distributed
-  if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
-    distributed.from_config(cfg)
-  from gs_jax.base import devices   # both before JAX starts its backends
-  if "cpu_cores" in cfg:
-    devices.use_cpu_cores(cfg.cpu_cores)
-  if "cpu_runtime" in cfg:
-    devices.use_cpu_runtime(cfg.cpu_runtime)
-  if "cpu_devices" in cfg:
-    devices.use_cpu_devices(cfg.cpu_devices)
-  return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting
+  try:   # a failing process must not keep the others waiting (fail_fast)
+    return distributed.fail_fast(run, cfg)
+  except errors.UserError as e:   # the user can fix it: the message, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def setup(cfg: ml_collections.ConfigDict) -> None:
+  """Process-wide JAX settings from ``cfg.run``, each where the config has the field, before
+  JAX's first computation: ``jax.distributed`` (:func:`gs_jax.base.distributed.from_config`),
+  core pinning, the XLA:CPU runtime, CPU devices. Experiments never change global JAX state
+  inside ``run()`` (numerical settings such as a matmul precision are scoped to their
+  computation with a context manager)."""
+  from gs_jax.base import devices, distributed
+  r = cfg.get("run", ml_collections.ConfigDict())
+  if "num_processes" in r:   # first: use_cpu_devices may start JAX's backends
+    distributed.from_config(r)
+  if "cpu_cores" in r:
+    devices.use_cpu_cores(r.cpu_cores)
+  if "cpu_runtime" in r:
+    devices.use_cpu_runtime(r.cpu_runtime)
+  if "cpu_devices" in r:
+    devices.use_cpu_devices(r.cpu_devices)
+

@@ -5,11 +5,16 @@ A run directory holds
 - ``results.json`` — written atomically (temporary file + ``os.replace``), schema::
 
       {"experiment": str, "config": {...the resolved config...},
-       "provenance": {"git_commit", "git_dirty", "argv", "python", "platform", "packages",
-                      "devices", "start_time", "end_time"},
+       "provenance": {"git_commit", "git_dirty", "git_diff_sha256", "command", "python",
+                      "platform", "packages", "devices", "start_time",   # of the first start
+                      "commits", "mixed_commits", "calls": [one record per start],
+                      "end_time"},
        "std_convention": "sample (ddof=1)",
        "metrics": {...summaries...}, "per_seed": {...one value per seed/restart...},
        ...experiment-specific extras}
+
+- ``calls.jsonl`` — the provenance of every start (first, then each resumed start), taken
+  when the run starts, not when it ends: the commit that trained a run is the one it started at.
 
 - ``metrics.jsonl`` — one JSON object per line (``{"step": …, "loss": …, …}``), appended during
   long runs, so a user can ``tail -f`` or plot it while training runs.
@@ -67,12 +72,18 @@ def command_line() -> str:
 
 
 def provenance() -> dict:
-  """Git commit and dirty flag, command line, Python, package versions and JAX devices."""
+  """Git commit, dirty flag (and, when dirty, a SHA-256 of ``git diff HEAD``), command line,
+  Python, package versions and JAX devices: what this process runs."""
+  import hashlib
+
   import jax
   status = _git("status", "--porcelain", "--untracked-files=no")
+  dirty = None if status is None else bool(status)
+  diff = _git("diff", "HEAD") if dirty else None
   return {
       "git_commit": _git("rev-parse", "HEAD"),
-      "git_dirty": None if status is None else bool(status),
+      "git_dirty": dirty,
+      "git_diff_sha256": None if diff is None else hashlib.sha256(diff.encode()).hexdigest(),
       "command": command_line(),
       "python": sys.version.split()[0],
       "platform": platform.platform(),
@@ -80,6 +91,21 @@ def provenance() -> dict:
       "devices": [str(d) for d in jax.devices()],
       "process_count": jax.process_count(),
   }
+
+
+def combined_provenance(calls: list[dict]) -> dict:
+  """The ``provenance`` of results.json from the records of every start of a run (first start,
+  then each resumed start; :class:`RunWriter`): the first start's record, ``git_dirty`` true
+  if *any* start ran from a modified tree, ``commits`` (every commit that ran a part of it,
+  ``mixed_commits`` when more than one) and ``calls`` (all records, each with its
+  ``start_time`` and what it resumed from)."""
+  first = dict(calls[0])
+  commits = list(dict.fromkeys(c.get("git_commit") for c in calls))
+  dirty = [c.get("git_dirty") for c in calls]
+  first.update(
+      git_dirty=True if any(d is True for d in dirty) else (None if None in dirty else False),
+      commits=commits, mixed_commits=len(commits) > 1, calls=calls)
+  return first
 
 
 def _now() -> str:
@@ -94,7 +120,10 @@ def _is_main() -> bool:
 class RunWriter:
   """Writes one run directory: ``results.json`` (atomic) and ``metrics.jsonl``.
 
-  ``RunWriter(out_dir, "two_moons", config)`` records the start time and provenance;
+  ``RunWriter(out_dir, "two_moons", config)`` records provenance *at start* (commit, dirty
+  flag, command …) and appends it to ``out_dir/calls.jsonl``, so a run started again (resumed)
+  adds a record and results.json lists which code ran which part (:func:`combined_provenance`);
+  a start from a modified tree prints a warning (its results are a draft);
   :meth:`log` appends a training-metrics line; :meth:`write` (call it as often as useful,
   e.g. after every finished configuration) replaces ``results.json`` with the current state.
   In a multi-process run only process 0 writes (the others' calls do nothing).
@@ -106,7 +135,26 @@ class RunWriter:
     self.experiment = experiment
     self.config = to_builtin(config)
     self.start_time = _now()
-    self._provenance = None
+    self._calls = None
+
+  @property
+  def calls_path(self) -> Path:
+    return self.out_dir / "calls.jsonl"
+
+  def record_start(self, **fields) -> dict:
+    """Takes this start's provenance, appends it to ``calls.jsonl`` (``fields`` e.g. what it
+    resumes from) and returns it. Called by :class:`gs_jax.experiment.run.Run` at start, or by
+    the first :meth:`write`."""
+    call = {**provenance(), "start_time": self.start_time, **fields}
+    if call["git_dirty"]:
+      print(f"warning: {self.out_dir}: the working tree has uncommitted changes; results "
+            "written by this run are a draft (provenance git_dirty=true)", file=sys.stderr)
+    if _is_main():
+      with open(self.calls_path, "a") as f:
+        f.write(json.dumps(to_builtin(call)) + "\n")
+    self._calls = [json.loads(line) for line in self.calls_path.read_text().splitlines()
+                   if line.strip()] if self.calls_path.exists() else [call]
+    return call
 
   @property
   def results_path(self) -> Path:
@@ -119,12 +167,6 @@ class RunWriter:
   def previous(self) -> dict | None:
     """The results.json already in the directory, or None."""
     return read_json(self.results_path)
-
-  def discard_training(self) -> None:
-    """Removes the run's ``ckpt/`` and ``metrics.jsonl`` (``--overwrite``: start afresh)."""
-    import shutil
-    shutil.rmtree(self.out_dir / "ckpt", ignore_errors=True)
-    self.log_path.unlink(missing_ok=True)
 
   def log(self, step: int, **metrics) -> None:
     """Appends ``{"step": step, **metrics}`` as one JSON line (flushed)."""
@@ -154,12 +196,12 @@ class RunWriter:
     """Atomically writes results.json with the config, provenance and the given values."""
     if not _is_main():
       return self.results_path
-    if self._provenance is None:
-      self._provenance = provenance()
+    if self._calls is None:
+      self.record_start()
     data = {
         "experiment": self.experiment,
         "config": self.config,
-        "provenance": {**self._provenance, "start_time": self.start_time, "end_time": _now()},
+        "provenance": {**combined_provenance(self._calls), "end_time": _now()},
         "std_convention": STD_CONVENTION,
         "metrics": metrics,
         "per_seed": per_seed or {},

@@ -104,7 +104,7 @@ class Diverged(FloatingPointError):
 def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objective,
                   state: TrainState, data: Mapping[str, Any], batch_indices: Callable,
                   num_epochs: int, hparams, *, preprocess: Callable | None = None, mesh=None,
-                  checkpoint=None, fingerprint: Mapping[str, Any] | None = None,
+                  checkpoint=None,
                   chunk: int = 10, progress: bool = True, desc: str | None = None,
                   on_chunk: Callable | None = None, on_epoch: Callable | None = None,
                   train_step: Callable | None = None, evaluate: Callable | None = None,
@@ -123,11 +123,11 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
 
   With a ``checkpoint`` (:class:`gs_jax.checkpoint.Checkpointer`) the state is saved after
   every epoch (as often as its ``every_seconds`` allow, and always after the last) under the
-  number of epochs done, with the history and ``fingerprint`` (JSON-able: whatever determines
-  the training) as metadata. A new call restores the latest checkpoint and continues from that
-  epoch; batches and augmentations depend only on (epoch, step), so a run killed and started
-  again ends with the numbers of an uninterrupted one (tested), and a finished run returns at
-  once. A checkpoint written under another ``fingerprint`` is refused (ValueError).
+  number of epochs done, with the history as metadata. A new call restores the latest
+  checkpoint and continues from that epoch; batches and augmentations depend only on (epoch,
+  step), so a run killed and started again ends with the numbers of an uninterrupted one
+  (tested), and a finished run returns at once. Whether a checkpoint belongs to this training
+  is the checkpointer's question (its ``fingerprint``; :meth:`gs_jax.experiment.run.Run.checkpointer`).
 
   ``train_step(state, batch, hparams) -> (state, metrics)`` replaces
   ``make_train_step(apply_fn, tx, objective)`` for methods whose state is more than one
@@ -144,18 +144,12 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
     mean of every metric of ``objective`` over the epoch's steps. ``on_epoch(record)`` is
     called with each new record after its checkpoint is written.
   """
-  import json
-
   from tqdm.auto import tqdm
 
-  fingerprint = json.loads(json.dumps(fingerprint or {}))
   history, start = [], 0
   restored = checkpoint.restore(state) if checkpoint is not None else None
   if restored is not None:
     start, state, _, meta = restored
-    if meta.get("fingerprint", {}) != fingerprint:
-      raise ValueError(f"the checkpoint in {checkpoint.directory} belongs to another run: it "
-                       f"was written for {meta.get('fingerprint')}, this run is {fingerprint}")
     if start > num_epochs:
       raise ValueError(f"checkpoint at epoch {start} is past num_epochs={num_epochs}")
     history = list(meta["history"])
@@ -197,8 +191,7 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
         record.update(evaluate(state))
       history.append(record)
       if checkpoint is not None:
-        checkpoint.maybe_save(epoch + 1, state, meta={"history": history,
-                                                      "fingerprint": fingerprint},
+        checkpoint.maybe_save(epoch + 1, state, meta={"history": history},
                               force=epoch + 1 == num_epochs)
       if on_epoch is not None:
         on_epoch(record)
