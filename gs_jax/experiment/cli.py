@@ -206,7 +206,9 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   ``num_processes`` and the flags or the cluster ask for it
   (:func:`gs_jax.distributed.from_config`), all before any computation, and return
   ``run(config)``; in a multi-process run an error ends the process at once
-  (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
+  (:func:`gs_jax.distributed.fail_fast`), so the others stop too. A
+  :class:`gs_jax.errors.UserError` (missing or malformed data) prints ``error: <message>`` and
+  exits with status 2, without a traceback."""
   cfg = parse(module, argv, prog=prog)
   from gs_jax.base import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
@@ -218,4 +220,9 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
     devices.use_cpu_runtime(cfg.cpu_runtime)
   if "cpu_devices" in cfg:
     devices.use_cpu_devices(cfg.cpu_devices)
-  return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting
+  from gs_jax import errors
+  try:
+    return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting
+  except errors.UserError as e:   # missing or malformed data: the message, not a traceback
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
