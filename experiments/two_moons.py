@@ -10,10 +10,8 @@ one from its checkpoint (``ckpt/<panel>``); ``--overwrite`` starts afresh.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 
-import jax
 import numpy as np
 
 from analysis import two_moons_figures
