@@ -51,9 +51,10 @@ test: .venv/.installed
 	@echo "GS_DATA_DIR=$(GS_DATA_DIR) (real-data tests are skipped when it is empty)"
 	$(PY) -m pytest -q -m "not slow" -n 2 -rs
 
-# The fast unit tier: no reproduction runs, no multi-process jobs, no notebook.
+# The fast unit tier: no reproduction runs, no multi-process jobs, no notebook; it lists its
+# slowest tests (the candidates for a smaller size or the slow marker).
 test-unit: .venv/.installed
-	$(PY) -m pytest -q -m "not slow and not multiprocess and not notebook" -n 2 -rs
+	$(PY) -m pytest -q -m "not slow and not multiprocess and not notebook" -n 2 -rs --durations=15
 
 # The same suite on the oldest supported stack, with neural-tangents as the NTK reference.
 test-oldest: .venv-oldest/.installed

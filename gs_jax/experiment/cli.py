@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from gs_jax import errors
+
 COMMON_HELP = {
     "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); "
                  "docs/protocols.md §4",
@@ -220,7 +222,6 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
     devices.use_cpu_runtime(cfg.cpu_runtime)
   if "cpu_devices" in cfg:
     devices.use_cpu_devices(cfg.cpu_devices)
-  from gs_jax import errors
   try:
     return distributed.fail_fast(run, cfg)   # a failing process must not keep the others waiting
   except errors.UserError as e:   # missing or malformed data: the message, not a traceback
