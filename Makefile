@@ -39,8 +39,8 @@ venv-oldest: .venv-oldest/.installed
 # yet: `ruff format --check` runs only with LINT_FORMAT=1. Once the one formatting commit is in
 # (`.venv/bin/ruff format .`), make it unconditional: drop the $(if ...) below.
 LINT_FORMAT ?=
-TYPED := gs_jax/dual.py gs_jax/losses.py gs_jax/ntk.py gs_jax/_compat.py gs_jax/types.py \
-         gs_jax/errors.py
+TYPED := gs_jax/theory/dual.py gs_jax/nn/losses.py gs_jax/theory/ntk.py gs_jax/base/_compat.py \
+         gs_jax/base/types.py gs_jax/base/errors.py
 lint: .venv/.installed
 	@$(PY) -m pip install -q -c constraints/newest.txt ruff mypy
 	$(PY) -m ruff check .

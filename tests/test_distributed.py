@@ -256,7 +256,7 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
   failed = time.monotonic()
   (rc0, out0), = _finish(procs[:1], timeout=EXIT_BOUND_S + 30)
   elapsed = time.monotonic() - failed
-  # A missing data folder is a user error (gs_jax.errors): its message, status 2, no traceback.
+  # A missing data folder is a user error (gs_jax.base.errors): its message, status 2, no traceback.
   assert rc1 == 2 and "error: no MNIST file" in out1 and "process 1 failed" in out1, \
       out1[-2000:]
   assert "Traceback" not in out1, out1[-2000:]

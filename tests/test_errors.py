@@ -1,4 +1,4 @@
-"""User errors end cleanly (gs_jax.errors): a missing or malformed data file makes an
+"""User errors end cleanly (gs_jax.base.errors): a missing or malformed data file makes an
 experiment's command line print ``error: <message naming the path>`` and exit with status 2,
 without a traceback; bugs keep theirs. Loader-level cases use tiny files in tmp_path."""
 import importlib
@@ -11,7 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gs_jax import cli, errors
+from gs_jax.base import errors
+from gs_jax.experiment import cli
 from gs_jax.data import celeba, cifar, paths
 from gs_jax.data import colored_mnist as cm
 

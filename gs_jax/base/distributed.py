@@ -102,7 +102,7 @@ def from_config(cfg) -> bool:
 def fail_fast(fn, *args, **kwargs):
   """``fn(*args, **kwargs)``; in a multi-process run an exception (or ``SystemExit``) in it
   ends this process at once: traceback printed, exit status 1; for a
-  :class:`gs_jax.errors.UserError` only ``error: <message>``, exit status 2 (as
+  :class:`gs_jax.base.errors.UserError` only ``error: <message>``, exit status 2 (as
   :func:`gs_jax.cli.main` with one process).
 
   Python's normal exit would run ``jax.distributed.shutdown``, whose barrier waits for every
@@ -120,7 +120,7 @@ def fail_fast(fn, *args, **kwargs):
   except BaseException as e:
     if isinstance(e, SystemExit) and e.code in (None, 0):
       raise
-    from gs_jax import errors
+    from gs_jax.base import errors
     if isinstance(e, errors.UserError):
       print(f"error: {e}", file=sys.stderr)
     else:

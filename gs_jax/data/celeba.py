@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 TARGET, SPURIOUS = "Blond_Hair", "Male"
@@ -101,7 +101,7 @@ def read_partition(path: str) -> dict:
 @contextlib.contextmanager
 def _label_file(path: str):
   """``path`` opened as text; a missing file or a line that does not parse (a ValueError or
-  IndexError inside the block) is a user error naming the file (:mod:`gs_jax.errors`)."""
+  IndexError inside the block) is a user error naming the file (:mod:`gs_jax.base.errors`)."""
   if not os.path.isfile(path):
     raise errors.MissingDataError(f"{path}: no such file (the official CelebA label files "
                                   "list_attr_celeba.txt and list_eval_partition.txt)")

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 DATASETS = ("cifar2", "cifar10", "cifar100")
@@ -195,9 +195,9 @@ def load(dataset: str, data_dir: str | None = None, classes="cat,dog") -> CifarD
 
   Raises:
     ValueError: unknown dataset name.
-    gs_jax.errors.BadFileError: malformed arrays (a ValueError; the message names the file and
+    gs_jax.base.errors.BadFileError: malformed arrays (a ValueError; the message names the file and
       the problem).
-    gs_jax.errors.MissingDataError: data missing (a FileNotFoundError); the message says the
+    gs_jax.base.errors.MissingDataError: data missing (a FileNotFoundError); the message says the
       ways to provide it.
   """
   if dataset not in DATASETS:

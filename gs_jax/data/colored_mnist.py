@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 TRAIN_POOL = 50_000
@@ -68,8 +68,8 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
       split of the released code (same distribution).
 
   Raises:
-    gs_jax.errors.MissingDataError: ``data_dir`` has no ``mnist.npz`` (a FileNotFoundError).
-    gs_jax.errors.BadFileError: the file is no npz, lacks a key or has the wrong shapes (a
+    gs_jax.base.errors.MissingDataError: ``data_dir`` has no ``mnist.npz`` (a FileNotFoundError).
+    gs_jax.base.errors.BadFileError: the file is no npz, lacks a key or has the wrong shapes (a
       ValueError).
   """
   data_dir = paths.resolve(data_dir, "mnist")

@@ -41,7 +41,7 @@ import os
 
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 from gs_jax.data import cifar, paths
 
 DIGITS = (0, 1)

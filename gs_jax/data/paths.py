@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 
 ENV_VAR = "GS_DATA_DIR"
 
@@ -40,7 +40,7 @@ def read_npz(path: str, keys: Sequence[str], optional: Sequence[str] = ()) -> di
   """``{key: array}`` of ``keys`` (required) and of those ``optional`` keys present in the
   ``.npz`` at ``path``, read without pickle. A missing file, a file that is no ``.npz`` (or is
   truncated), a missing key or an object array is a user error naming ``path``
-  (:mod:`gs_jax.errors`), not a traceback."""
+  (:mod:`gs_jax.base.errors`), not a traceback."""
   if not os.path.isfile(path):
     raise errors.MissingDataError(f"{path}: no such file (expected an .npz with keys "
                                   f"{', '.join(keys)})")

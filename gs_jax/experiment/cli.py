@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from gs_jax import errors
+from gs_jax.base import errors
 
 COMMON_HELP = {
     "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); "
@@ -209,7 +209,7 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   (:func:`gs_jax.distributed.from_config`), all before any computation, and return
   ``run(config)``; in a multi-process run an error ends the process at once
   (:func:`gs_jax.distributed.fail_fast`), so the others stop too. A
-  :class:`gs_jax.errors.UserError` (missing or malformed data) prints ``error: <message>`` and
+  :class:`gs_jax.base.errors.UserError` (missing or malformed data) prints ``error: <message>`` and
   exits with status 2, without a traceback."""
   cfg = parse(module, argv, prog=prog)
   from gs_jax.base import distributed

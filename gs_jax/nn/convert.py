@@ -23,7 +23,7 @@ Layout of the mapping (torchvision name → ours, ``k`` = stage 1…4, ``j`` = b
   ``Linear(2048, 1)``.
 
 Every key, shape and count is checked against our model's parameter tree: a missing,
-unexpected or mis-shaped entry is a :class:`gs_jax.errors.BadFileError` (a ValueError) naming
+unexpected or mis-shaped entry is a :class:`gs_jax.base.errors.BadFileError` (a ValueError) naming
 it. Reading a ``.pth`` needs PyTorch
 (``pip install 'gs-jax[convert]'``); :func:`convert_state_dict` itself takes NumPy arrays.
 """
@@ -36,7 +36,7 @@ from typing import Mapping
 
 import numpy as np
 
-from gs_jax import errors
+from gs_jax.base import errors
 
 IMAGENET1K_V1 = {"resnet50": "resnet50-0676ba61.pth", "resnet18": "resnet18-f37072fd.pth"}
 TORCHVISION_ARCHS = ("resnet18", "resnet50")

@@ -566,7 +566,7 @@ def load_pretrained(variables, path: str):
   """
   from flax import serialization, traverse_util
 
-  from gs_jax import errors
+  from gs_jax.base import errors
   if not os.path.isfile(path):
     raise errors.MissingDataError(f"{path}: no such file (a msgpack of pretrained weights, e.g. "
                                   "from python -m gs_jax.convert)")
