@@ -261,10 +261,13 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
       out1[-2000:]
   assert "Traceback" not in out1, out1[-2000:]
   assert rc0 != 0 and elapsed < EXIT_BOUND_S, (elapsed, out0[-2000:])
-  # Either the heartbeat check names the silent task (".../task:1 ... heartbeat") or, in a
-  # collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
+  # Either the heartbeat check names the silent task (".../task:1 ... heartbeat"; jax 0.10 also
+  # "unhealthy (stopped sending heartbeats):\n1", seen beside other tests at load ≈ 12) or, in
+  # a collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
   # closed by peer"; measured, process 0 in orbax's directory barrier): both say what happened.
-  assert "task:1" in out0 or "closed by peer" in out0, out0[-2000:]
+  import re
+  assert re.search(r"task:1\b|stopped sending heartbeats\):\s*1\b", out0) or \
+      "closed by peer" in out0, out0[-2000:]
   print(f"process 0 exited {elapsed:.1f} s after process 1, status {rc0}")
 
 
