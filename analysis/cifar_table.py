@@ -95,7 +95,7 @@ def paper_cells(dataset, method) -> str:
 
 def make_table(groups):
   rows = []
-  for (dataset, model, method, lam, epochs, limit), runs in groups.items():
+  for (dataset, model, method, lam, epochs, _), runs in groups.items():
     row = {"dataset": dataset, "model": model, "method": method, "sd_lambda": lam,
            "seeds": len(runs), "epochs": epochs, "n_train": runs[0]["data"]["n_train"],
            "augment": runs[0]["config"]["augment"]}
@@ -229,7 +229,7 @@ def _cell(values, scale):
 
 def make_released_table(groups):
   rows = []
-  for (dataset, classes, method, coef, epochs, limit), runs in groups.items():
+  for (dataset, classes, method, coef, epochs, _), runs in groups.items():
     row = {"dataset": dataset, "classes": classes, "method": method, "sd_coef": coef,
            "seeds": ",".join(str(r["config"]["seed"]) for r in runs), "epochs": epochs,
            "n_train": runs[0]["data"]["n_train"],
@@ -254,7 +254,7 @@ def released_figure2(groups, stem, x_max=0.3):
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   grid = np.linspace(0, x_max, 601)
   classes_shown = sorted({k[1] for k in groups})
-  for i, ((dataset, classes, method, coef, epochs, _), runs) in enumerate(groups.items()):
+  for i, ((_, _, method, coef, epochs, _), runs) in enumerate(groups.items()):
     color = f"C{i}"
     for attack, ls in (("released", "-"), ("strong", "--")):
       if attack not in runs[0]["margins"]:

@@ -106,7 +106,7 @@ def run_set(names, work: Path) -> dict:
 
 def compare(a: dict, b: dict) -> tuple[str, bool]:
   """A markdown table of the largest differences per run; ``ok`` if all are in tolerance."""
-  lines = [f"| run | numbers | max abs diff | max rel diff | tolerance (rtol, atol) | within |",
+  lines = ["| run | numbers | max abs diff | max rel diff | tolerance (rtol, atol) | within |",
            "|---|---|---|---|---|---|"]
   ok = True
   for name in RUNS:

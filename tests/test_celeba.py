@@ -36,7 +36,10 @@ def make_official_layout(root, n_per_split=(24, 8, 8), seed=0, size=(178, 218)):
       img[: size[1] // 2] += np.uint8(100 * y)
       img[size[1] // 2:] -= np.uint8(50 * a)
       Image.fromarray(img).save(os.path.join(root, "img_align_celeba", f), quality=90)
-      files.append(f); ys.append(y); as_.append(a); part.append(split)
+      files.append(f)
+      ys.append(y)
+      as_.append(a)
+      part.append(split)
   with open(os.path.join(root, "list_attr_celeba.txt"), "w", newline="") as fh:
     fh.write(f"{len(files)}\r\n" + " ".join(FIXTURE_ATTRS) + " \r\n")
     for f, y, a in zip(files, ys, as_):

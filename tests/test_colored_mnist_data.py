@@ -121,7 +121,7 @@ def test_train_batch(envs):
 
 
 def test_bad_inputs(tmp_path, mnist):
-  with pytest.raises(ValueError, match="--data_dir"):
+  with pytest.raises(FileNotFoundError, match="--data_dir"):   # a user error (gs_jax.base.errors)
     cm.load_mnist_train(str(tmp_path))
   with pytest.raises(ValueError, match="variant"):
     cm.variant(cm.colored_mnist(0, mnist=fake_mnist(60, 1))["test"], np.zeros((10, 14, 14)),

@@ -12,7 +12,6 @@ from configs import colored_mnist as configs
 from experiments import colored_mnist as exp
 from gs_jax.experiment import checkpoint, cli, results
 from gs_jax.tasks import cmnist
-from gs_jax.nn import models
 from gs_jax.base import errors, paper
 from gs_jax.data.colored_mnist import VARIANTS, load_mnist_train
 from tests.test_colored_mnist_data import fake_mnist

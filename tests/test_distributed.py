@@ -150,6 +150,7 @@ def test_placement_helpers_with_one_process():
 
 # ----------------------------------------------------------------------------- real processes
 
+@pytest.mark.multiprocess
 def test_a_killed_process_stops_the_survivor_with_a_clear_message(tmp_path):
   procs = _start("wait", tmp_path, 2, 1, f"--timeout_s={TIMEOUT_S}")
   line = ""
@@ -179,6 +180,7 @@ def cifar_2x2(tmp_path_factory):
   return _run("cifar", tmp_path_factory.mktemp("c2x2"), 2, 2)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_cifar_two_processes_equal_one_process_with_the_same_devices(tmp_path, cifar_2x2):
   one = _run("cifar", tmp_path, 1, 4)
@@ -190,6 +192,7 @@ def test_cifar_two_processes_equal_one_process_with_the_same_devices(tmp_path, c
     np.testing.assert_allclose(cifar_2x2[k], one[k], rtol=0, atol=2e-6, err_msg=k)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_killed_two_process_cifar_job_resumes_to_the_uninterrupted_result(tmp_path, cifar_2x2):
   outs = _finish(_start("cifar", tmp_path, 2, 2, "--die_after=1"))
@@ -200,6 +203,7 @@ def test_killed_two_process_cifar_job_resumes_to_the_uninterrupted_result(tmp_pa
     np.testing.assert_array_equal(resumed[k], cifar_2x2[k], err_msg=k)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_moons_seed_axis_over_two_processes_equals_one_process(tmp_path):
   two = _run("moons", tmp_path / "two", 2, 2)
@@ -222,6 +226,7 @@ def cmnist_args(tmp_path_factory):
           "--n_test=100", "--log_every=1", "--chunk=4", "--no_progress", f"--data_dir={path}"]
 
 
+@pytest.mark.multiprocess
 def test_colored_mnist_cli_two_processes_equal_one_process(tmp_path, cmnist_args):
   """``python -m experiments.colored_mnist`` as 2 processes × 2 devices against 1 × 4: the
   4 restarts split over the 4 devices (one each), gathered on every process; in CI."""
@@ -240,6 +245,7 @@ def test_colored_mnist_cli_two_processes_equal_one_process(tmp_path, cmnist_args
   assert len(two["per_seed"]["test_acc"]) == 4
 
 
+@pytest.mark.multiprocess
 def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
   """Process 1 cannot read its data and raises: it exits at once (gs_jax.distributed.fail_fast)
   and process 0, waiting for it in a collective, stops within the heartbeat timeout — without
@@ -250,15 +256,22 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
   failed = time.monotonic()
   (rc0, out0), = _finish(procs[:1], timeout=EXIT_BOUND_S + 30)
   elapsed = time.monotonic() - failed
-  assert rc1 == 1 and "no MNIST file" in out1 and "process 1 failed" in out1, out1[-2000:]
+  # A missing data folder is a user error (gs_jax.base.errors): its message, status 2, no traceback.
+  assert rc1 == 2 and "error: no MNIST file" in out1 and "process 1 failed" in out1, \
+      out1[-2000:]
+  assert "Traceback" not in out1, out1[-2000:]
   assert rc0 != 0 and elapsed < EXIT_BOUND_S, (elapsed, out0[-2000:])
-  # Either the heartbeat check names the silent task (".../task:1 ... heartbeat") or, in a
-  # collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
+  # Either the heartbeat check names the silent task (".../task:1 ... heartbeat"; jax 0.10 also
+  # "unhealthy (stopped sending heartbeats):\n1", seen beside other tests at load ≈ 12) or, in
+  # a collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
   # closed by peer"; measured, process 0 in orbax's directory barrier): both say what happened.
-  assert "task:1" in out0 or "closed by peer" in out0, out0[-2000:]
+  import re
+  assert re.search(r"task:1\b|stopped sending heartbeats\):\s*1\b", out0) or \
+      "closed by peer" in out0, out0[-2000:]
   print(f"process 0 exited {elapsed:.1f} s after process 1, status {rc0}")
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   from tests.test_cifar import TINY, _fake_cifar10
@@ -279,6 +292,7 @@ def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   assert two["margins"]["values"] == one["margins"]["values"]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_celeba_cli_two_processes_equal_one_process(tmp_path):
   """LfF (two networks, per-example loss averages updated at the batch's rows): the rows of

@@ -114,7 +114,7 @@ def test_builder_rejects_bad_input():
 def test_contrast_scales_the_mnist_half_only():
   x = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3)).astype(np.uint8)
   f = {a: np.asarray(dominoes.to_float(x, a)) for a in (0.0, 0.25, 1.0)}
-  for a, v in f.items():
+  for v in f.values():
     assert v.dtype == np.float32 and v.shape == x.shape
     assert v.min() >= 0.0 and v.max() <= 1.0
     np.testing.assert_allclose(v[:, 32:], x[:, 32:] / 255.0, rtol=1e-6)   # CIFAR untouched
@@ -246,7 +246,7 @@ def test_quick_preset_end_to_end_and_a_killed_run_resumes(tmp_path):
   assert res["config"]["a"] == 0.5 and res["provenance"]["git_commit"]
   assert res["data"]["mnist"].startswith("$GS_DATA_DIR")
   assert set(res["metrics"]) == {"erm", "l2", "sd"}
-  for key, rec in res["per_seed"].items():
+  for rec in res["per_seed"].values():
     assert set(rec["test_acc"]) == {"intact", "mnist_random", "cifar_random"}
     assert all(0.0 <= v <= 1.0 for v in rec["test_acc"].values())
     assert len(rec["z_final"]) == 4 and len(rec["mnist_share"]) == 4

@@ -4,6 +4,9 @@ import pathlib
 
 import nbclient
 import nbformat
+import pytest
+
+pytestmark = pytest.mark.notebook   # starts a Jupyter kernel (`make test-unit` leaves it out)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

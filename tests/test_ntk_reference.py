@@ -9,7 +9,6 @@ same products in different orders, so they agree to a few float32 ulps of the la
 (rtol 1e-5 of max |K|, asserted).
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,7 +1,6 @@
 """Figure 5 (experiments.primal_dual): the quick preset, and the dual gradient-ascent loop."""
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -22,6 +22,7 @@ the installed JAX has one, and the private one where it has none (version or fea
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any, NamedTuple
 
@@ -108,7 +109,7 @@ def distributed_initialize(coordinator_address: str | None, num_processes: int |
   return "private"
 
 
-def detected_cluster():
+def detected_cluster() -> Any:
   """The cluster environment JAX would use (Slurm, MPI, TPU, …) if it spans > 1 process,
   else None — the same detection ``jax.distributed.initialize()`` runs (private: JAX exposes
   the result only by starting the runtime)."""
@@ -127,10 +128,11 @@ def detected_cluster():
   return None
 
 
-def enable_x64():
+def enable_x64() -> contextlib.AbstractContextManager:
   """A context manager under which JAX computes in float64 (``jax.enable_x64(True)`` on newer
   JAX; ``jax.experimental.enable_x64()``, removed since, on jax 0.5)."""
   if hasattr(jax, "enable_x64"):
     return jax.enable_x64(True)
-  from jax.experimental import enable_x64 as _enable_x64
-  return _enable_x64()
+  import jax.experimental as jax_experimental
+  # Only jax < 0.6 has it (the oldest stack's branch); mypy runs on the newest, which lacks it.
+  return jax_experimental.enable_x64()  # type: ignore[attr-defined,unused-ignore]

@@ -27,7 +27,7 @@ def use_cpu_devices(count: int | None = None) -> int:
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError as e:     # the CPU backend is already initialised
-    warnings.warn(f"could not set {count} CPU devices: {e}")
+    warnings.warn(f"could not set {count} CPU devices: {e}", stacklevel=2)
     return len(jax.devices("cpu"))
   return count
 
@@ -65,7 +65,7 @@ def use_cpu_cores(spec: str = "") -> list[int]:
   from gs_jax.base import _compat
   if _compat.backends_started():
     warnings.warn("cpu_cores set after JAX started its backends: XLA's thread pool keeps "
-                  "the size it has")
+                  "the size it has", stacklevel=2)
   os.sched_setaffinity(0, cpus)
   return cpus
 
@@ -101,11 +101,12 @@ def use_cpu_runtime(name: str = "thunk") -> str:
   import jax
   from gs_jax.base import _compat
   if _compat.backends_started():
-    warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})")
+    warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})",
+                  stacklevel=2)
     return current
   if name == "legacy" and not _compat.HAS_LEGACY_CPU_RUNTIME:
     warnings.warn(f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
-                  "using the default runtime")
+                  "using the default runtime", stacklevel=2)
     return current
   parts = [f for f in flags.split() if f != _LEGACY_FLAG]
   os.environ["XLA_FLAGS"] = " ".join(parts + ([_LEGACY_FLAG] if name == "legacy" else []))

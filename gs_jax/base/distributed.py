@@ -101,7 +101,9 @@ def from_config(cfg) -> bool:
 
 def fail_fast(fn, *args, **kwargs):
   """``fn(*args, **kwargs)``; in a multi-process run an exception (or ``SystemExit``) in it
-  ends this process at once: traceback printed, exit status 1.
+  ends this process at once: traceback printed, exit status 1; for a
+  :class:`gs_jax.base.errors.UserError` only ``error: <message>``, exit status 2 (as
+  :func:`gs_jax.cli.main` with one process).
 
   Python's normal exit would run ``jax.distributed.shutdown``, whose barrier waits for every
   process; the others, blocked in a collective with this one, would wait there too, for
@@ -118,10 +120,14 @@ def fail_fast(fn, *args, **kwargs):
   except BaseException as e:
     if isinstance(e, SystemExit) and e.code in (None, 0):
       raise
-    traceback.print_exc()
+    from gs_jax.base import errors
+    if isinstance(e, errors.UserError):
+      print(f"error: {e}", file=sys.stderr)
+    else:
+      traceback.print_exc()
     print(f"process {state.process_id} failed: exiting now (the others stop "
           f"when they miss its heartbeats)", file=sys.stderr, flush=True)
-    os._exit(1)
+    os._exit(2 if isinstance(e, errors.UserError) else 1)
 
 
 def barrier(name: str) -> None:

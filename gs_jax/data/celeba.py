@@ -20,12 +20,14 @@ normalisation happens inside the compiled step (:func:`to_float`).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Sequence
 
 import numpy as np
 
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 TARGET, SPURIOUS = "Blond_Hair", "Male"
@@ -65,12 +67,12 @@ def read_attributes(path: str, names: Sequence[str] = (TARGET, SPURIOUS)):
   """``(files, {name: 0/1 int array})`` from ``list_attr_celeba.txt`` (official format: line 1
   the count, line 2 the attribute names, then ``file ±1 …``; LF or CRLF; columns found by
   name)."""
-  with open(path, "r", newline=None) as f:
+  with _label_file(path) as f:
     count = int(f.readline().split()[0])
     header = f.readline().split()
     missing = [n for n in names if n not in header]
     if missing:
-      raise ValueError(f"{path}: attributes {missing} not in the header")
+      raise errors.BadFileError(f"{path}: attributes {missing} not in the header")
     cols = [header.index(n) + 1 for n in names]   # +1: the file-name column
     files, values = [], []
     for line in f:
@@ -80,7 +82,7 @@ def read_attributes(path: str, names: Sequence[str] = (TARGET, SPURIOUS)):
       files.append(parts[0])
       values.append([int(parts[c]) for c in cols])
   if len(files) != count:
-    raise ValueError(f"{path}: header says {count} images, found {len(files)}")
+    raise errors.BadFileError(f"{path}: header says {count} images, found {len(files)}")
   v = (np.asarray(values, np.int32).reshape(-1, len(names)) > 0).astype(np.int32)
   return files, {n: v[:, i] for i, n in enumerate(names)}
 
@@ -88,12 +90,37 @@ def read_attributes(path: str, names: Sequence[str] = (TARGET, SPURIOUS)):
 def read_partition(path: str) -> dict:
   """``{file: 0/1/2}`` from ``list_eval_partition.txt`` (0 train, 1 val, 2 test)."""
   out = {}
-  with open(path, "r", newline=None) as f:
+  with _label_file(path) as f:
     for line in f:
       parts = line.split()
       if parts:
         out[parts[0]] = int(parts[1])
   return out
+
+
+@contextlib.contextmanager
+def _label_file(path: str):
+  """``path`` opened as text; a missing file or a line that does not parse (a ValueError or
+  IndexError inside the block) is a user error naming the file (:mod:`gs_jax.base.errors`)."""
+  if not os.path.isfile(path):
+    raise errors.MissingDataError(f"{path}: no such file (the official CelebA label files "
+                                  "list_attr_celeba.txt and list_eval_partition.txt)")
+  try:
+    with open(path, "r", newline=None) as f:
+      yield f
+  except errors.UserError:
+    raise
+  except (ValueError, IndexError, UnicodeDecodeError) as e:
+    raise errors.BadFileError(f"{path}: not in the official CelebA format ({e})") from e
+
+
+def _split_of(part: dict, files, path: str):
+  """The partition of each file; a file the partition list lacks is a user error."""
+  missing = [f for f in files if f not in part]
+  if missing:
+    raise errors.BadFileError(f"{path}: no partition for {len(missing)} images, e.g. "
+                              f"{missing[:3]}")
+  return [part[f] for f in files]
 
 
 def group_counts(split: Split) -> np.ndarray:
@@ -114,8 +141,8 @@ def describe(data: CelebA) -> str:
 def official_labels(root: str) -> CelebA:
   """Labels of the official layout in ``root`` with the official splits (no images read)."""
   files, attrs = read_attributes(os.path.join(root, "list_attr_celeba.txt"))
-  part = read_partition(os.path.join(root, "list_eval_partition.txt"))
-  which = np.array([part[f] for f in files])
+  part_path = os.path.join(root, "list_eval_partition.txt")
+  which = np.array(_split_of(read_partition(part_path), files, part_path))
   y, a = attrs[TARGET], attrs[SPURIOUS]
   splits = {}
   for k, name in enumerate(SPLITS):
@@ -145,12 +172,14 @@ def offline_labels(root: str) -> CelebA:
   """Labels of the partial offline copy with :data:`OFFLINE_SPLIT` (no images read)."""
   image_dir = os.path.join(root, "img_align_celeba_half")
   files, attrs = read_attributes(os.path.join(root, "list_attr_celeba.txt"))
-  part = read_partition(os.path.join(root, "list_eval_partition.txt"))
+  part_path = os.path.join(root, "list_eval_partition.txt")
+  part = read_partition(part_path)
   have = set(os.listdir(image_dir))
   keep = np.array([f in have for f in files])
   idx_all = np.flatnonzero(keep)
-  if not all(part[files[i]] == 0 for i in idx_all):
-    raise ValueError(f"{root}: expected only official-train images in the offline copy")
+  if not all(p == 0 for p in _split_of(part, [files[i] for i in idx_all], part_path)):
+    raise errors.BadFileError(f"{root}: expected only official-train images in the offline "
+                              "copy")
   y, a = attrs[TARGET][idx_all], attrs[SPURIOUS][idx_all]
   kept = [files[i] for i in idx_all]
   splits = {}
@@ -177,8 +206,15 @@ def read_images(image_dir: str, files: Sequence[str], size: int, limit: int = 0)
   files = list(files)[:limit] if limit else list(files)
   out = np.empty((len(files), size, size, 3), np.uint8)
   for i, f in enumerate(files):
-    with Image.open(os.path.join(image_dir, f)) as img:
-      out[i] = center_crop_resize(img, size)
+    path = os.path.join(image_dir, f)
+    try:
+      with Image.open(path) as img:
+        out[i] = center_crop_resize(img, size)
+    except FileNotFoundError as e:
+      raise errors.MissingDataError(f"{path}: listed in the label file, missing from "
+                                    f"{image_dir}") from e
+    except OSError as e:   # PIL.UnidentifiedImageError, truncated files
+      raise errors.BadFileError(f"{path}: not a readable image ({e})") from e
   return out
 
 
@@ -246,9 +282,14 @@ def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
       data, image_dir = official_labels(root), os.path.join(root, "img_align_celeba")
     elif os.path.isdir(os.path.join(root, "img_align_celeba_half")):
       data, image_dir = offline_labels(root), os.path.join(root, "img_align_celeba_half")
+    elif not os.path.isdir(root):
+      raise errors.MissingDataError(
+          f"{root}: no such folder (expected the official CelebA layout: img_align_celeba/, "
+          "list_attr_celeba.txt, list_eval_partition.txt; or omit --data_dir and GS_DATA_DIR "
+          "to download with tfds.load('celeb_a'))")
     else:
-      raise FileNotFoundError(f"{root}: neither img_align_celeba/ (official layout) nor "
-                              "img_align_celeba_half/ (offline copy) found")
+      raise errors.MissingDataError(f"{root}: neither img_align_celeba/ (official layout) nor "
+                                    "img_align_celeba_half/ (offline copy) found")
     for name, s in data.splits.items():
       s = data.splits[name] = _limit(s, limit)
       if stream:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 DATASETS = ("cifar2", "cifar10", "cifar100")
@@ -80,26 +81,27 @@ def _resolve_npz(dataset: str, data_dir: str) -> str:
       path = os.path.join(data_dir, name)
       if os.path.isfile(path):
         return path
-    raise FileNotFoundError(_missing_message(
+    raise errors.MissingDataError(_missing_message(
         dataset, f"no {' or '.join(_NPZ_NAMES[dataset])} in folder {data_dir!r}"))
-  raise FileNotFoundError(_missing_message(dataset, f"{data_dir!r} does not exist"))
+  raise errors.MissingDataError(_missing_message(dataset, f"{data_dir!r} does not exist"))
 
 
 def _check_images(x, what: str) -> np.ndarray:
   x = np.asarray(x)
   if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-    raise ValueError(f"{what} must have shape (n, 32, 32, 3) (NHWC); got {x.shape}")
+    raise errors.BadFileError(f"{what} must have shape (n, 32, 32, 3) (NHWC); got {x.shape}")
   if x.dtype != np.uint8:
-    raise ValueError(f"{what} must be uint8 pixels 0..255; got dtype {x.dtype}")
+    raise errors.BadFileError(f"{what} must be uint8 pixels 0..255; got dtype {x.dtype}")
   return x
 
 
 def _check_labels(y, n: int, what: str) -> np.ndarray:
   y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
   if y.shape != (n,):
-    raise ValueError(f"{what} must have shape ({n},) to match the images; got {y.shape}")
+    raise errors.BadFileError(f"{what} must have shape ({n},) to match the images; got "
+                              f"{y.shape}")
   if not np.issubdtype(y.dtype, np.integer):
-    raise ValueError(f"{what} must be integer class labels; got dtype {y.dtype}")
+    raise errors.BadFileError(f"{what} must be integer class labels; got dtype {y.dtype}")
   return y.astype(np.int32)
 
 
@@ -122,15 +124,15 @@ def select_cifar2(x, y, classes=CIFAR2_CLASSES):
 
 def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
               classes=CIFAR2_CLASSES) -> CifarData:
-  x_train = _check_images(x_train, "x_train")
-  x_test = _check_images(x_test, "x_test")
-  y_train = _check_labels(y_train, len(x_train), "y_train")
-  y_test = _check_labels(y_test, len(x_test), "y_test")
+  x_train = _check_images(x_train, f"{source}: x_train")
+  x_test = _check_images(x_test, f"{source}: x_test")
+  y_train = _check_labels(y_train, len(x_train), f"{source}: y_train")
+  y_test = _check_labels(y_test, len(x_test), f"{source}: y_test")
   if lossless is None:
     lossless = np.ones(len(x_test), bool)
   lossless = np.asarray(lossless)
   if lossless.shape != (len(x_test),) or lossless.dtype != bool:
-    raise ValueError(f"test_is_lossless must be bool of shape ({len(x_test)},); got "
+    raise errors.BadFileError(f"{source}: test_is_lossless must be bool of shape ({len(x_test)},); got "
                      f"{lossless.dtype} {lossless.shape}")
   if dataset == "cifar2":
     values = set(np.unique(np.concatenate([y_train, y_test])).tolist())
@@ -139,15 +141,15 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
       x_test, y_test, keep = select_cifar2(x_test, y_test, classes)
       lossless = lossless[keep]
     elif tuple(classes) != CIFAR2_CLASSES:
-      raise ValueError(f"{source} is an already-binary CIFAR-2 file (cat vs dog); classes "
+      raise errors.BadFileError(f"{source} is an already-binary CIFAR-2 file (cat vs dog); classes "
                        f"{classes} need a 10-class CIFAR-10 file")
   k = NUM_CLASSES[dataset]
   for y, what in ((y_train, "y_train"), (y_test, "y_test")):
     bad = np.unique(y[(y < 0) | (y >= k)])
     if bad.size:
-      raise ValueError(f"{what} of {dataset} must lie in [0, {k}); got values {bad.tolist()}")
+      raise errors.BadFileError(f"{source}: {what} of {dataset} must lie in [0, {k}); got values {bad.tolist()}")
   if len(x_train) == 0 or len(x_test) == 0:
-    raise ValueError(f"{dataset} from {source} has an empty split "
+    raise errors.BadFileError(f"{dataset} from {source} has an empty split "
                      f"(train {len(x_train)}, test {len(x_test)})")
   return CifarData(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test,
                    lossless, k, dataset, source)
@@ -156,12 +158,9 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
 def load_npz(dataset: str, data_dir: str, classes=CIFAR2_CLASSES) -> CifarData:
   """Reads a Keras-style (or already-binary CIFAR-2) ``.npz``; never imports TensorFlow."""
   path = _resolve_npz(dataset, data_dir)
-  with np.load(path, allow_pickle=False) as d:
-    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in d.files]
-    if missing:
-      raise ValueError(f"{path} lacks keys {missing}; it holds {sorted(d.files)}")
-    arrays = {k: d[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    lossless = d["test_is_lossless"] if "test_is_lossless" in d.files else None
+  arrays = paths.read_npz(path, ("x_train", "y_train", "x_test", "y_test"),
+                          optional=("test_is_lossless",))
+  lossless = arrays.get("test_is_lossless")
   return _finalise(dataset, arrays["x_train"], arrays["y_train"], arrays["x_test"],
                    arrays["y_test"], lossless, path, classes)
 
@@ -182,7 +181,8 @@ def load_tfds(dataset: str, tfds_data_dir: str | None = None,
   try:
     (x_train, y_train), (x_test, y_test) = split("train"), split("test")
   except Exception as e:  # no network, no prepared data dir, …
-    raise FileNotFoundError(_missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
+    raise errors.MissingDataError(
+        _missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
   return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}", classes)
 
 
@@ -194,8 +194,11 @@ def load(dataset: str, data_dir: str | None = None, classes="cat,dog") -> CifarD
   released Figure-2 code).
 
   Raises:
-    ValueError: unknown dataset name, or malformed arrays (the message names the problem).
-    FileNotFoundError: data missing; the message says both ways to provide it.
+    ValueError: unknown dataset name.
+    gs_jax.base.errors.BadFileError: malformed arrays (a ValueError; the message names the file and
+      the problem).
+    gs_jax.base.errors.MissingDataError: data missing (a FileNotFoundError); the message says the
+      ways to provide it.
   """
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}; got {dataset!r}")

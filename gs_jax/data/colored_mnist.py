@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gs_jax.base import errors
 from gs_jax.data import paths
 
 TRAIN_POOL = 50_000
@@ -67,7 +68,9 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
       split of the released code (same distribution).
 
   Raises:
-    ValueError: if ``data_dir`` has no ``mnist.npz`` or the arrays have the wrong shape.
+    gs_jax.base.errors.MissingDataError: ``data_dir`` has no ``mnist.npz`` (a FileNotFoundError).
+    gs_jax.base.errors.BadFileError: the file is no npz, lacks a key or has the wrong shapes (a
+      ValueError).
   """
   data_dir = paths.resolve(data_dir, "mnist")
   if data_dir is None:
@@ -75,19 +78,24 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
 
     ds = tfds.as_numpy(tfds.load("mnist", split="train", batch_size=-1))
     images, digits = ds["image"][..., 0], ds["label"]
+    source = "tfds:mnist"
   else:
-    path = data_dir if data_dir.endswith(".npz") else os.path.join(data_dir, "mnist.npz")
+    source = path = (data_dir if data_dir.endswith(".npz")
+                     else os.path.join(data_dir, "mnist.npz"))
     if not os.path.isfile(path):
-      raise ValueError(
+      raise errors.MissingDataError(
           f"no MNIST file at {path!r}: pass --data_dir=<folder with mnist.npz> (Keras layout, "
           "keys x_train/y_train), or set GS_DATA_DIR, or omit both to "
           "download with tfds.load('mnist')")
-    with np.load(path, allow_pickle=False) as f:
-      images, digits = f["x_train"], f["y_train"]
-  images, digits = np.asarray(images), np.asarray(digits).astype(np.int64)
-  if images.shape != (60_000, 28, 28) or digits.shape != (60_000,):
-    raise ValueError(f"expected MNIST train images (60000, 28, 28) and labels (60000,); got "
-                     f"{images.shape} and {digits.shape}")
+    f = paths.read_npz(path, ("x_train", "y_train"))
+    images, digits = f["x_train"], f["y_train"]
+  images, digits = np.asarray(images), np.asarray(digits)
+  if images.shape != (60_000, 28, 28) or digits.shape != (60_000,) or \
+      not np.issubdtype(digits.dtype, np.integer):
+    raise errors.BadFileError(
+        f"{source}: expected MNIST train images (60000, 28, 28) and integer "
+        f"labels (60000,); got {images.shape} and {digits.dtype} {digits.shape}")
+  digits = digits.astype(np.int64)
   return images, digits
 
 

@@ -41,6 +41,7 @@ import os
 
 import numpy as np
 
+from gs_jax.base import errors
 from gs_jax.data import cifar, paths
 
 DIGITS = (0, 1)
@@ -87,19 +88,21 @@ def load_mnist(data_dir: str | None = None):
     for split in ("train", "test"):
       ds = tfds.as_numpy(tfds.load("mnist", split=split, batch_size=-1))
       out += [ds["image"][..., 0], ds["label"]]
+    source = "tfds:mnist"
   else:
-    path = data_dir if data_dir.endswith(".npz") else os.path.join(data_dir, "mnist.npz")
+    source = path = (data_dir if data_dir.endswith(".npz")
+                     else os.path.join(data_dir, "mnist.npz"))
     if not os.path.isfile(path):
-      raise ValueError(f"no MNIST file at {path!r}: pass --data_dir=<folder holding "
-                       "mnist/mnist.npz and cifar10/cifar10.npz>, or set GS_DATA_DIR, or "
-                       "omit both to download with tfds.load")
-    with np.load(path, allow_pickle=False) as f:
-      out = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+      raise errors.MissingDataError(
+          f"no MNIST file at {path!r}: pass --data_dir=<folder holding mnist/mnist.npz and "
+          "cifar10/cifar10.npz>, or set GS_DATA_DIR, or omit both to download with tfds.load")
+    f = paths.read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
+    out = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
   xs, ys = (np.asarray(out[0]), np.asarray(out[2])), (np.asarray(out[1]), np.asarray(out[3]))
   for x, y in zip(xs, ys):
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),):
-      raise ValueError(f"expected MNIST images (n, 28, 28) and labels (n,); got {x.shape} and "
-                       f"{y.shape}")
+      raise errors.BadFileError(f"{source}: expected MNIST images (n, 28, 28) and labels "
+                                f"(n,); got {x.shape} and {y.shape}")
   return xs[0], ys[0].astype(np.int64), xs[1], ys[1].astype(np.int64)
 
 

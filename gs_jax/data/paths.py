@@ -11,6 +11,13 @@ When neither is given, loaders fall back to ``tfds.load`` (which downloads).
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from gs_jax.base import errors
 
 ENV_VAR = "GS_DATA_DIR"
 
@@ -36,3 +43,28 @@ def portable(source: str) -> str:
   if root and os.path.abspath(source).startswith(os.path.abspath(root) + os.sep):
     return f"${ENV_VAR}/" + os.path.relpath(source, root)
   return source if not os.path.isabs(source) else os.path.basename(source)
+
+
+def read_npz(path: str, keys: Sequence[str], optional: Sequence[str] = ()) -> dict:
+  """``{key: array}`` of ``keys`` (required) and of those ``optional`` keys present in the
+  ``.npz`` at ``path``, read without pickle. A missing file, a file that is no ``.npz`` (or is
+  truncated), a missing key or an object array is a user error naming ``path``
+  (:mod:`gs_jax.base.errors`), not a traceback."""
+  if not os.path.isfile(path):
+    raise errors.MissingDataError(f"{path}: no such file (expected an .npz with keys "
+                                  f"{', '.join(keys)})")
+  try:
+    d = np.load(path, allow_pickle=False)
+    if not isinstance(d, np.lib.npyio.NpzFile):
+      raise errors.BadFileError(f"{path}: a single .npy array, not an .npz with keys "
+                                f"{', '.join(keys)}")
+    with d:
+      missing = [k for k in keys if k not in d.files]
+      if missing:
+        raise errors.BadFileError(f"{path} lacks keys {missing}; it holds {sorted(d.files)}")
+      return {k: d[k] for k in (*keys, *optional) if k in d.files}
+  except errors.UserError:
+    raise
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:   # not an npz, or damaged
+    raise errors.BadFileError(f"{path}: not a readable .npz with keys {', '.join(keys)} "
+                              f"({type(e).__name__}: {e})") from e

@@ -236,7 +236,9 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   ``num_processes`` and the flags or the cluster ask for it
   (:func:`gs_jax.distributed.from_config`), all before any computation, and return
   ``run(config)``; in a multi-process run an error ends the process at once
-  (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
+  (:func:`gs_jax.distributed.fail_fast`), so the others stop too. A
+  :class:`gs_jax.base.errors.UserError` (missing or malformed data, a directory of another run)
+  prints ``error: <message>`` and exits with status 2, without a traceback."""
   cfg = parse(module, argv, prog=prog, validate=validate)
   setup(cfg)
   from gs_jax.base import distributed

@@ -23,7 +23,8 @@ Layout of the mapping (torchvision name → ours, ``k`` = stage 1…4, ``j`` = b
   ``Linear(2048, 1)``.
 
 Every key, shape and count is checked against our model's parameter tree: a missing,
-unexpected or mis-shaped entry is a ValueError naming it. Reading a ``.pth`` needs PyTorch
+unexpected or mis-shaped entry is a :class:`gs_jax.base.errors.BadFileError` (a ValueError) naming
+it. Reading a ``.pth`` needs PyTorch
 (``pip install 'gs-jax[convert]'``); :func:`convert_state_dict` itself takes NumPy arrays.
 """
 from __future__ import annotations
@@ -34,6 +35,8 @@ import sys
 from typing import Mapping
 
 import numpy as np
+
+from gs_jax.base import errors
 
 IMAGENET1K_V1 = {"resnet50": "resnet50-0676ba61.pth", "resnet18": "resnet18-f37072fd.pth"}
 TORCHVISION_ARCHS = ("resnet18", "resnet50")
@@ -81,8 +84,8 @@ def infer_arch(state_dict: Mapping) -> str:
     has_conv3 = any(".conv3." in key for key in state_dict)
     if counts == list(blocks) and has_conv3 == (name == "resnet50"):
       return name
-  raise ValueError("not a torchvision resnet18/resnet50 state_dict: blocks per stage "
-                   f"{counts}, conv3 {'present' if has_conv3 else 'absent'}")
+  raise errors.BadFileError("not a torchvision resnet18/resnet50 state_dict: blocks per stage "
+                            f"{counts}, conv3 {'present' if has_conv3 else 'absent'}")
 
 
 def _model_shapes(name: str, num_classes: int) -> dict:
@@ -106,13 +109,13 @@ def convert_state_dict(state_dict: Mapping, name: str | None = None) -> dict:
   sd = strip_prefix(state_dict)
   name = name or infer_arch(sd)
   if "fc.weight" not in sd:
-    raise ValueError("state_dict has no fc.weight (the classification head)")
+    raise errors.BadFileError("state_dict has no fc.weight (the classification head)")
   shapes = _model_shapes(name, sd["fc.weight"].shape[0])
   flat, used = {}, set()
 
   def take(key):
     if key not in sd:
-      raise ValueError(f"state_dict is missing {key} (torchvision {name})")
+      raise errors.BadFileError(f"state_dict is missing {key} (torchvision {name})")
     used.add(key)
     return np.asarray(sd[key], np.float32)
 
@@ -130,16 +133,16 @@ def convert_state_dict(state_dict: Mapping, name: str | None = None) -> dict:
       flat[("params", *path, "bias")] = take(f"{prefix}.bias")
   unexpected = sorted(set(sd) - used)
   if unexpected:
-    raise ValueError(f"unexpected keys for torchvision {name}: {unexpected[:5]}"
-                     + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
-  if set(flat) != set(shapes):
+    more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
+    raise errors.BadFileError(f"unexpected keys for torchvision {name}: {unexpected[:5]}{more}")
+  if set(flat) != set(shapes):   # key_map and the model disagree: a bug, not the file's fault
     missing, extra = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
     raise ValueError(f"converted tree differs from the model's: missing {missing[:5]}, "
                      f"extra {extra[:5]}")
   for k, v in flat.items():
     if v.shape != shapes[k]:
-      raise ValueError(f"shape of {'/'.join(k)}: converted {v.shape}, model {shapes[k]} "
-                       "(torchvision layout expected)")
+      raise errors.BadFileError(f"shape of {'/'.join(k)}: converted {v.shape}, model "
+                                f"{shapes[k]} (torchvision layout expected)")
   return traverse_util.unflatten_dict(flat)
 
 
@@ -181,12 +184,13 @@ def read_torch_state_dict(path: str) -> dict:
   try:
     sd = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:   # not a torch file, or one that needs code to load
-    raise ValueError(f"{path}: not a PyTorch state_dict file ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0][:200]})") from e
+    raise errors.BadFileError(f"{path}: not a PyTorch state_dict file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from e
   if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
     sd = sd["state_dict"]
   if not isinstance(sd, dict):
-    raise ValueError(f"{path}: expected a state_dict (a dict of tensors), got {type(sd).__name__}")
+    raise errors.BadFileError(f"{path}: expected a state_dict (a dict of tensors), got "
+                              f"{type(sd).__name__}")
   return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
@@ -212,7 +216,7 @@ def main(argv=None) -> int:
     sd = read_torch_state_dict(a.torchvision)
     name = infer_arch(sd) if a.arch == "auto" else a.arch
     variables = convert_state_dict(sd, name)
-  except (ValueError, KeyError, RuntimeError) as e:
+  except errors.UserError as e:
     p.error(f"--torchvision {a.torchvision!r}: {e}")
   save(variables, a.out)
   n = sum(int(np.prod(v.shape)) for k, v in _flat(variables["params"]))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gs_jax.base import _compat
+from gs_jax.base.types import Array, Params, PyTree
 
 LabelKind = Literal["01", "pm1"]
 
@@ -63,7 +64,8 @@ def _check_same_length(logits, y):
                      f"{jnp.shape(y)}")
 
 
-def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = "mean"):
+def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = "mean"
+                  ) -> Array:
   """Logistic loss ``softplus(−y·ŷ)`` (eq 5 without the ridge term).
 
   Written with softplus, so it is exact and finite for |ŷ| up to float range (no overflow at
@@ -83,7 +85,7 @@ def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = 
   return _reduce(per_example, reduction)
 
 
-def softmax_cross_entropy(logits, labels, *, reduction: str = "mean"):
+def softmax_cross_entropy(logits, labels, *, reduction: str = "mean") -> Array:
   """Cross-entropy ``−log softmax(ŷ)[label]`` for integer labels in [0, C)."""
   if jnp.ndim(logits) != 2 or jnp.shape(labels) != jnp.shape(logits)[:1]:
     raise ValueError(f"expected logits (n, C) and labels (n,); got {jnp.shape(logits)} and "
@@ -99,7 +101,7 @@ def softmax_cross_entropy(logits, labels, *, reduction: str = "mean"):
   return _reduce(per_example, reduction)
 
 
-def sd_penalty(logits, sd_lambda):
+def sd_penalty(logits, sd_lambda) -> Array:
   """Spectral decoupling, training form: ``sd_lambda · mean(ŷ²)`` over all logit entries.
 
   The paper's eq 17 adds ``(λ/2)‖ŷ‖²`` to a *summed* loss; divided by n this is the term here
@@ -108,7 +110,7 @@ def sd_penalty(logits, sd_lambda):
   return sd_lambda * jnp.mean(jnp.square(logits))
 
 
-def sd_penalty_with_targets(logits, y, lambdas, gammas):
+def sd_penalty_with_targets(logits, y, lambdas, gammas) -> Array:
   """SD with per-class targets: ``Σ_c λ_c · mean_{i: y_i=c} (ŷ_i − γ_c)²`` (docs/protocols.md §1).
 
   Used for CelebA with ``λ = (0.1, 0.1)`` and ``γ = (0.44, 2.5)`` for classes (0, 1). Classes
@@ -132,7 +134,7 @@ def sd_penalty_with_targets(logits, y, lambdas, gammas):
   return jnp.sum(lambdas * per_class)
 
 
-def l2_penalty(params, weight_decay, params0=None):
+def l2_penalty(params: Params, weight_decay, params0: Params | None = None) -> Array:
   """``(weight_decay/2)·‖θ − θ0‖²`` over every leaf (weights and biases); θ0 = 0 by default.
 
   With θ0 = 0 its gradient ``weight_decay·θ`` is exactly what PyTorch's
@@ -147,7 +149,7 @@ def l2_penalty(params, weight_decay, params0=None):
   return 0.5 * weight_decay * sum(jnp.sum(jnp.square(p)) for p in leaves)
 
 
-def eq5_coefficient(lam, n: int):
+def eq5_coefficient(lam: float, n: int) -> float:
   """The coefficient ``c`` of ``(c/2)‖θ − θ0‖²`` beside a *mean* loss over n examples that is
   eq 5's ``λ`` (docs/protocols.md §3.7, §4): ``Σ_i ℓ_i + (λ/2)‖θ − θ0‖² =
   n·[mean_i ℓ_i + (λ/2n)‖θ − θ0‖²]``, so ``c = λ/n`` — the same gradient up to the factor n,
@@ -164,7 +166,8 @@ def eq5_coefficient(lam, n: int):
   return lam / n
 
 
-def theory_objective(logits, batch, params, step, hparams):
+def theory_objective(logits, batch: PyTree, params: Params, step, hparams: PyTree
+                     ) -> tuple[Array, dict[str, Array]]:
   """The objective of the theory (eq 5 / eq 17, sums and λ/2; docs/protocols.md §1):
 
     ``Σ_i softplus(−y_i (ŷ_i − ŷ0_i)) + (ridge/2)‖θ − θ0‖² + (sd/2)‖ŷ − ŷ0‖²``
@@ -184,7 +187,7 @@ def theory_objective(logits, batch, params, step, hparams):
   return loss, {"nll": nll}
 
 
-def accuracy_binary(logits, y, *, kind: LabelKind | None = None):
+def accuracy_binary(logits, y, *, kind: LabelKind | None = None) -> Array:
   """Fraction of examples with ``sign(ŷ) == y`` (a logit of exactly 0 counts as class −1/0)."""
   if kind is None:
     kind = binary_label_kind(y) if _is_concrete(y) else "pm1"
@@ -207,7 +210,7 @@ def _reduce(x, reduction):
 # applied so far (the released code's loop variable), so they trace inside ``lax.scan``.
 
 
-def env_risks(per_example, env, num_envs: int):
+def env_risks(per_example, env, num_envs: int) -> Array:
   """Per-environment mean risks ``R_e = mean_{i: env_i = e} ℓ_i``, shape (num_envs,).
 
   Args:
@@ -222,7 +225,7 @@ def env_risks(per_example, env, num_envs: int):
   return sums / jnp.maximum(counts, 1.0)
 
 
-def irm_penalty(logits, y, env, num_envs: int, *, kind: LabelKind = "01"):
+def irm_penalty(logits, y, env, num_envs: int, *, kind: LabelKind = "01") -> Array:
   """IRMv1 penalties ``P_e = (∂/∂w R_e(w·ŷ) |_{w=1})²``, shape (num_envs,).
 
   ``R_e`` is the mean logistic loss of environment ``e`` with every logit multiplied by a dummy
@@ -242,7 +245,7 @@ def irm_penalty(logits, y, env, num_envs: int, *, kind: LabelKind = "01"):
   return jnp.square(jax.grad(total_risk)(jnp.ones((num_envs,), logits.dtype)))
 
 
-def vrex_penalty(risks):
+def vrex_penalty(risks) -> Array:
   """V-REx penalty: the (population) variance of the environment risks, ``mean (R_e − R̄)²``.
 
   For two environments this is ``(R_0 − R_1)²/4``; the REx authors' released Colored-MNIST
@@ -252,14 +255,14 @@ def vrex_penalty(risks):
   return jnp.mean(jnp.square(risks - jnp.mean(risks)))
 
 
-def annealed_weight(step, anneal_steps, weight):
+def annealed_weight(step, anneal_steps, weight) -> Array:
   """Penalty weight schedule of the IRM/REx code: 1.0 while ``step < anneal_steps``, then
   ``weight``."""
   return jnp.where(step >= anneal_steps, weight, 1.0)
 
 
-def invariance_loss(risks, penalty, params, step, *, penalty_weight, anneal_steps, l2_weight,
-                    risk_form: str = "mean"):
+def invariance_loss(risks, penalty, params: Params, step, *, penalty_weight, anneal_steps,
+                    l2_weight, risk_form: str = "mean") -> Array:
   """The released IRM / V-REx training loss (Colored MNIST, docs/protocols.md §3.4).
 
   ``L = risk + l2_weight·Σ_leaves ‖θ‖² + w(step)·penalty``, divided by ``w(step)`` whenever
@@ -286,7 +289,8 @@ def invariance_loss(risks, penalty, params, step, *, penalty_weight, anneal_step
   return jnp.where(w > 1.0, loss / w, loss)
 
 
-def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool = True):
+def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool = True
+                     ) -> Array:
   """SD as in the authors' released Colored-MNIST code (docs/protocols.md §3.4).
 
   ``rescale=True`` (released): ``nll + c·mean(ŷ²)`` for ``step < anneal_steps`` and
@@ -301,7 +305,7 @@ def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool 
   return jnp.where(step >= anneal_steps, sd_coef * (nll + sd), nll + sd_coef * sd)
 
 
-def binary_entropy_from_logits(logits):
+def binary_entropy_from_logits(logits) -> Array:
   """Binary entropy (nats) of ``p = σ(ŷ)``: ``p·softplus(−ŷ) + (1−p)·softplus(ŷ)``.
 
   Exact and finite for any logit (the released code's ``−p log p − (1−p) log(1−p+1e-8)``
@@ -313,7 +317,7 @@ def binary_entropy_from_logits(logits):
 
 # ------------------------------------------------- robust training (CelebA, docs/protocols.md §3.5)
 
-def group_mean_losses(per_example, groups, num_groups: int):
+def group_mean_losses(per_example, groups, num_groups: int) -> tuple[Array, Array]:
   """``(ℓ_g, n_g)``: the mean of ``per_example`` over each group in the batch and the counts.
 
   As DRO's ``LossComputer.compute_group_avg``: an absent group has ``ℓ_g = 0`` (its mean is
@@ -324,7 +328,8 @@ def group_mean_losses(per_example, groups, num_groups: int):
   return (onehot * per_example[:, None]).sum(0) / jnp.maximum(counts, 1.0), counts
 
 
-def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_counts=None):
+def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_counts=None
+                     ) -> tuple[Array, Array]:
   """One online Group DRO step (Sagawa et al. 2020, Alg. 1; DRO ``loss.py``
   ``compute_robust_loss``).
 
@@ -348,7 +353,8 @@ def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_coun
   return jnp.dot(adjusted, jax.lax.stop_gradient(q)), q
 
 
-def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "mean"):
+def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "mean"
+                              ) -> Array:
   """Generalized cross-entropy (Zhang & Sabuncu 2018) on one logit: ``(1 − p_y^q)/q`` with
   ``p_y = σ(ŷ·(2y−1))``, ``y`` in {0,1}. LfF (Nam et al. 2020) trains its biased model with it,
   q = 0.7. Its gradient is ``p_y^q · ∇(−log p_y)``: confident (easy) examples weigh more. (The
@@ -358,7 +364,7 @@ def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "me
   return _reduce((1.0 - jnp.exp(q * log_p)) / q, reduction)
 
 
-def ema_update(ema, seen, idx, values, alpha: float):
+def ema_update(ema, seen, idx, values, alpha: float) -> tuple[Array, Array]:
   """Per-example moving average as LfF's ``EMA``: at rows ``idx``,
   ``m ← α·m + (1 − α·seen)·v`` (the first update sets ``m = v``), then ``seen = 1``.
   ``ema`` is (..., n) (e.g. both models' losses stacked), ``values`` (..., B)."""
@@ -367,7 +373,8 @@ def ema_update(ema, seen, idx, values, alpha: float):
   return ema.at[..., idx].set(new), seen.at[idx].set(1.0)
 
 
-def lff_weights(ema_biased, ema_debiased, y_all, idx, num_classes: int = 2, eps: float = 1e-8):
+def lff_weights(ema_biased, ema_debiased, y_all, idx, num_classes: int = 2, eps: float = 1e-8
+                ) -> Array:
   """LfF's relative-difficulty weights ``W = ℓ_B/(ℓ_B + ℓ_D + ε)`` for the rows ``idx``, where
   each model's EMA loss is first divided by its maximum over all training examples of the same
   class (LfF ``train.py``: ``loss /= ema.max_loss(label)``)."""

@@ -6,6 +6,7 @@ statistics) live in ``variables`` and are carried by :class:`gs_jax.train.TrainS
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -564,8 +565,17 @@ def load_pretrained(variables, path: str):
   an error.
   """
   from flax import serialization, traverse_util
+
+  from gs_jax.base import errors
+  if not os.path.isfile(path):
+    raise errors.MissingDataError(f"{path}: no such file (a msgpack of pretrained weights, e.g. "
+                                  "from python -m gs_jax.convert)")
   with open(path, "rb") as f:
-    loaded = traverse_util.flatten_dict(serialization.msgpack_restore(f.read()), sep="/")
+    try:
+      loaded = traverse_util.flatten_dict(serialization.msgpack_restore(f.read()), sep="/")
+    except Exception as e:   # msgpack's own errors: not a flax msgpack file
+      raise errors.BadFileError(f"{path}: not a flax msgpack checkpoint ({type(e).__name__}: "
+                                f"{e})") from e
   flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
   out = {}
   for k, v in flat.items():
@@ -575,5 +585,6 @@ def load_pretrained(variables, path: str):
     elif is_head:
       out[k] = v
     else:
-      raise ValueError(f"{path}: {'shape mismatch for' if k in loaded else 'missing'} {k}")
+      raise errors.BadFileError(
+          f"{path}: {'shape mismatch for' if k in loaded else 'missing'} {k}")
   return traverse_util.unflatten_dict(out, sep="/")

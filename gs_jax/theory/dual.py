@@ -42,13 +42,14 @@ Usage::
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gs_jax.base import _compat
+from gs_jax.base.types import Array, ArrayLike, HostOrDeviceArray
 
 enable_x64 = _compat.enable_x64
 
@@ -60,6 +61,8 @@ DYNAMICS = ("taylor", "exact", "sd")
 ORTHO_TOL = 1e-5
 # Relative residual below which Newton steps may reuse the last Cholesky factor (chord steps).
 _CHORD_BELOW = 1e-4
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class SolverInfo(NamedTuple):
@@ -115,11 +118,11 @@ def _is_tracer(x) -> bool:
   return _compat.is_tracer(x)
 
 
-def _float64_scope(fn):
+def _float64_scope(fn: Callable[_P, _R]) -> Callable[_P, _R]:
   """Runs ``fn`` with x64 on; see "Precision" in the module docstring."""
 
   @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
+  def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
     if _x64_enabled():
       return fn(*args, **kwargs)
     if any(_is_tracer(leaf) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
@@ -135,7 +138,7 @@ def _float64_scope(fn):
   return wrapper
 
 
-def _f64(x) -> jax.Array:
+def _f64(x) -> Array:
   return jnp.asarray(x, jnp.float64)
 
 
@@ -159,7 +162,7 @@ def _check_lam(lam) -> jax.Array:
   return _f64(lam)
 
 
-def _check_problem(U, S, lam, orth_tol=ORTHO_TOL):
+def _check_problem(U, S, lam, orth_tol=ORTHO_TOL) -> tuple[Array, Array, Array]:
   """Validates (U, S, λ) and returns them as float64 arrays. See :func:`fixed_point`."""
   if jnp.ndim(U) != 2:
     raise ValueError(f"U must be a 2-D (n, k) array; got shape {jnp.shape(U)}")
@@ -229,7 +232,7 @@ def _lambertw_jvp(primals, tangents):
 
 
 @_float64_scope
-def lambertw(x):
+def lambertw(x: ArrayLike) -> HostOrDeviceArray:
   """Principal branch ``W_0`` of the Lambert W function (``W e^W = x``) for real ``x ≥ −1/e``.
 
   jax has no Lambert W; this runs Halley's method from a branch-point / log / asymptotic
@@ -246,7 +249,8 @@ def _uncoupled_alpha(s2, lam):
 
 
 @_float64_scope
-def fixed_point_equal_strengths(U, s, lam):
+def fixed_point_equal_strengths(U: ArrayLike, s: ArrayLike, lam: ArrayLike
+                                ) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
   """Closed form eq 12: the Taylor fixed point (eq 10) when all strengths equal ``s``.
 
   With ``S² = s² I`` and square orthogonal ``U``, ``A = (s²/λ + 1) I`` and
@@ -275,7 +279,8 @@ def fixed_point_equal_strengths(U, s, lam):
 
 
 @_float64_scope
-def fixed_point_uncoupled(S, lam):
+def fixed_point_uncoupled(S: ArrayLike, lam: ArrayLike
+                          ) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
   """Closed form eq 13: the Taylor fixed point (eq 10) for ``U = I`` (uncoupled features).
 
     ``α_i* = λ W(s_i²/λ + 1)/(s_i² + λ)``,   ``z_i* = s_i² W(s_i²/λ + 1)/(s_i² + λ)``.
@@ -294,7 +299,7 @@ def fixed_point_uncoupled(S, lam):
 
 
 @_float64_scope
-def coupling_matrix(delta):
+def coupling_matrix(delta: ArrayLike) -> HostOrDeviceArray:
   """Two-feature coupling eq 15: ``U(δ) = [[√(1−δ²), −δ], [δ, √(1−δ²)]]`` for ``|δ| ≤ 1``."""
   if not _is_tracer(delta):
     d = float(np.asarray(delta))
@@ -306,7 +311,7 @@ def coupling_matrix(delta):
 
 
 @_float64_scope
-def lemma1(U, S, lam):
+def lemma1(U: ArrayLike, S: ArrayLike, lam: ArrayLike) -> HostOrDeviceArray:
   """Lemma 1 (eq 14): the Taylor fixed point for ``U`` close to the identity.
 
   Linearising ``log α`` around the uncoupled fixed point ``α0*`` of eq 13 (the same strengths
@@ -569,9 +574,10 @@ def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-14, max_iter=100):
 
 
 @_float64_scope
-def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
-                max_iter: int = 100, orth_tol: float | None = ORTHO_TOL,
-                return_info: bool = False):
+def fixed_point(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamics = "taylor",
+                tol: float = 1e-14, max_iter: int = 100, orth_tol: float | None = ORTHO_TOL,
+                return_info: bool = False
+                ) -> HostOrDeviceArray | tuple[HostOrDeviceArray, SolverInfo]:
   """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
 
   Maximises the strictly concave ψ whose gradient is the vector field F (module docstring) by
@@ -615,7 +621,8 @@ def fixed_point(U, S, lam, *, dynamics: Dynamics = "taylor", tol: float = 1e-14,
 
 
 @_float64_scope
-def responses_at(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
+def responses_at(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
+                 dynamics: Dynamics = "taylor") -> HostOrDeviceArray:
   """Responses at a dual point (eq 11): ``z = S² U^T α/λ``; under SD ``z = U^T α/λ``.
 
   At the fixed point these are the network's responses ``z* = U^T Y ŷ*`` to the k features.
@@ -630,7 +637,8 @@ def responses_at(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
 
 
 @_float64_scope
-def vector_field(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
+def vector_field(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
+                 dynamics: Dynamics = "taylor") -> HostOrDeviceArray:
   """The right-hand side ``F(α)`` of eq 9 / 10 / 18 with η = 1 (module docstring)."""
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam)
@@ -638,7 +646,8 @@ def vector_field(U, S, lam, alpha, dynamics: Dynamics = "taylor"):
 
 
 @_float64_scope
-def dual_objective(U, S, lam, alpha, dynamics: Dynamics = "exact"):
+def dual_objective(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
+                   dynamics: Dynamics = "exact") -> HostOrDeviceArray:
   """ψ(α): eq 8 (``"exact"``), its Taylor surrogate (eq 10) or the SD dual (eq 18)."""
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam)
@@ -650,8 +659,8 @@ def dual_objective(U, S, lam, alpha, dynamics: Dynamics = "exact"):
 
 
 @_float64_scope
-def starvation(U, S, lam, *, dynamics: Dynamics = "taylor",
-               orth_tol: float | None = ORTHO_TOL):
+def starvation(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamics = "taylor",
+               orth_tol: float | None = ORTHO_TOL) -> HostOrDeviceArray:
   """Gradient-starvation matrix (Def. 2): ``M[i, j] = dz_j*/d(s_i²)``.
 
   By forward-mode autodiff through :func:`fixed_point` (implicit function theorem), one
@@ -678,8 +687,9 @@ def _starvation_matrix(U, s2, lam, dynamics):
 
 
 @_float64_scope
-def integrate(U, S, lam, alpha0, t, dynamics: Dynamics = "taylor", eta: float = 1.0, *,
-              rtol: float = 1e-8, atol: float = 1e-10, max_steps: int = 100_000):
+def integrate(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha0: ArrayLike, t: ArrayLike,
+              dynamics: Dynamics = "taylor", eta: float = 1.0, *, rtol: float = 1e-8,
+              atol: float = 1e-10, max_steps: int = 100_000) -> Trajectory:
   """Trajectories of the dual dynamics ``α̇ = η F(α)`` (eq 9 / 10 / 18) and of ``z`` (eq 11).
 
   The ODE is stiff (curvatures up to ``s²/λ``), so it is solved with diffrax's implicit

@@ -30,16 +30,15 @@ tensorflow).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gs_jax.base import batching
+from gs_jax.base.types import ApplyFn, Array, Params, PRNGKey, PyTree
 from gs_jax.nn import losses
-
-ApplyFn = Callable[..., jax.Array]
 
 IMPLEMENTATIONS = ("vector_products", "jacobian_contraction")
 BACKENDS = ("jax", "neural_tangents")
@@ -116,7 +115,7 @@ def _check_inputs(x, name="x"):
   return x
 
 
-def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
+def empirical_ntk(apply_fn: ApplyFn, params: Params, x1, x2=None, *,
                   implementation: str = "jacobian_contraction",
                   block_size: int = 256, backend: str = "jax") -> np.ndarray:
   """Empirical NTK Gram matrix ``K_ij = ⟨∂ŷ(x1_i)/∂θ, ∂ŷ(x2_j)/∂θ⟩`` (so ``K = Φ0 Φ0^T``).
@@ -182,7 +181,7 @@ def empirical_ntk(apply_fn: ApplyFn, params, x1, x2=None, *,
   return K
 
 
-def ntrf(apply_fn: ApplyFn, params, x) -> jax.Array:
+def ntrf(apply_fn: ApplyFn, params: Params, x) -> Array:
   """Explicit NTRF ``Φ0 = ∂ŷ(X; θ)/∂θ`` (eq 2), shape (n, m), for small models.
 
   Columns follow ``jax.flatten_util.ravel_pytree(params)``. Memory is n·m: use
@@ -279,8 +278,8 @@ def gram_eigenvectors(K, columns) -> tuple[np.ndarray, np.ndarray]:
   return orient(evecs[:, order[columns]]), evals[order]
 
 
-def feature_directions(apply_fn: ApplyFn, params, x, y, U, S, *,
-                       rtol: float = 1e-8, batch_size: int | None = None) -> jax.Array:
+def feature_directions(apply_fn: ApplyFn, params: Params, x, y, U, S, *,
+                       rtol: float = 1e-8, batch_size: int | None = None) -> Array:
   """Right singular vectors ``V = Φ0^T Y U S^{-1}`` (eq 4), one VJP per feature.
 
   With ``batch_size`` the VJPs run over chunks of that many examples (the last one padded by
@@ -327,9 +326,9 @@ def feature_directions(apply_fn: ApplyFn, params, x, y, U, S, *,
   return jnp.asarray(Vt.T, flat.dtype)
 
 
-def features(apply_fn: ApplyFn, params, x, y, *, k: int | None = None, return_v: bool = False,
-             kernel=None, implementation: str = "jacobian_contraction", block_size: int = 256,
-             backend: str = "jax"):
+def features(apply_fn: ApplyFn, params: Params, x, y, *, k: int | None = None,
+             return_v: bool = False, kernel=None, implementation: str = "jacobian_contraction",
+             block_size: int = 256, backend: str = "jax") -> tuple[Any, ...]:
   """Features of ``YΦ0 = U S V^T`` (Def. 1, eq 4) at ``params`` (usually ``θ0``).
 
   ``U, S`` come from the float64 ``eigh`` of ``Y K Y`` with ``K`` the empirical NTK
@@ -358,7 +357,7 @@ def features(apply_fn: ApplyFn, params, x, y, *, k: int | None = None, return_v:
   return U, S, feature_directions(apply_fn, params, x, y, U, S)
 
 
-def responses(U, y, logits, logits0=None):
+def responses(U, y, logits, logits0=None) -> Array:
   """Responses ``z = U^T Y (ŷ − ŷ0)`` to the features (eq 4 with centred logits).
 
   In the linear regime ``ŷ − ŷ0 = Φ0 (θ − θ0)`` this is ``S V^T (θ − θ0)``.
@@ -387,7 +386,7 @@ def responses(U, y, logits, logits0=None):
   return (d * yy) @ U
 
 
-def centred(apply_fn: ApplyFn, params0) -> ApplyFn:
+def centred(apply_fn: ApplyFn, params0: Params) -> ApplyFn:
   """The centred network ``f_c(x; θ) = f(x; θ) − f(x; θ0)`` of docs/protocols.md §1 (so ``f_c(·; θ0) = 0``).
 
   Centring removes the random function at initialisation, so that in the linear regime
@@ -399,7 +398,7 @@ def centred(apply_fn: ApplyFn, params0) -> ApplyFn:
   return f_c
 
 
-def ridge_from_init(params, params0, lam):
+def ridge_from_init(params: Params, params0: Params, lam) -> Array:
   """``λ/2 ‖θ − θ0‖²`` over every leaf (the ridge of eq 5 around the initialisation)."""
   return losses.l2_penalty(params, lam, params0)
 
@@ -483,10 +482,12 @@ def _orthonormal_block(W, basis, drop_tol=1e-10):
   return W
 
 
-def features_matrix_free(apply_fn: ApplyFn, params, x, y, k: int, *, block: int | None = None,
-                         max_passes: int = 8, tol: float = 1e-6, batch_size: int = 64,
-                         products: str = "jacobian", key=None, return_v: bool = False,
-                         return_info: bool = False, on_pass: Callable | None = None):
+def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
+                         block: int | None = None, max_passes: int = 8, tol: float = 1e-6,
+                         batch_size: int = 64, products: str = "jacobian",
+                         key: PRNGKey | None = None, return_v: bool = False,
+                         return_info: bool = False, on_pass: Callable | None = None
+                         ) -> tuple[Any, ...]:
   """Top-k features ``U_k, S_k`` (and ``V_k``) of ``YΦ0`` without forming ``Φ0`` or ``K``.
 
   Block Krylov (block Lanczos with full reorthogonalisation) on ``A^T A``, ``A = YΦ0`` (n×m),
@@ -591,7 +592,7 @@ def features_matrix_free(apply_fn: ApplyFn, params, x, y, k: int, *, block: int 
   if prev is None:
     raise ValueError(f"the Krylov space has dimension {AQ.shape[1]} < k={k}: A has rank < k")
   U, S = orient(Uh[:, :k]), np.asarray(prev, np.float64)
-  res = [U, S]
+  res: list[Any] = [U, S]
   if return_v:
     res.append(feature_directions(apply_fn, params, x, y, U, S, batch_size=b))
   if return_info:
@@ -600,8 +601,9 @@ def features_matrix_free(apply_fn: ApplyFn, params, x, y, k: int, *, block: int 
   return tuple(res)
 
 
-def top_features(apply_fn: ApplyFn, params, x, y, k: int, *, method: str = "matrix_free",
-                 return_v: bool = False, batch_size: int = 64, **kwargs):
+def top_features(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
+                 method: str = "matrix_free", return_v: bool = False, batch_size: int = 64,
+                 **kwargs) -> tuple[Any, ...]:
   """Top-k features of ``YΦ0`` (eq 4) by either route; ``(U, S)`` or ``(U, S, V)``.
 
   ``method="dense"``: the empirical NTK Gram ``K`` in blocks
@@ -624,7 +626,8 @@ def top_features(apply_fn: ApplyFn, params, x, y, k: int, *, method: str = "matr
 
 
 def response_probe(apply_fn: ApplyFn, x, y, U, logits0, *, batch_size: int = 500,
-                   params_of: Callable = lambda state: state.params):
+                   params_of: Callable[[Any], Params] = lambda state: state.params
+                   ) -> tuple[Callable[[Any, PyTree], Array], dict[str, Array]]:
   """``(probe, data)`` that record the responses ``z(t) = U^T Y (ŷ_t − ŷ_0)`` (eq 4) during
   training, for :func:`gs_jax.train.with_probe` (``hparams["probe"] = data``).
 
@@ -661,7 +664,7 @@ def response_probe(apply_fn: ApplyFn, x, y, U, logits0, *, batch_size: int = 500
   return probe, data
 
 
-def feature_input_gradients(apply_fn: ApplyFn, params, x, V) -> jax.Array:
+def feature_input_gradients(apply_fn: ApplyFn, params: Params, x, V) -> Array:
   """Input gradients ``∇_x g_j(x_j)`` of the feature functions ``g_j(x) = ∇_θ ŷ(x; θ)·v_j``.
 
   Feature j acts on an input as the directional derivative of the logit along ``v_j`` (its
@@ -709,7 +712,7 @@ def region_shares(maps, mask) -> np.ndarray:
                   0.0)
 
 
-def feature_region_shares(apply_fn: ApplyFn, params, x, U, V, mask, *, per_feature: int = 8,
+def feature_region_shares(apply_fn: ApplyFn, params: Params, x, U, V, mask, *, per_feature: int = 8,
                           centre=None) -> np.ndarray:
   """Where each feature looks: the share of its input attribution inside a region of the input.
 
