@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax import results as results_lib
 
 ARMS = ("erm", "sd")
@@ -329,7 +330,10 @@ def main(argv=None):
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.cifar_features")
-  report(p.parse_args(argv).run_dir)
+  provenance.add_flag(p)
+  args = p.parse_args(argv)
+  provenance.gate_files([args.run_dir], args.allow_dirty, "NTK-feature table")
+  report(args.run_dir)
 
 
 if __name__ == "__main__":

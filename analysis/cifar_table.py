@@ -30,6 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax import paper, results
 
 # (column, getter of a run's metrics, scale): accuracies in %, the median margin in 1/255 units.
@@ -328,8 +329,10 @@ def main(argv=None):
   p.add_argument("--runs", action="append", required=True,
                  help="run directories or glob patterns (comma-separated or repeated)")
   p.add_argument("--out_dir", default="runs/cifar_table")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
   dirs = find_runs(args.runs)
+  provenance.gate_files(dirs, args.allow_dirty, "Table 1 / Figure 2")
   runs = {d: read_run(d) for d in dirs}
   for d, r in runs.items():   # diverged runs have no evaluation to tabulate
     if "diverged_at_epoch" in r["metrics"]:

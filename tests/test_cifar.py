@@ -536,7 +536,8 @@ def test_table_from_new_and_earlier_results(tmp_path):
                     "margin_median": margin},
         "margins": {"eps_max": 0.05, "values": [margin, None]}})
   legacy = os.path.join(REPO, "docs", "results", "cifar2_paper_h200", "cifar2_paper_*")
-  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}"])
+  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}",
+                    "--allow_dirty"])
   md = (tmp_path / "t" / "table1.md").read_text().splitlines()
   row = next(line for line in md if "| cpu | SD |" in line)
   assert "| 2 | 6 |" in row and "72.0 ± 2.8" in row and "1.50 ± 0.71" in row

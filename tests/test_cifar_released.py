@@ -305,7 +305,7 @@ def test_released_table_and_figure_from_results(tmp_path):
   write("a", 0.0, 0, 0.04)
   write("b", 0.1, 0, 0.10)
   write("c", 0.1, 1, 0.14)
-  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t"])
+  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t", "--allow_dirty"])
   md = (tmp_path / "t" / "released_table.md").read_text()
   assert "| cifar2 | airplane,horse | SD | 0.1 | 0,1 |" in md
   assert "0.120 ± 0.028" in md          # median margins 0.10, 0.14: mean 0.12, sample std 0.028
@@ -315,7 +315,7 @@ def test_released_table_and_figure_from_results(tmp_path):
   assert (tmp_path / "t" / "released_figure2_airplane_horse.png").stat().st_size > 1000
   assert not (tmp_path / "t" / "released_sweep_airplane_horse.png").exists()   # 2 strengths
   write("d", 0.3, 0, 0.2)
-  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t"])
+  cifar_table.main([f"--runs={tmp_path}/*", f"--out_dir={tmp_path}/t", "--allow_dirty"])
   assert (tmp_path / "t" / "released_sweep_airplane_horse.png").stat().st_size > 1000
   assert not (tmp_path / "t" / "table1.md").exists()
 
@@ -348,5 +348,5 @@ def test_a_diverging_run_stops_and_is_recorded_not_evaluated(tmp_path, capsys):
   assert not (tmp_path / "run" / "ckpt").exists() or \
       checkpoint.Checkpointer(tmp_path / "run" / "ckpt").latest_step() is None
   assert results.read_json(tmp_path / "run" / "results.json")["history"][-1]["epoch"] == 1
-  cifar_table.main([f"--runs={tmp_path}/run", f"--out_dir={tmp_path}/t"])
+  cifar_table.main([f"--runs={tmp_path}/run", f"--out_dir={tmp_path}/t", "--allow_dirty"])
   assert "diverged at epoch 1" in capsys.readouterr().out
