@@ -90,6 +90,48 @@ def table_rows(runs: dict[str, list[dict]], selection: str = "best_val_average")
   return rows
 
 
+SHORT = {"best_val_average": "best val. average (released)", "last": "last epoch",
+         "best_val_worst_group": "best val. worst group"}
+
+
+def per_seed_worst(rs: list[dict], selection: str) -> list[str]:
+  """The group with the lowest test accuracy in each run (ties: the smaller group)."""
+  out = []
+  for r in rs:
+    groups = r["metrics"][selection]["test"]["groups"]
+    g = min(groups, key=lambda g: (g["acc"], g["n"]))
+    out.append(GROUPS[g["group"]])
+  return out
+
+
+def selections_markdown(runs: dict[str, list[dict]]) -> str:
+  """One row per method × selection rule: average and worst-group accuracy (mean ± sample std
+  over seeds; the worst group is each seed's own), which group that was per seed, the worst
+  group pooled over seeds and the blond males pooled, with Wilson 95% intervals."""
+  head = ["method", "selection", "seeds", "average %", "worst group % (per seed)",
+          "worst group per seed", "worst group pooled: % (k/n, Wilson 95%)",
+          "blond males pooled: % (k/n, Wilson 95%)", "paper avg / worst"]
+  out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for selection in ("best_val_average", "best_val_worst_group", "last"):
+    for method, rs in runs.items():
+      tests = [r["metrics"][selection]["test"] for r in rs]
+      avg = results.mean_std([100 * t["average"] for t in tests])
+      worst = results.mean_std([100 * t["worst_group"] for t in tests])
+      pooled = pooled_groups(rs, selection)
+      wg = min(range(4), key=lambda k: pooled[k]["acc"] if pooled[k]["n"] else np.inf)
+      cell = lambda g: (f"{100 * g['acc']:.1f} ({g['correct']}/{g['n']}, "
+                        f"{100 * g['ci95'][0]:.1f}–{100 * g['ci95'][1]:.1f})")
+      p = paper.TABLE3.get(method, {})
+      ref = (f"{paper.fmt(p.get('average'))} / {paper.fmt(p.get('worst_group'))}"
+             if selection == "best_val_average" and p else "")
+      names = per_seed_worst(rs, selection)
+      out.append(f"| {NAMES[method]} | {SHORT[selection]} | {len(rs)} | "
+                 f"{avg['mean']:.2f} ± {avg['std']:.2f} | {worst['mean']:.2f} ± "
+                 f"{worst['std']:.2f} | {'; '.join(names)} | {GROUPS[wg]}: {cell(pooled[wg])} | "
+                 f"{cell(pooled[3])} | {ref} |")
+  return "\n".join(out)
+
+
 COLUMNS = (("method", "method"), ("seeds", "seeds"), ("average", "average % (ours)"),
            ("worst_group", "worst-group % (ours)"),
            ("worst_group_pooled", "worst group, pooled over seeds: % [Wilson 95%] (group, k/n)"),
