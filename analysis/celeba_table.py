@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import paper, results
+from gs_jax.base import paper
+from gs_jax.experiment import results
 
 ORDER = ("erm", "sd", "lff", "group_dro")
 NAMES = {"erm": "ERM", "sd": "SD", "lff": "LfF", "group_dro": "Group DRO"}

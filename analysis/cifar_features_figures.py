@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 
 ARMS = ("erm", "sd")
 LABELS = {"erm": "ERM", "sd": "SD"}

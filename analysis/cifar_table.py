@@ -31,7 +31,8 @@ from collections import defaultdict
 import numpy as np
 
 from analysis import provenance
-from gs_jax import paper, results
+from gs_jax.base import paper
+from gs_jax.experiment import results
 
 # (column, getter of a run's metrics, scale): accuracies in %, the median margin in 1/255 units.
 COLUMNS = (

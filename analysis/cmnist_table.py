@@ -22,7 +22,8 @@ import sys
 import numpy as np
 
 from analysis import provenance
-from gs_jax import paper, results
+from gs_jax.base import paper
+from gs_jax.experiment import results
 from gs_jax.data.colored_mnist import VARIANT_GRID, VARIANTS
 
 ORDER = ("erm", "rex", "irm", "sd", "sd_clean", "oracle")

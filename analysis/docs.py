@@ -70,7 +70,7 @@ def pm(ms, digits=1) -> str:
 
 
 def mean_std(values, scale=1.0) -> dict:
-  from gs_jax import results as results_lib
+  from gs_jax.experiment import results as results_lib
   return results_lib.mean_std(np.asarray(values, float) * scale)
 
 
@@ -398,7 +398,7 @@ def speed_stack_reference(results):
 
 def _headlines(results: Path) -> list[tuple]:
   from analysis import celeba_table, cmnist_table
-  from gs_jax import paper
+  from gs_jax.base import paper
   out = []
   b = _moons(results, "two_moons_appendix_b_released")
   t = minutes(results, ["two_moons_appendix_b_released/results.json"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 
 METHODS = ("erm", "l2", "sd")
 LABELS = {"erm": "ERM", "l2": "ERM + L2", "sd": "SD"}

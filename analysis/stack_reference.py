@@ -75,7 +75,7 @@ def flatten(tree, prefix="") -> dict:
 def _dual_reference() -> dict:
   import numpy as np
 
-  from gs_jax import dual
+  from gs_jax.theory import dual
   rng = np.random.default_rng(0)
   n = 200
   U, _ = np.linalg.qr(rng.standard_normal((n, n)))
@@ -158,7 +158,7 @@ def main(argv=None):
   bad = [n for n in names if n not in RUNS]
   if bad or not args.out:
     p.error(f"unknown runs {bad}" if bad else "give --out (run the set) or --compare A B")
-  from gs_jax import results
+  from gs_jax.experiment import results
   prov = {**results.provenance(), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
   with tempfile.TemporaryDirectory() as tmp:
     ref = run_set(names, Path(args.work_dir or tmp))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 
 
 def _save(plt, fig, stem) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown")
 RELEASED_COLORS = ("#2D7F58", "#FA7F05")   # the released plot's colours for columns 1 and 6

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import provenance
-from gs_jax import results as results_lib
+from gs_jax.experiment import results as results_lib
 from gs_jax.data import toy
 
 

@@ -97,7 +97,7 @@ def main(argv=None) -> dict:
   p.add_argument("--prefetch", type=int, default=4, help="batches decoded ahead")
   p.add_argument("--out_dir", default="runs/bench_celeba_stream")
   a = p.parse_args(argv)
-  from gs_jax import results
+  from gs_jax.experiment import results
   from gs_jax.data import celeba
   data = celeba.load(a.data_dir or None, size=a.size, stream=True, verbose=False)
   writer = results.RunWriter(a.out_dir, "bench_celeba_stream", vars(a))

@@ -33,7 +33,8 @@ import numpy as np
 def jax_runner(x_all, y_all, batch_size, sd_lambda):
   import jax
   import jax.numpy as jnp
-  from gs_jax import models, train
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import cifar
 
   model = models.cifar_model("cpu", 2)
@@ -57,7 +58,7 @@ def torch_runner(x_all, y_all, batch_size, sd_lambda):
   import torch
   from torch import nn
 
-  from gs_jax import models
+  from gs_jax.nn import models
 
   torch.manual_seed(0)
   mean = torch.tensor(models.CIFAR_MEAN).view(1, 3, 1, 1)
@@ -126,7 +127,8 @@ def released_runners(x_all, y_all, sd_coef):
   import optax
   import torch
 
-  from gs_jax import models, train
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import cifar
 
   model = models.NarLeNet(2)
@@ -183,7 +185,7 @@ def main(argv=None):
   p.add_argument("--json", default="", help="also write the numbers (with provenance) here")
   args = p.parse_args(argv)
   released = args.protocol == "released"
-  from gs_jax import devices   # before JAX starts: the runtime is chosen at backend start
+  from gs_jax.base import devices   # before JAX starts: the runtime is chosen at backend start
   cores = args.cpu_cores if args.cpu_cores is not None else ("0" if released else "")
   cpus = devices.use_cpu_cores(cores)
   runtime = devices.use_cpu_runtime(args.cpu_runtime or ("fastest" if released else "thunk"))
@@ -231,7 +233,7 @@ def main(argv=None):
 
     import jax
 
-    from gs_jax import results
+    from gs_jax.experiment import results
     results.atomic_write_json(args.json, {
         "protocol": args.protocol, "batch_size": args.batch_size, "steps": args.steps,
         "repeats": args.repeats, "jax": jax.__version__, "xla_cpu_runtime": runtime,

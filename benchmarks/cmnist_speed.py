@@ -65,7 +65,8 @@ def build_jax(method: str, x, y, env, k: int):
   import jax.numpy as jnp
 
   from configs import colored_mnist as configs
-  from gs_jax import cmnist, train
+  from gs_jax.tasks import cmnist
+  from gs_jax import training as train
 
   cfg = configs.get_config(method)
   model, tx = cmnist.model_of(cfg), cmnist.optimizer_of(cfg)
@@ -227,7 +228,7 @@ def main(argv=None):
         "torch": torch_info, "speedup": torch_ms / ms(t_scan), "floor_ms": floor_ms,
         "floor_gflop": gflop, "floor_gflops": rate, "scan_over_floor": ms(t_scan) / floor_ms}
   if args.json:
-    from gs_jax import results
+    from gs_jax.experiment import results
     results.atomic_write_json(args.json, {**out, "provenance": results.provenance(),
                                           "load_average": os.getloadavg()})
   return 0

@@ -20,14 +20,16 @@ import time
 
 import numpy as np
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 
 def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int) -> None:
   import jax
   import jax.numpy as jnp
 
-  from gs_jax import devices as devs, models, train
+  from gs_jax.base import devices as devs
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import cifar
   if nproc > 1:   # before use_cpu_devices, which may start JAX's backends
     distributed.initialize(f"127.0.0.1:{port}", nproc, pid, timeout_s=30, verbose=False)

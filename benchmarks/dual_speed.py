@@ -29,7 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import dual, results, train
+from gs_jax.theory import dual
+from gs_jax.experiment import results
+from gs_jax import training as train
 
 
 def _problem(n, lam, seed):

@@ -69,7 +69,9 @@ def celeba(tiny: bool, method: str):
   import jax.numpy as jnp
 
   from configs import celeba as configs
-  from gs_jax import convert, models, spurious, train
+  from gs_jax.nn import convert, models
+  from gs_jax.tasks import spurious
+  from gs_jax import training as train
   from gs_jax.data import celeba as data
   cfg = configs.get_config("paper")
   cfg.method = method
@@ -116,7 +118,8 @@ def cifar(tiny: bool, which: str):
   import jax.numpy as jnp
 
   from configs import cifar as configs
-  from gs_jax import models, train
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import cifar as data
   cfg = configs.get_config("paper" if which == "cifar10" else "paper_cifar100")
   classes = 10 if which == "cifar10" else 100
@@ -153,8 +156,8 @@ def cmnist(tiny: bool):
   import jax.numpy as jnp
 
   from configs import colored_mnist as configs
-  from gs_jax import cmnist as cm
-  from gs_jax import train
+  from gs_jax.tasks import cmnist as cm
+  from gs_jax import training as train
   cfg = configs.get_config("sd")
   n, n_test = (256, 64) if tiny else (50_000, 10_000)
   if tiny:
@@ -186,7 +189,8 @@ def released(tiny: bool):
   import jax
   import jax.numpy as jnp
 
-  from gs_jax import models, train
+  from gs_jax.nn import models
+  from gs_jax import training as train
   model = models.NarLeNet(2)
   tx = train.make_optimizer("sgd", 1e-3, momentum=0.9)
   x0 = jnp.zeros((1, 32, 32, 3), jnp.float32)
@@ -260,7 +264,7 @@ def main(argv=None) -> dict:
     raise ValueError(f"--presets: unknown {bad}; choose from {PRESETS}")
   import jax
 
-  from gs_jax import results
+  from gs_jax.experiment import results
   writer = results.RunWriter(a.out_dir or f"runs/gpu_check{'_tiny' if a.tiny else ''}",
                              "gpu_check", vars(a))
   print(f"devices: {jax.devices()}" + (" — tiny: small shapes, code paths only; the numbers "

@@ -49,7 +49,8 @@ def measure(route: str, n: int, k: int, block: int, max_passes: int, tol: float,
   import jax.numpy as jnp
   import numpy as np
 
-  from gs_jax import models, ntk
+  from gs_jax.nn import models
+  from gs_jax.theory import ntk
   from gs_jax.data import cifar
 
   data = cifar.head(cifar.load("cifar2", data_dir, "airplane,horse"), n)
@@ -162,7 +163,7 @@ def main(argv=None):
   print(text)
   out = Path(args.out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  from gs_jax import results
+  from gs_jax.experiment import results
   results.atomic_write_json(out / "ntk_features.json", {
       "rows": rows, "agreement": agree, "table": text, "cpu_count": os.cpu_count(),
       "load_average": os.getloadavg(), "provenance": results.provenance()})

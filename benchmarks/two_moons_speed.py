@@ -73,7 +73,7 @@ def figure1_panels(epochs):
 def jax_train(seeds, epochs):
   """gs-jax's Figure-1 training: one compiled vmapped program, reused for the 3 panels."""
   import jax
-  from gs_jax import moons
+  from gs_jax.tasks import moons
 
   trainers, states = {}, None
   for panel in figure1_panels(epochs).values():
@@ -86,7 +86,8 @@ def jax_training_flops(seeds, epochs):
   """FLOPs of one configuration's training, from XLA's cost analysis of the chunk program."""
   import jax
   import jax.numpy as jnp
-  from gs_jax import models, train
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import toy
 
   model = models.two_layer_relu()
@@ -150,7 +151,8 @@ def main(argv=None):
     import torch
   except ImportError:
     sys.exit("PyTorch is needed for the baseline: pip install torch==2.13.0 (or make bench-deps)")
-  from gs_jax import devices, results
+  from gs_jax.base import devices
+  from gs_jax.experiment import results
   devices.use_cpu_devices()   # as experiments.two_moons does: one JAX CPU device per core
   import jax
 

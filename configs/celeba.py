@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 PRESETS = ("cpu", "paper")
 METHODS = ("erm", "sd", "group_dro", "lff")
@@ -98,7 +98,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax import models
+  from gs_jax.nn import models
   if cfg.method not in METHODS:
     raise ValueError(f"--method must be one of {METHODS}; got {cfg.method!r}")
   if cfg.model not in models.RESNETS:

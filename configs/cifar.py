@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 PRESETS = ("cpu", "paper", "released", "paper_cifar100")
 MODELS = ("cpu", "paper", "released", "preact_resnet18")   # gs_jax.models.cifar_model

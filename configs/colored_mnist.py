@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 PRESETS = ("sd", "erm", "sd_clean", "irm", "rex", "oracle")
 
@@ -82,7 +82,7 @@ def get_config(preset: str = "sd") -> ml_collections.ConfigDict:
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  from gs_jax import cmnist
+  from gs_jax.tasks import cmnist
   if cfg.objective not in cmnist.OBJECTIVES:
     raise ValueError(f"--objective must be one of {cmnist.OBJECTIVES}; got {cfg.objective!r}")
   if cfg.rex_form not in cmnist.REX_FORMS:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 PRESETS = ("paper", "published", "released", "long")
 

@@ -29,7 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import celeba as configs
-from gs_jax import checkpoint, cli, distributed, models, results, spurious, train
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.base import distributed
+from gs_jax.nn import models
+from gs_jax.tasks import spurious
+from gs_jax import training as train
 from gs_jax.data import celeba, cifar
 
 # What determines the trained network: a checkpoint written under other values is refused.

@@ -26,7 +26,10 @@ import numpy as np
 import optax
 
 from configs import cifar as configs
-from gs_jax import attacks, batching, checkpoint, cli, distributed, models, results, train
+from gs_jax.nn import attacks, models
+from gs_jax.base import batching, distributed
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax import training as train
 from gs_jax.data import cifar
 
 OOD_EPS = {"eps_0.05": 0.05, "eps_5/255": 5.0 / 255.0}

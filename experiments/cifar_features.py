@@ -33,7 +33,10 @@ import numpy as np
 
 from analysis import cifar_features_figures
 from configs import cifar_features as configs
-from gs_jax import checkpoint, cli, dual, losses, models, ntk, results, train
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.theory import dual, ntk
+from gs_jax.nn import losses, models
+from gs_jax import training as train
 from gs_jax.data import cifar, paths
 
 ARMS = ("erm", "sd")   # the default arms; cfg.arms may add ridge<λ> / wd<λ> (§3.7)

@@ -22,7 +22,9 @@ import jax
 import numpy as np
 
 from configs import colored_mnist as configs
-from gs_jax import checkpoint, cli, cmnist, distributed, results
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.tasks import cmnist
+from gs_jax.base import distributed
 
 # Fields that do not change what a run computes (ignored when matching an earlier run); the
 # processes of one multi-process job differ in process_id.

@@ -29,7 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import dominoes as configs
-from gs_jax import batching, checkpoint, cli, models, ntk, results, train
+from gs_jax.base import batching
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.nn import models
+from gs_jax.theory import ntk
+from gs_jax import training as train
 from gs_jax.data import cifar, dominoes
 
 MNIST_HALF = np.arange(dominoes.HEIGHT)[:, None, None] < dominoes.SPLIT_ROW

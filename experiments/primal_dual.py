@@ -16,11 +16,13 @@ recomputed (only redrawn); ``--overwrite`` recomputes.
 from __future__ import annotations
 
 import numpy as np
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import primal_dual as configs
-from gs_jax import cli, dual, ntk, results, starvation
+from gs_jax.experiment import cli, results
+from gs_jax.theory import dual, ntk
+from gs_jax.tasks import starvation
 from gs_jax.data import toy
 
 # Settings that do not change the numbers.

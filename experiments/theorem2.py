@@ -20,11 +20,12 @@ import shutil
 import time
 
 import numpy as np
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
 from analysis import theorem2_report
 from configs import theorem2 as configs
-from gs_jax import checkpoint, cli, results, starvation
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.tasks import starvation
 
 
 def _settings(part_cfg, chunk: int, drop=()) -> dict:

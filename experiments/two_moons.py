@@ -18,7 +18,9 @@ import numpy as np
 
 from analysis import two_moons_figures
 from configs import two_moons as configs
-from gs_jax import checkpoint, cli, distributed, moons, results
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.base import distributed
+from gs_jax.tasks import moons
 
 
 def scaled_panel(cfg, name):

@@ -19,7 +19,8 @@ import numpy as np
 
 from analysis import two_moons_dynamics_figure
 from configs import two_moons_dynamics as configs
-from gs_jax import checkpoint, cli, moons_dynamics, results
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.tasks import moons_dynamics
 
 TRAINING_FIELDS = ("seeds", "steps", "width", "lr", "momentum", "weight_decay",
                    "num_candidates", "released_columns", "grid_resolution")

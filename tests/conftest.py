@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # once `step` training steps are done; the hook is the only difference from the plain command.
 _KILLED = """
 import importlib, os, sys
-from gs_jax import train
+from gs_jax import training as train
 fit = train.fit_minibatch
 def killed(*args, **kwargs):
   def hook(step, metrics):

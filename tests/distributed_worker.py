@@ -25,7 +25,9 @@ def flat(tree) -> dict:
 
 def cifar_task(out, die_after):
   import jax.numpy as jnp
-  from gs_jax import checkpoint, models, train
+  from gs_jax.experiment import checkpoint
+  from gs_jax.nn import models
+  from gs_jax import training as train
   from gs_jax.data import cifar
   rng = np.random.default_rng(0)
   n, batch = 64, 16
@@ -46,13 +48,13 @@ def cifar_task(out, die_after):
       preprocess=lambda k, xb: cifar.to_float(cifar.augment(k, xb)), mesh=train.data_mesh(),
       checkpoint=checkpoint.Checkpointer(os.path.join(out, "ckpt"), every_seconds=0.0),
       progress=False, on_epoch=on_epoch)
-  from gs_jax import distributed
+  from gs_jax.base import distributed
   return flat(distributed.to_host(state.params)), history[-1]["loss"]
 
 
 def moons_task(out, die_after):
   from configs import two_moons
-  from gs_jax import moons
+  from gs_jax.tasks import moons
   panel = two_moons.panel("test", sd_lambda=0.003, steps=30, hidden=(32,))
   states, history, _ = moons.train_panel(panel, list(range(8)), progress=False)
   return flat(states.params), float(np.mean(history["loss"][:, -1]))
@@ -60,7 +62,7 @@ def moons_task(out, die_after):
 
 def wait_task(out, die_after):
   import jax.numpy as jnp
-  from gs_jax import train
+  from gs_jax import training as train
   mesh = train.data_mesh()
   x = jax.device_put(jnp.ones(jax.device_count()), train.batch_sharded(mesh))
   step = jax.jit(lambda x: x * 0 + jnp.sum(x) / x.size, out_shardings=train.batch_sharded(mesh))
@@ -78,7 +80,7 @@ def main():
   p.add_argument("--die_after", type=int, default=0)
   p.add_argument("--timeout_s", type=int, default=60)
   a = p.parse_args()
-  from gs_jax import devices, distributed
+  from gs_jax.base import devices, distributed
   if int(a.nproc) > 1:   # before use_cpu_devices, which may start JAX's backends
     distributed.initialize(f"127.0.0.1:{a.port}", int(a.nproc), int(a.pid),
                            timeout_s=a.timeout_s, init_timeout_s=60)

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import boundary
+from gs_jax.nn import boundary
 
 
 def test_margins_of_a_line_are_exact():

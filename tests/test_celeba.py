@@ -179,7 +179,7 @@ def test_paper_preset_runs_end_to_end_on_a_few_batches(tmp_path):
 
 
 def _fake_result(method, seed, correct, n):
-  from gs_jax import spurious
+  from gs_jax.tasks import spurious
   test = spurious.summarize({"correct": correct, "n": n})
   sel = {"epoch": 1, "val": test, "test": test}
   return {"experiment": "celeba", "method": method, "init": "from scratch",
@@ -190,7 +190,7 @@ def _fake_result(method, seed, correct, n):
 
 def test_table3_aggregates_seeds_pools_the_worst_group_and_puts_the_paper_beside(tmp_path):
   from analysis import celeba_table
-  from gs_jax import results
+  from gs_jax.experiment import results
   n = [10, 10, 10, 4]
   for seed, c3 in enumerate([1, 3]):
     for method, c in (("erm", [10, 9, 8, c3]), ("sd", [9, 9, 9, 4])):

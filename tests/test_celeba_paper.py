@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gs_jax import convert
+from gs_jax.nn import convert
 from tests.conftest import real_data
 
 pytest.importorskip("grain")   # the paper preset streams its images (gs_jax.data.stream)

@@ -12,7 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import attacks, batching, checkpoint, models, train
+from gs_jax.nn import attacks, models
+from gs_jax.base import batching
+from gs_jax.experiment import checkpoint
+from gs_jax import training as train
 from gs_jax.data import cifar
 from tests.conftest import run_experiment
 
@@ -504,7 +507,7 @@ def test_sharded_over_4_devices_matches_1_device(tiny_runs):
 def test_cli_flags(capsys):
   from configs import cifar as configs
   from experiments import cifar as exp
-  from gs_jax import cli
+  from gs_jax.experiment import cli
   cfg = cli.parse(configs, ["--preset=paper", "--no_augment", "--no_progress",
                             "--sd_lambda=0.05", "--dataset=cifar100"])
   assert (cfg.model, cfg.epochs, cfg.augment, cfg.progress, cfg.sd_lambda) == (
@@ -524,7 +527,7 @@ def test_table_from_new_and_earlier_results(tmp_path):
   """analysis.cifar_table groups seeds (sample std), reads the committed VGG runs of the earlier
   schema to their table's numbers, and prints the paper's numbers from gs_jax.paper."""
   from analysis import cifar_table
-  from gs_jax import results
+  from gs_jax.experiment import results
   for seed, (acc, margin) in enumerate(((0.70, 1 / 255), (0.74, 2 / 255))):
     results.atomic_write_json(tmp_path / f"s{seed}" / "results.json", {
         "experiment": "cifar", "method": "SD", "data": {"n_train": 100},

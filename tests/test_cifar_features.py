@@ -10,14 +10,15 @@ import pytest
 
 from analysis import cifar_features_figures
 from configs import cifar_features as configs
-from gs_jax import cli, dual
+from gs_jax.experiment import cli
+from gs_jax.theory import dual
 from tests.conftest import REPO, real_data
 
 # Kills the process (exit 3, no cleanup) once `step` training steps are done, keeping the
 # experiment's own chunk callback (conftest's run_experiment replaces it).
 _KILLED = """
 import importlib, os, sys
-from gs_jax import train
+from gs_jax import training as train
 fit = train.fit_minibatch
 def killed(*args, on_chunk=None, **kwargs):
   def hook(step, metrics):
@@ -101,7 +102,8 @@ def test_eq5_coefficient_maps_the_training_objective_onto_eq5():
   import jax
   import jax.numpy as jnp
 
-  from gs_jax import losses, train
+  from gs_jax.nn import losses
+  from gs_jax import training as train
 
   class Net(nn.Module):
     @nn.compact
@@ -218,7 +220,9 @@ def test_ridge_training_of_a_linear_model_reaches_the_dual_prediction():
   from jax.flatten_util import ravel_pytree
 
   from experiments import cifar_features as exp
-  from gs_jax import losses, ntk, train
+  from gs_jax.nn import losses
+  from gs_jax.theory import ntk
+  from gs_jax import training as train
 
   rng = np.random.default_rng(3)
   n, d, lam = 10, 3, 2.0

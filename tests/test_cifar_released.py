@@ -9,7 +9,9 @@ import optax
 import pytest
 
 from configs import cifar as configs
-from gs_jax import attacks, checkpoint, cli, models, train
+from gs_jax.nn import attacks, models
+from gs_jax.experiment import checkpoint, cli
+from gs_jax import training as train
 from gs_jax.data import cifar
 
 
@@ -77,7 +79,7 @@ def test_xla_convolutions_give_the_patch_network_on_the_same_parameters():
 
 _RUNTIME = """
 import os, warnings
-from gs_jax import _compat, devices
+from gs_jax.base import _compat, devices
 with warnings.catch_warnings(record=True) as w:
   warnings.simplefilter("always")
   got = devices.use_cpu_runtime("legacy")
@@ -116,7 +118,7 @@ def test_cpu_runtime_switch_before_the_backend_starts():
 
 _CORES = """
 import os
-from gs_jax import devices
+from gs_jax.base import devices
 allowed = sorted(os.sched_getaffinity(0))
 assert devices.use_cpu_cores("") == allowed            # empty: affinity left alone
 assert devices.use_cpu_cores("0") == [allowed[0]]
@@ -287,7 +289,7 @@ def test_released_table_and_figure_from_results(tmp_path):
   """analysis.cifar_table groups released runs by (classes, method, sd_coef), reports mean ±
   std over seeds and draws the Figure-2-axes plot."""
   from analysis import cifar_table
-  from gs_jax import results
+  from gs_jax.experiment import results
 
   def write(name, coef, seed, q50):
     m = {"released": {"n": 4, "q25": 0.01, "q50": q50, "q75": 0.2, "q90": 0.3,
@@ -326,7 +328,7 @@ def test_a_diverging_run_stops_and_is_recorded_not_evaluated(tmp_path, capsys):
   ``diverged_at_epoch`` and no evaluation; analysis.cifar_table leaves it out, saying so."""
   from analysis import cifar_table
   from experiments import cifar as experiment
-  from gs_jax import results
+  from gs_jax.experiment import results
   from tests.test_cifar import _fake_cifar10
   net, tx, state0, data = _tiny_problem()
   big = optax.sgd(1e4, momentum=0.9)

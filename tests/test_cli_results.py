@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gs_jax import cli, results
+from gs_jax.experiment import cli, results
 
 
 def _module(**help_):
@@ -126,7 +126,7 @@ def test_provenance_command_has_no_machine_path():
 
 
 def test_wilson_interval_matches_the_closed_form_and_known_values():
-  from gs_jax import results
+  from gs_jax.experiment import results
   # Wilson 95% for 8/10 (Newcombe 1998, Table I: 0.4902–0.9433)
   lo, hi = results.wilson_interval(8, 10)
   np.testing.assert_allclose([lo, hi], [0.4902, 0.9433], atol=1e-4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis import cmnist_table as ct
-from gs_jax import paper
+from gs_jax.base import paper
 from gs_jax.data.colored_mnist import VARIANTS
 
 

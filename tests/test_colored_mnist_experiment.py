@@ -10,7 +10,10 @@ import pytest
 
 from configs import colored_mnist as configs
 from experiments import colored_mnist as exp
-from gs_jax import checkpoint, cli, cmnist, models, paper, results
+from gs_jax.experiment import checkpoint, cli, results
+from gs_jax.tasks import cmnist
+from gs_jax.nn import models
+from gs_jax.base import paper
 from gs_jax.data.colored_mnist import VARIANTS, load_mnist_train
 from tests.test_colored_mnist_data import fake_mnist
 

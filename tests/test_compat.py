@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import _compat
+from gs_jax.base import _compat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,7 +59,7 @@ def test_distributed_state_without_jax_distributed():
 
 
 _BACKENDS = """
-from gs_jax import _compat
+from gs_jax.base import _compat
 assert _compat.backends_started() is False
 import jax.numpy as jnp
 float(jnp.ones(2).sum())

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import convert, models
+from gs_jax.nn import convert, models
 
 torch = pytest.importorskip("torch")
 from tests import torchvision_resnet  # noqa: E402  (needs torch)

@@ -21,7 +21,9 @@ import jax
 import numpy as np
 import pytest
 
-from gs_jax import cli, distributed, results, train
+from gs_jax.experiment import cli, results
+from gs_jax.base import distributed
+from gs_jax import training as train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The survivor's bound: heartbeat timeout + one heartbeat interval + process scheduling slack.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from analysis import dominoes_figures
-from gs_jax import ntk
+from gs_jax.theory import ntk
 from gs_jax.data import cifar, dominoes
 from tests.conftest import real_data, run_experiment
 
@@ -294,7 +294,7 @@ def test_sd_sweep_picks_by_the_randomised_validation_accuracy(tmp_path):
 
 
 def test_narlenet_on_dominoes_widens_only_its_first_dense_layer():
-  from gs_jax import models
+  from gs_jax.nn import models
   net = models.NarLeNet(2)
   v = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 32, 3)))["params"]
   assert v["fc0"]["kernel"].shape == (2080, 240)          # 32 · 13 · 5

@@ -8,9 +8,9 @@ import pytest
 import scipy.linalg
 import scipy.optimize
 import scipy.special
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
-from gs_jax import dual
+from gs_jax.theory import dual
 
 LAMS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 EPS = np.finfo(np.float64).eps

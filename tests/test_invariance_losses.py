@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from gs_jax import losses
+from gs_jax.nn import losses
 
 
 def np_bce(z, y):
@@ -54,7 +54,7 @@ def test_irm_penalty_matches_finite_differences(data):
 
 def test_irm_penalty_is_differentiable_in_the_logits(data):
   logits, y, env = data
-  from gs_jax._compat import enable_x64
+  from gs_jax.base._compat import enable_x64
   with enable_x64():
     f = lambda z: jnp.sum(losses.irm_penalty(z, jnp.asarray(y, jnp.float64), env, 3))
     check_grads(f, (jnp.asarray(logits, jnp.float64),), order=1, modes=("rev",))

@@ -4,7 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from gs_jax import losses, models, train
+from gs_jax.nn import losses, models
+from gs_jax import training as train
 
 
 def test_logistic_loss_matches_hand_computation_and_label_conventions():

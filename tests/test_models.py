@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import models
+from gs_jax.nn import models
 
 
 def _reference(x, w1, b1, w2, b2):

@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
-from gs_jax import models, ntk
+from gs_jax.nn import models
+from gs_jax.theory import ntk
 
 
 @pytest.fixture(autouse=True)

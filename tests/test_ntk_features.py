@@ -12,7 +12,9 @@ import numpy as np
 import optax
 import pytest
 
-from gs_jax import models, ntk, train
+from gs_jax.nn import models
+from gs_jax.theory import ntk
+from gs_jax import training as train
 
 
 def _two_logit_mlp(n=160, d=8, width=24, seed=0):
@@ -156,7 +158,8 @@ def test_probe_schedule_records_exactly_its_steps():
 _MEMORY_CHILD = textwrap.dedent("""
     import json, resource, sys
     import jax, jax.numpy as jnp, numpy as np
-    from gs_jax import models, ntk
+    from gs_jax.nn import models
+    from gs_jax.theory import ntk
     n, d, width = 400, 64, 2000
     model = models.MLP(hidden=(width, width))
     x = jax.random.normal(jax.random.PRNGKey(0), (n, d), jnp.float32)

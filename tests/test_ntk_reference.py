@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import _compat, models, ntk
+from gs_jax.base import _compat
+from gs_jax.nn import models
+from gs_jax.theory import ntk
 
 nt = pytest.importorskip(
     "neural_tangents",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import cifar as configs
-from gs_jax import models
+from gs_jax.nn import models
 from tests.conftest import real_data
 
 
@@ -75,7 +75,7 @@ def test_reduced_width_preact_resnet_fits_synthetic_100_class_batch():
   """CI-sized: a PreActResNet of one block per stage, widths (8, 16, 16, 16), memorises 16
   random images of 100 classes with the preset's objective and optimiser (SGD momentum,
   SD λ = 0.05). (The full-size preset end to end: the slow tests below.)"""
-  from gs_jax import train
+  from gs_jax import training as train
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(size=(16, 32, 32, 3)), jnp.float32)
   y = jnp.asarray(rng.permutation(100)[:16], jnp.int32)

@@ -5,10 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
 from experiments import primal_dual
-from gs_jax import dual, starvation, train
+from gs_jax.theory import dual
+from gs_jax.tasks import starvation
+from gs_jax import training as train
 
 
 def test_field_ascent_records_every_kth_step_and_runs_the_remainder():

@@ -7,11 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gs_jax._compat import enable_x64
+from gs_jax.base._compat import enable_x64
 
 from configs import theorem2 as configs
 from experiments import theorem2
-from gs_jax import checkpoint, losses, models, ntk, starvation
+from gs_jax.experiment import checkpoint
+from gs_jax.nn import losses, models
+from gs_jax.theory import ntk
+from gs_jax.tasks import starvation
 from gs_jax.data import toy
 
 # In-process runs keep the test process's JAX devices (the CLI would add one per core).

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gs_jax import models, train
+from gs_jax.nn import models
+from gs_jax import training as train
 from gs_jax.data import toy
 
 
@@ -93,9 +94,10 @@ def test_bad_optimizer_arguments():
 _SHARDED = """
 import warnings
 import jax, jax.numpy as jnp, numpy as np
-from gs_jax import devices
+from gs_jax.base import devices
 assert devices.use_cpu_devices(4) == 4 and len(jax.devices()) == 4
-from gs_jax import models, train
+from gs_jax.nn import models
+from gs_jax import training as train
 from gs_jax.data import toy
 
 # The seed axis goes to as many devices as divide the number of seeds.
@@ -138,7 +140,7 @@ def test_seeds_sharded_over_devices_equal_one_device_runs():
 def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
   """A run stopped after some chunks and restarted from its checkpoint ends exactly where an
   uninterrupted run ends: chunk boundaries are fixed multiples of ``chunk``."""
-  from gs_jax import checkpoint
+  from gs_jax.experiment import checkpoint
   model = models.MLP(hidden=(16,), dropout_rate=0.2)
   tx = train.make_optimizer("adam", 1e-2)
   data = _data([0, 1])
@@ -172,7 +174,7 @@ def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_checkpoint_refuses_another_runs_fingerprint(tmp_path):
-  from gs_jax import checkpoint
+  from gs_jax.experiment import checkpoint
   state = {"w": np.arange(3.0, dtype=np.float32)}
   checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).save(5, state)
   step, restored, _, meta = checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).restore(

@@ -8,7 +8,9 @@ import pytest
 
 from configs import two_moons_dynamics as configs
 from experiments import two_moons_dynamics as tmd
-from gs_jax import cli, moons_dynamics, ntk
+from gs_jax.experiment import cli
+from gs_jax.tasks import moons_dynamics
+from gs_jax.theory import ntk
 from gs_jax.data import toy
 
 # Reduced config: 2 seeds, width 100, 120 steps in chunks of 20; a checkpoint after every chunk.

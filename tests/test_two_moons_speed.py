@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks import two_moons_speed
-from gs_jax import moons
+from gs_jax.tasks import moons
 
 
 @pytest.mark.parametrize("name", ["fig1a", "fig1c"])     # Figure 1 (a) ERM and (c) SD

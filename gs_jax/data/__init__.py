@@ -1,0 +1,1 @@
+"""Layer 3: datasets (real and toy), in memory or streamed."""

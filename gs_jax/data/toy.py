@@ -96,7 +96,7 @@ def coupled_features(s1, s2: float, *, delta: float, m: int, seed: int = 0) -> d
     ``{"phi": (C, 2, m), "y": (2,), "U": (2, 2), "S": (C, 2), "V": (m, 2)}`` (float64 NumPy)
     for the C values of ``s1``.
   """
-  from gs_jax import dual  # here, so that importing the two-moons data stays NumPy-only
+  from gs_jax.theory import dual  # here, so that importing the two-moons data stays NumPy-only
 
   if m < 2:
     raise ValueError(f"m must be >= 2 (V is m×2 with orthonormal columns); got {m}")

@@ -28,73 +28,17 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-STD_CONVENTION = "sample (ddof=1)"
+from gs_jax.base.jsonio import atomic_write_json, read_json, to_builtin  # noqa: F401 (re-exported)
+from gs_jax.base.stats import STD_CONVENTION, mean_std, wilson_interval  # noqa: F401
+from gs_jax.experiment.figures import pyplot, save_figure  # noqa: F401
+
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "neural-tangents", "numpy", "orbax-checkpoint",
              "ml-collections")
-
-
-def to_builtin(obj):
-  """JSON-compatible copy: arrays → lists, tuples → lists, non-finite floats → strings."""
-  if hasattr(obj, "to_dict"):          # ml_collections.ConfigDict
-    obj = obj.to_dict()
-  if isinstance(obj, Mapping):
-    return {str(k): to_builtin(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [to_builtin(v) for v in obj]
-  if hasattr(obj, "tolist"):           # numpy / jax arrays and scalars
-    return to_builtin(np.asarray(obj).tolist())
-  if isinstance(obj, float) and not np.isfinite(obj):
-    return str(obj)                    # JSON has no inf/nan
-  return obj
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-  """Writes ``data`` as JSON via a temporary file and ``os.replace``: never half-written."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(to_builtin(data), f, indent=2)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def read_json(path: str | os.PathLike, default=None):
-  path = Path(path)
-  if not path.exists():
-    return default
-  with open(path) as f:
-    return json.load(f)
-
-
-def mean_std(values) -> dict:
-  """``{"mean", "std", "n"}`` of a sequence; std is the sample std (ddof=1), 0 for n = 1."""
-  a = np.asarray(values, dtype=np.float64).ravel()
-  if a.size == 0:
-    raise ValueError("mean_std of an empty sequence")
-  std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-  return {"mean": float(a.mean()), "std": std, "n": int(a.size)}
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959963984540054) -> tuple:
-  """Wilson score interval ``(low, high)`` of a proportion ``correct/n`` (95% for the default
-  z): ``(p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)``; ``(0, 1)`` when n = 0."""
-  if n == 0:
-    return (0.0, 1.0)
-  p = correct / n
-  denom = 1 + z * z / n
-  centre = (p + z * z / (2 * n)) / denom
-  half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-  return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
 def _git(*args: str) -> str | None:
@@ -143,7 +87,7 @@ def _now() -> str:
 
 
 def _is_main() -> bool:
-  from gs_jax import distributed   # imports jax: only when something is written
+  from gs_jax.base import distributed   # imports jax: only when something is written
   return distributed.is_main()
 
 
@@ -224,20 +168,3 @@ class RunWriter:
     atomic_write_json(self.results_path, data)
     return self.results_path
 
-
-def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
-  """Saves ``fig`` as ``stem.png`` (150 dpi) and ``stem.pdf``; returns both paths."""
-  stem = Path(stem)
-  stem.parent.mkdir(parents=True, exist_ok=True)
-  paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-  for p in paths:
-    fig.savefig(p, dpi=150, bbox_inches="tight")
-  return paths
-
-
-def pyplot():
-  """matplotlib's pyplot with the non-interactive Agg backend (runs are headless)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt

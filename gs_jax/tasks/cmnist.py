@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import distributed, losses, models, train
+from gs_jax.base import distributed
+from gs_jax.nn import losses, models
+from gs_jax import training as train
 from gs_jax.data import colored_mnist as data
 
 OBJECTIVES = ("erm", "sd", "irm", "rex")

@@ -41,7 +41,7 @@ import sys
 import jax
 import numpy as np
 
-from gs_jax import _compat
+from gs_jax.base import _compat
 
 DEFAULT_TIMEOUT_S = 60
 

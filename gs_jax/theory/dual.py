@@ -34,7 +34,7 @@ return jax arrays and can be traced (jit, grad, vmap). Tracing them with x64 off
 
 Usage::
 
-    from gs_jax import dual
+    from gs_jax.theory import dual
     alpha = dual.fixed_point(U, S, lam)               # eq 10, Theorem 1
     z = dual.responses_at(U, S, lam, alpha)           # eq 11
     M = dual.starvation(U, S, lam)                    # M[i, j] = dz_j*/d(s_i²)
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import _compat
+from gs_jax.base import _compat
 
 enable_x64 = _compat.enable_x64
 

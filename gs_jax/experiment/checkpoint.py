@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from gs_jax import distributed
+from gs_jax.base import distributed
 
 _FINGERPRINT = "_fingerprint"
 

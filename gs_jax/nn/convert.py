@@ -40,7 +40,7 @@ TORCHVISION_ARCHS = ("resnet18", "resnet50")
 
 
 def _stem_and_stages(name: str):
-  from gs_jax import models
+  from gs_jax.nn import models
   if name not in TORCHVISION_ARCHS:
     raise ValueError(f"arch must be one of {TORCHVISION_ARCHS}; got {name!r}")
   spec = models.RESNETS[name]
@@ -91,7 +91,7 @@ def _model_shapes(name: str, num_classes: int) -> dict:
   import jax.numpy as jnp
   from flax import traverse_util
 
-  from gs_jax import models
+  from gs_jax.nn import models
   model = models.resnet(name, num_outputs=num_classes)
   v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
   return {k: tuple(s.shape) for k, s in traverse_util.flatten_dict(dict(v)).items()}

@@ -26,7 +26,10 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from gs_jax import dual, losses, models, ntk, results, train
+from gs_jax.theory import dual, ntk
+from gs_jax.nn import losses, models
+from gs_jax.base import jsonio, stats
+from gs_jax import training as train
 from gs_jax.data import toy
 
 PENALTIES = ("ridge", "sd")
@@ -155,7 +158,7 @@ def linear_check(lcfg, *, chunk: int = 5000, progress: bool = True, checkpoints=
                [np.asarray(dual.starvation(U, S, lcfg.lam, dynamics=dyn))[0, 1] for S in S_all])}
     if penalty == "ridge":
       res["z_taylor"] = np.stack([dual_responses(U, S, lcfg.lam, "taylor") for S in S_all])
-    out[penalty] = results.to_builtin(res)
+    out[penalty] = jsonio.to_builtin(res)
   return out
 
 
@@ -237,7 +240,7 @@ def evaluate_network(ncfg, problems, logits, grad_norm) -> tuple[dict, dict]:
   a seed's relative error is its mean over the sweep, ``dz2/d(s1²)`` (finite differences
   along the sweep for the trained nets and the dual, autodiff through the fixed point) is
   negative when feature 1 starves feature 2. ``metrics`` summarise them over seeds with
-  :func:`gs_jax.results.mean_std` (sample std) and the fraction of negative slopes.
+  :func:`gs_jax.stats.mean_std` (sample std) and the fraction of negative slopes.
   """
   lam, half = ncfg.lam, ncfg.n_per_cluster
   rows = {k: [] for k in ("s1", "s2", "s3", "coupling", "z_trained", "z_dual", "rel_error",
@@ -263,7 +266,7 @@ def evaluate_network(ncfg, problems, logits, grad_norm) -> tuple[dict, dict]:
       _dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_trained"], per_seed["s1"])])
   per_seed["dz2_ds1sq_dual_fd"] = np.stack([
       _dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_dual"], per_seed["s1"])])
-  metrics = {k: results.mean_std(per_seed[k].mean(axis=1))
+  metrics = {k: stats.mean_std(per_seed[k].mean(axis=1))
              for k in ("rel_error", "rel_error_top2", "dz2_ds1sq_trained_fd",
                        "dz2_ds1sq_dual_fd", "dz2_ds1sq_autodiff")}
   metrics.update(
@@ -272,4 +275,4 @@ def evaluate_network(ncfg, problems, logits, grad_norm) -> tuple[dict, dict]:
       frac_dual_fd_negative=float(np.mean(per_seed["dz2_ds1sq_dual_fd"] < 0)),
       frac_autodiff_negative=float(np.mean(per_seed["dz2_ds1sq_autodiff"] < 0)),
       max_grad_norm=float(per_seed["grad_norm"].max()))
-  return metrics, results.to_builtin(per_seed)
+  return metrics, jsonio.to_builtin(per_seed)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import batching
+from gs_jax.base import batching
 
 NORMS = ("linf", "l2")
 # ``logits_fn(params, x) -> logits``: params are traced arguments (not constants baked into the

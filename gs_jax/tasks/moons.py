@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import boundary, models, train
+from gs_jax.nn import boundary, models
+from gs_jax import training as train
 from gs_jax.data import toy
 
 

@@ -208,10 +208,10 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   ``run(config)``; in a multi-process run an error ends the process at once
   (:func:`gs_jax.distributed.fail_fast`), so the others stop too."""
   cfg = parse(module, argv, prog=prog)
-  from gs_jax import distributed
+  from gs_jax.base import distributed
   if "num_processes" in cfg:   # first: use_cpu_devices may start JAX's backends
     distributed.from_config(cfg)
-  from gs_jax import devices   # both before JAX starts its backends
+  from gs_jax.base import devices   # both before JAX starts its backends
   if "cpu_cores" in cfg:
     devices.use_cpu_cores(cfg.cpu_cores)
   if "cpu_runtime" in cfg:

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gs_jax import losses, train
+from gs_jax.nn import losses
+from gs_jax import training as train
 from gs_jax.data import stream
-from gs_jax.batching import batched
+from gs_jax.base.batching import batched
 
 METHODS = ("erm", "sd", "group_dro", "lff")
 NUM_GROUPS = 4
@@ -171,7 +172,7 @@ def make_evaluator(model, preprocess, batch_size: int = 500):
 def summarize(counts: dict) -> dict:
   """Average accuracy (over all examples), per-group accuracies with sizes and Wilson 95%
   intervals, and the worst group, from :func:`make_evaluator`'s counts."""
-  from gs_jax.results import wilson_interval
+  from gs_jax.base.stats import wilson_interval
   correct, n = np.asarray(counts["correct"]), np.asarray(counts["n"])
   groups = [{"group": k, "y": k // 2, "a": k % 2, "n": int(n[k]), "correct": int(correct[k]),
              "acc": float(correct[k] / n[k]) if n[k] else None,

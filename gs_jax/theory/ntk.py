@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import batching, losses
+from gs_jax.base import batching
+from gs_jax.nn import losses
 
 ApplyFn = Callable[..., jax.Array]
 

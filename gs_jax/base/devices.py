@@ -62,7 +62,7 @@ def use_cpu_cores(spec: str = "") -> list[int]:
     raise ValueError(f"cpu_cores {spec!r}: indices {bad} out of range — this process may run "
                      f"on {len(allowed)} cores (indices 0..{len(allowed) - 1})")
   cpus = sorted({allowed[i] for i in picks})
-  from gs_jax import _compat
+  from gs_jax.base import _compat
   if _compat.backends_started():
     warnings.warn("cpu_cores set after JAX started its backends: XLA's thread pool keeps "
                   "the size it has")
@@ -92,14 +92,14 @@ def use_cpu_runtime(name: str = "thunk") -> str:
   if name not in CPU_RUNTIMES:
     raise ValueError(f"cpu_runtime must be one of {CPU_RUNTIMES}; got {name!r}")
   if name == "fastest":
-    from gs_jax import _compat
+    from gs_jax.base import _compat
     name = "legacy" if _compat.HAS_LEGACY_CPU_RUNTIME else "thunk"
   flags = os.environ.get("XLA_FLAGS", "")
   current = "legacy" if _LEGACY_FLAG in flags else "thunk"
   if name == current:
     return current
   import jax
-  from gs_jax import _compat
+  from gs_jax.base import _compat
   if _compat.backends_started():
     warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})")
     return current

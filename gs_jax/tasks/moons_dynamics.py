@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import models, ntk, train
+from gs_jax.nn import models
+from gs_jax.theory import ntk
+from gs_jax import training as train
 from gs_jax.data import toy
 
 
@@ -67,7 +69,7 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
     ``s_j`` up to one past the largest index used), ``corr`` (2, 2) rows z1, z2 and columns x1, x2,
     ``g`` (2, G); ``U_released`` (n, len(columns)), ``corr_released``, ``g_released``.
   """
-  from gs_jax._compat import enable_x64
+  from gs_jax.base._compat import enable_x64
   from jax.flatten_util import ravel_pytree
 
   grid_points = grid() if grid_points is None else np.asarray(grid_points)

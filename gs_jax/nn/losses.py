@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import _compat
+from gs_jax.base import _compat
 
 LabelKind = Literal["01", "pm1"]
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax import batching
+from gs_jax.base import batching
 
 # fn(x) or fn(params, x); x (m, 2) -> (m,), row-wise (as networks in eval mode are)
 DecisionFn = Callable[..., jax.Array]
