@@ -30,6 +30,16 @@ ROOT = provenance.ROOT
 MARKER = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
                     re.S)
 BLOCKS: dict[str, Callable[[Path], str]] = {}
+# Inline numbers in prose: ``<!-- generated:PAGE.fact.KEY -->…<!-- /generated:… -->`` on one
+# line is FACTS[PAGE](results)[KEY].
+FACTS: dict[str, Callable[[Path], dict]] = {}
+
+
+def facts(page):
+  def register(fn):
+    FACTS[page] = fn
+    return fn
+  return register
 
 
 def block(name):
@@ -166,6 +176,13 @@ def two_moons_appendix_b(results):
                      "rotate clockwise)."))
 
 
+@facts("two_moons")
+def two_moons_facts(results):
+  r, l = _moons(results, "two_moons_appendix_b_released"), _moons(results, "two_moons_appendix_b")
+  return {"adam3e3": f"{r['b_adam_3e-3']['min']:.3f}", "sd": f"{r['b_sd']['min']:.3f}",
+          "wd": f"{r['b_wd']['min']:.3f} / {l['b_wd']['min']:.3f}"}
+
+
 # ---- theory --------------------------------------------------------------------------------
 
 @block("theory.theorem2")
@@ -202,6 +219,17 @@ def cmnist_figure3(results):
   runs = cmnist_table.load_runs(str(results / "colored_mnist_h200"))
   return cmnist_table.figure3_markdown(runs) + "\n\n" + source(
       results, *[f"colored_mnist_h200/{n}/results.json" for n in runs])
+
+
+@facts("colored_mnist")
+def colored_mnist_facts(results):
+  from analysis import cmnist_table
+  rows = {r["method"]: r for r in cmnist_table.table_rows(
+      cmnist_table.load_runs(str(results / "colored_mnist_h200")))}
+  four = [rows[m] for m in ("ERM", "SD", "IRM", "V-REx")]
+  rex = rows["V-REx"]
+  return {"max_test_sd": f"{max(abs(r['test_diff_sd']) for r in four):.1f}",
+          "rex_train": f"{rex['train_mean'] - rex['paper_train_mean']:.1f}"}
 
 
 # ---- CIFAR ---------------------------------------------------------------------------------
@@ -485,13 +513,29 @@ def render(text: str, results: Path, cache: dict | None = None) -> str:
   """``text`` with every generated block rewritten from ``results``."""
   cache = {} if cache is None else cache
 
-  def sub(m):
-    name = m.group("name")
-    if name not in BLOCKS:
-      raise KeyError(f"unknown generated block {name!r}")
-    if name not in cache:
+  def value(name):
+    if name in cache:
+      return cache[name]
+    page, _, key = name.partition(".fact.")
+    if key:
+      if page not in FACTS:
+        raise KeyError(f"unknown facts page {page!r} in block {name!r}")
+      if ("facts", page) not in cache:
+        cache[("facts", page)] = FACTS[page](results)
+      if key not in cache[("facts", page)]:
+        raise KeyError(f"unknown fact {name!r}")
+      cache[name] = str(cache[("facts", page)][key])
+    elif name in BLOCKS:
       cache[name] = BLOCKS[name](results).strip()
-    return f"{m.group(1)}\n{cache[name]}\n{m.group(4)}"
+    else:
+      raise KeyError(f"unknown generated block {name!r}")
+    return cache[name]
+
+  def sub(m):
+    text = value(m.group("name"))
+    if "\n" not in m.group("body"):   # an inline number in a sentence
+      return f"{m.group(1)}{text}{m.group(4)}"
+    return f"{m.group(1)}\n{text}\n{m.group(4)}"
   return MARKER.sub(sub, text)
 
 
