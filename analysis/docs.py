@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from analysis import provenance
+from analysis import cifar_table, provenance
 
 ROOT = provenance.ROOT
 MARKER = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
@@ -255,6 +255,16 @@ def cifar_paper_h200(results):
       "cifar2_paper_h200/cifar2_paper_sd_s0/results.json")
 
 
+@facts("cifar")
+def cifar_facts(results):
+  acc = {}
+  for m in ("erm", "sd"):
+    mg = read(results, f"cifar2_paper_h200/cifar2_paper_{m}_s0/results.json")["margins"]
+    v = np.array([np.inf if x is None else x for x in mg["values"]])
+    acc[m] = 100 * np.mean(v > 1.25 / 255)   # correct and not flipped below ε (0 = wrong)
+  return {"vgg_acc_125": f"{acc['erm']:.1f}% (ERM) and {acc['sd']:.1f}% (SD)"}
+
+
 RELEASED_CELLS = (
     ("train", ("train",)),
     ("test IID (full / lossless)", ("test IID", "test IID (lossless)")),
@@ -341,6 +351,38 @@ def cifar_released_cifar10(results):
           + source(results, *[rel(results, Path(d) / "results.json") for d in dirs]))
 
 
+@facts("cifar_released")
+def cifar_released_facts(results):
+  rows, groups, _ = _released_rows(results, "cifar2_released")
+  by = {r["sd_coef"]: r for r in rows}
+  runs = {k[3]: v for k, v in groups.items()}
+  f = lambda v, d=1: f"{v[0]:.{d}f} ± {v[1]:.{d}f}"
+  iid, rel_, strong = "test IID", "OOD ε=0.05 [−1,1] (released)", "OOD ε=0.05 [−1,1] (strong)"
+  q = lambda c, n, a: by[c][f"margin q{n} ({a})"][0]
+  pooled_inf = {c: 100 * np.mean(np.concatenate([~np.isfinite(
+      cifar_table.released_margins(r, "released"))
+      for r in runs[c]])) for c in (0.0, 0.1)}
+  rr, _, _ = _released_rows(results, "cifar2_released_rerun")
+  rb = {r["sd_coef"]: r for r in rr}
+  log = [json.loads(line) for line in
+         (results / "cifar10_released/sdc0_s0_diverged/metrics.jsonl").read_text().splitlines()]
+  finite = [r for r in log if np.isfinite(float(r["loss"]))]
+  return {
+      "iid": f"ERM {f(by[0.0][iid])}, SD 0.1 {f(by[0.1][iid])}, SD 0.01 {f(by[0.01][iid])}",
+      "ood_released": f"ERM {f(by[0.0][rel_])} vs SD 0.1 {f(by[0.1][rel_])}",
+      "ood_strong": f"ERM {f(by[0.0][strong])} vs SD 0.1 {f(by[0.1][strong])}",
+      "q50_ratio": f"×{q(0.1, 50, 'strong') / q(0.0, 50, 'strong'):.1f} (released-style "
+                   f"×{q(0.1, 50, 'released') / q(0.0, 50, 'released'):.1f})",
+      "q90_strong": f"{q(0.0, 90, 'strong'):.3f} vs {q(0.1, 90, 'strong'):.3f} "
+                    f"(×{q(0.1, 90, 'strong') / q(0.0, 90, 'strong'):.1f})",
+      "unflipped": f"{pooled_inf[0.0]:.0f}% (ERM) and {pooled_inf[0.1]:.0f}% (SD 0.1)",
+      "strong_gaps": f"{rb[0.1][strong][0] - rb[0.0][strong][0]:+.1f} points in the rerun "
+                     f"against {by[0.1][strong][0] - by[0.0][strong][0]:+.1f} in the table above",
+      "min_epoch": str(min(finite, key=lambda r: r["loss"])["epoch"]),
+      "nan_epoch": str(next(r["epoch"] for r in log if not np.isfinite(float(r["loss"])))),
+  }
+
+
 # ---- NTK features --------------------------------------------------------------------------
 
 @block("cifar_features.cpu")
@@ -382,6 +424,26 @@ def celeba_table3(results):
   runs = celeba_table.load_runs(str(results / "celeba_cpu"))
   return celeba_table.selections_markdown(runs) + "\n\n" + source(
       results, *run_files(results, "celeba_cpu"))
+
+
+@facts("celeba")
+def celeba_facts(results):
+  from analysis import celeba_table
+  runs = celeba_table.load_runs(str(results / "celeba_cpu"))
+  bm = lambda m, sel: celeba_table.pooled_groups(runs[m], sel)[3]
+  cell = lambda g, ci=True: (f"{100 * g['acc']:.1f}" + (f" ({100 * g['ci95'][0]:.1f}–"
+                                                          f"{100 * g['ci95'][1]:.1f})" if ci else ""))
+  avg = lambda m: np.mean([100 * r["metrics"]["best_val_average"]["test"]["average"]
+                           for r in runs[m]])
+  e, sd = bm("erm", "best_val_average"), bm("sd", "best_val_average")
+  return {
+      "erm_bm": f"{100 * e['acc']:.1f}% ({e['correct']}/{e['n']})",
+      "sd_bm": f"{100 * sd['acc']:.1f}% ({sd['correct']}/{sd['n']}, {100 * sd['ci95'][0]:.1f}–"
+               f"{100 * sd['ci95'][1]:.1f})",
+      "sd_cost": f"{avg('erm') - avg('sd'):.1f}",
+      "wg_rule": f"SD {cell(bm('sd', 'best_val_worst_group'))}, Group DRO "
+                 f"{cell(bm('group_dro', 'best_val_worst_group'))}",
+  }
 
 
 # ---- speed ---------------------------------------------------------------------------------
