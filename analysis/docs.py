@@ -27,7 +27,7 @@ import numpy as np
 from analysis import cifar_table, provenance
 
 ROOT = provenance.ROOT
-MARKER = re.compile(r"(<!-- generated:(?P<name>[\w.-]+) -->)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
+MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z0-9_.-]+) -->)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
                     re.S)
 BLOCKS: dict[str, Callable[[Path], str]] = {}
 # Inline numbers in prose: ``<!-- generated:PAGE.fact.KEY -->…<!-- /generated:… -->`` on one
@@ -530,12 +530,22 @@ def _headlines(results: Path) -> list[tuple]:
                                      for d in dirs])) + " per run",
               f"OOD ε=0.05: ERM {by[0.0][key][0]:.1f} → SD 0.1 {by[0.1][key][0]:.1f} (paper "
               f"{p_erm[0]} → {p_sd[0]})", "cifar_released.md"))
+  import csv
+  with open(results / "cifar2_cpu/cifar2_cpu_table1.csv") as fh:
+    c = {r["method"]: r for r in csv.DictReader(fh)}
+  ood = "OOD ε=5/255 mean"
   out.append(("CIFAR-2 cpu CNN / paper VGG", "`make cifar2_cpu`", "not recorded",
-              "no SD effect in an underfitting regime", "cifar.md"))
+              f"no SD effect: OOD 5/255 ERM {float(c['ERM'][ood]):.1f} vs SD "
+              f"{float(c['SD'][ood]):.1f} (paper OOD {p_erm[0]} → {p_sd[0]})", "cifar.md"))
+  from analysis import cifar_features_figures as cff
   cf = read(results, "cifar_features_full/results.json")
+  zs, runs_sd = cff._final(cf, "sd")
+  pred = np.array([r["z_eq18"] for r in runs_sd])
+  gap = np.linalg.norm(zs[:, 1:] - pred[:, 1:]) / np.linalg.norm(pred[:, 1:])
   out.append(("NTK features of the CIFAR-2 CNN", "`make cifar_features`",
               span(minutes(results, ["cifar_features_full/results.json"])),
-              "SD ends at the eq-18 fixed point (see page)", "cifar_features.md"))
+              f"SD's responses = eq 18's fixed point to {100 * gap:.0f}% (features 2–20; "
+              "nothing fitted)", "cifar_features.md"))
   cel = celeba_table.load_runs(str(results / "celeba_cpu"))
   crow = {r["method"]: r for r in celeba_table.table_rows(cel)}
   out.append(("CelebA, Table 3 (cpu preset)", "`make celeba_cpu`",
@@ -544,25 +554,25 @@ def _headlines(results: Path) -> list[tuple]:
               f"{crow['SD']['worst_group']} (paper {crow['ERM']['paper_worst_group']} / "
               f"{crow['SD']['paper_worst_group']})", "celeba.md"))
   out.append(("Theorem 2 on the CNN, coupled regime", "`make cifar_features_coupled`",
-              "not recorded", "results not committed", "../protocols.md#37"))
+              "not recorded", "results not committed; protocol: docs/protocols.md §3.7", "../protocols.md"))
   out.append(("MNIST–CIFAR dominoes", "`make dominoes_cpu`", "not recorded",
-              "results not committed", "../protocols.md#38"))
-  del cf
+              "results not committed; protocol: docs/protocols.md §3.8", "../protocols.md"))
   return out
 
 
 @block("readme.reproduce")
 def readme_reproduce(results):
-  rows = ["| experiment | command | time on the 2-core CPU (from results files) | headline "
-          "(ours vs paper) | page |", "|---|---|---|---|---|"]
+  rows = ["| experiment | command | time: 2-core CPU / one GPU | headline (ours vs paper) "
+          "| page |", "|---|---|---|---|---|"]
   for name, cmd, time, head, page in _headlines(results):
     link = page if page.startswith("../") else f"docs/experiments/{page}"
     link = link.replace("../protocols.md", "docs/protocols.md")
-    rows.append(f"| {name} | {cmd} | {time} | {head} | [page]({link}) |")
+    rows.append(f"| {name} | {cmd} | {time} / not measured | {head} | [page]({link}) |")
   return "\n".join(rows) + (
-      "\n\nTimes are provenance start → end of the committed runs on the shared 2-core "
-      "machine; no GPU times are recorded. Runs marked in `docs/results/LEGACY.json` have no "
-      "trusted provenance and are to be rerun.")
+      "\n\nCPU times are provenance start → end of the committed runs on the shared 2-core "
+      "machine (not recorded: no committed run, or a run on a GPU without times). Most "
+      "committed runs are listed in `docs/results/LEGACY.json` (untrusted provenance, to be "
+      "rerun); each page's tables say which.")
 
 
 # ---- the writer ----------------------------------------------------------------------------
