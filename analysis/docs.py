@@ -446,6 +446,24 @@ def celeba_facts(results):
   }
 
 
+@block("paper_scale.stream")
+def paper_scale_stream(results):
+  d = read(results, "celeba_stream/results.json")
+  m, c = d["metrics"], d["config"]
+  rows = ["| threads | images | images/s | peak RSS above start | prefetch buffer |",
+          "|---|---|---|---|---|"]
+  for r in m["runs"]:
+    rows.append(f"| {r['threads']} | {r['images']:,} | {r['images_per_s']:,.0f} | "
+                f"{r['pipeline_peak_rss_above_start_bytes'] / 2 ** 20:,.0f} MiB | "
+                f"{r['prefetch_buffer_bytes'] / 2 ** 20:,.0f} MiB |")
+  return "\n".join(rows) + (
+      f"\n\n{c['size']} px, batch {c['batch_size']}, {c['prefetch']} batches prefetched, "
+      f"source {m['source']} ({m['source_image_size']}); {m['cpu_count']} cores at load "
+      f"{m['load_average_1_5_15_min'][0]:.1f}. The in-memory path would hold "
+      f"{m['in_memory_official_train_bytes'] / 2 ** 30:.1f} GiB for the official training "
+      "set.\n\n" + source(results, "celeba_stream/results.json"))
+
+
 # ---- speed ---------------------------------------------------------------------------------
 
 @block("speed.stacks")

@@ -155,7 +155,7 @@ def test_residual_below_1e12_on_random_problems(dynamics):
       assert np.all(alpha > 0) and (dynamics == "taylor" or np.all(alpha < 1))
       # The solver stops at the default tol = 1e-14 or stalls at its round-off floor
       # ε(2n + 20 + 12 max ρ/w) (dual.SolverInfo), ≤ 5e-14 for n ≤ 60 while every α_i ≤ 0.95:
-      # the README's promise < 1e-12 holds with a 20× margin, whatever the CPU.
+      # the docs' promise < 1e-12 holds with a 20× margin, whatever the CPU.
       w = _term_sizes(U, S, lam, alpha, dynamics)
       res_max = max(1e-14, _solver_floor(alpha, w, dynamics))
       assert info.converged and info.residual <= res_max < 1e-12, (lam, n, k, res_max, info)
