@@ -118,8 +118,8 @@ def _moons(results: Path, folder: str) -> dict:
   res = read(results, f"{folder}/results.json")
   out = {}
   if "metrics" in res:
-    for name, m in res["metrics"].items():
-      c = res["config"]["panels"][name]
+    for name in [n for n in res["config"]["panels"] if n in res["metrics"]]:
+      m, c = res["metrics"][name], res["config"]["panels"][name]
       out[name] = {"title": c["title"], "steps": c["steps"], "acc": m["train_accuracy"],
                    "loss": m["final_loss"], "min": m["margin_min"],
                    "seed_min": m["per_seed_margin_min_mean"], "seeds": m["seeds"]}
@@ -397,6 +397,26 @@ def cifar_features_full(results):
   from analysis import cifar_features_figures as cf
   return cf.table(cf.load(results / "cifar_features_full")) + "\n\n" + source(
       results, "cifar_features_full/results.json")
+
+
+@facts("cifar_features")
+def cifar_features_facts(results):
+  res = read(results, "cifar_features_full/results.json")
+  lam = res["eq17_lambda"]
+  lo, hi = 1e-12, 0.5            # eq 18 with equal margins: log((1 − a)/a) = a/λ, a in (0, ½)
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if np.log((1 - mid) / mid) > mid / lam else (lo, mid)
+  seeds = sorted((v for v in res["per_seed"].values()), key=lambda v: (v["arm"], v["seed"]))
+  sd = [v for v in seeds if v["arm"] == "sd"]
+  erm = [v for v in seeds if v["arm"] == "erm"]
+  return {
+      "a_over_lambda": f"{lo / lam:.3f}",
+      "sd_margins": ", ".join(f"{v['margin_mean']:.3f}" for v in sd),
+      "sd_logit_rms": f"{min(v['logit_sum_rms'] for v in sd):.3f}–"
+                      f"{max(v['logit_sum_rms'] for v in sd):.3f}",
+      "erm_margins": span([v["margin_mean"] for v in erm], "").strip(),
+  }
 
 
 def _ntk_bench(results, name):
