@@ -14,8 +14,6 @@ says so; any other run with a provenance problem stops the build (``analysis.pro
 from __future__ import annotations
 
 import argparse
-import datetime
-import io
 import json
 import re
 import sys
@@ -27,8 +25,8 @@ import numpy as np
 from analysis import cifar_table, provenance
 
 ROOT = provenance.ROOT
-MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z0-9_.-]+) -->)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
-                    re.S)
+MARKER = re.compile(r"(<!-- generated:(?P<name>[a-z0-9_.-]+) -->)(?P<body>.*?)"
+                    r"(<!-- /generated:(?P=name) -->)", re.S)
 BLOCKS: dict[str, Callable[[Path], str]] = {}
 # Inline numbers in prose: ``<!-- generated:PAGE.fact.KEY -->…<!-- /generated:… -->`` on one
 # line is FACTS[PAGE](results)[KEY].
@@ -157,7 +155,8 @@ def two_moons_appendix_b(results):
   rel_ = _moons(results, "two_moons_appendix_b_released")
   long = _moons(results, "two_moons_appendix_b")
   rows = ["| panel | `released` (1,000 steps): margin min | per-seed min (mean) "
-          "| `long` (10,000 steps): margin min | per-seed min (mean) | train acc. (released / long) |",
+          "| `long` (10,000 steps): margin min | per-seed min (mean) "
+          "| train acc. (released / long) |",
           "|---|---|---|---|---|---|"]
   for name, m in rel_.items():
     l = long.get(name)
@@ -299,7 +298,6 @@ def released_markdown(rows) -> str:
       [h for h, _ in RELEASED_CELLS] + ["paper (train / IID / OOD)"]
   out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in rows:
-    n_rel = r.get("n released", "")
     cells = [r["classes"], f"{'ERM' if r['sd_coef'] == 0 else 'SD'} ({r['sd_coef']:g})",
              r["seeds"], f"{r['n released']} / {r['n strong'] or '–'}"]
     for _, keys in RELEASED_CELLS:
@@ -451,8 +449,8 @@ def celeba_facts(results):
   from analysis import celeba_table
   runs = celeba_table.load_runs(str(results / "celeba_cpu"))
   bm = lambda m, sel: celeba_table.pooled_groups(runs[m], sel)[3]
-  cell = lambda g, ci=True: (f"{100 * g['acc']:.1f}" + (f" ({100 * g['ci95'][0]:.1f}–"
-                                                          f"{100 * g['ci95'][1]:.1f})" if ci else ""))
+  cell = lambda g: (f"{100 * g['acc']:.1f} ({100 * g['ci95'][0]:.1f}–"
+                    f"{100 * g['ci95'][1]:.1f})")
   avg = lambda m: np.mean([100 * r["metrics"]["best_val_average"]["test"]["average"]
                            for r in runs[m]])
   e, sd = bm("erm", "best_val_average"), bm("sd", "best_val_average")
@@ -592,7 +590,8 @@ def _headlines(results: Path) -> list[tuple]:
               f"{crow['SD']['worst_group']} (paper {crow['ERM']['paper_worst_group']} / "
               f"{crow['SD']['paper_worst_group']})", "celeba.md"))
   out.append(("Theorem 2 on the CNN, coupled regime", "`make cifar_features_coupled`",
-              "not recorded", "results not committed; protocol: docs/protocols.md §3.7", "../protocols.md"))
+              "not recorded", "results not committed; protocol: docs/protocols.md §3.7",
+              "../protocols.md"))
   out.append(("MNIST–CIFAR dominoes", "`make dominoes_cpu`", "not recorded",
               "results not committed; protocol: docs/protocols.md §3.8", "../protocols.md"))
   return out
