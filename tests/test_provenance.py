@@ -66,7 +66,7 @@ def test_a_clean_run_has_no_problem():
 
 
 def test_gate_refuses_dirty_and_mixed_runs_unless_allowed():
-  parent = prov._git("rev-parse", "HEAD~1")
+  parent = prov._git("rev-parse", f"{HEAD}~1")
   with pytest.raises(prov.ProvenanceError, match="a/results.json: git_dirty=True"):
     prov.gate({"a/results.json": run(dirty=True), "b/results.json": run()}, legacy={})
   with pytest.raises(prov.ProvenanceError, match="mixed commits"):
