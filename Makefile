@@ -205,5 +205,11 @@ GPU_PY ?= $(PY)
 gpu-check: $(if $(filter $(PY),$(GPU_PY)),.venv/.installed)
 	$(GPU_PY) -m benchmarks.gpu_check $(ARGS)
 
+# README.md and docs/**/*.md: rewrite every generated block from docs/results (analysis/docs.py);
+# tests/test_docs.py fails when a committed block differs from what this writes.
+.PHONY: docs
+docs: .venv/.installed
+	$(PY) -m analysis.docs
+
 clean-venv:
 	rm -rf .venv .venv-oldest

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.experiment import results as results_lib
 
 ARMS = ("erm", "sd")
@@ -257,18 +258,16 @@ def draw(data, run_dir) -> list[Path]:
         ax.plot(steps, zs[:, j], color=cmap(j / max(k - 1, 1)), lw=1.2,
                 label=f"$z_{{{j + 1}}}$" if r == 0 or j in (group[0], group[-1]) else None)
       ax.axhline(0, color="0.5", lw=0.5)
-      ax.set_title(f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1}",
-                   fontsize=9)
+      ax.set_title(f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1} "
+                   "(own y scale)", fontsize=9)
       if c == 0:
         ax.set_ylabel("$z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
     axes[-1, c].set_xlabel("training step (batch 1)" + (", log scale" if log_x else ""))
     if log_x:
       axes[-1, c].set_xscale("log")
+  # Each panel keeps its own y scale: ERM's responses grow far beyond SD's, and on a shared
+  # axis SD's rise would be a flat line (the titles say so).
   for r in range(len(groups)):
-    lo = min(axes[r, c].get_ylim()[0] for c in range(2))
-    hi = max(axes[r, c].get_ylim()[1] for c in range(2))
-    for c in range(2):
-      axes[r, c].set_ylim(lo, hi)
     axes[r, 1].legend(fontsize=6, loc="upper left", ncol=2)
   fig.tight_layout()
   paths += results_lib.save_figure(fig, run_dir / "responses")
@@ -329,7 +328,10 @@ def main(argv=None):
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.cifar_features")
-  report(p.parse_args(argv).run_dir)
+  provenance.add_flag(p)
+  args = p.parse_args(argv)
+  provenance.gate_files([args.run_dir], args.allow_dirty, "NTK-feature table")
+  report(args.run_dir)
 
 
 if __name__ == "__main__":

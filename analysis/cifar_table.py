@@ -30,6 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.base import paper
 from gs_jax.experiment import results
 
@@ -171,8 +172,10 @@ def figure2(groups, stem):
       eps_max = runs[0]["margins"]["eps_max"]
       grid = np.linspace(0, eps_max, 400)
       cdf = (m[None, :] <= grid[:, None]).mean(1)
+      per_seed = sorted({len(r["margins"]["values"]) for r in runs})
       ax.plot(grid * 255, cdf, label=f"{method} (λ={lam:g}, {model}, {epochs} ep, "
-              f"{len(runs)} seeds, n={len(m)})")
+              f"{len(runs)} seed(s) × {'/'.join(map(str, per_seed))} test images, "
+              f"pooled n={len(m)})")
     for e, ls in ((5 / 255, ":"), (0.05, "--")):
       ax.axvline(e * 255, color="gray", ls=ls, lw=0.8)
     _label(ax, "L∞ margin ε (in 1/255 pixel units)", "fraction of test images with margin ≤ ε",
@@ -278,38 +281,53 @@ def released_figure2(groups, stem, x_max=0.3):
 
 def released_sweep(groups, stem):
   """IID accuracy, OOD accuracy at ε = 0.05 ([−1,1] units) and median margin against
-  ``sd_coef`` (one classes pair; mean and min–max over seeds)."""
+  ``sd_coef`` (one classes pair). Points of several seeds: filled, with min–max error bars;
+  single-seed points: open markers. Each tick names its seeds and test images; both y axes
+  start at 0."""
   plt = results.pyplot()
-  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
   keys = sorted(groups, key=lambda k: k[3])
   coefs = np.array([k[3] for k in keys])
   x = np.arange(len(coefs))   # categorical axis: 0 sits beside the log-spaced values
+  seeds = np.array([len(groups[k]) for k in keys])
 
-  def band(ax, get, label, color, ls="-"):
+  def n_images(k):
+    m = groups[k][0]["metrics"]["margins_pm1"]
+    return "/".join(str(m[a]["n"]) for a in RELEASED_ATTACKS if m.get(a, {}).get("n"))
+
+  def points(ax, get, label, color, ls="-"):
     v = [np.array([get(r) for r in groups[k]]) for k in keys]
     mean = np.array([a.mean() for a in v])
-    ax.plot(x, mean, ls, color=color, marker="o", label=label)
-    ax.fill_between(x, [a.min() for a in v], [a.max() for a in v], color=color, alpha=0.2,
-                    lw=0)
+    ax.plot(x, mean, ls, color=color, lw=1, label=label)
+    many = seeds > 1
+    lo = mean - np.array([a.min() for a in v])
+    hi = np.array([a.max() for a in v]) - mean
+    ax.errorbar(x[many], mean[many], yerr=[lo[many], hi[many]], fmt="o", color=color,
+                capsize=3, ms=6)
+    ax.plot(x[~many], mean[~many], "o", mfc="white", mec=color, ms=6)
 
-  band(ax1, lambda r: 100 * r["metrics"]["test_iid_acc"]["full"], "test IID", "C0")
+  points(ax1, lambda r: 100 * r["metrics"]["test_iid_acc"]["full"], "test IID", "C0")
   for attack, ls in (("released", "-"), ("strong", "--")):
     ok = [k for k in keys if all(attack in r["metrics"]["test_ood_acc"] for r in groups[k])]
     if len(ok) == len(keys):
-      band(ax1,
-           lambda r, a=attack: 100 * r["metrics"]["test_ood_acc"][a]["eps_0.05_pm1"]["full"],
-           f"OOD ε=0.05 [−1,1], {attack} attack", "C1" if attack == "released" else "C3", ls)
-      band(ax2, lambda r, a=attack: margin_quantile(released_margins(r, a), 0.5),
-           f"median margin, {attack} attack", "C2" if attack == "released" else "C4", ls)
+      points(ax1,
+             lambda r, a=attack: 100 * r["metrics"]["test_ood_acc"][a]["eps_0.05_pm1"]["full"],
+             f"OOD ε=0.05 [−1,1], {attack} attack", "C1" if attack == "released" else "C3", ls)
+      points(ax2, lambda r, a=attack: margin_quantile(released_margins(r, a), 0.5),
+             f"median margin, {attack} attack", "C2" if attack == "released" else "C4", ls)
+  ticks = [f"{c:g}\n{s} seed{'s' if s > 1 else ''}\nn={n_images(k)}"
+           for c, s, k in zip(coefs, seeds, keys)]
   for ax, ylabel in ((ax1, "accuracy (%)"), (ax2, "L∞ margin ([−1,1] units)")):
-    ax.set_xticks(x, [f"{c:g}" for c in coefs])
+    ax.set_xticks(x, ticks, fontsize=7)
     ax.set_xlabel("sd_coef (released SD form; 0 = ERM)")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, loc="center right" if ax is ax1 else "lower right")
     ax.grid(alpha=0.3)
-  seeds = sorted({len(groups[k]) for k in keys})
-  fig.suptitle(f"CIFAR-2 {keys[0][1]}, released protocol: SD strength sweep "
-               f"(seeds per point: {', '.join(map(str, seeds))})", fontsize=9)
+  ax1.set_ylim(0, 100)
+  fig.suptitle(f"CIFAR-2 {keys[0][1]}, released protocol: SD strength sweep\nfilled: mean of "
+               "several seeds, bars min–max; open: one seed; n: test images behind the OOD "
+               "accuracy and margins (released/strong attack)", fontsize=8)
   return _save(plt, fig, stem)
 
 
@@ -329,8 +347,10 @@ def main(argv=None):
   p.add_argument("--runs", action="append", required=True,
                  help="run directories or glob patterns (comma-separated or repeated)")
   p.add_argument("--out_dir", default="runs/cifar_table")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
   dirs = find_runs(args.runs)
+  provenance.gate_files(dirs, args.allow_dirty, "Table 1 / Figure 2")
   runs = {d: read_run(d) for d in dirs}
   for d, r in runs.items():   # diverged runs have no evaluation to tabulate
     if "diverged_at_epoch" in r["metrics"]:

@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.base import paper
 from gs_jax.experiment import results
 from gs_jax.data.colored_mnist import VARIANT_GRID, VARIANTS
@@ -191,12 +192,16 @@ def main(argv=None):
   p.add_argument("--runs_dir", default="runs/colored_mnist",
                  help="folder holding <name>/results.json")
   p.add_argument("--out_dir", default=None, help="where tables and figures go (default runs_dir)")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
   out_dir = args.out_dir or args.runs_dir
   os.makedirs(out_dir, exist_ok=True)
   runs = load_runs(args.runs_dir)
+  gate = provenance.gate_files([os.path.join(args.runs_dir, n) for n in runs], args.allow_dirty,
+                               "Table 2")
+  note = provenance.legacy_note(gate)
   rows = table_rows(runs)
-  md = (markdown_table(rows) + "\n\nTrain/test accuracy of the final models, mean ± sample std "
+  md = (markdown_table(rows) + (f"\n\n{note}" if note else "") + "\n\nTrain/test accuracy of the final models, mean ± sample std "
         "(ddof=1) over restarts; the paper's ± is the released code's np.std (ddof=0).\n\n"
         "Figure 3 numbers (mean over restarts):\n\n" + figure3_markdown(runs))
   with open(os.path.join(out_dir, "table2.md"), "w") as f:

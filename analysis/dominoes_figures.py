@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.experiment import results as results_lib
 
 METHODS = ("erm", "l2", "sd")
@@ -121,7 +122,9 @@ def main(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("runs", help="glob of experiments.dominoes run directories (quote it)")
   p.add_argument("--out_dir", default="runs/dominoes_figures")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
+  provenance.gate_files(sorted(glob.glob(args.runs)), args.allow_dirty, "dominoes table")
   report(args.runs, args.out_dir)
 
 

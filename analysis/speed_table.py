@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from analysis import provenance
+
 
 def rows(folder: Path) -> list[str]:
   out = []
@@ -46,8 +48,10 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m analysis.speed_table", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("folder", help="folder of benchmark JSON files")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
   folder = Path(args.folder)
+  provenance.gate_files(sorted(folder.glob("*.json")), args.allow_dirty, "speed table")
   text = "\n".join([
       "| benchmark | stack | gs-jax | baseline (same run) | ratio | matmul floor | load | file |",
       "|---|---|---|---|---|---|---|---|", *rows(folder)])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.experiment import results as results_lib
 
 
@@ -258,7 +259,10 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m analysis.theorem2_report", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.theorem2 or .primal_dual")
-  report(p.parse_args(argv).run_dir)
+  provenance.add_flag(p)
+  args = p.parse_args(argv)
+  provenance.gate_files([args.run_dir], args.allow_dirty, "Theorem 2 tables")
+  report(args.run_dir)
 
 
 if __name__ == "__main__":

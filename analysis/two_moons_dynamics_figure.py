@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.experiment import results as results_lib
 
 COLORS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown")
@@ -148,7 +149,10 @@ def main(argv=None):
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.two_moons_dynamics")
-  run_dir = Path(p.parse_args(argv).run_dir)
+  provenance.add_flag(p)
+  args = p.parse_args(argv)
+  run_dir = Path(args.run_dir)
+  provenance.gate_files([run_dir], args.allow_dirty, "Figure 1(d) table")
   print("wrote", *draw(run_dir))
   print("\n".join(table(load(run_dir)[0])))
 

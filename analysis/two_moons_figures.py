@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import provenance
 from gs_jax.experiment import results as results_lib
 from gs_jax.data import toy
 
@@ -65,7 +66,9 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m analysis.two_moons_figures", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("run_dir", help="output folder of experiments.two_moons")
+  provenance.add_flag(p)
   args = p.parse_args(argv)
+  provenance.gate_files([args.run_dir], args.allow_dirty, "two-moons figure")
   print("wrote", *draw(args.run_dir))
 
 

@@ -12,12 +12,12 @@ Presets and the commands that run them:
 
 ``cpu`` trains the small ResNet (``gs_jax.models.RESNETS["resnet_small"]``) from scratch on
 the partial offline copy (``$GS_DATA_DIR/celeba``, 10,000 official-train images, our
-``offline10k_stratified`` division: 6,002 / 1,999 / 1,999 images, blond males 49 / 16 / 16)
-with Adam for every method, at 32×32 (64 px costs 4× more; 32 px lets 4 methods × 3 seeds run
-in about an hour on 2 cores). Expected (3 seeds, best validation average): ERM 92.8% average,
-blond males 12.5%; SD 89.6% / 43.8%; LfF and Group DRO ≈ ERM. The worst group (16 test blond
-males per seed) has a Wilson interval ~±20 points, so only large differences between methods
-are resolvable (README, CelebA section, has the table under three selections).
+``offline10k_stratified`` division: 6,002 / 1,999 / 1,999 images, blond males 49 / 16 / 16) with
+Adam for every method, at 32×32 (64 px costs 4× more; 32 px lets 4 methods × 3 seeds run in about an
+hour on 2 cores). Expected: SD lifts the blond males well above ERM at the released selection, LfF
+and Group DRO stay near ERM; the worst group (16 test blond males per seed) has a Wilson interval
+~±20 points, so only large differences between methods are resolvable. The measured table under the
+three selections: docs/experiments/celeba.md (generated from docs/results/).
 
 ``paper`` is the released protocol: ImageNet-pretrained ResNet-50 (``--pretrained``; from
 scratch without it, and results.json says which), crop 178 → 224×224, batch 128, 3 epochs,

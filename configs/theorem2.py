@@ -5,12 +5,11 @@ Presets and the commands that run them (``make theorem2`` = the first):
     python -m experiments.theorem2                   # paper: both checks, full protocol
     python -m experiments.theorem2 --preset=quick    # a reduced run (about a minute; the tests)
 
-Expected (``paper``; README, measured on a 2-core CPU in 20–25 min, most of it widths 4096
-and 8192): (a) the linear model trained on eq 5 matches ``fixed_point(…, "exact")`` to 1.3e-14 and
-z2 falls 1.640 → 1.185 as s1 goes 2 → 6, while under SD (eq 17) z2 stays at 1.2296; (b) the
-relative error between trained and dual responses falls with the width — 6.0e-2, 1.7e-2,
-5.2e-3, 2.0e-3, 1.2e-3 for widths 64 … 8192 (mean over 3 seeds) — and ``dz2/d(s1²) < 0`` for
-every seed, in trained nets and dual alike. ``quick``: the same signs, error < 2e-2 at width
+Expected (``paper``): (a) the linear model trained on eq 5 matches ``fixed_point(…, "exact")``
+to round-off and z2 falls as s1 grows, while under SD (eq 17) z2 stays put; (b) the relative
+error between trained and dual responses falls with the width, and ``dz2/d(s1²) < 0`` for every
+seed, in trained nets and dual alike. The measured tables: docs/experiments/theory.md
+(generated from docs/results/). ``quick``: the same signs, error < 2e-2 at width
 1024.
 
 ``--parts=linear`` or ``--parts=network`` runs one check; ``--network.sweep=input`` scales the

@@ -7,10 +7,9 @@ Presets and the commands that run them (``make two_moons`` = the first):
     python -m experiments.two_moons --preset=released    # Appendix B as released: 1,000 steps (10,000 for "10× longer")
     python -m experiments.two_moons --preset=long        # Appendix B at 10× the released lengths (our earlier runs)
 
-Expected (10 seeds; README, measured on a 2-core CPU): ``paper`` — train accuracy 100% for (b)
-and (c), input-space margin min 0.104 for (b) ERM against 0.205 for (c) SD; ``published`` — SD's
-margin again the larger (README); ``long`` — SD's
-margin 0.248 the largest of the ten panels; ``released`` — SD's margin the largest, see README.
+Expected (10 seeds): SD's input-space margin the larger in ``paper`` and ``published``, and
+the largest of the ten panels in ``released`` and ``long``. The measured tables:
+docs/experiments/two_moons.md (generated from docs/results/).
 
 One full-batch step is one epoch of the released code (300 points, full batch). Panels are data:
 ``--panels.b_wd.weight_decay=0.02`` changes one; ``--only=fig1b,fig1c`` runs a subset.

@@ -543,7 +543,8 @@ def test_table_from_new_and_earlier_results(tmp_path):
                     "margin_median": margin},
         "margins": {"eps_max": 0.05, "values": [margin, None]}})
   legacy = os.path.join(REPO, "docs", "results", "cifar2_paper_h200", "cifar2_paper_*")
-  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}"])
+  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}",
+                    "--allow_dirty"])
   md = (tmp_path / "t" / "table1.md").read_text().splitlines()
   row = next(line for line in md if "| cpu | SD |" in line)
   assert "| 2 | 6 |" in row and "72.0 ± 2.8" in row and "1.50 ± 0.71" in row
@@ -554,7 +555,9 @@ def test_table_from_new_and_earlier_results(tmp_path):
 
 
 def test_real_cifar2_reduced(tmp_path, cifar10_npz):
-  """CI-sized version of the reproduction: real CIFAR-2, 1 epoch on 1,024 images."""
+  """CI-sized run of the reproduction's pipeline on real CIFAR-2 (1 epoch on 1,024 images): data
+  counts, the lossless subset, margins of every requested image, OOD ≤ IID accuracy. Not a
+  learning check (see below)."""
   from experiments import cifar as exp
   r = exp.main([
       "--dataset=cifar2", "--sd_lambda=0.01", "--epochs=1", "--train_limit=1024",
@@ -564,6 +567,9 @@ def test_real_cifar2_reduced(tmp_path, cifar10_npz):
   # CIFAR-10 test images 0..999 are the exact ones: 103 cats + 86 dogs come first in CIFAR-2
   assert r["data"]["n_test_lossless"] == 189
   m = r["metrics"]
+  # One epoch with the cpu preset's warm-up does not learn yet (measured: train 50.6%, test
+  # 54.0%), so this test checks that the pipeline runs on real data, not accuracy; the slow
+  # test below checks accuracy.
   assert 0.0 <= m["train_acc"] <= 1.0 and len(r["margins"]["values"]) == 50
   for e in ("eps_0.05", "eps_5/255"):
     assert m["test_ood_acc"][e]["full"] <= m["test_iid_acc"]["full"] + 0.02

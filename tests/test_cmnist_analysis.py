@@ -80,7 +80,7 @@ def test_table_and_figure(runs_dir, tmp_path):
     np.testing.assert_allclose(acc, 100 * np.array([[0.1, 0.2], [0.3, 0.4]]) + 0.5)
     np.testing.assert_allclose(ent, [[0.1, 0.2], [0.3, 0.4]])
   out = tmp_path / "out"
-  assert ct.main(["--runs_dir", str(runs_dir), "--out_dir", str(out)]) == 0
+  assert ct.main(["--runs_dir", str(runs_dir), "--out_dir", str(out), "--allow_dirty"]) == 0
   for name in ("table2.md", "table2.csv", "figure3.png", "figure3.pdf"):
     assert (out / name).stat().st_size > 0
   assert "coloured blank 9.4% / 0.00" in (out / "table2.md").read_text()

@@ -293,11 +293,14 @@ def full_runs(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["erm", "sd", "irm", "rex", "oracle"])
 def test_full_table2(full_runs, method):
-  """Train and test accuracy within 3 paper standard deviations (+1 point) of Table 2."""
+  """Test accuracy within 2 paper standard deviations of Table 2 (the claim of
+  docs/experiments/colored_mnist.md); train accuracy, which the docs do not claim so close
+  (V-REx's is high), within 3 paper standard deviations + 1 point."""
   m = full_runs[method]["metrics"]
-  for split in ("train", "test"):
-    mean, std = paper.TABLE2[method][split]
-    assert abs(100 * m[f"{split}_acc"]["mean"] - mean) <= 3 * std + 1.0
+  mean, std = paper.TABLE2[method]["test"]
+  assert abs(100 * m["test_acc"]["mean"] - mean) <= 2 * std
+  mean, std = paper.TABLE2[method]["train"]
+  assert abs(100 * m["train_acc"]["mean"] - mean) <= 3 * std + 1.0
 
 
 @pytest.mark.slow

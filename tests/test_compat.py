@@ -1,6 +1,6 @@
 """gs_jax._compat: each version-dependent branch, on the stack that runs it.
 
-The suite runs on two stacks (README, "Choosing a stack"): the oldest (jax 0.5.3) takes the
+The suite runs on two stacks (README, "Stacks"): the oldest (jax 0.5.3) takes the
 private-API branches, the newest (jax 0.10) the public ones; every test here asserts which
 branch this stack took, so the pair of CI runs covers both. The multi-process behaviour behind
 :func:`distributed_initialize` (heartbeat deadline, survivors stopping) is tested with real
