@@ -33,18 +33,20 @@ venv: .venv/.installed
 
 venv-oldest: .venv-oldest/.installed
 
-# Lint: ruff (rules in pyproject.toml, [tool.ruff.lint]) and mypy on the typed core; ruff and
-# mypy come with the dev extra at the versions of constraints/newest.txt, installed here too
-# when .venv predates them. The formatter is configured ([tool.ruff.format]) but not applied
-# yet: `ruff format --check` runs only with LINT_FORMAT=1. Once the one formatting commit is in
-# (`.venv/bin/ruff format .`), make it unconditional: drop the $(if ...) below.
-LINT_FORMAT ?=
+# Lint: ruff's linter (rules in pyproject.toml, [tool.ruff.lint]) and formatter (--check: run
+# `.venv/bin/ruff format .` to apply it), the import rule (tests/test_layers.py: every module
+# imports downward only, configs import ml_collections only) and mypy on the typed core (grows
+# module by module). ruff and mypy come with the dev extra at the versions of
+# constraints/newest.txt, installed here too when .venv predates them.
 TYPED := gs_jax/theory/dual.py gs_jax/nn/losses.py gs_jax/theory/ntk.py gs_jax/base/_compat.py \
-         gs_jax/base/types.py gs_jax/base/errors.py
+         gs_jax/base/types.py gs_jax/base/errors.py gs_jax/base/stats.py gs_jax/base/jsonio.py \
+         gs_jax/base/batching.py gs_jax/experiment/run.py gs_jax/experiment/results.py \
+         gs_jax/experiment/cli.py gs_jax/experiment/checkpoint.py
 lint: .venv/.installed
 	@$(PY) -m pip install -q -c constraints/newest.txt ruff mypy
 	$(PY) -m ruff check .
-	$(if $(LINT_FORMAT),$(PY) -m ruff format --check .)
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layers.py
 	$(PY) -m mypy $(TYPED)
 
 test: .venv/.installed

@@ -13,6 +13,7 @@ accuracies, sizes and intervals. ``figure4.png/.pdf``: per-group test accuracy, 
 side (mean over seeds, pooled Wilson intervals as error bars). The paper's Figure 4 protocol is
 not determined by the released files (docs/protocols.md §3.5), so this plot is ours.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,17 +31,22 @@ from gs_jax.experiment import results
 ORDER = ("erm", "sd", "lff", "group_dro")
 NAMES = {"erm": "ERM", "sd": "SD", "lff": "LfF", "group_dro": "Group DRO"}
 GROUPS = ("not blond, female", "not blond, male", "blond, female", "blond, male")
-SELECTIONS = {"best_val_average": "epoch of best validation average accuracy (released rule)",
-              "last": "last epoch",
-              "best_val_worst_group": "epoch of best validation worst-group accuracy"}
+SELECTIONS = {
+  "best_val_average": "epoch of best validation average accuracy (released rule)",
+  "last": "last epoch",
+  "best_val_worst_group": "epoch of best validation worst-group accuracy",
+}
 
 
 def run_files(runs_dir: str) -> list[Path]:
   """Every celeba ``results.json`` under ``runs_dir``."""
   if not os.path.isdir(runs_dir):
     raise ValueError(f"runs_dir {runs_dir!r} is not a directory")
-  return [p for p in sorted(Path(runs_dir).rglob("results.json"))
-          if results.read_json(p).get("experiment") == "celeba"]
+  return [
+    p
+    for p in sorted(Path(runs_dir).rglob("results.json"))
+    if results.read_json(p).get("experiment") == "celeba"
+  ]
 
 
 def load_runs(runs_dir: str) -> dict[str, list[dict]]:
@@ -60,8 +66,9 @@ def pooled_groups(rs: list[dict], selection: str) -> list[dict]:
   for k in range(4):
     c = sum(r["metrics"][selection]["test"]["groups"][k]["correct"] for r in rs)
     n = sum(r["metrics"][selection]["test"]["groups"][k]["n"] for r in rs)
-    out.append({"correct": c, "n": n, "acc": c / n if n else None,
-                "ci95": results.wilson_interval(c, n)})
+    out.append(
+      {"correct": c, "n": n, "acc": c / n if n else None, "ci95": results.wilson_interval(c, n)}
+    )
   return out
 
 
@@ -75,24 +82,30 @@ def table_rows(runs: dict[str, list[dict]], selection: str = "best_val_average")
     wg = min(range(4), key=lambda k: pooled[k]["acc"] if pooled[k]["n"] else np.inf)
     p = paper.TABLE3.get(method, {})
     pm = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d["n"] > 1 else f"{d['mean']:.2f}"
-    rows.append({
-        "method": NAMES[method], "seeds": len(rs),
+    rows.append(
+      {
+        "method": NAMES[method],
+        "seeds": len(rs),
         "data": f"{rs[0]['data']['source']} ({rs[0]['data']['division']}), "
-                f"{rs[0]['data']['image_size']}px, {rs[0]['config']['model']}, {rs[0]['init']}",
-        "average": pm(avg),          # one seed: no ± (there is no spread to report)
+        f"{rs[0]['data']['image_size']}px, {rs[0]['config']['model']}, {rs[0]['init']}",
+        "average": pm(avg),  # one seed: no ± (there is no spread to report)
         "worst_group": pm(worst),
         "worst_group_pooled": f"{100 * pooled[wg]['acc']:.1f} "
-                              f"[{100 * pooled[wg]['ci95'][0]:.1f}, "
-                              f"{100 * pooled[wg]['ci95'][1]:.1f}] "
-                              f"({GROUPS[wg]}, {pooled[wg]['correct']}/{pooled[wg]['n']})",
+        f"[{100 * pooled[wg]['ci95'][0]:.1f}, "
+        f"{100 * pooled[wg]['ci95'][1]:.1f}] "
+        f"({GROUPS[wg]}, {pooled[wg]['correct']}/{pooled[wg]['n']})",
         "paper_average": paper.fmt(p.get("average")),
         "paper_worst_group": paper.fmt(p.get("worst_group")),
-    })
+      }
+    )
   return rows
 
 
-SHORT = {"best_val_average": "best val. average (released)", "last": "last epoch",
-         "best_val_worst_group": "best val. worst group"}
+SHORT = {
+  "best_val_average": "best val. average (released)",
+  "last": "last epoch",
+  "best_val_worst_group": "best val. worst group",
+}
 
 
 def per_seed_worst(rs: list[dict], selection: str) -> list[str]:
@@ -104,9 +117,17 @@ def selections_markdown(runs: dict[str, list[dict]]) -> str:
   """One row per method × selection rule: average and worst-group accuracy (mean ± sample std
   over seeds; the worst group is each seed's own), which group that was per seed, the worst
   group pooled over seeds and the blond males pooled, with Wilson 95% intervals."""
-  head = ["method", "selection", "seeds", "average %", "worst group % (per seed)",
-          "worst group per seed", "worst group pooled: % (k/n, Wilson 95%)",
-          "blond males pooled: % (k/n, Wilson 95%)", "paper avg / worst"]
+  head = [
+    "method",
+    "selection",
+    "seeds",
+    "average %",
+    "worst group % (per seed)",
+    "worst group per seed",
+    "worst group pooled: % (k/n, Wilson 95%)",
+    "blond males pooled: % (k/n, Wilson 95%)",
+    "paper avg / worst",
+  ]
   out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for selection in ("best_val_average", "best_val_worst_group", "last"):
     for method, rs in runs.items():
@@ -115,29 +136,40 @@ def selections_markdown(runs: dict[str, list[dict]]) -> str:
       worst = results.mean_std([100 * t["worst_group"] for t in tests])
       pooled = pooled_groups(rs, selection)
       wg = min(range(4), key=lambda k: pooled[k]["acc"] if pooled[k]["n"] else np.inf)
-      cell = lambda g: (f"{100 * g['acc']:.1f} ({g['correct']}/{g['n']}, "
-                        f"{100 * g['ci95'][0]:.1f}–{100 * g['ci95'][1]:.1f})")
+      cell = lambda g: (
+        f"{100 * g['acc']:.1f} ({g['correct']}/{g['n']}, "
+        f"{100 * g['ci95'][0]:.1f}–{100 * g['ci95'][1]:.1f})"
+      )
       p = paper.TABLE3.get(method, {})
-      ref = (f"{paper.fmt(p.get('average'))} / {paper.fmt(p.get('worst_group'))}"
-             if selection == "best_val_average" and p else "")
+      ref = (
+        f"{paper.fmt(p.get('average'))} / {paper.fmt(p.get('worst_group'))}"
+        if selection == "best_val_average" and p
+        else ""
+      )
       names = per_seed_worst(rs, selection)
-      out.append(f"| {NAMES[method]} | {SHORT[selection]} | {len(rs)} | "
-                 f"{avg['mean']:.2f} ± {avg['std']:.2f} | {worst['mean']:.2f} ± "
-                 f"{worst['std']:.2f} | {'; '.join(names)} | {GROUPS[wg]}: {cell(pooled[wg])} | "
-                 f"{cell(pooled[3])} | {ref} |")
+      out.append(
+        f"| {NAMES[method]} | {SHORT[selection]} | {len(rs)} | "
+        f"{avg['mean']:.2f} ± {avg['std']:.2f} | {worst['mean']:.2f} ± "
+        f"{worst['std']:.2f} | {'; '.join(names)} | {GROUPS[wg]}: {cell(pooled[wg])} | "
+        f"{cell(pooled[3])} | {ref} |"
+      )
   return "\n".join(out)
 
 
-COLUMNS = (("method", "method"), ("seeds", "seeds"), ("average", "average % (ours)"),
-           ("worst_group", "worst-group % (ours)"),
-           ("worst_group_pooled", "worst group, pooled over seeds: % [Wilson 95%] (group, k/n)"),
-           ("paper_average", "average % (paper)"), ("paper_worst_group", "worst-group % (paper)"),
-           ("data", "data, model, init"))
+COLUMNS = (
+  ("method", "method"),
+  ("seeds", "seeds"),
+  ("average", "average % (ours)"),
+  ("worst_group", "worst-group % (ours)"),
+  ("worst_group_pooled", "worst group, pooled over seeds: % [Wilson 95%] (group, k/n)"),
+  ("paper_average", "average % (paper)"),
+  ("paper_worst_group", "worst-group % (paper)"),
+  ("data", "data, model, init"),
+)
 
 
 def markdown_table(rows: list[dict]) -> str:
-  lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
-           "|" + "---|" * len(COLUMNS)]
+  lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
   lines += ["| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
   return "\n".join(lines) + "\n"
 
@@ -153,15 +185,40 @@ def csv_table(rows: list[dict]) -> str:
 def runs_csv(runs: dict[str, list[dict]], selection: str) -> str:
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator="\n")
-  w.writerow(["method", "seed", "epoch", "split", "average", "group", "n", "correct", "acc",
-              "ci95_low", "ci95_high"])
+  w.writerow(
+    [
+      "method",
+      "seed",
+      "epoch",
+      "split",
+      "average",
+      "group",
+      "n",
+      "correct",
+      "acc",
+      "ci95_low",
+      "ci95_high",
+    ]
+  )
   for method, rs in runs.items():
     for r in rs:
       m = r["metrics"][selection]
       for split in ("val", "test"):
         for g in m[split]["groups"]:
-          w.writerow([method, r["config"]["seed"], m["epoch"], split, m[split]["average"],
-                      GROUPS[g["group"]], g["n"], g["correct"], g["acc"], *g["ci95"]])
+          w.writerow(
+            [
+              method,
+              r["config"]["seed"],
+              m["epoch"],
+              split,
+              m[split]["average"],
+              GROUPS[g["group"]],
+              g["n"],
+              g["correct"],
+              g["acc"],
+              *g["ci95"],
+            ]
+          )
   return buf.getvalue()
 
 
@@ -176,16 +233,27 @@ def figure4(runs: dict[str, list[dict]], selection: str, stem: str):
     acc = np.array([100 * (g["acc"] or 0) for g in pooled])
     lo = acc - np.array([100 * g["ci95"][0] for g in pooled])
     hi = np.array([100 * g["ci95"][1] for g in pooled]) - acc
-    ax.bar(np.arange(4) + (i - (len(runs) - 1) / 2) * width, acc, width, yerr=[lo, hi],
-           capsize=2, label=f"{NAMES[method]} ({len(rs)} seeds)")
-  ax.set_xticks(np.arange(4), [f"{g}\n(n={pooled[k]['n']} pooled)" for k, g in enumerate(GROUPS)],
-                fontsize=8)
+    ax.bar(
+      np.arange(4) + (i - (len(runs) - 1) / 2) * width,
+      acc,
+      width,
+      yerr=[lo, hi],
+      capsize=2,
+      label=f"{NAMES[method]} ({len(rs)} seeds)",
+    )
+  ax.set_xticks(
+    np.arange(4), [f"{g}\n(n={pooled[k]['n']} pooled)" for k, g in enumerate(GROUPS)], fontsize=8
+  )
   ax.set_ylabel("test accuracy (%)")
   ax.set_ylim(0, 100)
-  ax.set_title(f"Selection: {SELECTIONS[selection]}.\nBars: accuracy pooled over seeds; "
-               "error bars: Wilson 95% interval of the pooled count", fontsize=8)
-  ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.16), ncol=len(runs),
-            frameon=False)
+  ax.set_title(
+    f"Selection: {SELECTIONS[selection]}.\nBars: accuracy pooled over seeds; "
+    "error bars: Wilson 95% interval of the pooled count",
+    fontsize=8,
+  )
+  ax.legend(
+    fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.16), ncol=len(runs), frameon=False
+  )
   fig.tight_layout()
   paths = results.save_figure(fig, stem)
   plt.close(fig)
@@ -193,8 +261,11 @@ def figure4(runs: dict[str, list[dict]], selection: str, stem: str):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.celeba_table", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.celeba_table",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--runs_dir", default="runs/celeba")
   p.add_argument("--out_dir", default=None, help="default: --runs_dir")
   p.add_argument("--selection", default="best_val_average", choices=tuple(SELECTIONS))

@@ -31,6 +31,7 @@ eq 5, where the fixed point does not exist (the responses grow without bound as 
 loss goes to 0), so no prediction is drawn for it. The theory is about the linearised,
 centred network trained to convergence; the CNN is neither, and the gap is reported as is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,27 +78,40 @@ def table(data) -> str:
   cfg = res["config"]
   S = np.array([v["S"] for v in res["spectra"].values()])
   k = cfg["k"]
-  lines = [f"CIFAR-2 ({res['data']['classes']}), n = {res['data']['n_train']} training images, "
-           f"{cfg['epochs']} epochs of batch {cfg['batch_size']}, {len(S)} seed(s); "
-           f"λ(eq 17) = {res['eq17_lambda']:g}", "",
-           "| | s_1 | s_2 | s_5 | s_10 | s_20 | s_50 | s_1/s_2 |", "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"CIFAR-2 ({res['data']['classes']}), n = {res['data']['n_train']} training images, "
+    f"{cfg['epochs']} epochs of batch {cfg['batch_size']}, {len(S)} seed(s); "
+    f"λ(eq 17) = {res['eq17_lambda']:g}",
+    "",
+    "| | s_1 | s_2 | s_5 | s_10 | s_20 | s_50 | s_1/s_2 |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for seed, s in enumerate(S):
     idx = [i for i in (0, 1, 4, 9, 19, 49) if i < len(s)]
-    lines.append(f"| seed {seed} | " + " | ".join(f"{s[i]:.3g}" for i in idx)
-                 + f" | {s[0] / s[1]:.1f} |")
+    lines.append(
+      f"| seed {seed} | " + " | ".join(f"{s[i]:.3g}" for i in idx) + f" | {s[0] / s[1]:.1f} |"
+    )
   shown = [i for i in (0, 1, 2, 4, 9, 19) if i < k]
-  lines += ["", "Final responses (mean over seeds; each seed's own features):", "",
-            "| arm | train acc | " + " | ".join(f"z_{i + 1}" for i in shown)
-            + " | Σ_{j≥2} z_j | eq-18 Σ_{j≥2} z_j* | ‖z − z*‖/‖z*‖ all j | same, j ≥ 2 |",
-            "|---|" + "---|" * (len(shown) + 5)]
+  lines += [
+    "",
+    "Final responses (mean over seeds; each seed's own features):",
+    "",
+    "| arm | train acc | "
+    + " | ".join(f"z_{i + 1}" for i in shown)
+    + " | Σ_{j≥2} z_j | eq-18 Σ_{j≥2} z_j* | ‖z − z*‖/‖z*‖ all j | same, j ≥ 2 |",
+    "|---|" + "---|" * (len(shown) + 5),
+  ]
   for arm in ARMS:
     z, runs = _final(res, arm)
     if not len(z):
       continue
     zm = z.mean(axis=0)
     acc = results_lib.mean_std([r["train_acc"] for r in runs])
-    row = (f"| {LABELS[arm]} | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% | "
-           + " | ".join(f"{zm[i]:.3g}" for i in shown) + f" | {zm[1:].sum():.3g} | ")
+    row = (
+      f"| {LABELS[arm]} | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% | "
+      + " | ".join(f"{zm[i]:.3g}" for i in shown)
+      + f" | {zm[1:].sum():.3g} | "
+    )
     if arm == "sd":
       pred = np.array([r["z_eq18"] for r in runs])
       gap = np.linalg.norm(z - pred) / np.linalg.norm(pred)
@@ -109,8 +123,13 @@ def table(data) -> str:
   ze, _ = _final(res, "erm")
   zs, _ = _final(res, "sd")
   if len(ze) and len(zs) and k >= 20:
-    lines += ["", "ERM/SD ratio of summed final responses by feature group (per seed):", "",
-              "| seed | j = 2–5 | j = 6–10 | j = 11–20 |", "|---|---|---|---|"]
+    lines += [
+      "",
+      "ERM/SD ratio of summed final responses by feature group (per seed):",
+      "",
+      "| seed | j = 2–5 | j = 6–10 | j = 11–20 |",
+      "|---|---|---|---|",
+    ]
     for i in range(min(len(ze), len(zs))):
       r = [ze[i, a:b].sum() / zs[i, a:b].sum() for a, b in ((1, 5), (5, 10), (10, 20))]
       lines.append(f"| {i} | " + " | ".join(f"{v:.2f}" for v in r) + " |")
@@ -131,11 +150,15 @@ def coupled_table(res) -> str:
   if not arms:
     return ""
   k = res["config"]["k"]
-  lines = ["Coupled regime (eq 5): trained responses against the linearised model's optimum "
-           f"z* = S² Uᵀ α*/λ, α* = dual.fixed_point (dynamics "
-           f"{res['config'].get('dual_dynamics', 'exact')}), mean ± sample std over seeds:", "",
-           f"| arm | λ (eq 5) | c = λ/n | train acc | ‖z − z*‖/‖z*‖, j = 1–{k} | same, j = 2–{k} "
-           "| Σ_j z_j | Σ_j z_j* |", "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "Coupled regime (eq 5): trained responses against the linearised model's optimum "
+    f"z* = S² Uᵀ α*/λ, α* = dual.fixed_point (dynamics "
+    f"{res['config'].get('dual_dynamics', 'exact')}), mean ± sample std over seeds:",
+    "",
+    f"| arm | λ (eq 5) | c = λ/n | train acc | ‖z − z*‖/‖z*‖, j = 1–{k} | same, j = 2–{k} "
+    "| Σ_j z_j | Σ_j z_j* |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for arm in arms:
     runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
     if not runs:
@@ -146,10 +169,12 @@ def coupled_table(res) -> str:
     z = np.array([r["z_final"] for r in runs])
     zd = np.array([r["z_dual"] for r in runs])
     kind = "ridge ‖θ−θ0‖²" if arm.startswith("ridge") else "weight decay ‖θ‖²"
-    lines.append(f"| {arm} ({kind}) | {runs[0]['eq5_lambda']:g} | {runs[0]['coefficient']:.3g} "
-                 f"| {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% "
-                 f"| {e1['mean']:.3f} ± {e1['std']:.3f} | {e2['mean']:.3f} ± {e2['std']:.3f} "
-                 f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |")
+    lines.append(
+      f"| {arm} ({kind}) | {runs[0]['eq5_lambda']:g} | {runs[0]['coefficient']:.3g} "
+      f"| {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% "
+      f"| {e1['mean']:.3f} ± {e1['std']:.3f} | {e2['mean']:.3f} ± {e2['std']:.3f} "
+      f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |"
+    )
   return "\n".join(lines)
 
 
@@ -167,15 +192,22 @@ def draw_coupled(res, run_dir, traj=None) -> list[Path]:
   k = res["config"]["k"]
   jj = np.arange(1, k + 1)
   rows = 2 if traj else 1
-  fig, axes = plt.subplots(rows, len(arms), figsize=(3.0 * len(arms), 2.9 * rows),
-                           squeeze=False)
+  fig, axes = plt.subplots(rows, len(arms), figsize=(3.0 * len(arms), 2.9 * rows), squeeze=False)
   for c, arm in enumerate(arms):
     ax = axes[0, c]
     for i, r in enumerate(runs_of[arm]):
-      ax.plot(jj, r["z_final"], "o", ms=3, alpha=0.8, color=f"C{i}",
-              label=f"trained, seed {r['seed']}")
-      ax.plot(jj, r["z_dual"], "_", ms=9, mew=1.3, color="k",
-              label="dual.fixed_point z*" if i == 0 else None)
+      ax.plot(
+        jj, r["z_final"], "o", ms=3, alpha=0.8, color=f"C{i}", label=f"trained, seed {r['seed']}"
+      )
+      ax.plot(
+        jj,
+        r["z_dual"],
+        "_",
+        ms=9,
+        mew=1.3,
+        color="k",
+        label="dual.fixed_point z*" if i == 0 else None,
+      )
     ax.axhline(0, color="0.5", lw=0.5)
     ax.set_yscale("symlog", linthresh=1e-2)
     ax.set(title=f"{arm} (λ = {runs_of[arm][0]['eq5_lambda']:g})", xlabel="feature j")
@@ -214,8 +246,11 @@ def draw(data, run_dir) -> list[Path]:
     s = np.asarray(v["S"])
     ax.semilogy(np.arange(1, len(s) + 1), s, "o-", ms=2.5, lw=1, label=name.replace("s", "seed "))
   ax.axvline(k + 0.5, color="0.6", ls=":", lw=1)
-  ax.set(xlabel="feature j", ylabel="strength $s_j$ (singular value of $Y\\Phi_0$)",
-         title=f"Spectrum at init, n = {res['data']['n_train']}")
+  ax.set(
+    xlabel="feature j",
+    ylabel="strength $s_j$ (singular value of $Y\\Phi_0$)",
+    title=f"Spectrum at init, n = {res['data']['n_train']}",
+  )
   ax.legend(fontsize=7)
   fig.tight_layout()
   paths += results_lib.save_figure(fig, run_dir / "spectrum")
@@ -245,8 +280,9 @@ def draw(data, run_dir) -> list[Path]:
   # Log-spaced early probes (response_early) are only visible on a log axis.
   log_x = bool(res.get("config", {}).get("response_early", 0))
   groups = [range(0, min(5, k)), range(5, k)] if k > 5 else [range(k)]
-  fig, axes = plt.subplots(len(groups), 2, figsize=(9, 2.9 * len(groups)), squeeze=False,
-                           sharex=True)
+  fig, axes = plt.subplots(
+    len(groups), 2, figsize=(9, 2.9 * len(groups)), squeeze=False, sharex=True
+  )
   cmap = plt.get_cmap("viridis")
   for c, arm in enumerate(ARMS):
     if (arm, seed) not in traj:
@@ -255,11 +291,18 @@ def draw(data, run_dir) -> list[Path]:
     for r, group in enumerate(groups):
       ax = axes[r, c]
       for j in group:
-        ax.plot(steps, zs[:, j], color=cmap(j / max(k - 1, 1)), lw=1.2,
-                label=f"$z_{{{j + 1}}}$" if r == 0 or j in (group[0], group[-1]) else None)
+        ax.plot(
+          steps,
+          zs[:, j],
+          color=cmap(j / max(k - 1, 1)),
+          lw=1.2,
+          label=f"$z_{{{j + 1}}}$" if r == 0 or j in (group[0], group[-1]) else None,
+        )
       ax.axhline(0, color="0.5", lw=0.5)
-      ax.set_title(f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1} "
-                   "(own y scale)", fontsize=9)
+      ax.set_title(
+        f"{LABELS[arm]}, seed {seed}: features {group[0] + 1}–{group[-1] + 1} (own y scale)",
+        fontsize=9,
+      )
       if c == 0:
         ax.set_ylabel("$z_j(t)=u_j^T Y(\\hat y_t-\\hat y_0)$")
     axes[-1, c].set_xlabel("training step (batch 1)" + (", log scale" if log_x else ""))
@@ -281,25 +324,48 @@ def draw(data, run_dir) -> list[Path]:
   for arm, marker, dx, color in (("erm", "o", -0.15, "tab:blue"), ("sd", "s", 0.15, "tab:orange")):
     z, runs = _final(res, arm)
     for i, zz in enumerate(z):
-      ax.plot(jj + dx, zz, marker, ms=3.5, color=color, alpha=0.8,
-              label=f"{LABELS[arm]} (trained)" if i == 0 else None)
+      ax.plot(
+        jj + dx,
+        zz,
+        marker,
+        ms=3.5,
+        color=color,
+        alpha=0.8,
+        label=f"{LABELS[arm]} (trained)" if i == 0 else None,
+      )
     if arm == "sd":
       for i, r in enumerate(runs):
-        ax.plot(jj, r["z_eq18"], "_", color="k", ms=8, mew=1.3,
-                label=f"SD eq 18, λ={res['eq17_lambda']:g}" if i == 0 else None)
+        ax.plot(
+          jj,
+          r["z_eq18"],
+          "_",
+          color="k",
+          ms=8,
+          mew=1.3,
+          label=f"SD eq 18, λ={res['eq17_lambda']:g}" if i == 0 else None,
+        )
   ax.axhline(0, color="0.5", lw=0.5)
-  ax.set(xlabel="feature j (seed's own features)", ylabel="final response $z_j$",
-         title=f"Final responses, {len(res['spectra'])} seed(s)")
+  ax.set(
+    xlabel="feature j (seed's own features)",
+    ylabel="final response $z_j$",
+    title=f"Final responses, {len(res['spectra'])} seed(s)",
+  )
   ax.legend(fontsize=7)
   ax = axes[1]
   z, runs = _final(res, "sd")
   if len(z):
     pred = np.array([r["z_eq18"] for r in runs])
     for i in range(len(z)):
-      ax.plot(pred[i, 1:], z[i, 1:], "s", ms=3.5, color="tab:orange", alpha=0.8,
-              label="j ≥ 2" if i == 0 else None)
-      ax.plot(pred[i, :1], z[i, :1], "x", ms=6, color="tab:red",
-              label="j = 1" if i == 0 else None)
+      ax.plot(
+        pred[i, 1:],
+        z[i, 1:],
+        "s",
+        ms=3.5,
+        color="tab:orange",
+        alpha=0.8,
+        label="j ≥ 2" if i == 0 else None,
+      )
+      ax.plot(pred[i, :1], z[i, :1], "x", ms=6, color="tab:red", label="j = 1" if i == 0 else None)
     lim = [min(z.min(), pred.min(), 0), max(z.max(), pred.max())]
     ax.plot(lim, lim, "k:", lw=1)
     ax.set(xlabel="eq-18 prediction $z_j^*$", ylabel="SD trained $z_j$", title="SD vs eq 18")
@@ -324,9 +390,11 @@ def report(run_dir) -> str:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.cifar_features_figures",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.cifar_features_figures",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("run_dir", help="output folder of experiments.cifar_features")
   provenance.add_flag(p)
   args = p.parse_args(argv)

@@ -10,6 +10,7 @@ r"""Table and figure of the dominoes sweep (docs/protocols.md §3.8) from the ru
 - ``dominoes.json``: the numbers behind them, per method and a (mean, sample std, n);
 - ``table.md``: the same as a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,14 @@ from gs_jax.experiment import results as results_lib
 
 METHODS = ("erm", "l2", "sd")
 LABELS = {"erm": "ERM", "l2": "ERM + L2", "sd": "SD"}
-QUANTITIES = ("test_mnist_random", "test_cifar_random", "test_intact", "train_acc", "z_cifar",
-              "z_mnist")
+QUANTITIES = (
+  "test_mnist_random",
+  "test_cifar_random",
+  "test_intact",
+  "train_acc",
+  "z_cifar",
+  "z_mnist",
+)
 
 
 def collect(run_dirs) -> dict:
@@ -36,27 +43,36 @@ def collect(run_dirs) -> dict:
       continue
     a = float(res["config"]["a"])
     for rec in res["per_seed"].values():
-      if "test_acc" not in rec:   # an sd_lambda sweep run
+      if "test_acc" not in rec:  # an sd_lambda sweep run
         continue
-      vals = {"train_acc": rec["train_acc"], "z_cifar": rec["z_cifar"],
-              "z_mnist": rec["z_mnist"],
-              **{f"test_{k}": v for k, v in rec["test_acc"].items()}}
+      vals = {
+        "train_acc": rec["train_acc"],
+        "z_cifar": rec["z_cifar"],
+        "z_mnist": rec["z_mnist"],
+        **{f"test_{k}": v for k, v in rec["test_acc"].items()},
+      }
       for q, v in vals.items():
         rows.setdefault(rec["method"], {}).setdefault(q, {}).setdefault(a, []).append(v)
   if not rows:
     raise FileNotFoundError(f"no dominoes results.json in {list(run_dirs)}")
-  return {m: {q: {a: results_lib.mean_std(v) for a, v in sorted(by_a.items())}
-              for q, by_a in qs.items()} for m, qs in rows.items()}
+  return {
+    m: {q: {a: results_lib.mean_std(v) for a, v in sorted(by_a.items())} for q, by_a in qs.items()}
+    for m, qs in rows.items()
+  }
 
 
 def table(summary) -> str:
-  lines = ["Accuracies in % and summed final responses, mean ± sample std over seeds:", "",
-           "| method | a | seeds | CIFAR-only acc. (MNIST randomised) | MNIST-only acc. (CIFAR "
-           "randomised) | intact | train | Σ z, CIFAR-half features | Σ z, MNIST-half features |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "Accuracies in % and summed final responses, mean ± sample std over seeds:",
+    "",
+    "| method | a | seeds | CIFAR-only acc. (MNIST randomised) | MNIST-only acc. (CIFAR "
+    "randomised) | intact | train | Σ z, CIFAR-half features | Σ z, MNIST-half features |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for m in [m for m in METHODS if m in summary] + [m for m in summary if m not in METHODS]:
     s = summary[m]
     for a in s["test_mnist_random"]:
+
       def pct(q):
         v = s[q][a]
         return f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
@@ -64,19 +80,24 @@ def table(summary) -> str:
       def num(q):
         v = s[q][a]
         return f"{v['mean']:.3g} ± {v['std']:.2g}"
-      lines.append(f"| {LABELS.get(m, m)} | {a:g} | {s['test_mnist_random'][a]['n']} | "
-                   f"{pct('test_mnist_random')} | {pct('test_cifar_random')} | "
-                   f"{pct('test_intact')} | {pct('train_acc')} | {num('z_cifar')} | "
-                   f"{num('z_mnist')} |")
+
+      lines.append(
+        f"| {LABELS.get(m, m)} | {a:g} | {s['test_mnist_random'][a]['n']} | "
+        f"{pct('test_mnist_random')} | {pct('test_cifar_random')} | "
+        f"{pct('test_intact')} | {pct('train_acc')} | {num('z_cifar')} | "
+        f"{num('z_mnist')} |"
+      )
   return "\n".join(lines)
 
 
 def draw(summary, out_dir) -> list[Path]:
   plt = results_lib.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-  panels = (("test_mnist_random", "CIFAR-only test acc. (MNIST randomised)", 100),
-            ("test_cifar_random", "MNIST-only test acc. (CIFAR randomised)", 100),
-            ("z_cifar", "Σ final responses, CIFAR-half features", 1))
+  panels = (
+    ("test_mnist_random", "CIFAR-only test acc. (MNIST randomised)", 100),
+    ("test_cifar_random", "MNIST-only test acc. (CIFAR randomised)", 100),
+    ("z_cifar", "Σ final responses, CIFAR-half features", 1),
+  )
   for ax, (q, title, scale) in zip(axes, panels):
     for i, m in enumerate(m for m in METHODS if m in summary):
       by_a = summary[m][q]
@@ -87,8 +108,15 @@ def draw(summary, out_dir) -> list[Path]:
       ax.fill_between(a, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
       if q == "z_cifar":
         zm = summary[m]["z_mnist"]
-        ax.plot(a, [v["mean"] for v in zm.values()], "s--", ms=3, color=f"C{i}", alpha=0.7,
-                label=f"{LABELS[m]}, MNIST-half" if i == 0 else None)
+        ax.plot(
+          a,
+          [v["mean"] for v in zm.values()],
+          "s--",
+          ms=3,
+          color=f"C{i}",
+          alpha=0.7,
+          label=f"{LABELS[m]}, MNIST-half" if i == 0 else None,
+        )
     ax.set(xlabel="MNIST-half contrast a", title=title)
     ax.title.set_fontsize(9)
   axes[0].set_ylabel("accuracy (%)")
@@ -106,10 +134,17 @@ def report(run_glob, out_dir) -> str:
   summary = collect(dirs)
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  results_lib.atomic_write_json(out_dir / "dominoes.json", {
-      "runs": [str(d) for d in dirs], "std_convention": results_lib.STD_CONVENTION,
-      "summary": {m: {q: {f"{a:g}": v for a, v in by_a.items()} for q, by_a in qs.items()}
-                  for m, qs in summary.items()}})
+  results_lib.atomic_write_json(
+    out_dir / "dominoes.json",
+    {
+      "runs": [str(d) for d in dirs],
+      "std_convention": results_lib.STD_CONVENTION,
+      "summary": {
+        m: {q: {f"{a:g}": v for a, v in by_a.items()} for q, by_a in qs.items()}
+        for m, qs in summary.items()
+      },
+    },
+  )
   text = table(summary)
   (out_dir / "table.md").write_text(text + "\n")
   print(text)
@@ -118,8 +153,11 @@ def report(run_glob, out_dir) -> str:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.dominoes_figures", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.dominoes_figures",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("runs", help="glob of experiments.dominoes run directories (quote it)")
   p.add_argument("--out_dir", default="runs/dominoes_figures")
   provenance.add_flag(p)

@@ -20,6 +20,7 @@ the tables built from them say so (:func:`legacy_note`).
 
     python -m analysis.provenance [FOLDER ...]     # every run file under docs/results
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,10 @@ def _record_problems(p: Mapping, where: str = "") -> list[str]:
   if ctime is None:
     out.append(f"{where}commit {commit[:8]} not in this repository")
   elif start is not None and ctime > start:
-    out.append(f"{where}commit {commit[:8]} ({ctime:%Y-%m-%d %H:%M}) is later than the start "
-               f"({start:%Y-%m-%d %H:%M})")
+    out.append(
+      f"{where}commit {commit[:8]} ({ctime:%Y-%m-%d %H:%M}) is later than the start "
+      f"({start:%Y-%m-%d %H:%M})"
+    )
   return out
 
 
@@ -153,30 +156,38 @@ def report(runs: Mapping[str, Mapping], legacy: Mapping | None = None) -> dict:
   return {"bad": bad, "legacy": old, "commits": by_commit}
 
 
-def gate(runs: Mapping[str, Mapping], allow_dirty: bool = False, what: str = "table",
-         legacy: Mapping | None = None, out=sys.stdout) -> dict:
+def gate(
+  runs: Mapping[str, Mapping],
+  allow_dirty: bool = False,
+  what: str = "table",
+  legacy: Mapping | None = None,
+  out=sys.stdout,
+) -> dict:
   """Refuses (:class:`ProvenanceError`) to build ``what`` from ``runs`` ({path: results}) with
   untrusted provenance or mixed commits, unless ``allow_dirty``; prints which runs either way.
   Runs in the legacy list pass and are reported. Returns :func:`report`'s dict."""
   r = report(runs, legacy)
   lines = [f"  {p}: {'; '.join(v)}" for p, v in r["bad"].items()]
   if len(r["commits"]) > 1:
-    lines += [f"  mixed commits: {c[:8]} ← {', '.join(sorted(ps))}"
-              for c, ps in sorted(r["commits"].items())]
+    lines += [
+      f"  mixed commits: {c[:8]} ← {', '.join(sorted(ps))}"
+      for c, ps in sorted(r["commits"].items())
+    ]
   for p, e in r["legacy"].items():
-    print(f"{what}: legacy run (docs/results/LEGACY.json): {p}: {e['reason']}; {e['action']}",
-          file=out)
+    print(
+      f"{what}: legacy run (docs/results/LEGACY.json): {p}: {e['reason']}; {e['action']}", file=out
+    )
   if lines:
     head = f"{what}: runs with untrusted provenance"
     if not allow_dirty:
-      raise ProvenanceError(head + " (pass --allow_dirty to build it anyway):\n" +
-                            "\n".join(lines))
+      raise ProvenanceError(head + " (pass --allow_dirty to build it anyway):\n" + "\n".join(lines))
     print(head + " (built anyway, --allow_dirty):\n" + "\n".join(lines), file=out)
   return r
 
 
-def gate_files(paths: Iterable, allow_dirty: bool = False, what: str = "table",
-               out=sys.stdout) -> dict:
+def gate_files(
+  paths: Iterable, allow_dirty: bool = False, what: str = "table", out=sys.stdout
+) -> dict:
   """:func:`gate` over run files (or run directories holding a ``results.json``)."""
   runs = {}
   for path in paths:
@@ -192,15 +203,20 @@ def legacy_note(r: Mapping) -> str:
   if not r["legacy"]:
     return ""
   reasons = sorted({e["reason"] for e in r["legacy"].values()})
-  return (f"Provenance: {len(r['legacy'])} of the runs behind this table are legacy "
-          f"(docs/results/LEGACY.json): {'; '.join(reasons)}.")
+  return (
+    f"Provenance: {len(r['legacy'])} of the runs behind this table are legacy "
+    f"(docs/results/LEGACY.json): {'; '.join(reasons)}."
+  )
 
 
 def add_flag(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--allow_dirty", action="store_true",
-                      help="build the table even from runs whose provenance is untrusted "
-                           "(dirty tree, none, commit after start, mixed commits); they are "
-                           "printed either way")
+  parser.add_argument(
+    "--allow_dirty",
+    action="store_true",
+    help="build the table even from runs whose provenance is untrusted "
+    "(dirty tree, none, commit after start, mixed commits); they are "
+    "printed either way",
+  )
 
 
 def run_files(folders: Iterable = (RESULTS,)) -> list[Path]:
@@ -208,8 +224,9 @@ def run_files(folders: Iterable = (RESULTS,)) -> list[Path]:
   out = []
   for folder in folders:
     listed = _git("ls-files", "--", str(Path(folder).resolve())) or ""
-    out += [ROOT / p for p in listed.splitlines()
-            if p.endswith(".json") and Path(p).name not in DERIVED]
+    out += [
+      ROOT / p for p in listed.splitlines() if p.endswith(".json") and Path(p).name not in DERIVED
+    ]
   return sorted(out)
 
 
@@ -235,8 +252,11 @@ def audit(folders: Iterable = (RESULTS,), legacy: Mapping | None = None) -> dict
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m analysis.provenance", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.provenance",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("folders", nargs="*", default=[str(RESULTS)])
   args = p.parse_args(argv)
   a = audit(args.folders)
@@ -244,8 +264,10 @@ def main(argv=None) -> int:
     print(f"{path}: {'; '.join(found)}")
   for key in a["stale"]:
     print(f"{key}: in LEGACY.json but missing or with trusted provenance: remove the entry")
-  print(f"{len(a['bad'])} run files with provenance problems outside LEGACY.json, "
-        f"{len(a['legacy'])} legacy")
+  print(
+    f"{len(a['bad'])} run files with provenance problems outside LEGACY.json, "
+    f"{len(a['legacy'])} legacy"
+  )
   return 1 if a["bad"] or a["stale"] else 0
 
 

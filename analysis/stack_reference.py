@@ -31,6 +31,7 @@ The set (each run as its own CLI process, so global settings start fresh):
 Every number under each run's ``metrics`` is compared (times excluded); the output lists the
 largest absolute and relative difference per run and the run's tolerance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,17 @@ from pathlib import Path
 
 # name: (command args, (rtol, atol)) — the tolerances of the module docstring.
 RUNS = {
-    "dual": (None, (1e-9, 0.0)),
-    "theorem2": (["experiments.theorem2", "--preset=quick"], (1e-6, 1e-12)),
-    "two_moons": (["experiments.two_moons"], (0.0, 5e-3)),
-    "colored_mnist": (["experiments.colored_mnist", "--preset=sd", "--seeds=2",
-                       "--n_train=10000", "--n_test=2000"], (0.0, 0.01)),
-    "cifar_released": (["experiments.cifar", "--preset=released", "--epochs=2",
-                        "--margin_n=100", "--strong_n=0"], (0.0, 0.1)),
+  "dual": (None, (1e-9, 0.0)),
+  "theorem2": (["experiments.theorem2", "--preset=quick"], (1e-6, 1e-12)),
+  "two_moons": (["experiments.two_moons"], (0.0, 5e-3)),
+  "colored_mnist": (
+    ["experiments.colored_mnist", "--preset=sd", "--seeds=2", "--n_train=10000", "--n_test=2000"],
+    (0.0, 0.01),
+  ),
+  "cifar_released": (
+    ["experiments.cifar", "--preset=released", "--epochs=2", "--margin_n=100", "--strong_n=0"],
+    (0.0, 0.1),
+  ),
 }
 _SKIP_WORDS = ("time", "seconds", "wall", "_s", "rate", "per_s", "compile")
 
@@ -76,17 +81,25 @@ def _dual_reference() -> dict:
   import numpy as np
 
   from gs_jax.theory import dual
+
   rng = np.random.default_rng(0)
   n = 200
   U, _ = np.linalg.qr(rng.standard_normal((n, n)))
   S = np.sort(rng.uniform(0.05, 5.0, n))[::-1]
-  return {"metrics": {f"lam{lam:g}": {"alpha_head": dual.fixed_point(U, S, lam)[:20].tolist(),
-                                      "alpha_sum": float(dual.fixed_point(U, S, lam).sum())}
-                      for lam in (0.1, 1.0, 10.0)}}
+  return {
+    "metrics": {
+      f"lam{lam:g}": {
+        "alpha_head": dual.fixed_point(U, S, lam)[:20].tolist(),
+        "alpha_sum": float(dual.fixed_point(U, S, lam).sum()),
+      }
+      for lam in (0.1, 1.0, 10.0)
+    }
+  }
 
 
 def run_set(names, work: Path) -> dict:
   import jax
+
   out = {"jax": jax.__version__, "python": sys.version.split()[0], "runs": {}}
   for name in names:
     args, _ = RUNS[name]
@@ -106,8 +119,10 @@ def run_set(names, work: Path) -> dict:
 
 def compare(a: dict, b: dict) -> tuple[str, bool]:
   """A markdown table of the largest differences per run; ``ok`` if all are in tolerance."""
-  lines = ["| run | numbers | max abs diff | max rel diff | tolerance (rtol, atol) | within |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    "| run | numbers | max abs diff | max rel diff | tolerance (rtol, atol) | within |",
+    "|---|---|---|---|---|---|",
+  ]
   ok = True
   for name in RUNS:
     if name not in a["runs"] or name not in b["runs"]:
@@ -127,22 +142,34 @@ def compare(a: dict, b: dict) -> tuple[str, bool]:
       worst_rel = max(worst_rel, d / max(abs(x), abs(y), 1e-300))
       within &= d <= atol + rtol * max(abs(x), abs(y))
     ok &= within
-    lines.append(f"| {name} | {len(keys)} | {worst_abs:.2e} | {worst_rel:.2e} | ({rtol:g}, "
-                 f"{atol:g}) | {'yes' if within else '**no**'} |")
+    lines.append(
+      f"| {name} | {len(keys)} | {worst_abs:.2e} | {worst_rel:.2e} | ({rtol:g}, "
+      f"{atol:g}) | {'yes' if within else '**no**'} |"
+    )
   head = f"jax {a['jax']} vs jax {b['jax']}"
   return head + "\n\n" + "\n".join(lines), ok
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.stack_reference", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--out", default="", help="write this stack's reference numbers to this JSON "
-                 "file (runs the set)")
-  p.add_argument("--only", default=",".join(RUNS),
-                 help=f"comma-separated subset of {list(RUNS)}")
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.stack_reference",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--out",
+    default="",
+    help="write this stack's reference numbers to this JSON file (runs the set)",
+  )
+  p.add_argument("--only", default=",".join(RUNS), help=f"comma-separated subset of {list(RUNS)}")
   p.add_argument("--work_dir", default="", help="run directories (default: a temporary one)")
-  p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                 help="compare two reference files instead; exit 1 if outside a tolerance")
+  p.add_argument(
+    "--compare",
+    nargs=2,
+    metavar=("A", "B"),
+    default=None,
+    help="compare two reference files instead; exit 1 if outside a tolerance",
+  )
   p.add_argument("--table_out", default="", help="with --compare: also write the table here")
   args = p.parse_args(argv)
   if args.compare:
@@ -159,6 +186,7 @@ def main(argv=None):
   if bad or not args.out:
     p.error(f"unknown runs {bad}" if bad else "give --out (run the set) or --compare A B")
   from gs_jax.experiment import results
+
   prov = {**results.provenance(), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
   with tempfile.TemporaryDirectory() as tmp:
     ref = run_set(names, Path(args.work_dir or tmp))

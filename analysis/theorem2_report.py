@@ -12,6 +12,7 @@ response paths of primal GD (eq 5) and dual GA (eq 8) with the exact fixed point
 primal paths (eq 17) with theirs, and the final |z2| against s1. Figures go to the run
 directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,58 +33,72 @@ def _save(plt, fig, stem) -> list[Path]:
 
 def linear_table(lin: dict, s1) -> str:
   r, s = lin["ridge"], lin["sd"]
-  lines = ["(a) linear model, trained by GD vs the dual fixed point (ridge: eq 5 vs eq 9; "
-           "SD: eq 17 vs eq 18)",
-           f"{'s1':>5} {'z1 GD':>10} {'z1 dual':>10} {'z2 GD':>10} {'z2 dual':>10} "
-           f"{'rel.err':>9} {'dz2/ds1² AD':>12} | {'z2 SD GD':>9} {'z2 SD dual':>10} "
-           f"{'rel.err':>9}"]
+  lines = [
+    "(a) linear model, trained by GD vs the dual fixed point (ridge: eq 5 vs eq 9; "
+    "SD: eq 17 vs eq 18)",
+    f"{'s1':>5} {'z1 GD':>10} {'z1 dual':>10} {'z2 GD':>10} {'z2 dual':>10} "
+    f"{'rel.err':>9} {'dz2/ds1² AD':>12} | {'z2 SD GD':>9} {'z2 SD dual':>10} "
+    f"{'rel.err':>9}",
+  ]
   for i, a in enumerate(s1):
     lines.append(
-        f"{a:5.2f} {r['z_trained'][i][0]:10.5f} {r['z_dual'][i][0]:10.5f} "
-        f"{r['z_trained'][i][1]:10.5f} {r['z_dual'][i][1]:10.5f} {r['rel_error'][i]:9.2e} "
-        f"{r['dz2_ds1sq_dual_autodiff'][i]:12.4e} | {s['z_trained'][i][1]:9.5f} "
-        f"{s['z_dual'][i][1]:10.5f} {s['rel_error'][i]:9.2e}")
-  lines.append(f"max rel. error: ridge {r['max_rel_error']:.1e}, SD {s['max_rel_error']:.1e}; "
-               f"max |grad| at the end: ridge {max(r['grad_norm']):.1e}, "
-               f"SD {max(s['grad_norm']):.1e}")
+      f"{a:5.2f} {r['z_trained'][i][0]:10.5f} {r['z_dual'][i][0]:10.5f} "
+      f"{r['z_trained'][i][1]:10.5f} {r['z_dual'][i][1]:10.5f} {r['rel_error'][i]:9.2e} "
+      f"{r['dz2_ds1sq_dual_autodiff'][i]:12.4e} | {s['z_trained'][i][1]:9.5f} "
+      f"{s['z_dual'][i][1]:10.5f} {s['rel_error'][i]:9.2e}"
+    )
+  lines.append(
+    f"max rel. error: ridge {r['max_rel_error']:.1e}, SD {s['max_rel_error']:.1e}; "
+    f"max |grad| at the end: ridge {max(r['grad_norm']):.1e}, "
+    f"SD {max(s['grad_norm']):.1e}"
+  )
   return "\n".join(lines)
 
 
 def network_table(net: dict) -> str:
-  lines = ["(b) finite networks: relative error of the trained responses vs the dual "
-           "prediction (mean ± sample std over seeds); dz2/d(s1²) and the fraction < 0",
-           f"{'width':>6} {'rel.err':>19} {'max':>9} {'top-2':>9} {'FD trained':>11} "
-           f"{'(<0)':>5} {'FD dual':>10} {'(<0)':>5} {'autodiff':>10} {'(<0)':>5} "
-           f"{'|grad|':>8} {'s':>6}"]
+  lines = [
+    "(b) finite networks: relative error of the trained responses vs the dual "
+    "prediction (mean ± sample std over seeds); dz2/d(s1²) and the fraction < 0",
+    f"{'width':>6} {'rel.err':>19} {'max':>9} {'top-2':>9} {'FD trained':>11} "
+    f"{'(<0)':>5} {'FD dual':>10} {'(<0)':>5} {'autodiff':>10} {'(<0)':>5} "
+    f"{'|grad|':>8} {'s':>6}",
+  ]
   for w in sorted(net, key=int):
     m = net[w]
     lines.append(
-        f"{int(w):6d} {m['rel_error']['mean']:9.3e} ± {m['rel_error']['std']:7.1e} "
-        f"{m['rel_error_max']:9.2e} {m['rel_error_top2']['mean']:9.2e} "
-        f"{m['dz2_ds1sq_trained_fd']['mean']:11.3e} {m['frac_trained_fd_negative']:5.2f} "
-        f"{m['dz2_ds1sq_dual_fd']['mean']:10.3e} {m['frac_dual_fd_negative']:5.2f} "
-        f"{m['dz2_ds1sq_autodiff']['mean']:10.3e} {m['frac_autodiff_negative']:5.2f} "
-        f"{m['max_grad_norm']:8.1e} {m['seconds']:6.0f}")
+      f"{int(w):6d} {m['rel_error']['mean']:9.3e} ± {m['rel_error']['std']:7.1e} "
+      f"{m['rel_error_max']:9.2e} {m['rel_error_top2']['mean']:9.2e} "
+      f"{m['dz2_ds1sq_trained_fd']['mean']:11.3e} {m['frac_trained_fd_negative']:5.2f} "
+      f"{m['dz2_ds1sq_dual_fd']['mean']:10.3e} {m['frac_dual_fd_negative']:5.2f} "
+      f"{m['dz2_ds1sq_autodiff']['mean']:10.3e} {m['frac_autodiff_negative']:5.2f} "
+      f"{m['max_grad_norm']:8.1e} {m['seconds']:6.0f}"
+    )
   return "\n".join(lines)
 
 
 def figure5_table(res: dict) -> str:
   c = res["metrics"]
-  lines = ["fixed points z* = (z1, z2), and the end points' relative error to them",
-           f"{'s1':>4} {'z* exact':>20} {'z* taylor':>20} {'z* SD':>20} | {'dual':>8} "
-           f"{'primal':>8} {'SD':>8}"]
+  lines = [
+    "fixed points z* = (z1, z2), and the end points' relative error to them",
+    f"{'s1':>4} {'z* exact':>20} {'z* taylor':>20} {'z* SD':>20} | {'dual':>8} "
+    f"{'primal':>8} {'SD':>8}",
+  ]
   z = lambda v: f"({v[0]:.4f}, {v[1]:.4f})"
   for r in res["per_s1"]:
     fp = r["fixed_point_z"]
-    lines.append(f"{r['s1']:4g} {z(fp['exact']):>20} {z(fp['taylor']):>20} {z(fp['sd']):>20} | "
-                 f"{r['dual']['rel_error_vs_fixed_point']:8.1e} "
-                 f"{r['primal']['rel_error_vs_fixed_point']:8.1e} "
-                 f"{r['primal_sd']['rel_error_vs_fixed_point']:8.1e}")
+    lines.append(
+      f"{r['s1']:4g} {z(fp['exact']):>20} {z(fp['taylor']):>20} {z(fp['sd']):>20} | "
+      f"{r['dual']['rel_error_vs_fixed_point']:8.1e} "
+      f"{r['primal']['rel_error_vs_fixed_point']:8.1e} "
+      f"{r['primal_sd']['rel_error_vs_fixed_point']:8.1e}"
+    )
   sd = c["sd_end_point_mean"]
-  lines.append(f"final z2 decreases with s1: {c['final_z2_decreases_with_s1']} "
-               f"({c['final_z2'][0]:.3f} → {c['final_z2'][-1]:.3f}); max primal–dual gap "
-               f"{c['max_primal_dual_rel_gap']:.1e}; SD end point ({sd[0]:.3f}, {sd[1]:.3f}), "
-               f"spread {c['sd_end_points_spread']:.1e}")
+  lines.append(
+    f"final z2 decreases with s1: {c['final_z2_decreases_with_s1']} "
+    f"({c['final_z2'][0]:.3f} → {c['final_z2'][-1]:.3f}); max primal–dual gap "
+    f"{c['max_primal_dual_rel_gap']:.1e}; SD end point ({sd[0]:.3f}, {sd[1]:.3f}), "
+    f"spread {c['sd_end_points_spread']:.1e}"
+  )
   return "\n".join(lines)
 
 
@@ -104,34 +119,58 @@ def draw_linear(res: dict, stem) -> list[Path]:
   plt = results_lib.pyplot()
   s1sq = np.asarray(lc["s1"]) ** 2
   fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-  labels = {"ridge": ("dual fixed point (eq 9, exact)", "trained by GD (ridge, eq 5)"),
-            "sd": ("dual fixed point (eq 18, SD)", "trained by GD (SD, eq 17)")}
+  labels = {
+    "ridge": ("dual fixed point (eq 9, exact)", "trained by GD (ridge, eq 5)"),
+    "sd": ("dual fixed point (eq 18, SD)", "trained by GD (SD, eq 17)"),
+  }
   colors = {"ridge": "tab:red", "sd": "tab:green"}
   for j, ax in enumerate(axes[:2]):
     for name, c in colors.items():
       r = lin[name]
       ax.plot(s1sq, np.asarray(r["z_dual"])[:, j], "-", color=c, label=labels[name][0])
-      ax.plot(s1sq, np.asarray(r["z_trained"])[:, j], "o", mfc="none", color=c, ms=8,
-              label=labels[name][1])
-    ax.plot(s1sq, np.asarray(lin["ridge"]["z_taylor"])[:, j], "--", color="gray",
-            label="Taylor fixed point (eq 10)")
+      ax.plot(
+        s1sq,
+        np.asarray(r["z_trained"])[:, j],
+        "o",
+        mfc="none",
+        color=c,
+        ms=8,
+        label=labels[name][1],
+      )
+    ax.plot(
+      s1sq,
+      np.asarray(lin["ridge"]["z_taylor"])[:, j],
+      "--",
+      color="gray",
+      label="Taylor fixed point (eq 10)",
+    )
     ax.set_xlabel("s1²")
     ax.set_ylabel(f"z{j + 1}*")
-    ax.set_title(f"response to feature {j + 1} (s2 = {lc['s2']}, δ = {lc['delta']}, "
-                 f"λ = {lc['lam']})", fontsize=9)
+    ax.set_title(
+      f"response to feature {j + 1} (s2 = {lc['s2']}, δ = {lc['delta']}, λ = {lc['lam']})",
+      fontsize=9,
+    )
     ax.grid(alpha=0.3)
   axes[1].legend(fontsize=8)
   ax = axes[2]
   for name, c in colors.items():
-    ax.semilogy(s1sq, np.maximum(lin[name]["rel_error"], 1e-17), "o-", color=c,
-                label=f"{'ridge' if name == 'ridge' else 'SD'}: |z_trained − z_dual| / |z_dual|")
+    ax.semilogy(
+      s1sq,
+      np.maximum(lin[name]["rel_error"], 1e-17),
+      "o-",
+      color=c,
+      label=f"{'ridge' if name == 'ridge' else 'SD'}: |z_trained − z_dual| / |z_dual|",
+    )
   ax.axhline(1e-4, color="k", ls=":", label="1e-4 target")
   ax.set_xlabel("s1²")
   ax.set_title("trained linear model vs dual prediction", fontsize=9)
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
-  fig.suptitle("Theorem 2, linear model Φ0 = Y U(δ) S Vᵀ: a stronger feature 1 lowers z2 "
-               "(ridge), not under SD", fontsize=10)
+  fig.suptitle(
+    "Theorem 2, linear model Φ0 = Y U(δ) S Vᵀ: a stronger feature 1 lowers z2 "
+    "(ridge), not under SD",
+    fontsize=10,
+  )
   return _save(plt, fig, stem)
 
 
@@ -145,34 +184,50 @@ def draw_network(res: dict, stem) -> list[Path]:
   ax = axes[0]
   ax.loglog(widths, mean, "o-", label="mean over seeds and sweep")
   ax.loglog(widths, [net[w]["rel_error_max"] for w in keys], "s--", label="max")
-  ax.loglog(widths, mean[0] * np.sqrt(widths[0] / widths), ":", color="gray",
-            label="∝ 1/√width")
+  ax.loglog(widths, mean[0] * np.sqrt(widths[0] / widths), ":", color="gray", label="∝ 1/√width")
   ax.loglog(widths, mean[0] * widths[0] / widths, "-.", color="gray", label="∝ 1/width")
   ax.set_xlabel("width")
   ax.set_ylabel("|z_trained − z_dual| / |z_dual|")
-  ax.set_title(f"trained finite nets vs dual prediction (λ = {nc['lam']}, "
-               f"n = {2 * nc['n_per_cluster']})", fontsize=9)
+  ax.set_title(
+    f"trained finite nets vs dual prediction (λ = {nc['lam']}, n = {2 * nc['n_per_cluster']})",
+    fontsize=9,
+  )
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3, which="both")
-  how = ("s1 scaled by κ at fixed U" if nc["sweep"] == "kappa"
-         else "first cluster's inputs scaled (U changes too)")
+  how = (
+    "s1 scaled by κ at fixed U"
+    if nc["sweep"] == "kappa"
+    else "first cluster's inputs scaled (U changes too)"
+  )
   for j, ax in enumerate(axes[1:]):
     for w, c in ((keys[0], "tab:orange"), (keys[-1], "tab:blue")):
       s1sq = np.asarray(ps[w]["s1"]) ** 2
       for seed in range(len(s1sq)):
         order = np.argsort(s1sq[seed])
         first = seed == 0
-        ax.plot(s1sq[seed][order], np.asarray(ps[w]["z_dual"])[seed][order, j], "-", color=c,
-                label=f"dual, width {w}" if first else None)
-        ax.plot(s1sq[seed][order], np.asarray(ps[w]["z_trained"])[seed][order, j], "o",
-                mfc="none", color=c, label=f"trained, width {w}" if first else None)
+        ax.plot(
+          s1sq[seed][order],
+          np.asarray(ps[w]["z_dual"])[seed][order, j],
+          "-",
+          color=c,
+          label=f"dual, width {w}" if first else None,
+        )
+        ax.plot(
+          s1sq[seed][order],
+          np.asarray(ps[w]["z_trained"])[seed][order, j],
+          "o",
+          mfc="none",
+          color=c,
+          label=f"trained, width {w}" if first else None,
+        )
     ax.set_xlabel("s1² (from the empirical NTK at init)")
     ax.set_ylabel(f"z{j + 1}")
     ax.set_title(f"response to feature {j + 1}: {how}", fontsize=9)
     ax.grid(alpha=0.3)
   axes[2].legend(fontsize=8)
-  fig.suptitle("Theorem 2 on finite two-layer ReLU nets (NTK param., centred, ridge on θ−θ0)",
-               fontsize=10)
+  fig.suptitle(
+    "Theorem 2 on finite two-layer ReLU nets (NTK param., centred, ridge on θ−θ0)", fontsize=10
+  )
   return _save(plt, fig, stem)
 
 
@@ -192,20 +247,31 @@ def draw_figure5(res: dict, run_dir: Path) -> list[Path]:
     axes[1].plot(zp[:, 0], zp[:, 1], "-", color=c, lw=1, alpha=0.35)
     axes[1].plot(zs[:, 0], zs[:, 1], "--", color=c, lw=2, label=f"$s_1$={s1:g}")
     axes[1].plot(*np.abs(runs[i]["fixed_point_z"]["sd"]), "o", ms=9, mfc="none", mec="k")
-  axes[0].set_title("weight decay (log axes): primal GD from θ=0 (solid),\n"
-                    "dual GA from α=1/2 (dotted); ○ = dual.fixed_point(exact)", fontsize=10)
-  axes[1].set_title("spectral decoupling: primal GD from θ=0 (dashed),\n"
-                    "weight-decay primal faint; ○ = dual.fixed_point(sd)", fontsize=10)
+  axes[0].set_title(
+    "weight decay (log axes): primal GD from θ=0 (solid),\n"
+    "dual GA from α=1/2 (dotted); ○ = dual.fixed_point(exact)",
+    fontsize=10,
+  )
+  axes[1].set_title(
+    "spectral decoupling: primal GD from θ=0 (dashed),\n"
+    "weight-decay primal faint; ○ = dual.fixed_point(sd)",
+    fontsize=10,
+  )
   s1s = [r["s1"] for r in runs]
   final = lambda f: [abs(f(r)[1]) for r in runs]
   ax = axes[2]
-  ax.plot(s1s, final(lambda r: r["fixed_point_z"]["exact"]), "k-o", mfc="none",
-          label="weight decay: fixed point (exact)")
-  ax.plot(s1s, final(lambda r: r["primal"]["z_end"]), "C0x", ms=9,
-          label="weight decay: primal end")
+  ax.plot(
+    s1s,
+    final(lambda r: r["fixed_point_z"]["exact"]),
+    "k-o",
+    mfc="none",
+    label="weight decay: fixed point (exact)",
+  )
+  ax.plot(s1s, final(lambda r: r["primal"]["z_end"]), "C0x", ms=9, label="weight decay: primal end")
   ax.plot(s1s, final(lambda r: r["dual"]["z_end"]), "C1+", ms=12, label="weight decay: dual end")
-  ax.plot(s1s, final(lambda r: r["fixed_point_z"]["sd"]), "k--s", mfc="none",
-          label="SD: fixed point")
+  ax.plot(
+    s1s, final(lambda r: r["fixed_point_z"]["sd"]), "k--s", mfc="none", label="SD: fixed point"
+  )
   ax.plot(s1s, final(lambda r: r["primal_sd"]["z_end"]), "C2x", ms=9, label="SD: primal end")
   ax.set_xlabel("$s_1$ (strength of feature 1)")
   ax.set_ylabel("final $|z_2|$")
@@ -220,16 +286,18 @@ def draw_figure5(res: dict, run_dir: Path) -> list[Path]:
   # Log axes: the primal starts at z = 0, the dual at α = 1/2 where z = S²U^Tα/λ is large.
   axes[0].set_xscale("log")
   axes[0].set_yscale("log")
-  fig.suptitle(f"Figure 5: U(δ={cfg['delta']}), S=diag($s_1$, {cfg['s2']:g}), λ={cfg['lam']}, "
-               "y=(+1,+1)")
+  fig.suptitle(
+    f"Figure 5: U(δ={cfg['delta']}), S=diag($s_1$, {cfg['s2']:g}), λ={cfg['lam']}, y=(+1,+1)"
+  )
   return _save(plt, fig, run_dir / "figure5")
 
 
 def load(run_dir) -> dict:
   res = results_lib.read_json(Path(run_dir) / "results.json")
   if res is None:
-    raise FileNotFoundError(f"no results.json in {run_dir}: run experiments.theorem2 or "
-                            "experiments.primal_dual first")
+    raise FileNotFoundError(
+      f"no results.json in {run_dir}: run experiments.theorem2 or experiments.primal_dual first"
+    )
   return res
 
 
@@ -256,8 +324,11 @@ def report(run_dir) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.theorem2_report", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.theorem2_report",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("run_dir", help="output folder of experiments.theorem2 or .primal_dual")
   provenance.add_flag(p)
   args = p.parse_args(argv)

@@ -6,6 +6,7 @@ reads ``results.json`` and ``maps/<panel>.npz`` written by ``experiments.two_moo
 ``<figure>.{png,pdf}`` there: seed-averaged logits, their zero level set (black) and seed 0's
 training points, with each panel's input-space margin in its title.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,13 @@ def draw(run_dir, names=None, stem: str | None = None, ncols: int | None = None)
     for label, color in ((1, "tab:red"), (-1, "tab:blue")):
       pts = x[y == label]
       ax.scatter(pts[:, 0], pts[:, 1], s=6, c=color, edgecolors="k", linewidths=0.2)
-    ax.set_title(f"{panel['title']}\n{m['seeds']} seeds · {panel['steps']:,} steps\nmargin min "
-                 f"{m['margin_min']:.3f} · median {m['margin_median']:.3f}", fontsize=8)
+    ax.set_title(
+      f"{panel['title']}\n{m['seeds']} seeds · {panel['steps']:,} steps\nmargin min "
+      f"{m['margin_min']:.3f} · median {m['margin_median']:.3f}",
+      fontsize=8,
+    )
     ax.set(xlim=(-2, 2), ylim=(-2, 2), aspect="equal", xticks=[], yticks=[])
-  for ax in axes.ravel()[len(names):]:
+  for ax in axes.ravel()[len(names) :]:
     ax.axis("off")
   fig.tight_layout()
   paths = results_lib.save_figure(fig, run_dir / stem)
@@ -63,8 +67,11 @@ def draw(run_dir, names=None, stem: str | None = None, ncols: int | None = None)
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m analysis.two_moons_figures", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m analysis.two_moons_figures",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("run_dir", help="output folder of experiments.two_moons")
   provenance.add_flag(p)
   args = p.parse_args(argv)

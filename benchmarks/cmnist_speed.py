@@ -19,6 +19,7 @@ float32 program and timed the same way: no step that does those products can run
 ``step / floor`` says how much is left above the machine's sgemm. ``--json`` writes everything
 with provenance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ def make_data(n: int, data_dir: str | None, seed: int = 0):
   is found (``--data_dir`` or ``$GS_DATA_DIR/mnist``), otherwise random inputs with MNIST-like
   sparsity (about 90% zeros)."""
   from gs_jax.data import colored_mnist as cm, paths
+
   data_dir = paths.resolve(data_dir, "mnist")
   if data_dir:
     b = cm.train_batch(cm.colored_mnist(seed, data_dir, with_variants=False))
@@ -73,8 +75,13 @@ def build_jax(method: str, x, y, env, k: int):
   objective = cmnist.make_objective(cfg, model.apply)
   hp = {**cmnist.hparams_of(cfg), "anneal_steps": jnp.int32(0)}  # penalty / SD switch active
   # The benchmark times the training step only: no per-step test evaluation.
-  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "env": jnp.asarray(env),
-           "test_x": jnp.asarray(x[:1]), "test_y": jnp.asarray(y[:1])}
+  batch = {
+    "x": jnp.asarray(x),
+    "y": jnp.asarray(y),
+    "env": jnp.asarray(env),
+    "test_x": jnp.asarray(x[:1]),
+    "test_y": jnp.asarray(y[:1]),
+  }
   step_fn = jax.jit(train.make_train_step(model, tx, objective))
   state = train.init_state(model, tx, jax.random.PRNGKey(0), batch["x"][:2])
   box = {"s": state}
@@ -114,13 +121,13 @@ def build_torch(method: str, x, y, env):
   def penalty(logits, yy):
     scale = torch.tensor(1.0, requires_grad=True)
     g = autograd.grad(bce(logits * scale, yy), [scale], create_graph=True)[0]
-    return torch.sum(g ** 2)
+    return torch.sum(g**2)
 
   def one():
     logits = mlp(xt)
     if method.startswith("sd"):
       nll = bce(logits, yt)
-      loss = cfg.sd_lambda * ((logits ** 2).mean() + nll)
+      loss = cfg.sd_lambda * ((logits**2).mean() + nll)
     else:
       l0, l1 = logits[:half], logits[half:]
       nll = torch.stack([bce(l0, yt[:half]), bce(l1, yt[half:])]).mean()
@@ -142,23 +149,26 @@ def matmul_floor(n: int, dims, rounds: int = 3):
 
   keys = jax.random.split(jax.random.PRNGKey(0), len(dims))
   x = jax.random.normal(keys[0], (n, dims[0]), jnp.float32)
-  ws = [jax.random.normal(k, (a, b), jnp.float32) * 0.05
-        for k, a, b in zip(keys[1:], dims[:-1], dims[1:])]
+  ws = [
+    jax.random.normal(k, (a, b), jnp.float32) * 0.05
+    for k, a, b in zip(keys[1:], dims[:-1], dims[1:])
+  ]
 
   @jax.jit
   def products(x, ws):
     hs = [x]
-    for w in ws:                                   # forward: H_{l+1} = H_l W_l
+    for w in ws:  # forward: H_{l+1} = H_l W_l
       hs.append(hs[-1] @ w)
     g, grads = hs[-1], []
-    for l in range(len(ws) - 1, -1, -1):           # backward: H_lᵀ G and G W_lᵀ
+    for l in range(len(ws) - 1, -1, -1):  # backward: H_lᵀ G and G W_lᵀ
       grads.append(hs[l].T @ g)
       if l:
         g = g @ ws[l].T
     return grads
 
-  flop = 2 * n * sum(a * b for a, b in zip(dims[:-1], dims[1:])) * 3 \
-      - 2 * n * dims[0] * dims[1]                  # no input gradient for the first layer
+  flop = (
+    2 * n * sum(a * b for a, b in zip(dims[:-1], dims[1:])) * 3 - 2 * n * dims[0] * dims[1]
+  )  # no input gradient for the first layer
   jax.block_until_ready(products(x, ws))
   t = []
   for _ in range(rounds):
@@ -170,34 +180,53 @@ def matmul_floor(n: int, dims, rounds: int = 3):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m benchmarks.cmnist_speed",
-                              description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(
+    prog="python -m benchmarks.cmnist_speed", description=__doc__.split("\n\n")[0]
+  )
   p.add_argument("--n", type=int, default=50_000, help="examples in the full batch")
-  p.add_argument("--steps", type=int, default=3,
-                 help="steps per timed round: gs-jax scans this many, PyTorch runs this many")
+  p.add_argument(
+    "--steps",
+    type=int,
+    default=3,
+    help="steps per timed round: gs-jax scans this many, PyTorch runs this many",
+  )
   p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
   p.add_argument("--warmup", type=int, default=1, help="untimed rounds (incl. compilation)")
   p.add_argument("--methods", default="sd,irm", help="comma-separated: sd (=ERM step + SD), irm")
-  p.add_argument("--torch_threads", type=int, default=0,
-                 help="torch.set_num_threads (0 = PyTorch's default, one per core)")
+  p.add_argument(
+    "--torch_threads",
+    type=int,
+    default=0,
+    help="torch.set_num_threads (0 = PyTorch's default, one per core)",
+  )
   p.add_argument("--json", default="", help="also write the numbers (with provenance) here")
-  p.add_argument("--data_dir", default=None,
-                 help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when "
-                      "neither exists)")
+  p.add_argument(
+    "--data_dir",
+    default=None,
+    help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when neither exists)",
+  )
   args = p.parse_args(argv)
   import jax
 
   if args.torch_threads:
     try:
       import torch
+
       torch.set_num_threads(args.torch_threads)
     except ImportError:
       pass
   x, y, env = make_data(args.n, args.data_dir)
-  print(f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
-        f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible")
-  out = {"n": args.n, "steps": args.steps, "rounds": args.rounds, "jax": jax.__version__,
-         "methods": {}}
+  print(
+    f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
+    f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible"
+  )
+  out = {
+    "n": args.n,
+    "steps": args.steps,
+    "rounds": args.rounds,
+    "jax": jax.__version__,
+    "methods": {},
+  }
   for method in args.methods.split(","):
     jax_step, jax_scan, hidden = build_jax(method, x, y, env, args.steps)
     try:
@@ -217,20 +246,34 @@ def main(argv=None):
         t_torch.append(time_calls(torch_step, 0, args.steps))
     ms = lambda t: 1e3 * statistics.median(t)
     torch_ms = ms(t_torch) if t_torch else float("nan")
-    print(f"{method:4s} h={hidden}: gs-jax jit step {ms(t_jit):8.1f} ms | gs-jax scan "
-          f"{ms(t_scan):8.1f} ms/step | PyTorch eager {torch_ms:8.1f} ms/step ({torch_info}) | "
-          f"speed-up (PyTorch / gs-jax scan) {torch_ms / ms(t_scan):.2f}x")
+    print(
+      f"{method:4s} h={hidden}: gs-jax jit step {ms(t_jit):8.1f} ms | gs-jax scan "
+      f"{ms(t_scan):8.1f} ms/step | PyTorch eager {torch_ms:8.1f} ms/step ({torch_info}) | "
+      f"speed-up (PyTorch / gs-jax scan) {torch_ms / ms(t_scan):.2f}x"
+    )
     floor_ms, gflop, rate = matmul_floor(args.n, (392, hidden, hidden, 1), args.rounds)
-    print(f"     matmul floor {floor_ms:8.1f} ms ({gflop:.1f} GFLOP at {rate:.0f} GFLOP/s) | "
-          f"gs-jax scan / floor {ms(t_scan) / floor_ms:.2f}x")
+    print(
+      f"     matmul floor {floor_ms:8.1f} ms ({gflop:.1f} GFLOP at {rate:.0f} GFLOP/s) | "
+      f"gs-jax scan / floor {ms(t_scan) / floor_ms:.2f}x"
+    )
     out["methods"][method] = {
-        "hidden": hidden, "jit_ms": ms(t_jit), "scan_ms": ms(t_scan), "torch_ms": torch_ms,
-        "torch": torch_info, "speedup": torch_ms / ms(t_scan), "floor_ms": floor_ms,
-        "floor_gflop": gflop, "floor_gflops": rate, "scan_over_floor": ms(t_scan) / floor_ms}
+      "hidden": hidden,
+      "jit_ms": ms(t_jit),
+      "scan_ms": ms(t_scan),
+      "torch_ms": torch_ms,
+      "torch": torch_info,
+      "speedup": torch_ms / ms(t_scan),
+      "floor_ms": floor_ms,
+      "floor_gflop": gflop,
+      "floor_gflops": rate,
+      "scan_over_floor": ms(t_scan) / floor_ms,
+    }
   if args.json:
     from gs_jax.experiment import results
-    results.atomic_write_json(args.json, {**out, "provenance": results.provenance(),
-                                          "load_average": os.getloadavg()})
+
+    results.atomic_write_json(
+      args.json, {**out, "provenance": results.provenance(), "load_average": os.getloadavg()}
+    )
   return 0
 
 

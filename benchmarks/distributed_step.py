@@ -10,6 +10,7 @@ the dataset on its devices and gathers each batch inside the compiled step; seve
 feed their own rows of each global batch from the host
 (:func:`gs_jax.distributed.feed_batch`). Prints the median step time of each and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,8 @@ def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int
   from gs_jax.nn import models
   from gs_jax import training as train
   from gs_jax.data import cifar
-  if nproc > 1:   # before use_cpu_devices, which may start JAX's backends
+
+  if nproc > 1:  # before use_cpu_devices, which may start JAX's backends
     distributed.initialize(f"127.0.0.1:{port}", nproc, pid, timeout_s=30, verbose=False)
   devs.use_cpu_devices(devices)
   rng = np.random.default_rng(0)
@@ -45,11 +47,14 @@ def worker(nproc: int, pid: int, port: int, devices: int, batch: int, steps: int
   state = distributed.to_global(state, train.replicated(mesh))
   if nproc == 1:
     x, y = jax.device_put((x, y), train.replicated(mesh))
-  run = train.make_epoch_runner(train.make_train_step(model, tx, train.softmax_objective),
-                                preprocess=lambda k, xb: cifar.to_float(xb), mesh=mesh)
+  run = train.make_epoch_runner(
+    train.make_train_step(model, tx, train.softmax_objective),
+    preprocess=lambda k, xb: cifar.to_float(xb),
+    mesh=mesh,
+  )
   hp = {"sd_lambda": jnp.float32(0.0)}
   idx = np.stack([rng.permutation(n)[:batch] for _ in range(steps + 3)])
-  state, _ = run(state, x, y, idx[:3], hp)            # compile and warm up
+  state, _ = run(state, x, y, idx[:3], hp)  # compile and warm up
   jax.block_until_ready(state)
   times = []
   for ids in idx[3:]:
@@ -65,25 +70,47 @@ def measure(nproc: int, devices: int, batch: int, steps: int) -> float:
   """Median step time (ms) of ``nproc`` processes with ``devices`` CPU devices each."""
   port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "benchmarks.distributed_step", "--worker", str(nproc), str(i),
-       str(port), str(devices), f"--batch={batch}", f"--steps={steps}"], env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "benchmarks.distributed_step",
+        "--worker",
+        str(nproc),
+        str(i),
+        str(port),
+        str(devices),
+        f"--batch={batch}",
+        f"--steps={steps}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(nproc)
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
     if p.returncode != 0:
       raise RuntimeError(f"a benchmark process failed ({p.returncode}):\n{out[-3000:]}")
-  return float(next(line.split()[1] for line in outs[0].splitlines()
-                    if line.startswith("RESULT")))
+  return float(next(line.split()[1] for line in outs[0].splitlines() if line.startswith("RESULT")))
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--batch", type=int, default=64, help="global batch size")
   p.add_argument("--steps", type=int, default=20, help="timed steps (after 3 warm-up steps)")
-  p.add_argument("--worker", nargs=4, type=int, metavar=("NPROC", "PID", "PORT", "DEVICES"),
-                 help=argparse.SUPPRESS)
+  p.add_argument(
+    "--worker",
+    nargs=4,
+    type=int,
+    metavar=("NPROC", "PID", "PORT", "DEVICES"),
+    help=argparse.SUPPRESS,
+  )
   a = p.parse_args(argv)
   if a.worker:
     return worker(*a.worker, batch=a.batch, steps=a.steps)

@@ -16,6 +16,7 @@ shared VM vary by ±30%). gs-jax runs as its CLI does: one JAX CPU device per co
 split over them; PyTorch uses its default intra-op threads (one per core).
 Targets (issue 2): training ≥ 10×, end to end ≥ 3×.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import time
 
 import numpy as np
 
-FIG1 = ((-0.1, 0.0), (0.1, 0.0), (0.1, 0.003))   # (Δ, sd_lambda) of Figure 1 a, b, c
+FIG1 = ((-0.1, 0.0), (0.1, 0.0), (0.1, 0.003))  # (Δ, sd_lambda) of Figure 1 a, b, c
 
 
 def torch_train(seeds, epochs, delta, sd_lambda, init=None):
@@ -54,7 +55,7 @@ def torch_train(seeds, epochs, delta, sd_lambda, init=None):
     for _ in range(epochs):
       opt.zero_grad()
       out = net(x)[:, 0]
-      loss = torch.nn.functional.softplus(-y * out).mean() + sd_lambda * (out ** 2).mean()
+      loss = torch.nn.functional.softplus(-y * out).mean() + sd_lambda * (out**2).mean()
       loss.backward()
       opt.step()
     nets.append(net)
@@ -64,6 +65,7 @@ def torch_train(seeds, epochs, delta, sd_lambda, init=None):
 def figure1_panels(epochs):
   """Figure 1's panels at ``epochs`` full-batch steps (the ``paper`` preset otherwise)."""
   from configs import two_moons as configs
+
   panels = configs.get_config("paper").panels
   for p in panels.values():
     p.steps = epochs
@@ -105,6 +107,7 @@ def jax_training_flops(seeds, epochs):
 def torch_job(out_png):
   """End-to-end PyTorch job: train Figure 1's nets and draw the three decision maps."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import torch
@@ -132,14 +135,23 @@ def _timed_subprocess(cmd):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--seeds", type=int, default=10,
-                 help="seeds per configuration (training part; the end-to-end jobs always run "
-                      "the full protocol)")
-  p.add_argument("--epochs", type=int, default=1000,
-                 help="full-batch epochs (training part, as --seeds)")
-  p.add_argument("--repeats", type=int, default=3,
-                 help="timed repetitions of each side, alternating; medians are reported "
-                      "(every gs-jax repetition compiles afresh)")
+  p.add_argument(
+    "--seeds",
+    type=int,
+    default=10,
+    help="seeds per configuration (training part; the end-to-end jobs always run "
+    "the full protocol)",
+  )
+  p.add_argument(
+    "--epochs", type=int, default=1000, help="full-batch epochs (training part, as --seeds)"
+  )
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=3,
+    help="timed repetitions of each side, alternating; medians are reported "
+    "(every gs-jax repetition compiles afresh)",
+  )
   p.add_argument("--skip_end_to_end", action="store_true", help="only time training")
   p.add_argument("--json", metavar="PATH", help="also write every timing and ratio to PATH")
   p.add_argument("--torch_job", metavar="PNG", help=argparse.SUPPRESS)
@@ -153,14 +165,19 @@ def main(argv=None):
     sys.exit("PyTorch is needed for the baseline: pip install torch==2.13.0 (or make bench-deps)")
   from gs_jax.base import devices
   from gs_jax.experiment import results
-  devices.use_cpu_devices()   # as experiments.two_moons does: one JAX CPU device per core
+
+  devices.use_cpu_devices()  # as experiments.two_moons does: one JAX CPU device per core
   import jax
 
   seeds = list(range(args.seeds))
-  machine = (f"{jax.devices()[0].platform} × {len(jax.devices())} devices (os.cpu_count() = "
-             f"{os.cpu_count()}), torch threads {torch.get_num_threads()}")
-  print(f"machine: {machine}; {args.seeds} seeds × 3 configurations × {args.epochs} epochs, "
-        f"{args.repeats} repeats")
+  machine = (
+    f"{jax.devices()[0].platform} × {len(jax.devices())} devices (os.cpu_count() = "
+    f"{os.cpu_count()}), torch threads {torch.get_num_threads()}"
+  )
+  print(
+    f"machine: {machine}; {args.seeds} seeds × 3 configurations × {args.epochs} epochs, "
+    f"{args.repeats} repeats"
+  )
 
   runs = {"training": {"gs_jax_s": [], "torch_s": []}}
   for _ in range(args.repeats):
@@ -175,18 +192,32 @@ def main(argv=None):
   t_jax, t_torch = _report("training  ", runs["training"], "compile included", 10)
   flops = 3 * jax_training_flops(seeds, args.epochs)
   runs["training"]["gflop"] = flops / 1e9
-  print(f"           gs-jax training loop: {flops / 1e9:.1f} GFLOP in {t_jax:.2f} s = "
-        f"{flops / 1e9 / t_jax:.1f} GFLOP/s (XLA cost analysis)")
+  print(
+    f"           gs-jax training loop: {flops / 1e9:.1f} GFLOP in {t_jax:.2f} s = "
+    f"{flops / 1e9 / t_jax:.1f} GFLOP/s (XLA cost analysis)"
+  )
 
   if not args.skip_end_to_end:
     runs["end_to_end"] = {"gs_jax_s": [], "torch_s": []}
     with tempfile.TemporaryDirectory() as tmp:
       for _ in range(args.repeats):
-        runs["end_to_end"]["gs_jax_s"].append(_timed_subprocess(
-            [sys.executable, "-m", "experiments.two_moons", f"--out_dir={tmp}/jax",
-             "--no_progress", "--overwrite"]))   # a subprocess: benchmarks import no experiment
-        runs["end_to_end"]["torch_s"].append(_timed_subprocess(
-            [sys.executable, "-m", "benchmarks.two_moons_speed", f"--torch_job={tmp}/torch.png"]))
+        runs["end_to_end"]["gs_jax_s"].append(
+          _timed_subprocess(
+            [
+              sys.executable,
+              "-m",
+              "experiments.two_moons",
+              f"--out_dir={tmp}/jax",
+              "--no_progress",
+              "--overwrite",
+            ]
+          )
+        )  # a subprocess: benchmarks import no experiment
+        runs["end_to_end"]["torch_s"].append(
+          _timed_subprocess(
+            [sys.executable, "-m", "benchmarks.two_moons_speed", f"--torch_job={tmp}/torch.png"]
+          )
+        )
     _report("end to end", runs["end_to_end"], "fresh processes", 3)
   if args.json:
     results.atomic_write_json(args.json, {"machine": machine, **vars(args), **runs})
@@ -199,9 +230,11 @@ def _report(name, times, what, target):
   med_ours, med_theirs = float(np.median(ours)), float(np.median(theirs))
   times["speed_up_of_medians"] = med_theirs / med_ours
   ratios = theirs / ours
-  print(f"{name} gs-jax {med_ours:6.2f} s ({what})   PyTorch eager {med_theirs:6.2f} s   "
-        f"speed-up {med_theirs / med_ours:5.1f}x   (target >= {target}x; per repeat "
-        f"{ratios.min():.1f}-{ratios.max():.1f}x)")
+  print(
+    f"{name} gs-jax {med_ours:6.2f} s ({what})   PyTorch eager {med_theirs:6.2f} s   "
+    f"speed-up {med_theirs / med_ours:5.1f}x   (target >= {target}x; per repeat "
+    f"{ratios.min():.1f}-{ratios.max():.1f}x)"
+  )
   return med_ours, med_theirs
 
 

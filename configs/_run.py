@@ -7,6 +7,7 @@ An ``eval`` section, where a config has one, is the same for evaluation-only set
 without prefix, and outside the fingerprint of *training* (a trained network is re-evaluated
 under new values instead of retrained); they are part of the results' identity.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -15,9 +16,15 @@ import ml_collections
 DIST_TIMEOUT_S = 60
 
 
-def run_section(*, data: bool = False, checkpoint: bool = False, cpu: bool = False,
-                distributed: bool = False, progress: bool = True,
-                **extra) -> ml_collections.ConfigDict:
+def run_section(
+  *,
+  data: bool = False,
+  checkpoint: bool = False,
+  cpu: bool = False,
+  distributed: bool = False,
+  progress: bool = True,
+  **extra,
+) -> ml_collections.ConfigDict:
   """The run section: ``out_dir``, ``overwrite``, ``progress`` always; ``data_dir`` (``data``),
   ``checkpoint`` (write a checkpoint every epoch), ``cpu_devices/cpu_runtime/cpu_cores``
   (``cpu``: defaults 1, thunk, no pinning) and the ``jax.distributed`` fields
@@ -30,7 +37,8 @@ def run_section(*, data: bool = False, checkpoint: bool = False, cpu: bool = Fal
   if cpu:
     fields.update(cpu_devices=1, cpu_runtime="thunk", cpu_cores="")
   if distributed:
-    fields.update(coordinator_address="", num_processes=0, process_id=-1,
-                  dist_timeout_s=DIST_TIMEOUT_S)
+    fields.update(
+      coordinator_address="", num_processes=0, process_id=-1, dist_timeout_s=DIST_TIMEOUT_S
+    )
   fields.update(extra)
   return ml_collections.ConfigDict(fields)

@@ -30,6 +30,7 @@ docs/experiments/paper_scale.md.
 Started again with the same command, a run continues from its last finished epoch;
 ``--overwrite`` starts afresh.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -40,42 +41,42 @@ PRESETS = ("cpu", "paper")
 METHODS = ("erm", "sd", "group_dro", "lff")
 
 HELP = {
-    "method": "erm, sd (per-class targets), group_dro (online group weights) or lff "
-              "(learning from failure: GCE-biased + reweighted debiased network)",
-    "model": "resnet_small (CPU), resnet18 or resnet50 (the released model)",
-    "pretrained": "msgpack checkpoint of the model's variables (format: "
-                  "gs_jax.models.load_pretrained; from torchvision's resnet50-0676ba61.pth "
-                  "by python -m gs_jax.convert); empty = train from scratch",
-    "image_size": "side of the square input after the released centre crop (paper: 224)",
-    "optimizer": "adam, sgd, or released (SGD with momentum for erm, Adam for the others, "
-                 "as GS Table_2/table_2.sh)",
-    "lr": "learning rate (constant, as the released code)",
-    "momentum": "SGD momentum",
-    "batch_size": "training minibatch size (shuffled; the last partial batch is dropped)",
-    "sd_lambdas": "SD coefficients (λ_0, λ_1) of the class means of (ŷ − γ_c)² (released 0.1, 0.1)",
-    "sd_gammas": "SD targets (γ_0, γ_1) for not-blond / blond (released 0.44, 2.5)",
-    "dro_step_size": "Group DRO step size η_q of q ← q·exp(η_q·ℓ_g) (released default 0.01)",
-    "dro_adjustment": "Group DRO generalisation adjustment C (ℓ_g + C/√n_g for every group; "
-                      "0 = none)",
-    "gce_q": "LfF: q of the biased model's generalized cross-entropy",
-    "ema_alpha": "LfF: EMA coefficient of the per-example losses",
-    "limit": "keep the first N images of every split (0: all; smoke tests)",
-    "out_dir": "run directory: results.json, metrics.jsonl (per epoch), ckpt/ (default: "
-               "runs/celeba/<model>_<image_size>_<method>_s<seed>)",
-    "data_dir": "official layout (img_align_celeba/, list_attr_celeba.txt, "
-                "list_eval_partition.txt); default: $GS_DATA_DIR/celeba (the offline copy), "
-                "else tfds.load('celeb_a'); docs/protocols.md §5",
-    "stream": "decode, crop and resize images on demand in background threads (grain; "
-              "bounded memory, same batches) instead of reading every split into memory "
-              "(paper: on; the official train split is ~24 GB at 224 px)",
-    "stream_threads": "--stream: decoding threads",
-    "stream_prefetch": "--stream: batches decoded ahead (the memory bound)",
-    "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
-    "eval_batch": "batch size of evaluation",
-    "chunk": "training steps between progress updates",
-    "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device; "
-                   "with several devices or processes the batch size must be divisible by "
-                   "the total device count)",
+  "method": "erm, sd (per-class targets), group_dro (online group weights) or lff "
+  "(learning from failure: GCE-biased + reweighted debiased network)",
+  "model": "resnet_small (CPU), resnet18 or resnet50 (the released model)",
+  "pretrained": "msgpack checkpoint of the model's variables (format: "
+  "gs_jax.models.load_pretrained; from torchvision's resnet50-0676ba61.pth "
+  "by python -m gs_jax.convert); empty = train from scratch",
+  "image_size": "side of the square input after the released centre crop (paper: 224)",
+  "optimizer": "adam, sgd, or released (SGD with momentum for erm, Adam for the others, "
+  "as GS Table_2/table_2.sh)",
+  "lr": "learning rate (constant, as the released code)",
+  "momentum": "SGD momentum",
+  "batch_size": "training minibatch size (shuffled; the last partial batch is dropped)",
+  "sd_lambdas": "SD coefficients (λ_0, λ_1) of the class means of (ŷ − γ_c)² (released 0.1, 0.1)",
+  "sd_gammas": "SD targets (γ_0, γ_1) for not-blond / blond (released 0.44, 2.5)",
+  "dro_step_size": "Group DRO step size η_q of q ← q·exp(η_q·ℓ_g) (released default 0.01)",
+  "dro_adjustment": "Group DRO generalisation adjustment C (ℓ_g + C/√n_g for every group; "
+  "0 = none)",
+  "gce_q": "LfF: q of the biased model's generalized cross-entropy",
+  "ema_alpha": "LfF: EMA coefficient of the per-example losses",
+  "limit": "keep the first N images of every split (0: all; smoke tests)",
+  "out_dir": "run directory: results.json, metrics.jsonl (per epoch), ckpt/ (default: "
+  "runs/celeba/<model>_<image_size>_<method>_s<seed>)",
+  "data_dir": "official layout (img_align_celeba/, list_attr_celeba.txt, "
+  "list_eval_partition.txt); default: $GS_DATA_DIR/celeba (the offline copy), "
+  "else tfds.load('celeb_a'); docs/protocols.md §5",
+  "stream": "decode, crop and resize images on demand in background threads (grain; "
+  "bounded memory, same batches) instead of reading every split into memory "
+  "(paper: on; the official train split is ~24 GB at 224 px)",
+  "stream_threads": "--stream: decoding threads",
+  "stream_prefetch": "--stream: batches decoded ahead (the memory bound)",
+  "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
+  "eval_batch": "batch size of evaluation",
+  "chunk": "training steps between progress updates",
+  "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device; "
+  "with several devices or processes the batch size must be divisible by "
+  "the total device count)",
 }
 
 
@@ -83,17 +84,39 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   cpu = preset == "cpu"
-  return ml_collections.ConfigDict(dict(
-      method="erm", seed=0,
-      model="resnet_small" if cpu else "resnet50", pretrained="",
+  return ml_collections.ConfigDict(
+    dict(
+      method="erm",
+      seed=0,
+      model="resnet_small" if cpu else "resnet50",
+      pretrained="",
       image_size=32 if cpu else 224,
-      optimizer="adam" if cpu else "released", lr=1e-3 if cpu else 1e-5, momentum=0.9,
-      weight_decay=0.0, epochs=8 if cpu else 3, batch_size=128,
-      sd_lambdas=(0.1, 0.1), sd_gammas=(0.44, 2.5),
-      dro_step_size=0.01, dro_adjustment=0.0, gce_q=0.7, ema_alpha=0.7,
-      limit=0, eval_batch=500, chunk=10,
-      run=run_section(data=True, checkpoint=True, distributed=True, cpu_devices=1,
-                      stream=not cpu, stream_threads=8, stream_prefetch=4)))
+      optimizer="adam" if cpu else "released",
+      lr=1e-3 if cpu else 1e-5,
+      momentum=0.9,
+      weight_decay=0.0,
+      epochs=8 if cpu else 3,
+      batch_size=128,
+      sd_lambdas=(0.1, 0.1),
+      sd_gammas=(0.44, 2.5),
+      dro_step_size=0.01,
+      dro_adjustment=0.0,
+      gce_q=0.7,
+      ema_alpha=0.7,
+      limit=0,
+      eval_batch=500,
+      chunk=10,
+      run=run_section(
+        data=True,
+        checkpoint=True,
+        distributed=True,
+        cpu_devices=1,
+        stream=not cpu,
+        stream_threads=8,
+        stream_prefetch=4,
+      ),
+    )
+  )
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:

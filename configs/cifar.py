@@ -52,6 +52,7 @@ Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cif
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its
 last epoch checkpoint (a finished one is only re-evaluated); ``--overwrite`` starts afresh.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -59,44 +60,44 @@ import ml_collections
 from configs._run import run_section
 
 PRESETS = ("cpu", "paper", "released", "paper_cifar100")
-MODELS = ("cpu", "paper", "released", "preact_resnet18")   # gs_jax.models.cifar_model
+MODELS = ("cpu", "paper", "released", "preact_resnet18")  # gs_jax.models.cifar_model
 
 HELP = {
-    "dataset": "cifar2 (two CIFAR-10 classes, --classes), cifar10 or cifar100",
-    "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 in that order (paper text: "
-               "cat,dog; released code: airplane,horse)",
-    "sd_coef": "released-form SD: sd_coef·sum(logits^2) over batch and classes (= sd_lambda "
-               "sd_coef·B·C in the mean form; batch 1, 2 classes: 0.1 ≙ 0.2)",
-    "schedule": "learning rate: cosine (linear warm-up then cosine decay to 0) or constant",
-    "model": "network: cpu = small 3-stage CNN (16/32/64 channels), paper = the VGG, "
-             "released = the LeNet-style NarLeNet of docs/protocols.md §3.3, "
-             "preact_resnet18 = PreAct-ResNet-18 (the released CIFAR-100 architecture family)",
-    "sd_lambda": "spectral decoupling coefficient on mean(logits^2) over batch and classes "
-                 "(0 = ERM; paper: 0.01 for CIFAR-2/10, 0.05 for CIFAR-100); "
-                 "docs/protocols.md §4",
-    "lr": "peak learning rate (linear warm-up, then cosine decay to 0)",
-    "warmup_epochs": "length of the linear learning-rate warm-up, in epochs",
-    "momentum": "SGD momentum",
-    "batch_size": "training minibatch size (the last partial batch of an epoch is dropped)",
-    "augment": "random crop (4-pixel zero padding) + horizontal flip, inside the jitted step",
-    "out_dir": "run directory: results.json, metrics.jsonl (per epoch), ckpt/ (default: "
-               "runs/cifar/<dataset>_<preset>_<erm|sdλ>_s<seed>)",
-    "data_dir": "npz file or folder (Keras-style keys, or an already-binary cifar2.npz); "
-                "default: $GS_DATA_DIR/cifar10 (CIFAR-2/10), else tfds.load; "
-                "docs/protocols.md §5",
-    "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
-    "eval_batch": "batch size of evaluation and PGD",
-    "margin_n": "per-example L∞ margins on the first N test images (-1: all, 0: none)",
-    "margin_eps_max": "upper end of the margin bisection (pixel units)",
-    "margin_bisection": "bisection steps of the margin (resolution margin_eps_max / 2**steps)",
-    "strong_n": "if > 0: PGD-50 with 5 restarts vs PGD-10 on the first N test images "
-                "(attack-strength check); released: the strong attack's margins and OOD "
-                "accuracy on the first N test images (-1: all)",
-    "train_limit": "use only the first N training images (0: all)",
-    "test_limit": "use only the first N test images (0: all)",
-    "chunk": "training steps between progress updates (released: steps per compiled scan)",
-    "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device, "
-                   "whose convolutions already use every core; 0: one per core); ignored on GPU",
+  "dataset": "cifar2 (two CIFAR-10 classes, --classes), cifar10 or cifar100",
+  "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 in that order (paper text: "
+  "cat,dog; released code: airplane,horse)",
+  "sd_coef": "released-form SD: sd_coef·sum(logits^2) over batch and classes (= sd_lambda "
+  "sd_coef·B·C in the mean form; batch 1, 2 classes: 0.1 ≙ 0.2)",
+  "schedule": "learning rate: cosine (linear warm-up then cosine decay to 0) or constant",
+  "model": "network: cpu = small 3-stage CNN (16/32/64 channels), paper = the VGG, "
+  "released = the LeNet-style NarLeNet of docs/protocols.md §3.3, "
+  "preact_resnet18 = PreAct-ResNet-18 (the released CIFAR-100 architecture family)",
+  "sd_lambda": "spectral decoupling coefficient on mean(logits^2) over batch and classes "
+  "(0 = ERM; paper: 0.01 for CIFAR-2/10, 0.05 for CIFAR-100); "
+  "docs/protocols.md §4",
+  "lr": "peak learning rate (linear warm-up, then cosine decay to 0)",
+  "warmup_epochs": "length of the linear learning-rate warm-up, in epochs",
+  "momentum": "SGD momentum",
+  "batch_size": "training minibatch size (the last partial batch of an epoch is dropped)",
+  "augment": "random crop (4-pixel zero padding) + horizontal flip, inside the jitted step",
+  "out_dir": "run directory: results.json, metrics.jsonl (per epoch), ckpt/ (default: "
+  "runs/cifar/<dataset>_<preset>_<erm|sdλ>_s<seed>)",
+  "data_dir": "npz file or folder (Keras-style keys, or an already-binary cifar2.npz); "
+  "default: $GS_DATA_DIR/cifar10 (CIFAR-2/10), else tfds.load; "
+  "docs/protocols.md §5",
+  "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
+  "eval_batch": "batch size of evaluation and PGD",
+  "margin_n": "per-example L∞ margins on the first N test images (-1: all, 0: none)",
+  "margin_eps_max": "upper end of the margin bisection (pixel units)",
+  "margin_bisection": "bisection steps of the margin (resolution margin_eps_max / 2**steps)",
+  "strong_n": "if > 0: PGD-50 with 5 restarts vs PGD-10 on the first N test images "
+  "(attack-strength check); released: the strong attack's margins and OOD "
+  "accuracy on the first N test images (-1: all)",
+  "train_limit": "use only the first N training images (0: all)",
+  "test_limit": "use only the first N test images (0: all)",
+  "chunk": "training steps between progress updates (released: steps per compiled scan)",
+  "cpu_devices": "CPU devices to shard minibatches over (1: JAX's default single device, "
+  "whose convolutions already use every core; 0: one per core); ignored on GPU",
 }
 
 
@@ -104,38 +105,78 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   if preset == "released":
-    return ml_collections.ConfigDict(dict(
-        dataset="cifar2", classes="airplane,horse", model="released", sd_lambda=0.0,
-        sd_coef=0.0, seed=0, epochs=40, batch_size=1, lr=1e-3, schedule="constant",
-        warmup_epochs=0.0, momentum=0.9, weight_decay=0.0, augment=False,
-        train_limit=0, chunk=2500,
+    return ml_collections.ConfigDict(
+      dict(
+        dataset="cifar2",
+        classes="airplane,horse",
+        model="released",
+        sd_lambda=0.0,
+        sd_coef=0.0,
+        seed=0,
+        epochs=40,
+        batch_size=1,
+        lr=1e-3,
+        schedule="constant",
+        warmup_epochs=0.0,
+        momentum=0.9,
+        weight_decay=0.0,
+        augment=False,
+        train_limit=0,
+        chunk=2500,
         # Evaluation is most of a run's CPU time (PGD per bisection step): margins of the
         # released attack on the first 1,000 test images, the strong attack on 100.
-        eval=ml_collections.ConfigDict(dict(
-            eval_batch=500, margin_n=1000, margin_eps_max=0.5, margin_bisection=10,
-            strong_n=100, test_limit=0)),
-        run=run_section(data=True, checkpoint=True, cpu=True, cpu_runtime="fastest",
-                        cpu_cores="0")))
+        eval=ml_collections.ConfigDict(
+          dict(
+            eval_batch=500,
+            margin_n=1000,
+            margin_eps_max=0.5,
+            margin_bisection=10,
+            strong_n=100,
+            test_limit=0,
+          )
+        ),
+        run=run_section(data=True, checkpoint=True, cpu=True, cpu_runtime="fastest", cpu_cores="0"),
+      )
+    )
   if preset == "paper_cifar100":
     # Table 1's CIFAR-100 row (GS table_1/run_ERM.sh: --dataset CIFAR100 --arch resnet_preact);
     # the released files give no training recipe: these settings are ours (protocols §3.3).
     cfg = get_config("paper")
-    cfg.update(dict(dataset="cifar100", model="preact_resnet18", sd_lambda=0.05, epochs=60,
-                    lr=0.1))
+    cfg.update(dict(dataset="cifar100", model="preact_resnet18", sd_lambda=0.05, epochs=60, lr=0.1))
     return cfg
-  return ml_collections.ConfigDict(dict(
-      dataset="cifar2", classes="cat,dog", model=preset, sd_lambda=0.01, sd_coef=0.0,
-      schedule="cosine", seed=0,
-      epochs=6 if preset == "cpu" else 30, batch_size=128, lr=0.05, warmup_epochs=1.0,
-      momentum=0.9, weight_decay=5e-4, augment=True,
-      train_limit=0, chunk=10,
+  return ml_collections.ConfigDict(
+    dict(
+      dataset="cifar2",
+      classes="cat,dog",
+      model=preset,
+      sd_lambda=0.01,
+      sd_coef=0.0,
+      schedule="cosine",
+      seed=0,
+      epochs=6 if preset == "cpu" else 30,
+      batch_size=128,
+      lr=0.05,
+      warmup_epochs=1.0,
+      momentum=0.9,
+      weight_decay=5e-4,
+      augment=True,
+      train_limit=0,
+      chunk=10,
       # paper: the evaluation of the committed VGG runs (every test image, finer bisection,
       # attack-strength check on 1,000 images).
-      eval=ml_collections.ConfigDict(dict(
-          eval_batch=500, margin_n=500 if preset == "cpu" else -1, margin_eps_max=0.05,
+      eval=ml_collections.ConfigDict(
+        dict(
+          eval_batch=500,
+          margin_n=500 if preset == "cpu" else -1,
+          margin_eps_max=0.05,
           margin_bisection=6 if preset == "cpu" else 7,
-          strong_n=0 if preset == "cpu" else 1000, test_limit=0)),
-      run=run_section(data=True, checkpoint=True, cpu=True, distributed=True)))
+          strong_n=0 if preset == "cpu" else 1000,
+          test_limit=0,
+        )
+      ),
+      run=run_section(data=True, checkpoint=True, cpu=True, distributed=True),
+    )
+  )
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -145,8 +186,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if not 0 <= cfg[name] < float("inf"):
       raise ValueError(f"--{name} must be a finite number >= 0; got {cfg[name]}")
   if cfg.sd_lambda and cfg.sd_coef:
-    raise ValueError("give SD as --sd_lambda (mean form) or --sd_coef (released sum form), "
-                     "not both")
+    raise ValueError(
+      "give SD as --sd_lambda (mean form) or --sd_coef (released sum form), not both"
+    )
   if cfg.schedule not in ("cosine", "constant"):
     raise ValueError(f"--schedule must be cosine or constant; got {cfg.schedule!r}")
   for name in ("epochs", "batch_size", "chunk"):

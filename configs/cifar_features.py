@@ -33,6 +33,7 @@ of features 2–20 close to eq 18 at λ = 0.1 (closer in ``full``, which converg
 similar multiple of SD's in every feature group. The measured tables:
 docs/experiments/cifar_features.md (generated from docs/results/).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -46,31 +47,31 @@ PRESETS = ("cpu", "full", "coupled")
 COUPLED_LAMBDAS = (10.0, 100.0, 1000.0, 10000.0)
 
 HELP = {
-    "arms": "what is trained from θ0, comma-separated: erm, sd (sd_coef), ridge<λ> "
-            "(cross-entropy + (λ/2n)‖θ − θ0‖², eq 5's coupled regime with λ as eq 5's), "
-            "wd<λ> (plain weight decay λ/n, toward 0); docs/protocols.md §3.7",
-    "dual_dynamics": "fixed point compared with the ridge/wd arms: exact (eq 9, the optimum "
-                     "of eq 8) or taylor (eq 10)",
-    "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 (released code: airplane,horse)",
-    "sd_coef": "the SD arm's released-form coefficient: sd_coef·sum(logits^2) over batch and "
-               "logits (the ERM arm uses 0); λ of eq 17 = sd_coef·batch_size",
-    "batch_size": "training minibatch size (released: 1)",
-    "momentum": "SGD momentum",
-    "train_limit": "use the first N training images (0: all 10,000); features, training and "
-                   "responses all use these N",
-    "k": "number of top features whose responses are recorded",
-    "k_spectrum": "number of top singular values of YΦ0 computed at θ0 (spectrum figure)",
-    "feature_method": "matrix_free (block Krylov with JVP/VJP products) or dense "
-                      "(neural-tangents Gram + eigh): gs_jax.ntk.top_features",
-    "feature_passes": "maximum passes over the data of the matrix-free route",
-    "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
-    "feature_batch": "examples per chunk in feature and response computations",
-    "response_every": "record the responses every N training steps (inside the compiled loop)",
-    "response_early": "also record them at this many log-spaced steps below response_every "
-                      "(the fast first phase; 0: none)",
-    "n_images": "top features shown as input-gradient images",
-    "chunk": "training steps per compiled scan (progress and metrics.jsonl advance between scans)",
-    "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
+  "arms": "what is trained from θ0, comma-separated: erm, sd (sd_coef), ridge<λ> "
+  "(cross-entropy + (λ/2n)‖θ − θ0‖², eq 5's coupled regime with λ as eq 5's), "
+  "wd<λ> (plain weight decay λ/n, toward 0); docs/protocols.md §3.7",
+  "dual_dynamics": "fixed point compared with the ridge/wd arms: exact (eq 9, the optimum "
+  "of eq 8) or taylor (eq 10)",
+  "classes": "CIFAR-2's two CIFAR-10 class names, labels 0,1 (released code: airplane,horse)",
+  "sd_coef": "the SD arm's released-form coefficient: sd_coef·sum(logits^2) over batch and "
+  "logits (the ERM arm uses 0); λ of eq 17 = sd_coef·batch_size",
+  "batch_size": "training minibatch size (released: 1)",
+  "momentum": "SGD momentum",
+  "train_limit": "use the first N training images (0: all 10,000); features, training and "
+  "responses all use these N",
+  "k": "number of top features whose responses are recorded",
+  "k_spectrum": "number of top singular values of YΦ0 computed at θ0 (spectrum figure)",
+  "feature_method": "matrix_free (block Krylov with JVP/VJP products) or dense "
+  "(neural-tangents Gram + eigh): gs_jax.ntk.top_features",
+  "feature_passes": "maximum passes over the data of the matrix-free route",
+  "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
+  "feature_batch": "examples per chunk in feature and response computations",
+  "response_every": "record the responses every N training steps (inside the compiled loop)",
+  "response_early": "also record them at this many log-spaced steps below response_every "
+  "(the fast first phase; 0: none)",
+  "n_images": "top features shown as input-gradient images",
+  "chunk": "training steps per compiled scan (progress and metrics.jsonl advance between scans)",
+  "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
 }
 
 
@@ -79,26 +80,48 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   coupled = preset == "coupled"
   full = preset in ("full", "coupled")
-  arms = tuple(f"ridge{v:g}" for v in COUPLED_LAMBDAS) + tuple(
-      f"wd{v:g}" for v in COUPLED_LAMBDAS) if coupled else ("erm", "sd")
-  return ml_collections.ConfigDict(dict(
-      arms=arms, dual_dynamics="exact",
-      classes="airplane,horse", sd_coef=0.1, seeds=3 if full else 2,
-      epochs=40 if full else 4, batch_size=1, lr=1e-3, momentum=0.9,
-      train_limit=0 if full else 1000, k=20, k_spectrum=50,
+  arms = (
+    tuple(f"ridge{v:g}" for v in COUPLED_LAMBDAS) + tuple(f"wd{v:g}" for v in COUPLED_LAMBDAS)
+    if coupled
+    else ("erm", "sd")
+  )
+  return ml_collections.ConfigDict(
+    dict(
+      arms=arms,
+      dual_dynamics="exact",
+      classes="airplane,horse",
+      sd_coef=0.1,
+      seeds=3 if full else 2,
+      epochs=40 if full else 4,
+      batch_size=1,
+      lr=1e-3,
+      momentum=0.9,
+      train_limit=0 if full else 1000,
+      k=20,
+      k_spectrum=50,
       # n = 1,000: the dense route is ~5× faster than the matrix-free one (benchmark); at
       # n = 10,000 the dense Gram costs 100× more and the matrix-free route 10×.
-      feature_method="matrix_free" if full else "dense", feature_passes=8, feature_tol=1e-5,
+      feature_method="matrix_free" if full else "dense",
+      feature_passes=8,
+      feature_tol=1e-5,
       feature_batch=128,
       # full: one probe per 2,000 steps (a probe = 10,000 forward passes, ~1 s on one core)
       # and 20 log-spaced ones in the first 2,000 steps.
-      response_every=2000 if full else 100, response_early=20 if full else 0, n_images=8,
+      response_every=2000 if full else 100,
+      response_early=20 if full else 0,
+      n_images=8,
       chunk=2500 if full else 500,
       # full: batch-1 training as experiments.cifar's released preset runs it (one pinned
       # core, legacy runtime: ~3× faster there); cpu keeps the settings of its committed run.
-      run=run_section(data=True, checkpoint=True, cpu=True,
-                      cpu_runtime="fastest" if full else "thunk",
-                      cpu_cores="0" if full else "")))
+      run=run_section(
+        data=True,
+        checkpoint=True,
+        cpu=True,
+        cpu_runtime="fastest" if full else "thunk",
+        cpu_cores="0" if full else "",
+      ),
+    )
+  )
 
 
 def parse_arm(name: str) -> tuple[str, float]:
@@ -109,7 +132,7 @@ def parse_arm(name: str) -> tuple[str, float]:
   for kind in ("ridge", "wd"):
     if name.startswith(kind):
       try:
-        lam = float(name[len(kind):])
+        lam = float(name[len(kind) :])
       except ValueError:
         break
       if not 0 < lam < float("inf"):
@@ -127,8 +150,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"--dual_dynamics must be exact or taylor; got {cfg.dual_dynamics!r}")
   if not 0 < cfg.sd_coef < float("inf"):
     raise ValueError(f"--sd_coef must be a finite number > 0 (the SD arm); got {cfg.sd_coef}")
-  for name in ("seeds", "epochs", "batch_size", "k", "k_spectrum", "feature_passes",
-               "feature_batch", "response_every", "chunk"):
+  for name in (
+    "seeds",
+    "epochs",
+    "batch_size",
+    "k",
+    "k_spectrum",
+    "feature_passes",
+    "feature_batch",
+    "response_every",
+    "chunk",
+  ):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1; got {cfg[name]}")
   if cfg.response_early < 0:

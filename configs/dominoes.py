@@ -38,6 +38,7 @@ docs/protocols.md §3.8. Measured once, seed 0, ERM (short timing runs): a = 1 a
 CIFAR-only 48.6% (chance), MNIST-only 99.9%, all 20 top features MNIST-half; a = 0 after 8
 epochs — CIFAR-only 87.9%, MNIST-only 52.0%, all 20 features CIFAR-half (share 0).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -48,31 +49,31 @@ PRESETS = ("cpu", "quick", "sd_sweep")
 METHODS = ("erm", "l2", "sd")
 
 HELP = {
-    "a": "contrast of the MNIST half in [0, 1]: its pixels are b + a·(m − b) (0: blank, 1: "
-         "Shah et al.'s image); docs/protocols.md §3.8",
-    "background": "b: the MNIST half's value at a = 0 (MNIST's background, 0 = black)",
-    "classes": "the two CIFAR-10 classes of the lower half, labels 0,1 (Shah et al.: "
-               "automobile,truck)",
-    "digits": "the two MNIST digits of the upper half, paired with labels 0,1",
-    "methods": "comma-separated subset of erm, l2, sd",
-    "weight_decay": "coupled L2 coefficient of the l2 method (PyTorch weight_decay)",
-    "sd_sweep": "if non-empty: train SD at each of these sd_lambda values, pick by held-out "
-                "accuracy with the MNIST half randomised (methods are ignored)",
-    "momentum": "SGD momentum",
-    "batch_size": "training minibatch size (the last partial batch of an epoch is dropped)",
-    "train_limit": "training pairs (0: all; even, half per class)",
-    "n_val": "pairs held out of the training pools as a validation split (even)",
-    "test_limit": "test pairs (0: all 1,960; even)",
-    "k": "top NTK features (of YΦ0 at θ0) whose final responses are grouped",
-    "feature_n": "training pairs the features and responses are computed on (the first N)",
-    "feature_method": "dense or matrix_free (gs_jax.ntk.top_features)",
-    "feature_passes": "maximum passes over the data of the matrix-free route",
-    "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
-    "feature_batch": "examples per chunk in feature, attribution and evaluation passes",
-    "attr_examples": "examples per feature (largest |u_ij|) pooled in its half attribution",
-    "eval_batch": "batch size of evaluation",
-    "chunk": "training steps between progress updates",
-    "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
+  "a": "contrast of the MNIST half in [0, 1]: its pixels are b + a·(m − b) (0: blank, 1: "
+  "Shah et al.'s image); docs/protocols.md §3.8",
+  "background": "b: the MNIST half's value at a = 0 (MNIST's background, 0 = black)",
+  "classes": "the two CIFAR-10 classes of the lower half, labels 0,1 (Shah et al.: "
+  "automobile,truck)",
+  "digits": "the two MNIST digits of the upper half, paired with labels 0,1",
+  "methods": "comma-separated subset of erm, l2, sd",
+  "weight_decay": "coupled L2 coefficient of the l2 method (PyTorch weight_decay)",
+  "sd_sweep": "if non-empty: train SD at each of these sd_lambda values, pick by held-out "
+  "accuracy with the MNIST half randomised (methods are ignored)",
+  "momentum": "SGD momentum",
+  "batch_size": "training minibatch size (the last partial batch of an epoch is dropped)",
+  "train_limit": "training pairs (0: all; even, half per class)",
+  "n_val": "pairs held out of the training pools as a validation split (even)",
+  "test_limit": "test pairs (0: all 1,960; even)",
+  "k": "top NTK features (of YΦ0 at θ0) whose final responses are grouped",
+  "feature_n": "training pairs the features and responses are computed on (the first N)",
+  "feature_method": "dense or matrix_free (gs_jax.ntk.top_features)",
+  "feature_passes": "maximum passes over the data of the matrix-free route",
+  "feature_tol": "stop the matrix-free route when the top Ritz values move by less (relative)",
+  "feature_batch": "examples per chunk in feature, attribution and evaluation passes",
+  "attr_examples": "examples per feature (largest |u_ij|) pooled in its half attribution",
+  "eval_batch": "batch size of evaluation",
+  "chunk": "training steps between progress updates",
+  "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
 }
 
 
@@ -80,21 +81,37 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
   quick = preset == "quick"
-  return ml_collections.ConfigDict(dict(
-      a=1.0, background=0.0, classes="automobile,truck", digits=(0, 1),
-      methods=METHODS, seeds=1 if quick or preset == "sd_sweep" else 3,
-      sd_lambda=0.03, weight_decay=5e-4,
+  return ml_collections.ConfigDict(
+    dict(
+      a=1.0,
+      background=0.0,
+      classes="automobile,truck",
+      digits=(0, 1),
+      methods=METHODS,
+      seeds=1 if quick or preset == "sd_sweep" else 3,
+      sd_lambda=0.03,
+      weight_decay=5e-4,
       sd_sweep=(0.003, 0.01, 0.03, 0.1, 0.3) if preset == "sd_sweep" else (0.0,),
-      epochs=1 if quick else 8, batch_size=8 if quick else 32, lr=0.01, momentum=0.9,
-      train_limit=48 if quick else 0, n_val=16 if quick else 1000,
+      epochs=1 if quick else 8,
+      batch_size=8 if quick else 32,
+      lr=0.01,
+      momentum=0.9,
+      train_limit=48 if quick else 0,
+      n_val=16 if quick else 1000,
       test_limit=32 if quick else 0,
-      k=4 if quick else 20, feature_n=24 if quick else 500,
+      k=4 if quick else 20,
+      feature_n=24 if quick else 500,
       # matrix-free: no neural-tangents (absent from the newest stack), memory O((n + m)·k)
-      feature_method="matrix_free", feature_passes=3 if quick else 8, feature_tol=1e-5,
-      feature_batch=24 if quick else 100, attr_examples=2 if quick else 8,
-      eval_batch=16 if quick else 500, chunk=50,
-      run=run_section(data=True, checkpoint=True, progress=not quick, cpu_devices=1,
-                      cpu_cores="")))
+      feature_method="matrix_free",
+      feature_passes=3 if quick else 8,
+      feature_tol=1e-5,
+      feature_batch=24 if quick else 100,
+      attr_examples=2 if quick else 8,
+      eval_batch=16 if quick else 500,
+      chunk=50,
+      run=run_section(data=True, checkpoint=True, progress=not quick, cpu_devices=1, cpu_cores=""),
+    )
+  )
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -116,8 +133,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError("--sd_sweep needs a validation split: --n_val >= 2")
   if cfg.feature_passes < 2:
     raise ValueError(f"--feature_passes must be >= 2; got {cfg.feature_passes}")
-  for name in ("seeds", "epochs", "batch_size", "k", "feature_n", "feature_batch",
-               "attr_examples", "eval_batch", "chunk"):
+  for name in (
+    "seeds",
+    "epochs",
+    "batch_size",
+    "k",
+    "feature_n",
+    "feature_batch",
+    "attr_examples",
+    "eval_batch",
+    "chunk",
+  ):
     if cfg[name] < 1:
       raise ValueError(f"--{name} must be >= 1; got {cfg[name]}")
   for name in ("train_limit", "n_val", "test_limit"):
@@ -126,8 +152,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if cfg.k > cfg.feature_n:
     raise ValueError(f"--k={cfg.k} must be <= --feature_n={cfg.feature_n}")
   if cfg.feature_method not in ("dense", "matrix_free"):
-    raise ValueError(f"--feature_method must be dense or matrix_free; got "
-                     f"{cfg.feature_method!r}")
+    raise ValueError(f"--feature_method must be dense or matrix_free; got {cfg.feature_method!r}")
 
 
 def sweeping(cfg) -> bool:

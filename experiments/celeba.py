@@ -19,6 +19,7 @@ Outputs in ``out_dir``: ``results.json`` (:class:`gs_jax.results.RunWriter`), ``
 (per epoch) and ``ckpt/``. Started again with the same command, a run continues from its last
 finished epoch; ``--overwrite`` starts afresh.
 """
+
 from __future__ import annotations
 
 import sys
@@ -52,10 +53,11 @@ def validate(cfg) -> None:
 
 def optimizer(cfg):
   name = cfg.optimizer
-  if name == "released":   # GS Table_2/table_2.sh: --adam only on the SD commands
+  if name == "released":  # GS Table_2/table_2.sh: --adam only on the SD commands
     name = "sgd" if cfg.method == "erm" else "adam"
-  return name, train.make_optimizer(name, cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+  return name, train.make_optimizer(
+    name, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+  )
 
 
 def select(history, key):
@@ -63,16 +65,21 @@ def select(history, key):
   highest validation ``key`` ("average" or "worst_group")."""
   if key is None:
     return history[-1]
-  return max(history, key=lambda r: r["val"][key])   # max keeps the first of ties
+  return max(history, key=lambda r: r["val"][key])  # max keeps the first of ties
 
 
 def run(cfg) -> dict:
   """Trains (or resumes) and evaluates one run; writes and returns ``results.json``."""
   writer = Run(cfg, "celeba", out_dir=cfg.run.out_dir or default_out_dir(cfg))
   t0 = time.perf_counter()
-  data = celeba.load(cfg.run.data_dir or None, size=cfg.image_size, limit=cfg.limit,
-                     stream=cfg.run.stream, threads=cfg.run.stream_threads,
-                     prefetch=cfg.run.stream_prefetch)
+  data = celeba.load(
+    cfg.run.data_dir or None,
+    size=cfg.image_size,
+    limit=cfg.limit,
+    stream=cfg.run.stream,
+    threads=cfg.run.stream_threads,
+    prefetch=cfg.run.stream_prefetch,
+  )
   load_s = time.perf_counter() - t0
   tr = data.splits["train"]
   n = len(tr.y)
@@ -87,23 +94,31 @@ def run(cfg) -> dict:
     # jitted: an eager init of a ResNet-50 takes minutes on XLA:CPU (only the head is kept)
     fresh = jax.jit(lambda k: model.init(k, x0, train=False))(jax.random.fold_in(seed_key, 3))
     variables = models.load_pretrained(fresh, cfg.pretrained)
-  state = spurious.init_state(cfg.method, model, tx, jax.random.fold_in(seed_key, 0), x0, n,
-                              variables, variables)
+  state = spurious.init_state(
+    cfg.method, model, tx, jax.random.fold_in(seed_key, 0), x0, n, variables, variables
+  )
   data_key = jax.random.fold_in(seed_key, 1)
   counts = celeba.group_counts(tr)
   step = spurious.make_step(
-      cfg.method, model, tx, y_train=tr.y, train_counts=counts,
-      sd_lambdas=tuple(cfg.sd_lambdas), sd_gammas=tuple(cfg.sd_gammas),
-      dro_step_size=cfg.dro_step_size,
-      dro_adjustments=[cfg.dro_adjustment] * 4 if cfg.dro_adjustment > 0 else None,
-      gce_q=cfg.gce_q, ema_alpha=cfg.ema_alpha)
+    cfg.method,
+    model,
+    tx,
+    y_train=tr.y,
+    train_counts=counts,
+    sd_lambdas=tuple(cfg.sd_lambdas),
+    sd_gammas=tuple(cfg.sd_gammas),
+    dro_step_size=cfg.dro_step_size,
+    dro_adjustments=[cfg.dro_adjustment] * 4 if cfg.dro_adjustment > 0 else None,
+    gce_q=cfg.gce_q,
+    ema_alpha=cfg.ema_alpha,
+  )
   evaluator = spurious.make_evaluator(model, celeba.to_float, cfg.eval_batch)
   # Minibatches split over every device of every process (one device: no mesh, as before).
   mesh = train.data_mesh() if jax.device_count() > 1 else None
 
   def evaluate(s):
     variables = s.net.variables()
-    if mesh is not None:   # evaluated whole on one local device by every process: copies
+    if mesh is not None:  # evaluated whole on one local device by every process: copies
       # replicated over the mesh would repeat the work, and other processes' are unreadable
       variables = jax.device_put(distributed.to_host(variables), jax.local_devices()[0])
     out = {}
@@ -115,9 +130,12 @@ def run(cfg) -> dict:
   def log_epoch(r):
     writer.log(r["step"], **{k: v for k, v in r.items() if k != "step"})
     v, t = r["val"], r["test"]
-    print(f"epoch {r['epoch']}: val avg {v['average']:.4f} worst {v['worst_group']:.4f} | "
-          f"test avg {t['average']:.4f} worst {t['worst_group']:.4f} "
-          f"(group {t['worst_group_id']}, n={t['worst_group_n']})", file=sys.stderr)
+    print(
+      f"epoch {r['epoch']}: val avg {v['average']:.4f} worst {v['worst_group']:.4f} | "
+      f"test avg {t['average']:.4f} worst {t['worst_group']:.4f} "
+      f"(group {t['worst_group_id']}, n={t['worst_group_n']})",
+      file=sys.stderr,
+    )
 
   ckpt = writer.checkpointer(every_seconds=0.0) if cfg.run.checkpoint else None
   start = (ckpt.latest_step() or 0) if ckpt is not None else 0
@@ -126,32 +144,62 @@ def run(cfg) -> dict:
   rows = np.stack([tr.g, np.arange(n, dtype=np.int32)], 1)
   t0 = time.perf_counter()
   state, history = train.fit_minibatch(
-      None, tx, None, state, {"x": tr.x, "y": rows},
-      lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size), cfg.epochs,
-      {}, preprocess=lambda key, xb: celeba.to_float(xb), mesh=mesh, checkpoint=ckpt,
-      chunk=cfg.chunk, progress=cfg.run.progress, on_epoch=log_epoch, train_step=step, evaluate=evaluate,
-      show=tuple(f"acc_g{k}" for k in range(4)), desc=f"celeba {cfg.method} s{cfg.seed}")
+    None,
+    tx,
+    None,
+    state,
+    {"x": tr.x, "y": rows},
+    lambda epoch: cifar.epoch_permutation(data_key, epoch, n, cfg.batch_size),
+    cfg.epochs,
+    {},
+    preprocess=lambda key, xb: celeba.to_float(xb),
+    mesh=mesh,
+    checkpoint=ckpt,
+    chunk=cfg.chunk,
+    progress=cfg.run.progress,
+    on_epoch=log_epoch,
+    train_step=step,
+    evaluate=evaluate,
+    show=tuple(f"acc_g{k}" for k in range(4)),
+    desc=f"celeba {cfg.method} s{cfg.seed}",
+  )
   train_s = time.perf_counter() - t0
   images = (cfg.epochs - start) * (n // cfg.batch_size) * cfg.batch_size
-  metrics = {name: {"epoch": r["epoch"], "val": r["val"], "test": r["test"]}
-             for name, key in SELECTIONS.items() for r in [select(history, key)]}
-  metrics.update(headline="best_val_average", final_train_loss=history[-1]["loss"],
-                 steps=history[-1]["step"], train_time_this_call_s=train_s, load_time_s=load_s,
-                 # includes compilation and the per-epoch evaluation of val and test
-                 train_images_per_s=images / train_s if images else None)
-  extras = {"method": cfg.method, "optimizer": opt_name,
-            "init": f"pretrained from {cfg.pretrained}" if cfg.pretrained else "from scratch",
-            "data": {"source": data.source, "division": data.division,
-                     "group_counts": {k: celeba.group_counts(s).tolist()
-                                      for k, s in data.splits.items()},
-                     "image_size": cfg.image_size, "streamed": bool(cfg.run.stream)}}
+  metrics = {
+    name: {"epoch": r["epoch"], "val": r["val"], "test": r["test"]}
+    for name, key in SELECTIONS.items()
+    for r in [select(history, key)]
+  }
+  metrics.update(
+    headline="best_val_average",
+    final_train_loss=history[-1]["loss"],
+    steps=history[-1]["step"],
+    train_time_this_call_s=train_s,
+    load_time_s=load_s,
+    # includes compilation and the per-epoch evaluation of val and test
+    train_images_per_s=images / train_s if images else None,
+  )
+  extras = {
+    "method": cfg.method,
+    "optimizer": opt_name,
+    "init": f"pretrained from {cfg.pretrained}" if cfg.pretrained else "from scratch",
+    "data": {
+      "source": data.source,
+      "division": data.division,
+      "group_counts": {k: celeba.group_counts(s).tolist() for k, s in data.splits.items()},
+      "image_size": cfg.image_size,
+      "streamed": bool(cfg.run.stream),
+    },
+  }
   writer.write(metrics, {}, **extras)
   r = writer.read()
   h = r["metrics"]["best_val_average"]["test"]
-  print(f"{writer.out_dir}: test (best val avg, epoch {r['metrics']['best_val_average']['epoch']}) "
-        f"average {h['average']:.4f}, worst group {h['worst_group']:.4f} "
-        f"(n={h['worst_group_n']}, 95% CI {h['worst_group_ci95'][0]:.3f}–"
-        f"{h['worst_group_ci95'][1]:.3f})")
+  print(
+    f"{writer.out_dir}: test (best val avg, epoch {r['metrics']['best_val_average']['epoch']}) "
+    f"average {h['average']:.4f}, worst group {h['worst_group']:.4f} "
+    f"(n={h['worst_group_n']}, 95% CI {h['worst_group_ci95'][0]:.3f}–"
+    f"{h['worst_group_ci95'][1]:.3f})"
+  )
   return r
 
 

@@ -13,6 +13,7 @@ the checks), ``paths.npz`` (the paths every ``every`` steps), ``figure5.{png,pdf
 ``analysis.theorem2_report``. Started again with the same command, a finished run is not
 recomputed (only redrawn); ``--overwrite`` recomputes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,6 +28,7 @@ from gs_jax.theory import dual, ntk
 from gs_jax.tasks import starvation
 from gs_jax.data import toy
 
+
 def compute(cfg) -> tuple[dict, dict]:
   """The paths and end points; returns ``(per_s1, paths)``."""
   prob = toy.coupled_features(cfg.s1, cfg.s2, delta=cfg.delta, m=cfg.m, seed=cfg.seed)
@@ -34,14 +36,24 @@ def compute(cfg) -> tuple[dict, dict]:
   paths, ends = {}, {}
   for name, penalty in (("primal", "ridge"), ("primal_sd", "sd")):
     logits, _, history = starvation.train_linear(
-        prob["phi"], y, lam=cfg.lam, penalty=penalty, lr=cfg.primal_lr, steps=cfg.steps,
-        record_logits=True, progress=cfg.run.progress, desc=name)
+      prob["phi"],
+      y,
+      lam=cfg.lam,
+      penalty=penalty,
+      lr=cfg.primal_lr,
+      steps=cfg.steps,
+      record_logits=True,
+      progress=cfg.run.progress,
+      desc=name,
+    )
     ends[name] = np.asarray(ntk.responses(U, y, logits))
     # history["logits"][:, t] is ŷ(θ_t), before step t: the path is θ_every, θ_2·every, …, end.
-    path = np.asarray(ntk.responses(U, y, history["logits"][:, cfg.every::cfg.every]))
+    path = np.asarray(ntk.responses(U, y, history["logits"][:, cfg.every :: cfg.every]))
     paths[name] = np.concatenate([path, ends[name][:, None]], axis=1)
-  dual_runs = [starvation.dual_ascent(U, S, cfg.lam, lr=cfg.dual_lr, steps=cfg.steps,
-                                      every=cfg.every) for S in prob["S"]]
+  dual_runs = [
+    starvation.dual_ascent(U, S, cfg.lam, lr=cfg.dual_lr, steps=cfg.steps, every=cfg.every)
+    for S in prob["S"]
+  ]
   paths["dual"] = np.stack([p for p, _ in dual_runs])
   ends["dual"] = np.stack([e for _, e in dual_runs])
   per_s1 = []
@@ -49,10 +61,15 @@ def compute(cfg) -> tuple[dict, dict]:
     fp = {d: starvation.dual_responses(U, S, cfg.lam, d) for d in dual.DYNAMICS}
     run = {"s1": float(S[0]), "fixed_point_z": fp}
     for name, ref in (("dual", "exact"), ("primal", "exact"), ("primal_sd", "sd")):
-      run[name] = {"z_end": ends[name][i], "rel_error_vs_fixed_point": float(
-          np.max(np.abs(ends[name][i] - fp[ref]) / np.abs(fp[ref])))}
-    run["primal_vs_dual_rel_gap"] = float(np.max(
-        np.abs(ends["primal"][i] - ends["dual"][i]) / np.abs(fp["exact"])))
+      run[name] = {
+        "z_end": ends[name][i],
+        "rel_error_vs_fixed_point": float(
+          np.max(np.abs(ends[name][i] - fp[ref]) / np.abs(fp[ref]))
+        ),
+      }
+    run["primal_vs_dual_rel_gap"] = float(
+      np.max(np.abs(ends["primal"][i] - ends["dual"][i]) / np.abs(fp["exact"]))
+    )
     per_s1.append(jsonio.to_builtin(run))
   return per_s1, {"s1": prob["S"][:, 0], **paths}
 
@@ -61,25 +78,26 @@ def checks(per_s1) -> dict:
   z2 = [r["fixed_point_z"]["exact"][1] for r in per_s1]
   sd_ends = np.array([r["primal_sd"]["z_end"] for r in per_s1])
   return {
-      "final_z2_decreases_with_s1": bool(np.all(np.diff(z2) < 0)),
-      "final_z2": z2,
-      "final_z2_sd": sd_ends[:, 1].tolist(),
-      "sd_end_point_mean": sd_ends.mean(axis=0).tolist(),
-      "sd_end_points_spread": float(np.ptp(sd_ends, axis=0).max()),
-      "max_primal_dual_rel_gap": max(r["primal_vs_dual_rel_gap"] for r in per_s1),
-      "max_rel_error_vs_fixed_point": {
-          name: max(r[name]["rel_error_vs_fixed_point"] for r in per_s1)
-          for name in ("dual", "primal", "primal_sd")},
+    "final_z2_decreases_with_s1": bool(np.all(np.diff(z2) < 0)),
+    "final_z2": z2,
+    "final_z2_sd": sd_ends[:, 1].tolist(),
+    "sd_end_point_mean": sd_ends.mean(axis=0).tolist(),
+    "sd_end_points_spread": float(np.ptp(sd_ends, axis=0).max()),
+    "max_primal_dual_rel_gap": max(r["primal_vs_dual_rel_gap"] for r in per_s1),
+    "max_rel_error_vs_fixed_point": {
+      name: max(r[name]["rel_error_vs_fixed_point"] for r in per_s1)
+      for name in ("dual", "primal", "primal_sd")
+    },
   }
 
 
 def run(cfg) -> dict:
   writer = Run(cfg, "primal_dual", artifacts=("paths.npz",))
   paths_file = writer.out_dir / "paths.npz"
-  if writer.previous is not None and paths_file.exists():   # same settings (else refused)
+  if writer.previous is not None and paths_file.exists():  # same settings (else refused)
     print(f"found in {writer.results_path}, not recomputed (--overwrite to redo)")
   else:
-    with enable_x64():   # the theory runs in float64 (docs/protocols.md §4)
+    with enable_x64():  # the theory runs in float64 (docs/protocols.md §4)
       per_s1, paths = compute(cfg)
     np.savez(paths_file, **paths)
     writer.write(checks(per_s1), {}, per_s1=per_s1)

@@ -14,6 +14,7 @@ are printed from results.json by ``analysis.theorem2_report``. Started again wit
 command, a run skips what it finished (the linear check, finished widths) and continues an
 unfinished width from its checkpoint (``ckpt/``); ``--overwrite`` starts afresh.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,10 @@ def run(cfg) -> dict:
   writer = Run(cfg, "theorem2", whole=False)
   prev = writer.previous or {}
   lin_set = {**jsonio.to_builtin(cfg.linear), "chunk": cfg.chunk}
-  net_set = {**{k: v for k, v in jsonio.to_builtin(cfg.network).items() if k != "widths"},
-             "chunk": cfg.chunk}
+  net_set = {
+    **{k: v for k, v in jsonio.to_builtin(cfg.network).items() if k != "widths"},
+    "chunk": cfg.chunk,
+  }
   metrics, per_seed = {}, {"network": {}}
   # Keep what out_dir holds for the same settings (a part run earlier, finished widths).
   if writer.finished("linear", lin_set):
@@ -49,22 +52,25 @@ def run(cfg) -> dict:
   def record():
     parts = [p for p in configs.PARTS if p in metrics]
     widths = sorted(int(w) for w in metrics.get("network", {}))
-    writer.config.update(parts=parts, network={**writer.config["network"],
-                                               "widths": widths or list(cfg.network.widths)})
+    writer.config.update(
+      parts=parts,
+      network={**writer.config["network"], "widths": widths or list(cfg.network.widths)},
+    )
     writer.write(metrics, per_seed)
 
-  with enable_x64():   # the theory and these checks run in float64 (docs/protocols.md §4)
+  with enable_x64():  # the theory and these checks run in float64 (docs/protocols.md §4)
     if "linear" in cfg.parts:
       if "linear" in metrics:
         print(f"linear: found in {writer.results_path}, not rerun (--overwrite to redo)")
       else:
-        ckpts = {p: writer.checkpointer(f"linear_{p}", lin_set,
-                                        every_seconds=cfg.run.checkpoint_seconds)
-                 for p in starvation.PENALTIES}
+        ckpts = {
+          p: writer.checkpointer(f"linear_{p}", lin_set, every_seconds=cfg.run.checkpoint_seconds)
+          for p in starvation.PENALTIES
+        }
         t0 = time.perf_counter()
-        metrics["linear"] = starvation.linear_check(cfg.linear, chunk=cfg.chunk,
-                                                    progress=cfg.run.progress,
-                                                    checkpoints=ckpts)
+        metrics["linear"] = starvation.linear_check(
+          cfg.linear, chunk=cfg.chunk, progress=cfg.run.progress, checkpoints=ckpts
+        )
         metrics["linear"]["seconds"] = time.perf_counter() - t0
         writer.mark_finished("linear", lin_set)
         record()
@@ -78,28 +84,38 @@ def run(cfg) -> dict:
         if key in metrics["network"]:
           print(f"width {width}: found in {writer.results_path}, not retrained")
           continue
-        ckpt = writer.checkpointer(f"width_{width}", net_set,
-                                   every_seconds=cfg.run.checkpoint_seconds)
+        ckpt = writer.checkpointer(
+          f"width_{width}", net_set, every_seconds=cfg.run.checkpoint_seconds
+        )
         if ckpt.latest_step():
           print(f"width {width}: resuming from the checkpoint at step {ckpt.latest_step()}")
         t0 = time.perf_counter()
         net, problems = starvation.network_problems(cfg.network, width)
         logits, grad_norm, history = starvation.train_network(
-            net, problems, lam=cfg.network.lam, steps=cfg.network.steps,
-            momentum=cfg.network.momentum, chunk=cfg.chunk, progress=cfg.run.progress,
-            desc=f"width {width}", checkpoint=ckpt)
+          net,
+          problems,
+          lam=cfg.network.lam,
+          steps=cfg.network.steps,
+          momentum=cfg.network.momentum,
+          chunk=cfg.chunk,
+          progress=cfg.run.progress,
+          desc=f"width {width}",
+          checkpoint=ckpt,
+        )
         m, s = starvation.evaluate_network(cfg.network, problems, logits, grad_norm)
-        m["seconds"] = time.perf_counter() - t0   # this process's share if it resumed
-        writer.log_history({k: np.mean(v, axis=0) for k, v in history.items()},
-                           every=max(1, cfg.network.steps // 100), part="network",
-                           width=width)
+        m["seconds"] = time.perf_counter() - t0  # this process's share if it resumed
+        writer.log_history(
+          {k: np.mean(v, axis=0) for k, v in history.items()},
+          every=max(1, cfg.network.steps // 100),
+          part="network",
+          width=width,
+        )
         metrics["network"][key], per_seed["network"][key] = m, s
         writer.mark_finished(f"width_{width}", net_set)
         record()
         ckpt.close()
         writer.remove_checkpoint(f"width_{width}", net_set)
-        print(f"width {width}: rel. error {m['rel_error']['mean']:.2e} "
-              f"({m['seconds']:.0f} s)")
+        print(f"width {width}: rel. error {m['rel_error']['mean']:.2e} ({m['seconds']:.0f} s)")
   return theorem2_report.report(writer.out_dir)
 
 

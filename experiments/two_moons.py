@@ -7,6 +7,7 @@ per-seed values), ``maps/<panel>.npz`` (seed-averaged logit map), ``<figure>.{pn
 Started again with the same command, a run skips finished panels and continues an unfinished
 one from its checkpoint (``ckpt/<panel>``); ``--overwrite`` starts afresh.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,21 +44,31 @@ def run(cfg) -> dict:
     same = writer.finished(name, settings) and map_path.exists()
     if cfg.run.plot_only or same:
       if not same:
-        raise errors.UserError(f"--plot_only: panel {name} has no results in "
-                               f"{writer.out_dir}; run it")
+        raise errors.UserError(
+          f"--plot_only: panel {name} has no results in {writer.out_dir}; run it"
+        )
       print(f"{name}: found in {writer.results_path}, not retrained (--overwrite to redo)")
       continue
     t0 = time.perf_counter()
     ckpt = writer.checkpointer(name, settings)
-    states, history, data = moons.train_panel(panel, seeds, trainers=trainers, desc=name,
-                                              progress=cfg.run.progress, checkpoint=ckpt)
+    states, history, data = moons.train_panel(
+      panel, seeds, trainers=trainers, desc=name, progress=cfg.run.progress, checkpoint=ckpt
+    )
     train_s = time.perf_counter() - t0
-    writer.log_history({k: np.mean(v, axis=0) for k, v in history.items()},
-                       every=max(1, panel.steps // 100), panel=name)
-    m, s, grid = moons.evaluate_panel(panel, states, history, data,
-                                      map_resolution=cfg.map_resolution,
-                                      margin_resolution=cfg.margin_resolution)
-    if distributed.is_main():   # every process has every seed (all-gathered); one writes
+    writer.log_history(
+      {k: np.mean(v, axis=0) for k, v in history.items()},
+      every=max(1, panel.steps // 100),
+      panel=name,
+    )
+    m, s, grid = moons.evaluate_panel(
+      panel,
+      states,
+      history,
+      data,
+      map_resolution=cfg.map_resolution,
+      margin_resolution=cfg.margin_resolution,
+    )
+    if distributed.is_main():  # every process has every seed (all-gathered); one writes
       map_path.parent.mkdir(parents=True, exist_ok=True)
       np.savez(map_path, xs=grid[0], ys=grid[1], z=grid[2])
     metrics[name] = {**m, "seeds": cfg.seeds, "train_time_s": train_s}
@@ -66,9 +77,11 @@ def run(cfg) -> dict:
     writer.config["panels"] = {**writer.config["panels"], **panels_done}
     writer.mark_finished(name, settings)
     writer.write(metrics, per_seed)
-    print(f"{name:12s} acc {m['train_accuracy']:.4f}  loss {m['final_loss']:.4f}  "
-          f"margin min {m['margin_min']:+.4f} median {m['margin_median']:.4f}  "
-          f"per-seed min {m['per_seed_margin_min_mean']:+.4f}  ({train_s:.1f}s train)")
+    print(
+      f"{name:12s} acc {m['train_accuracy']:.4f}  loss {m['final_loss']:.4f}  "
+      f"margin min {m['margin_min']:+.4f} median {m['margin_median']:.4f}  "
+      f"per-seed min {m['per_seed_margin_min_mean']:+.4f}  ({train_s:.1f}s train)"
+    )
   if distributed.is_main():
     print("wrote", *two_moons_figures.draw(writer.out_dir, names), writer.results_path)
   return writer.read()

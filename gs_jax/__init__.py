@@ -23,6 +23,7 @@ The flat names of earlier releases (``gs_jax.dual``, ``gs_jax.ntk``, ``gs_jax.lo
 ``gs_jax.train`` …) stay importable: they are aliases of the modules above (the same module
 objects), so ``gs_jax.dual.fixed_point(U, S, lam)`` in a notebook keeps working.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,18 +33,27 @@ import sys
 
 # Flat name of earlier releases -> the module it is now.
 _ALIASES = {
-    "_compat": "gs_jax.base._compat", "batching": "gs_jax.base.batching",
-    "devices": "gs_jax.base.devices", "distributed": "gs_jax.base.distributed",
-    "paper": "gs_jax.base.paper",
-    "models": "gs_jax.nn.models", "losses": "gs_jax.nn.losses", "attacks": "gs_jax.nn.attacks",
-    "boundary": "gs_jax.nn.boundary", "convert": "gs_jax.nn.convert",
-    "dual": "gs_jax.theory.dual", "ntk": "gs_jax.theory.ntk",
-    "train": "gs_jax.training",
-    "moons": "gs_jax.tasks.moons", "moons_dynamics": "gs_jax.tasks.moons_dynamics",
-    "cmnist": "gs_jax.tasks.cmnist", "spurious": "gs_jax.tasks.spurious",
-    "starvation": "gs_jax.tasks.starvation",
-    "cli": "gs_jax.experiment.cli", "results": "gs_jax.experiment.results",
-    "checkpoint": "gs_jax.experiment.checkpoint",
+  "_compat": "gs_jax.base._compat",
+  "batching": "gs_jax.base.batching",
+  "devices": "gs_jax.base.devices",
+  "distributed": "gs_jax.base.distributed",
+  "paper": "gs_jax.base.paper",
+  "models": "gs_jax.nn.models",
+  "losses": "gs_jax.nn.losses",
+  "attacks": "gs_jax.nn.attacks",
+  "boundary": "gs_jax.nn.boundary",
+  "convert": "gs_jax.nn.convert",
+  "dual": "gs_jax.theory.dual",
+  "ntk": "gs_jax.theory.ntk",
+  "train": "gs_jax.training",
+  "moons": "gs_jax.tasks.moons",
+  "moons_dynamics": "gs_jax.tasks.moons_dynamics",
+  "cmnist": "gs_jax.tasks.cmnist",
+  "spurious": "gs_jax.tasks.spurious",
+  "starvation": "gs_jax.tasks.starvation",
+  "cli": "gs_jax.experiment.cli",
+  "results": "gs_jax.experiment.results",
+  "checkpoint": "gs_jax.experiment.checkpoint",
 }
 
 
@@ -60,7 +70,7 @@ class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     return importlib.import_module(_ALIASES[spec.name.partition(".")[2]])
 
   def exec_module(self, module):
-    pass   # already executed under its own name
+    pass  # already executed under its own name
 
 
 if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):

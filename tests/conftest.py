@@ -6,8 +6,10 @@ import pytest
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-_HOW = ("set GS_DATA_DIR to a folder holding mnist/mnist.npz and cifar10/cifar10.npz "
-        "(`make test` sets it to ../shared/data when that folder exists; docs/protocols.md §5)")
+_HOW = (
+  "set GS_DATA_DIR to a folder holding mnist/mnist.npz and cifar10/cifar10.npz "
+  "(`make test` sets it to ../shared/data when that folder exists; docs/protocols.md §5)"
+)
 
 
 def real_data(*parts: str) -> str:
@@ -57,10 +59,12 @@ def run_experiment(name: str, args, *, kill_after_step: int | None = None, timeo
   killed after ``kill_after_step`` steps); returns the ``subprocess.CompletedProcess``."""
   import subprocess
   import sys
+
   if kill_after_step is None:
     cmd = ["-m", f"experiments.{name}", *args]
   else:
     cmd = ["-c", _KILLED.format(step=kill_after_step, name=name), *args]
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, *cmd], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+  )

@@ -1,5 +1,6 @@
 """CIFAR: data pipeline, models, SD objective, PGD attacks and margins, batching, minibatch
 training with resume, and the experiment end to end (fake data; real data via GS_DATA_DIR)."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _fake_cifar10(path, n_train=60, n_test=40, seed=0, lossless=True):
   rng = np.random.default_rng(seed)
   arrays = {
-      "x_train": rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-      "y_train": np.arange(n_train, dtype=np.uint8) % 10,
-      "x_test": rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-      "y_test": (np.arange(n_test, dtype=np.uint8) * 7) % 10,
+    "x_train": rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+    "y_train": np.arange(n_train, dtype=np.uint8) % 10,
+    "x_test": rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+    "y_test": (np.arange(n_test, dtype=np.uint8) * 7) % 10,
   }
   # Mark each image with its own index so selections can be checked pixel-exactly.
   arrays["x_train"][:, 0, 0, 0] = np.arange(n_train)
@@ -41,6 +42,7 @@ def _fake_cifar10(path, n_train=60, n_test=40, seed=0, lossless=True):
 
 # ----------------------------------------------------------------------------- data
 
+
 def test_cifar2_selects_cat_and_dog_from_a_keras_npz(tmp_path):
   a = _fake_cifar10(tmp_path / "cifar10.npz")
   d = cifar.load("cifar2", str(tmp_path))  # a folder holding cifar10.npz
@@ -48,7 +50,7 @@ def test_cifar2_selects_cat_and_dog_from_a_keras_npz(tmp_path):
     y10 = a[f"y_{split}"]
     keep = np.flatnonzero((y10 == 3) | (y10 == 5))
     x, y = getattr(d, f"x_{split}"), getattr(d, f"y_{split}")
-    np.testing.assert_array_equal(x[:, 0, 0, 0], keep)        # the right images, in order
+    np.testing.assert_array_equal(x[:, 0, 0, 0], keep)  # the right images, in order
     np.testing.assert_array_equal(y, (y10[keep] == 5).astype(np.int32))  # cat→0, dog→1
     assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 3) and y.dtype == np.int32
   keep_test = np.flatnonzero((a["y_test"] == 3) | (a["y_test"] == 5))
@@ -67,8 +69,13 @@ def test_already_binary_cifar2_npz_is_taken_as_is(tmp_path):
   np.testing.assert_array_equal(d.y_train, y)
   assert d.test_is_lossless.all() and d.test_is_lossless.shape == (8,)
   # labels 3/5 in an already-restricted file are mapped to 0/1
-  np.savez(tmp_path / "c35.npz", x_train=x, y_train=np.where(y == 1, 5, 3), x_test=x[:8],
-           y_test=np.where(y[:8] == 1, 5, 3))
+  np.savez(
+    tmp_path / "c35.npz",
+    x_train=x,
+    y_train=np.where(y == 1, 5, 3),
+    x_test=x[:8],
+    y_test=np.where(y[:8] == 1, 5, 3),
+  )
   np.testing.assert_array_equal(cifar.load("cifar2", str(tmp_path / "c35.npz")).y_train, y)
 
 
@@ -82,16 +89,31 @@ def test_loader_errors(tmp_path):
   with pytest.raises(ValueError, match="dataset must be one of"):
     cifar.load("mnist", str(tmp_path))
   x = np.zeros((4, 32, 32, 3), np.uint8)
-  np.savez(tmp_path / "bad_dtype.npz", x_train=x.astype(np.float32), y_train=np.zeros(4, int),
-           x_test=x, y_test=np.zeros(4, int))
+  np.savez(
+    tmp_path / "bad_dtype.npz",
+    x_train=x.astype(np.float32),
+    y_train=np.zeros(4, int),
+    x_test=x,
+    y_test=np.zeros(4, int),
+  )
   with pytest.raises(ValueError, match="x_train must be uint8"):
     cifar.load("cifar10", str(tmp_path / "bad_dtype.npz"))
-  np.savez(tmp_path / "bad_shape.npz", x_train=x, y_train=np.zeros(3, int), x_test=x,
-           y_test=np.zeros(4, int))
+  np.savez(
+    tmp_path / "bad_shape.npz",
+    x_train=x,
+    y_train=np.zeros(3, int),
+    x_test=x,
+    y_test=np.zeros(4, int),
+  )
   with pytest.raises(ValueError, match=r"y_train must have shape \(4,\)"):
     cifar.load("cifar10", str(tmp_path / "bad_shape.npz"))
-  np.savez(tmp_path / "bad_label.npz", x_train=x, y_train=np.array([0, 1, 12, 3]), x_test=x,
-           y_test=np.zeros(4, int))
+  np.savez(
+    tmp_path / "bad_label.npz",
+    x_train=x,
+    y_train=np.array([0, 1, 12, 3]),
+    x_test=x,
+    y_test=np.zeros(4, int),
+  )
   with pytest.raises(ValueError, match=r"got values \[12\]"):
     cifar.load("cifar10", str(tmp_path / "bad_label.npz"))
   np.savez(tmp_path / "no_keys.npz", images=x)
@@ -105,7 +127,7 @@ def test_tfds_path_with_mock_data():
     d100 = cifar.load("cifar100")
   with tfds.testing.mock_data(num_examples=40):
     d10 = cifar.load("cifar10")
-  with tfds.testing.mock_data(num_examples=40):   # same deterministic mock stream
+  with tfds.testing.mock_data(num_examples=40):  # same deterministic mock stream
     d2 = cifar.load("cifar2")
   assert d100.source == "tfds:cifar100" and d100.num_classes == 100
   assert d100.x_train.shape == (40, 32, 32, 3) and d100.x_train.dtype == np.uint8
@@ -124,12 +146,12 @@ def test_augment_keeps_dtype_range_and_is_a_crop_or_flip():
   f = cifar.to_float(out)
   assert f.dtype == jnp.float32 and float(f.min()) >= 0 and float(f.max()) <= 1
   padded = np.pad(np.asarray(x), ((0, 0), (4, 4), (4, 4), (0, 0)))
-  for i in range(6):   # brute force over the 81 offsets × 2 flips
-    cands = [padded[i, a:a + 32, b:b + 32] for a in range(9) for b in range(9)]
+  for i in range(6):  # brute force over the 81 offsets × 2 flips
+    cands = [padded[i, a : a + 32, b : b + 32] for a in range(9) for b in range(9)]
     cands += [c[:, ::-1] for c in cands]
     assert any(np.array_equal(np.asarray(out[i]), c) for c in cands)
   outs = cifar.augment(jax.random.PRNGKey(4), jnp.repeat(x[:1], 64, 0))
-  assert len({np.asarray(o).tobytes() for o in outs}) > 10   # it does randomise
+  assert len({np.asarray(o).tobytes() for o in outs}) > 10  # it does randomise
 
 
 def test_epoch_permutation():
@@ -144,6 +166,7 @@ def test_epoch_permutation():
 
 # ----------------------------------------------------------------------------- models, SD
 
+
 @pytest.mark.parametrize("config, convs", [("cpu", 3), ("paper", 13)])
 def test_model_shapes_and_batch_stats(config, convs):
   model = models.cifar_model(config, 10)
@@ -155,17 +178,20 @@ def test_model_shapes_and_batch_stats(config, convs):
   logits, new_ms = train.apply_model(model, state, x, train=True)
   assert logits.shape == (4, 10)
   changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.model_state, new_ms)
-  assert any(jax.tree_util.tree_leaves(changed))   # BN running stats updated in train mode
+  assert any(jax.tree_util.tree_leaves(changed))  # BN running stats updated in train mode
   if config == "paper":
-    widths = [state.params[f"conv{s}_{j}"]["kernel"].shape[-1]
-              for s, n in enumerate((2, 2, 3, 3, 3)) for j in range(n)]
+    widths = [
+      state.params[f"conv{s}_{j}"]["kernel"].shape[-1]
+      for s, n in enumerate((2, 2, 3, 3, 3))
+      for j in range(n)
+    ]
     assert widths == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 6
 
 
 def test_normalisation_inside_the_model():
   """Feeding [0,1] pixels equals feeding normalised pixels to a model with mean 0, std 1."""
   m1 = models.CifarVGG(models.CNN_CPU_STAGES, 2)
-  m0 = models.CifarVGG(models.CNN_CPU_STAGES, 2, mean=(0., 0., 0.), std=(1., 1., 1.))
+  m0 = models.CifarVGG(models.CNN_CPU_STAGES, 2, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
   x = jax.random.uniform(jax.random.PRNGKey(0), (3, 32, 32, 3))
   v = m1.init(jax.random.PRNGKey(1), x)
   xn = (x - jnp.asarray(models.CIFAR_MEAN)) / jnp.asarray(models.CIFAR_STD)
@@ -173,9 +199,16 @@ def test_normalisation_inside_the_model():
 
 
 def test_head_keeps_the_first_images():
-  d = cifar.CifarData(np.zeros((10, 32, 32, 3), np.uint8), np.arange(10, dtype=np.int32),
-                      np.zeros((6, 32, 32, 3), np.uint8), np.arange(6, dtype=np.int32),
-                      np.arange(6) < 3, 10, "cifar10", "test")
+  d = cifar.CifarData(
+    np.zeros((10, 32, 32, 3), np.uint8),
+    np.arange(10, dtype=np.int32),
+    np.zeros((6, 32, 32, 3), np.uint8),
+    np.arange(6, dtype=np.int32),
+    np.arange(6) < 3,
+    10,
+    "cifar10",
+    "test",
+  )
   h = cifar.head(d, 4, 0)
   np.testing.assert_array_equal(h.y_train, np.arange(4))
   assert len(h.x_train) == 4 and len(h.y_test) == 6 and h.test_is_lossless.sum() == 3
@@ -191,15 +224,15 @@ def test_sd_objective_matches_its_definition():
   lse = np.log(np.exp(logits).sum(1))
   ce = np.mean(lse - logits[np.arange(7), y])
   for lam in (0.0, 0.01, 0.05):
-    loss, metrics = train.softmax_objective(jnp.asarray(logits), batch, None, 0,
-                                            {"sd_lambda": lam})
+    loss, metrics = train.softmax_objective(jnp.asarray(logits), batch, None, 0, {"sd_lambda": lam})
     # docs/protocols.md §3.3/§4: sd_lambda · mean over batch *and classes* of ŷ²
-    np.testing.assert_allclose(loss, ce + lam * np.sum(logits ** 2) / logits.size, rtol=1e-5)
+    np.testing.assert_allclose(loss, ce + lam * np.sum(logits**2) / logits.size, rtol=1e-5)
     np.testing.assert_allclose(metrics["nll"], ce, rtol=1e-5)
     np.testing.assert_allclose(metrics["accuracy"], np.mean(logits.argmax(1) == y), rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- attacks
+
 
 def _linear(p, x):
   return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
@@ -207,8 +240,10 @@ def _linear(p, x):
 
 def _linear_params(seed=0, d=8 * 8 * 3, classes=2):
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  return {"w": jax.random.normal(k1, (d, classes)) / np.sqrt(d),
-          "b": jax.random.normal(k2, (classes,)) * 0.01}
+  return {
+    "w": jax.random.normal(k1, (d, classes)) / np.sqrt(d),
+    "b": jax.random.normal(k2, (classes,)) * 0.01,
+  }
 
 
 def _exact_linf_margin(p, x):
@@ -226,8 +261,18 @@ def test_pgd_stays_in_ball_and_box(norm):
   eps = 0.03 if norm == "linf" else 0.5
   eps_vec = jnp.linspace(0.2, 1.0, 16) * eps
   for e in (eps, eps_vec):
-    x_adv = attacks.pgd(_linear, p, x, y, jax.random.PRNGKey(1), e, norm=norm, steps=7,
-                        step_size=jnp.asarray(e) / 2, restarts=2)
+    x_adv = attacks.pgd(
+      _linear,
+      p,
+      x,
+      y,
+      jax.random.PRNGKey(1),
+      e,
+      norm=norm,
+      steps=7,
+      step_size=jnp.asarray(e) / 2,
+      restarts=2,
+    )
     d = (x_adv - x).reshape(16, -1)
     size = jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
     assert bool(jnp.all(size <= jnp.broadcast_to(e, (16,)) * (1 + 1e-5) + 1e-7))
@@ -242,9 +287,12 @@ def test_pgd_traced_equals_driven_and_finds_the_linear_optimum():
   for rand_init in (True, False):
     a = attacks.pgd(_linear, p, x, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init)
     # The same function traced inside one outer jit (pieces inlined, loops unrolled).
-    b = jax.jit(lambda p_, x_: attacks.pgd(_linear, p_, x_, y, jax.random.PRNGKey(3), eps,
-                                           steps=10, rand_init=rand_init))(p, x)
-    np.testing.assert_allclose(a, b, atol=1e-6)   # float32 reassociation only
+    b = jax.jit(
+      lambda p_, x_: attacks.pgd(
+        _linear, p_, x_, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init
+      )
+    )(p, x)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 reassociation only
   # For a linear 2-class model the L∞ optimum moves every pixel by ε against the margin
   # direction (no clipping near 0.5): PGD with step ε/10 × 10 steps from x reaches that
   # corner exactly.
@@ -257,21 +305,32 @@ def test_margin_matches_closed_form_for_a_linear_model():
   p = _linear_params(2)
   x = 0.5 + 0.02 * jax.random.normal(jax.random.PRNGKey(4), (12, 8, 8, 3))
   y = jnp.argmax(_linear(p, x), -1)
-  y = y.at[0].set(1 - y[0])                               # one misclassified example → 0
+  y = y.at[0].set(1 - y[0])  # one misclassified example → 0
   exact = _exact_linf_margin(p, x)
   eps_max, steps = 0.2, 10
-  m = np.asarray(attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
-                                bisection_steps=steps, rand_init=False))
+  m = np.asarray(
+    attacks.margin(
+      _linear,
+      p,
+      x,
+      y,
+      jax.random.PRNGKey(0),
+      eps_max=eps_max,
+      bisection_steps=steps,
+      rand_init=False,
+    )
+  )
   assert m[0] == 0.0
-  tol = eps_max / 2 ** steps
+  tol = eps_max / 2**steps
   inside = exact[1:] < eps_max
   assert inside.sum() >= 6
   np.testing.assert_array_less(np.abs(m[1:][inside] - exact[1:][inside]), tol + 1e-7)
   assert np.all(np.isinf(m[1:][~inside]))
   # From a random start the 10 steps of ε/10 cannot always use the whole budget: the
   # margin is never below the exact one, and on average larger.
-  m3 = np.asarray(attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max,
-                                 bisection_steps=steps))
+  m3 = np.asarray(
+    attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max, bisection_steps=steps)
+  )
   fin = np.isfinite(m3[1:]) & inside
   assert np.all(m3[1:][fin] >= exact[1:][fin] - tol) and m3[1:][fin].mean() > exact[1:][fin].mean()
 
@@ -282,23 +341,34 @@ def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
   of ε/10 move each coordinate by ε·3/4 on average, so margins below ε/2 flip; the strong
   attack (50 steps of ε/20) always reaches the corner and flips exactly the margins below ε."""
   p = _linear_params(3)
-  p["b"] = -0.5 * p["w"].sum(0)                 # f(0.5·1) = 0: margins spread from 0 upwards
+  p["b"] = -0.5 * p["w"].sum(0)  # f(0.5·1) = 0: margins spread from 0 upwards
   x = 0.5 + 0.05 * jax.random.normal(jax.random.PRNGKey(7), (12, 8, 8, 3))
   y = jnp.argmax(_linear(p, x), -1)
-  y = y.at[0].set(1 - y[0])                               # example 0 misclassified
+  y = y.at[0].set(1 - y[0])  # example 0 misclassified
   exact = _exact_linf_margin(p, x)
   s = np.sort(exact[1:])
-  eps = float(s[5] + s[6]) / 2                            # between two margins, no ties
+  eps = float(s[5] + s[6]) / 2  # between two margins, no ties
   shapes = []
 
   def prepare(xb, yb):
     shapes.append(xb.shape)
     return xb, yb
 
-  out = attacks.evaluate(_linear, p, x, y, jax.random.PRNGKey(0), eps={"e": eps},
-                         margin_n=-1, margin_eps_max=0.05, margin_bisection=10, strong_n=12,
-                         batch_size=5, prepare=prepare)
-  assert set(shapes) == {(5, 8, 8, 3)}                       # one shape: compiled once
+  out = attacks.evaluate(
+    _linear,
+    p,
+    x,
+    y,
+    jax.random.PRNGKey(0),
+    eps={"e": eps},
+    margin_n=-1,
+    margin_eps_max=0.05,
+    margin_bisection=10,
+    strong_n=12,
+    batch_size=5,
+    prepare=prepare,
+  )
+  assert set(shapes) == {(5, 8, 8, 3)}  # one shape: compiled once
   clean = np.asarray(jnp.argmax(_linear(p, x), -1))
   np.testing.assert_array_equal(out["clean"], clean)
   y = np.asarray(y)
@@ -309,7 +379,7 @@ def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
   strong_flipped = out["strong"]["e"]["strong"] != y
   np.testing.assert_array_equal(strong_flipped[ok], (exact < eps)[ok])
   np.testing.assert_array_equal(out["strong"]["e"]["weak"] != y, flipped | ~ok)
-  tol = 0.05 / 2 ** 10
+  tol = 0.05 / 2**10
   assert out["margins"][0] == 0 and np.all(out["margins"][1:] >= exact[1:] - tol)
   only_clean = attacks.evaluate(_linear, p, x, y, jax.random.PRNGKey(0), batch_size=5)
   assert set(only_clean) == {"clean", "pgd"} and not only_clean["pgd"]
@@ -325,6 +395,7 @@ def test_attack_rejects_bad_arguments():
 
 
 # ----------------------------------------------------------------------------- batching
+
 
 def test_pad_rows_repeats_row_zero_for_numpy_and_jax():
   a = np.arange(6).reshape(3, 2)
@@ -350,10 +421,11 @@ def test_batched_chunks_keys_and_sizes():
     return xb[:, 0] * 10 + yb
 
   out = batching.batched(fn, 3)(x, np.arange(7), jax.random.PRNGKey(0))
-  np.testing.assert_array_equal(out, np.arange(7) * 11)     # padding cut off, order kept
+  np.testing.assert_array_equal(out, np.arange(7) * 11)  # padding cut off, order kept
   assert [s for s, _ in seen] == [3, 3, 3]
-  keys = [int(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(0), i)).sum())
-          for i in range(3)]
+  keys = [
+    int(jax.random.key_data(jax.random.fold_in(jax.random.PRNGKey(0), i)).sum()) for i in range(3)
+  ]
   assert [k for _, k in seen] == keys
   # Small inputs get a small chunk, a multiple of `multiple` (e.g. the device count).
   assert batching.chunk_size(7, 500, 4) == 8 and batching.chunk_size(7, 500) == 7
@@ -362,6 +434,7 @@ def test_batched_chunks_keys_and_sizes():
 
 # ----------------------------------------------------------------------------- training loop
 
+
 def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   """A run killed in epoch 3 and called again continues from the epoch-2 checkpoint and ends
   bit-identical to an uninterrupted one; a finished run returns at once; a checkpoint of
@@ -369,8 +442,10 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   model = models.MLP(hidden=(16,), dropout_rate=0.2)
   tx = train.make_optimizer("sgd", 0.05, momentum=0.9)
   rng = np.random.default_rng(0)
-  data = {"x": rng.normal(size=(40, 2)).astype(np.float32),
-          "y": rng.choice([-1.0, 1.0], 40).astype(np.float32)}
+  data = {
+    "x": rng.normal(size=(40, 2)).astype(np.float32),
+    "y": rng.choice([-1.0, 1.0], 40).astype(np.float32),
+  }
   key = jax.random.PRNGKey(1)
 
   def indices(epoch):
@@ -378,8 +453,19 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
 
   def fit(**kw):
     state = train.init_state(model, tx, jax.random.PRNGKey(0), data["x"][:2])
-    return train.fit_minibatch(model, tx, train.binary_objective, state, data, indices, 4,
-                               {"sd_lambda": 0.01}, chunk=3, progress=False, **kw)
+    return train.fit_minibatch(
+      model,
+      tx,
+      train.binary_objective,
+      state,
+      data,
+      indices,
+      4,
+      {"sd_lambda": 0.01},
+      chunk=3,
+      progress=False,
+      **kw,
+    )
 
   full, full_hist = fit()
   assert [r["epoch"] for r in full_hist] == [1, 2, 3, 4] and full_hist[-1]["step"] == 16
@@ -401,19 +487,40 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert hist == full_hist
-  again, hist2 = fit(checkpoint=ckpt, on_chunk=kill)          # finished: no step is run
+  again, hist2 = fit(checkpoint=ckpt, on_chunk=kill)  # finished: no step is run
   assert hist2 == full_hist and int(again.step) == 16
   other = checkpoint.Checkpointer(tmp_path, every_seconds=0.0, fingerprint="b")
-  with pytest.raises(ValueError, match="another run"):   # the checkpointer's fingerprint
-    train.fit_minibatch(model, tx, train.binary_objective, full, data, indices, 4,
-                        {"sd_lambda": 0.01}, checkpoint=other)
+  with pytest.raises(ValueError, match="another run"):  # the checkpointer's fingerprint
+    train.fit_minibatch(
+      model,
+      tx,
+      train.binary_objective,
+      full,
+      data,
+      indices,
+      4,
+      {"sd_lambda": 0.01},
+      checkpoint=other,
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
 
-TINY = ["--dataset=cifar10", "--preset=cpu", "--sd_lambda=0.01", "--seed=1", "--epochs=3",
-        "--batch_size=16", "--chunk=3", "--margin_n=8", "--margin_bisection=3",
-        "--eval_batch=16", "--no_progress", "--test_limit=24"]
+TINY = [
+  "--dataset=cifar10",
+  "--preset=cpu",
+  "--sd_lambda=0.01",
+  "--seed=1",
+  "--epochs=3",
+  "--batch_size=16",
+  "--chunk=3",
+  "--margin_n=8",
+  "--margin_bisection=3",
+  "--eval_batch=16",
+  "--no_progress",
+  "--test_limit=24",
+]
+
 
 def _results(path):
   r = json.loads((path / "results.json").read_text())
@@ -426,6 +533,7 @@ def tiny_runs(tmp_path_factory):
   """The same tiny run three ways: uninterrupted (1 device), killed mid-epoch 2 and started
   again with the same command, and uninterrupted on 4 CPU devices."""
   from experiments import cifar as exp
+
   tmp = tmp_path_factory.mktemp("cifar")
   _fake_cifar10(tmp / "cifar10.npz", n_train=64, n_test=24)
   common = TINY + [f"--data_dir={tmp / 'cifar10.npz'}"]
@@ -433,15 +541,14 @@ def tiny_runs(tmp_path_factory):
   exp.main(common + [f"--out_dir={tmp / 'plain'}"])
   out["plain"] = _results(tmp / "plain")
   resumed = common + [f"--out_dir={tmp / 'resumed'}"]
-  killed = run_experiment("cifar", resumed, kill_after_step=6)   # in epoch 2 of 4 steps
+  killed = run_experiment("cifar", resumed, kill_after_step=6)  # in epoch 2 of 4 steps
   assert killed.returncode == 3, killed.stderr[-2000:]
   assert not (tmp / "resumed" / "results.json").exists()
   again = run_experiment("cifar", resumed)
   assert again.returncode == 0, again.stderr[-2000:]
   assert "resumed from epoch 1" in again.stderr
   out["resumed"] = _results(tmp / "resumed")
-  sharded = run_experiment("cifar", common + [f"--out_dir={tmp / 'sharded'}",
-                                              "--cpu_devices=4"])
+  sharded = run_experiment("cifar", common + [f"--out_dir={tmp / 'sharded'}", "--cpu_devices=4"])
   assert sharded.returncode == 0, sharded.stderr[-2000:]
   out["sharded"] = _results(tmp / "sharded")
   return out
@@ -456,8 +563,9 @@ def _compare(a, b, rtol, atol):
   np.testing.assert_allclose(ma["train_acc"], mb["train_acc"], atol=atol)
   np.testing.assert_allclose(ma["test_iid_acc"]["full"], mb["test_iid_acc"]["full"], atol=atol)
   for e in ("eps_0.05", "eps_5/255"):
-    np.testing.assert_allclose(ma["test_ood_acc"][e]["full"], mb["test_ood_acc"][e]["full"],
-                               atol=atol)
+    np.testing.assert_allclose(
+      ma["test_ood_acc"][e]["full"], mb["test_ood_acc"][e]["full"], atol=atol
+    )
 
 
 def test_results_schema(tiny_runs):
@@ -471,21 +579,22 @@ def test_results_schema(tiny_runs):
 
 def test_resume_after_kill_gives_the_same_result(tiny_runs):
   a, b = tiny_runs["plain"], tiny_runs["resumed"]
-  _compare(a, b, rtol=0, atol=0)   # same computations in the same order: bit-identical
+  _compare(a, b, rtol=0, atol=0)  # same computations in the same order: bit-identical
   assert a["margins"]["values"] == b["margins"]["values"]
 
 
 def test_finished_run_is_only_reevaluated_and_overwrite_starts_afresh(tiny_runs, capsys):
   from experiments import cifar as exp
+
   tmp, common = tiny_runs["tmp"], tiny_runs["common"]
   out = tmp / "resumed"
-  r = exp.main(common + [f"--out_dir={out}", "--margin_n=4"])   # evaluation settings may change
+  r = exp.main(common + [f"--out_dir={out}", "--margin_n=4"])  # evaluation settings may change
   assert "resumed from epoch 3" in capsys.readouterr().err
-  assert len((out / "metrics.jsonl").read_text().splitlines()) == 3   # no epoch retrained
+  assert len((out / "metrics.jsonl").read_text().splitlines()) == 3  # no epoch retrained
   assert len(r["margins"]["values"]) == 4
   assert r["metrics"]["test_iid_acc"] == tiny_runs["plain"]["metrics"]["test_iid_acc"]
   capsys.readouterr()
-  with pytest.raises(SystemExit) as exit_info:                   # training settings may not
+  with pytest.raises(SystemExit) as exit_info:  # training settings may not
     exp.main(common + [f"--out_dir={out}", "--sd_lambda=0.02"])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
@@ -501,27 +610,39 @@ def test_sharded_over_4_devices_matches_1_device(tiny_runs):
   # Cross-device reductions (gradients, batch statistics) reassociate float sums.
   _compare(a, b, rtol=1e-4, atol=1e-4)
   import orbax.checkpoint as ocp
+
   ck = ocp.StandardCheckpointer()
   pa = ck.restore(str(tiny_runs["tmp"] / "plain" / "ckpt" / "3" / "state"))
   pb = ck.restore(str(tiny_runs["tmp"] / "sharded" / "ckpt" / "3" / "state"))
-  jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-4),
-                         pa["params"], pb["params"])
+  jax.tree_util.tree_map(
+    lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-3, atol=1e-4), pa["params"], pb["params"]
+  )
 
 
 def test_cli_flags(capsys):
   from configs import cifar as configs
   from experiments import cifar as exp
   from gs_jax.experiment import cli
-  cfg = cli.parse(configs, ["--preset=paper", "--no_augment", "--no_progress",
-                            "--sd_lambda=0.05", "--dataset=cifar100"])
+
+  cfg = cli.parse(
+    configs,
+    ["--preset=paper", "--no_augment", "--no_progress", "--sd_lambda=0.05", "--dataset=cifar100"],
+  )
   assert (cfg.model, cfg.epochs, cfg.augment, cfg.run.progress, cfg.sd_lambda) == (
-      "paper", 30, False, False, 0.05)
+    "paper",
+    30,
+    False,
+    False,
+    0.05,
+  )
   assert cli.parse(configs, []).model == "cpu" and cli.parse(configs, []).epochs == 6
   assert exp.default_out_dir(cfg) == "runs/cifar/cifar100_paper_sd0.05_s0"
-  for bad, message in ((["--sd_lambda=-1"], "--sd_lambda must be"),
-                       (["--dataset=mnist"], "--dataset must be"),
-                       (["--config=cpu"], "unrecognized"),
-                       (["--epochs=0"], "--epochs must be")):
+  for bad, message in (
+    (["--sd_lambda=-1"], "--sd_lambda must be"),
+    (["--dataset=mnist"], "--dataset must be"),
+    (["--config=cpu"], "unrecognized"),
+    (["--epochs=0"], "--epochs must be"),
+  ):
     with pytest.raises(SystemExit):
       exp.main(bad)
     assert message in capsys.readouterr().err
@@ -532,19 +653,35 @@ def test_table_from_new_and_earlier_results(tmp_path):
   schema to their table's numbers, and prints the paper's numbers from gs_jax.paper."""
   from analysis import cifar_table
   from gs_jax.experiment import results
+
   for seed, (acc, margin) in enumerate(((0.70, 1 / 255), (0.74, 2 / 255))):
-    results.atomic_write_json(tmp_path / f"s{seed}" / "results.json", {
-        "experiment": "cifar", "method": "SD", "data": {"n_train": 100},
-        "config": {"dataset": "cifar2", "model": "cpu", "sd_lambda": 0.01, "epochs": 6,
-                   "train_limit": 0, "augment": True},
-        "metrics": {"train_acc": acc, "test_iid_acc": {"full": acc, "lossless": acc},
-                    "test_ood_acc": {e: {"full": 0.0, "lossless": 0.0}
-                                     for e in ("eps_0.05", "eps_5/255")},
-                    "margin_median": margin},
-        "margins": {"eps_max": 0.05, "values": [margin, None]}})
+    results.atomic_write_json(
+      tmp_path / f"s{seed}" / "results.json",
+      {
+        "experiment": "cifar",
+        "method": "SD",
+        "data": {"n_train": 100},
+        "config": {
+          "dataset": "cifar2",
+          "model": "cpu",
+          "sd_lambda": 0.01,
+          "epochs": 6,
+          "train_limit": 0,
+          "augment": True,
+        },
+        "metrics": {
+          "train_acc": acc,
+          "test_iid_acc": {"full": acc, "lossless": acc},
+          "test_ood_acc": {e: {"full": 0.0, "lossless": 0.0} for e in ("eps_0.05", "eps_5/255")},
+          "margin_median": margin,
+        },
+        "margins": {"eps_max": 0.05, "values": [margin, None]},
+      },
+    )
   legacy = os.path.join(REPO, "docs", "results", "cifar2_paper_h200", "cifar2_paper_*")
-  cifar_table.main([f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}",
-                    "--allow_dirty"])
+  cifar_table.main(
+    [f"--runs={tmp_path}/s*", f"--runs={legacy}", f"--out_dir={tmp_path / 't'}", "--allow_dirty"]
+  )
   md = (tmp_path / "t" / "table1.md").read_text().splitlines()
   row = next(line for line in md if "| cpu | SD |" in line)
   assert "| 2 | 6 |" in row and "72.0 ± 2.8" in row and "1.50 ± 0.71" in row
@@ -559,10 +696,22 @@ def test_real_cifar2_reduced(tmp_path, cifar10_npz):
   counts, the lossless subset, margins of every requested image, OOD ≤ IID accuracy. Not a
   learning check (see below)."""
   from experiments import cifar as exp
-  r = exp.main([
-      "--dataset=cifar2", "--sd_lambda=0.01", "--epochs=1", "--train_limit=1024",
-      "--test_limit=200", "--margin_n=50", "--margin_bisection=4", "--eval_batch=200",
-      f"--data_dir={cifar10_npz}", f"--out_dir={tmp_path}", "--no_progress"])
+
+  r = exp.main(
+    [
+      "--dataset=cifar2",
+      "--sd_lambda=0.01",
+      "--epochs=1",
+      "--train_limit=1024",
+      "--test_limit=200",
+      "--margin_n=50",
+      "--margin_bisection=4",
+      "--eval_batch=200",
+      f"--data_dir={cifar10_npz}",
+      f"--out_dir={tmp_path}",
+      "--no_progress",
+    ]
+  )
   assert r["data"]["n_train"] == 1024 and r["data"]["n_test"] == 200
   # CIFAR-10 test images 0..999 are the exact ones: 103 cats + 86 dogs come first in CIFAR-2
   assert r["data"]["n_test_lossless"] == 189
@@ -579,10 +728,18 @@ def test_real_cifar2_reduced(tmp_path, cifar10_npz):
 def test_real_cifar2_full_cpu_run(tmp_path, cifar10_npz):
   """The reproduction run of the README (one seed per method, ~10–15 min each on 2 cores)."""
   from experiments import cifar as exp
+
   res = {}
   for lam in (0.0, 0.01):
-    res[lam] = exp.main(["--dataset=cifar2", f"--sd_lambda={lam}", f"--data_dir={cifar10_npz}",
-                         f"--out_dir={tmp_path / str(lam)}", "--no_progress"])["metrics"]
+    res[lam] = exp.main(
+      [
+        "--dataset=cifar2",
+        f"--sd_lambda={lam}",
+        f"--data_dir={cifar10_npz}",
+        f"--out_dir={tmp_path / str(lam)}",
+        "--no_progress",
+      ]
+    )["metrics"]
   for m in res.values():
     assert m["test_iid_acc"]["full"] > 0.70
     assert m["test_ood_acc"]["eps_0.05"]["full"] < m["test_iid_acc"]["full"]
@@ -590,15 +747,23 @@ def test_real_cifar2_full_cpu_run(tmp_path, cifar10_npz):
 
 def test_npz_path_never_imports_tensorflow(tmp_path):
   _fake_cifar10(tmp_path / "cifar10.npz")
-  code = ("import sys; from gs_jax.data import cifar; from experiments import cifar as e; "
-          f"d = cifar.load('cifar2', {str(tmp_path)!r}); "
-          "assert not any(m.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'orbax') "
-          "for m in sys.modules), sorted(m for m in sys.modules if 'tensorflow' in m)[:5]; "
-          "print(len(d.x_train))")
-  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                     env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+  code = (
+    "import sys; from gs_jax.data import cifar; from experiments import cifar as e; "
+    f"d = cifar.load('cifar2', {str(tmp_path)!r}); "
+    "assert not any(m.split('.')[0] in ('tensorflow', 'tensorflow_datasets', 'orbax') "
+    "for m in sys.modules), sorted(m for m in sys.modules if 'tensorflow' in m)[:5]; "
+    "print(len(d.x_train))"
+  )
+  r = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": REPO},
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
-  assert r.stdout.strip() == "12"   # 60 images with labels i % 10: 6 cats + 6 dogs
+  assert r.stdout.strip() == "12"  # 60 images with labels i % 10: 6 cats + 6 dogs
 
 
 def test_tfds_load_reaches_the_data_check(tmp_path):

@@ -1,4 +1,5 @@
 """Colored MNIST construction (docs/protocols.md §3.4): rates, shapes, channels, subsampling, variants."""
+
 import numpy as np
 import pytest
 
@@ -63,8 +64,9 @@ def test_subsampling_and_channel_zeroing(mnist, envs):
 def test_training_pool_is_a_permutation_of_the_first_50000(mnist, envs):
   images, digits = mnist
   tr = np.concatenate([envs["train0"].digit, envs["train1"].digit])
-  np.testing.assert_array_equal(np.bincount(tr, minlength=10),
-                                np.bincount(digits[:50_000], minlength=10))
+  np.testing.assert_array_equal(
+    np.bincount(tr, minlength=10), np.bincount(digits[:50_000], minlength=10)
+  )
   # each training image is a subsampled, coloured copy of some image of the pool
   e = envs["train0"]
   pool = images[:50_000, ::2, ::2].reshape(50_000, -1).astype(np.float32) / 255.0
@@ -121,11 +123,12 @@ def test_train_batch(envs):
 
 
 def test_bad_inputs(tmp_path, mnist):
-  with pytest.raises(FileNotFoundError, match="--data_dir"):   # a user error (gs_jax.base.errors)
+  with pytest.raises(FileNotFoundError, match="--data_dir"):  # a user error (gs_jax.base.errors)
     cm.load_mnist_train(str(tmp_path))
   with pytest.raises(ValueError, match="variant"):
-    cm.variant(cm.colored_mnist(0, mnist=fake_mnist(60, 1))["test"], np.zeros((10, 14, 14)),
-               "sepia")
+    cm.variant(
+      cm.colored_mnist(0, mnist=fake_mnist(60, 1))["test"], np.zeros((10, 14, 14)), "sepia"
+    )
   bad = tmp_path / "mnist.npz"
   np.savez(bad, x_train=np.zeros((10, 28, 28), np.uint8), y_train=np.zeros(10, np.uint8))
   with pytest.raises(ValueError, match="60000"):
@@ -137,7 +140,7 @@ def test_subset_and_model_inputs(envs):
   assert len(small["train0"].y) == len(small["train1"].y) == 50
   assert all(len(small[name].y) == 30 for name in ("test",) + cm.VARIANTS)
   np.testing.assert_array_equal(small["train1"].x, envs["train1"].x[:50])
-  assert all(cm.subset(envs)[k] is envs[k] for k in envs)   # 0: everything, no copies
+  assert all(cm.subset(envs)[k] is envs[k] for k in envs)  # 0: everything, no copies
   batch, variants = cm.model_inputs(small)
   assert batch["x"].shape == (100, 392) and batch["test_x"].shape == (30, 392)
   np.testing.assert_array_equal(batch["test_y"], small["test"].y)

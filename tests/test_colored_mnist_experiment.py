@@ -1,5 +1,6 @@
 """Colored MNIST end to end (reduced runs), resume after a kill, and gradient parity with the
 released PyTorch losses (docs/protocols.md §3.4)."""
+
 import functools
 import json
 
@@ -38,8 +39,16 @@ def read_log(path):
 
 @pytest.mark.parametrize("preset", configs.PRESETS)
 def test_reduced_run_every_preset(preset, small_mnist, tmp_path, capsys):
-  flags = (f"--preset={preset}", "--seeds=2", "--steps=6", "--anneal_steps=3", "--n_train=300",
-           "--n_test=120", "--log_every=2", "--chunk=4")
+  flags = (
+    f"--preset={preset}",
+    "--seeds=2",
+    "--steps=6",
+    "--anneal_steps=3",
+    "--n_train=300",
+    "--n_test=120",
+    "--log_every=2",
+    "--chunk=4",
+  )
   res = exp.run(config(tmp_path, *flags), mnist=small_mnist)
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved == res and saved["experiment"] == "colored_mnist"
@@ -63,8 +72,9 @@ def test_reduced_run_every_preset(preset, small_mnist, tmp_path, capsys):
   # metrics.jsonl: seed means every log_every steps, written chunk by chunk
   log = read_log(tmp_path / "metrics.jsonl")
   assert [r["step"] for r in log] == [0, 2, 4]
-  np.testing.assert_allclose([r["train_nll"] for r in log],
-                             np.mean(saved["history"]["train_nll"], axis=0), rtol=1e-6)
+  np.testing.assert_allclose(
+    [r["train_nll"] for r in log], np.mean(saved["history"]["train_nll"], axis=0), rtol=1e-6
+  )
   # the same command again: found, not recomputed
   capsys.readouterr()
   assert exp.run(config(tmp_path, *flags), mnist=small_mnist) == saved
@@ -74,8 +84,16 @@ def test_reduced_run_every_preset(preset, small_mnist, tmp_path, capsys):
 def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypatch):
   """A run killed after its second checkpoint and started again with the same command ends
   with exactly the numbers (and the metrics log) of an uninterrupted run."""
-  flags = ("--preset=irm", "--seeds=2", "--steps=14", "--anneal_steps=5", "--n_train=300",
-           "--n_test=120", "--log_every=2", "--chunk=4")
+  flags = (
+    "--preset=irm",
+    "--seeds=2",
+    "--steps=14",
+    "--anneal_steps=5",
+    "--n_train=300",
+    "--n_test=120",
+    "--log_every=2",
+    "--chunk=4",
+  )
   whole = exp.run(config(tmp_path / "whole", *flags), mnist=small_mnist)
   assert whole["timing_s"]["resumed_from_step"] == 0
 
@@ -85,13 +103,16 @@ def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypat
   log = results.RunWriter.log
 
   def log_until_step_8(self, step, **m):
-    if step >= 8:          # in the third chunk's on_chunk, before its checkpoint is saved
+    if step >= 8:  # in the third chunk's on_chunk, before its checkpoint is saved
       raise Killed
     log(self, step, **m)
 
   monkeypatch.setattr(results.RunWriter, "log", log_until_step_8)
-  monkeypatch.setattr(checkpoint, "Checkpointer",   # Run.checkpointer builds it
-                      functools.partial(checkpoint.Checkpointer, every_seconds=0.0))
+  monkeypatch.setattr(
+    checkpoint,
+    "Checkpointer",  # Run.checkpointer builds it
+    functools.partial(checkpoint.Checkpointer, every_seconds=0.0),
+  )
   out = tmp_path / "killed"
   with pytest.raises(Killed):
     exp.run(config(out, *flags), mnist=small_mnist)
@@ -108,7 +129,7 @@ def test_killed_run_resumes_to_the_same_numbers(small_mnist, tmp_path, monkeypat
 def test_other_settings_in_the_same_out_dir_need_overwrite(small_mnist, tmp_path):
   flags = ("--preset=erm", "--seeds=2", "--steps=3", "--n_train=200", "--n_test=100")
   exp.run(config(tmp_path, *flags), mnist=small_mnist)
-  with pytest.raises(errors.RunMismatch, match="lr"):   # the CLI prints it, exit 2
+  with pytest.raises(errors.RunMismatch, match="lr"):  # the CLI prints it, exit 2
     exp.run(config(tmp_path, *flags, "--lr=0.01"), mnist=small_mnist)
   res = exp.run(config(tmp_path, *flags, "--lr=0.01", "--overwrite"), mnist=small_mnist)
   assert res["config"]["lr"] == 0.01
@@ -118,12 +139,17 @@ def test_other_settings_in_the_same_out_dir_need_overwrite(small_mnist, tmp_path
 def test_restart_zero_is_the_same_with_resampled_data(small_mnist, tmp_path):
   """Restart 0 with --resample_data uses data seed 0 and init key 0, exactly as restart 0 of
   the shared-data run: the two (differently compiled) runs must agree on it and only on it."""
-  flags = ("--preset=irm", "--seeds=2", "--steps=4", "--anneal_steps=2", "--n_train=200",
-           "--n_test=100")
+  flags = (
+    "--preset=irm",
+    "--seeds=2",
+    "--steps=4",
+    "--anneal_steps=2",
+    "--n_train=200",
+    "--n_test=100",
+  )
   a = exp.run(config(tmp_path / "a", *flags), mnist=small_mnist)
   c = exp.run(config(tmp_path / "c", *flags, "--resample_data"), mnist=small_mnist)
-  np.testing.assert_allclose(c["history"]["train_nll"][0], a["history"]["train_nll"][0],
-                             rtol=1e-5)
+  np.testing.assert_allclose(c["history"]["train_nll"][0], a["history"]["train_nll"][0], rtol=1e-5)
   assert c["per_seed"]["test_acc"][0] == pytest.approx(a["per_seed"]["test_acc"][0])
   assert not np.allclose(c["history"]["train_nll"][1], a["history"]["train_nll"][1])
 
@@ -134,23 +160,34 @@ def test_restart_zero_is_the_same_with_resampled_data(small_mnist, tmp_path):
 # blanks of the final model. The converted code gives these bit for bit on the same machine;
 # rtol 1e-5 leaves room for other BLAS builds, not for a changed objective or schedule.
 BEFORE_CONVERSION = {
-    "erm": ([0.5812515616416931, 0.5636696815490723], [0.6901317238807678, 0.6874895095825195]),
-    "sd": ([0.5939383506774902, 0.5753639936447144], [0.6911485195159912, 0.6889855861663818]),
-    "irm": ([0.4566616117954254, 0.4528147280216217], [0.6105550527572632, 0.5892059803009033]),
-    "rex": ([0.4484529495239258, 0.44354209303855896], [0.6161161661148071, 0.5953760743141174]),
+  "erm": ([0.5812515616416931, 0.5636696815490723], [0.6901317238807678, 0.6874895095825195]),
+  "sd": ([0.5939383506774902, 0.5753639936447144], [0.6911485195159912, 0.6889855861663818]),
+  "irm": ([0.4566616117954254, 0.4528147280216217], [0.6105550527572632, 0.5892059803009033]),
+  "rex": ([0.4484529495239258, 0.44354209303855896], [0.6161161661148071, 0.5953760743141174]),
 }
 
 
 @pytest.mark.parametrize("preset", sorted(BEFORE_CONVERSION))
 def test_same_numbers_as_before_the_conversion(preset, mnist_dir, tmp_path):
-  res = exp.run(config(tmp_path, f"--preset={preset}", "--seeds=2", "--steps=12",
-                       "--anneal_steps=6", "--n_train=1000", "--n_test=300", "--log_every=11",
-                       f"--data_dir={mnist_dir}"))
+  res = exp.run(
+    config(
+      tmp_path,
+      f"--preset={preset}",
+      "--seeds=2",
+      "--steps=12",
+      "--anneal_steps=6",
+      "--n_train=1000",
+      "--n_test=300",
+      "--log_every=11",
+      f"--data_dir={mnist_dir}",
+    )
+  )
   nll, entropy = BEFORE_CONVERSION[preset]
   assert res["history"]["step"] == [0, 11]
   np.testing.assert_allclose([h[-1] for h in res["history"]["train_nll"]], nll, rtol=1e-5)
-  np.testing.assert_allclose(res["per_seed"]["variants"]["color_blank"]["entropy"], entropy,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    res["per_seed"]["variants"]["color_blank"]["entropy"], entropy, rtol=1e-5
+  )
 
 
 def test_erm_learns_colour_and_oracle_does_not(mnist_dir, tmp_path):
@@ -172,10 +209,15 @@ def test_erm_learns_colour_and_oracle_does_not(mnist_dir, tmp_path):
 
 
 def test_bad_flags_are_rejected(capsys):
-  for flags in (["--objective=dro"], ["--preset=sd", "--sd_lambda=0"], ["--seeds=0"],
-                ["--preset=rex", "--rex_form=mse"], ["--preset=irm", "--penalty_weight=0"],
-                ["--restarts=3"]):
-    with pytest.raises(SystemExit):   # library checks: the experiment's validate
+  for flags in (
+    ["--objective=dro"],
+    ["--preset=sd", "--sd_lambda=0"],
+    ["--seeds=0"],
+    ["--preset=rex", "--rex_form=mse"],
+    ["--preset=irm", "--penalty_weight=0"],
+    ["--restarts=3"],
+  ):
+    with pytest.raises(SystemExit):  # library checks: the experiment's validate
       cli.parse(configs, flags, validate=exp.validate)
   assert "--restarts" in capsys.readouterr().err
 
@@ -184,9 +226,21 @@ def test_help_documents_every_flag(capsys):
   with pytest.raises(SystemExit):
     exp.main(["--help"])
   out = capsys.readouterr().out
-  for flag in ("--preset", "--seeds", "--steps", "--lr", "--hidden", "--sd_lambda",
-               "--l2_weight", "--data_dir", "--out_dir", "--n_train", "--rex_form",
-               "--overwrite", "--resample_data"):
+  for flag in (
+    "--preset",
+    "--seeds",
+    "--steps",
+    "--lr",
+    "--hidden",
+    "--sd_lambda",
+    "--l2_weight",
+    "--data_dir",
+    "--out_dir",
+    "--n_train",
+    "--rex_form",
+    "--overwrite",
+    "--resample_data",
+  ):
     assert flag in out
 
 
@@ -203,6 +257,7 @@ def test_oracle_preset_has_the_released_settings():
 # formulas: per-env mean BCE, IRM penalty via autograd.grad w.r.t. a dummy scale with
 # create_graph, L2 as sum of squared norms of all parameters, annealed weight and division).
 
+
 def _torch_loss(torch, tw, x, y, env, method, step, hp):
   h = x
   for i, (w, b) in enumerate(tw):
@@ -213,8 +268,10 @@ def _torch_loss(torch, tw, x, y, env, method, step, hp):
   bce = torch.nn.functional.binary_cross_entropy_with_logits
   if method == "sd":
     nll = bce(logits, y)
-    sd = (logits ** 2).mean()
-    return hp["sd_lambda"] * (sd + nll) if step >= hp["anneal_steps"] else nll + hp["sd_lambda"] * sd
+    sd = (logits**2).mean()
+    return (
+      hp["sd_lambda"] * (sd + nll) if step >= hp["anneal_steps"] else nll + hp["sd_lambda"] * sd
+    )
   nlls, pens = [], []
   for e in (0, 1):
     m = env == e
@@ -222,18 +279,20 @@ def _torch_loss(torch, tw, x, y, env, method, step, hp):
     loss_e = bce(logits[m] * scale, y[m])
     g = torch.autograd.grad(loss_e, [scale], create_graph=True)[0]
     nlls.append(bce(logits[m], y[m]))
-    pens.append(torch.sum(g ** 2))
+    pens.append(torch.sum(g**2))
   weight_norm = sum(p.norm().pow(2) for pair in tw for p in pair)
   pw = hp["penalty_weight"] if step >= hp["anneal_steps"] else 1.0
-  if method in ("irm", "oracle"):   # the oracle is IRM's main.py with penalty weight 0
+  if method in ("irm", "oracle"):  # the oracle is IRM's main.py with penalty weight 0
     loss = torch.stack(nlls).mean() + hp["l2_weight"] * weight_norm + pw * torch.stack(pens).mean()
   else:  # REx release: (R0 + R1) + l2 + w (R0 - R1)^2
     loss = nlls[0] + nlls[1] + hp["l2_weight"] * weight_norm + pw * (nlls[0] - nlls[1]) ** 2
   return loss / pw if pw > 1.0 else loss
 
 
-@pytest.mark.parametrize("method,step", [("irm", 2), ("irm", 5), ("rex", 2), ("rex", 5),
-                                         ("sd", 2), ("sd", 5), ("oracle", 2)])
+@pytest.mark.parametrize(
+  "method,step",
+  [("irm", 2), ("irm", 5), ("rex", 2), ("rex", 5), ("sd", 2), ("sd", 5), ("oracle", 2)],
+)
 def test_gradient_matches_released_pytorch_loss(method, step):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(1)
@@ -260,34 +319,52 @@ def test_gradient_matches_released_pytorch_loss(method, step):
 
   loss, grads = jax.value_and_grad(loss_fn)(params)
   layers = ["dense_0", "dense_1", "head"]
-  tw = [(torch.tensor(np.asarray(params[l]["kernel"]).T.copy(), dtype=torch.float64,
-                      requires_grad=True),
-         torch.tensor(np.asarray(params[l]["bias"]), dtype=torch.float64, requires_grad=True))
-        for l in layers]
+  tw = [
+    (
+      torch.tensor(
+        np.asarray(params[l]["kernel"]).T.copy(), dtype=torch.float64, requires_grad=True
+      ),
+      torch.tensor(np.asarray(params[l]["bias"]), dtype=torch.float64, requires_grad=True),
+    )
+    for l in layers
+  ]
   hp_torch = {k: float(v) for k, v in hp.items()}
-  tl = _torch_loss(torch, tw, torch.tensor(x, dtype=torch.float64),
-                   torch.tensor(y, dtype=torch.float64), torch.tensor(env), method, step,
-                   hp_torch)
+  tl = _torch_loss(
+    torch,
+    tw,
+    torch.tensor(x, dtype=torch.float64),
+    torch.tensor(y, dtype=torch.float64),
+    torch.tensor(env),
+    method,
+    step,
+    hp_torch,
+  )
   tl.backward()
   np.testing.assert_allclose(float(loss), tl.item(), rtol=1e-5)
   for l, (w, b) in zip(layers, tw):
     scale = float(np.abs(w.grad.numpy()).max()) + 1e-12
-    np.testing.assert_allclose(np.asarray(grads[l]["kernel"]), w.grad.numpy().T,
-                               rtol=1e-3, atol=1e-4 * scale)
-    np.testing.assert_allclose(np.asarray(grads[l]["bias"]), b.grad.numpy(), rtol=1e-3,
-                               atol=1e-4 * scale)
+    np.testing.assert_allclose(
+      np.asarray(grads[l]["kernel"]), w.grad.numpy().T, rtol=1e-3, atol=1e-4 * scale
+    )
+    np.testing.assert_allclose(
+      np.asarray(grads[l]["bias"]), b.grad.numpy(), rtol=1e-3, atol=1e-4 * scale
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Full reproduction (Table 2 and Figure 3): hours on 2 CPU cores, minutes on one GPU.
 
+
 @pytest.fixture(scope="module")
 def full_runs(tmp_path_factory):
   from tests.conftest import real_data
+
   real_data("mnist", "mnist.npz")
   out = tmp_path_factory.mktemp("cmnist_full")
-  return {m: exp.run(config(out / m, f"--preset={m}", f"--data_dir={real_data('mnist')}"))
-          for m in ("erm", "sd", "irm", "rex", "oracle")}
+  return {
+    m: exp.run(config(out / m, f"--preset={m}", f"--data_dir={real_data('mnist')}"))
+    for m in ("erm", "sd", "irm", "rex", "oracle")
+  }
 
 
 @pytest.mark.slow
@@ -308,7 +385,7 @@ def test_full_figure3_pattern(full_runs):
   v = {m: full_runs[m]["metrics"]["variants"] for m in ("erm", "sd", "irm")}
   acc = lambda m, k: 100 * v[m][k]["accuracy"]["mean"]
   ent = lambda m, k: v[m][k]["entropy"]["mean"]
-  assert acc("erm", "color_blank") < 15 and acc("sd", "color_blank") < 15   # both use colour
-  assert 35 < acc("irm", "color_blank") < 65                              # IRM ignores it
+  assert acc("erm", "color_blank") < 15 and acc("sd", "color_blank") < 15  # both use colour
+  assert 35 < acc("irm", "color_blank") < 65  # IRM ignores it
   assert acc("sd", "color_digits") > acc("erm", "color_digits") + 30
   assert ent("erm", "color_blank") < 0.05 and ent("sd", "color_blank") > 0.2

@@ -6,6 +6,7 @@ branch this stack took, so the pair of CI runs covers both. The multi-process be
 :func:`distributed_initialize` (heartbeat deadline, survivors stopping) is tested with real
 processes in tests/test_distributed.py on both stacks.
 """
+
 import inspect
 import os
 import subprocess
@@ -25,9 +26,9 @@ def test_version_flags_match_the_installed_jax():
   assert _compat.HAS_LEGACY_CPU_RUNTIME == (jax.__version_info__ < (0, 6))
   public = "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters
   assert _compat.PUBLIC_HEARTBEAT == public
-  if jax.__version_info__ >= (0, 10):   # the newest stack tested takes the public branch
+  if jax.__version_info__ >= (0, 10):  # the newest stack tested takes the public branch
     assert _compat.PUBLIC_HEARTBEAT
-  if jax.__version_info__ < (0, 6):     # the oldest takes the private one
+  if jax.__version_info__ < (0, 6):  # the oldest takes the private one
     assert not _compat.PUBLIC_HEARTBEAT
 
 
@@ -69,8 +70,9 @@ print("ok")
 
 
 def test_backends_started_before_and_after_the_first_computation():
-  out = subprocess.run([sys.executable, "-c", _BACKENDS], capture_output=True, text=True,
-                       timeout=300, cwd=REPO)
+  out = subprocess.run(
+    [sys.executable, "-c", _BACKENDS], capture_output=True, text=True, timeout=300, cwd=REPO
+  )
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
@@ -85,6 +87,7 @@ def test_no_private_jax_outside_the_compat_module():
   """The rule of issue 18: ``jax._src``, ``jax.interpreters`` and ``jax.core.`` appear in
   gs_jax only in _compat.py."""
   import re
+
   pattern = re.compile(r"jax\._src|jax\.interpreters|jax\.core\.")
   offenders = []
   root = os.path.join(REPO, "gs_jax")
@@ -94,6 +97,9 @@ def test_no_private_jax_outside_the_compat_module():
       if not name.endswith(".py") or os.path.samefile(path, _compat.__file__):
         continue
       with open(path, encoding="utf-8") as fh:
-        offenders += [f"{os.path.relpath(path, REPO)}:{i}" for i, line in enumerate(fh, 1)
-                      if pattern.search(line)]
+        offenders += [
+          f"{os.path.relpath(path, REPO)}:{i}"
+          for i, line in enumerate(fh, 1)
+          if pattern.search(line)
+        ]
   assert not offenders, offenders

@@ -8,6 +8,7 @@ In CI (~40 s on 2 loaded cores): the Colored MNIST CLI equality test (~25 s: sta
 dominates), both failure tests and the single-process checks. The other equality tests take
 1–4 min each (compilation, orbax synchronisation) and are marked ``slow``.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,28 @@ def _start(task, out, nproc, devices, *extra):
   port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
   env.pop("XLA_FLAGS", None)
-  return [subprocess.Popen(
-      [sys.executable, "-m", "tests.distributed_worker", task, str(out), str(nproc), str(i),
-       str(port), str(devices), *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "tests.distributed_worker",
+        task,
+        str(out),
+        str(nproc),
+        str(i),
+        str(port),
+        str(devices),
+        *extra,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(nproc)
+  ]
 
 
 def _finish(procs, timeout=240):
@@ -64,12 +83,35 @@ def _start_cli(name, args, nproc, devices, own=lambda i: []):
   port = distributed.free_port()
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO}
   env.pop("XLA_FLAGS", None)
-  job = [] if nproc == 1 else [f"--coordinator_address=127.0.0.1:{port}",
-                               f"--num_processes={nproc}", f"--dist_timeout_s={TIMEOUT_S}"]
-  return [subprocess.Popen(
-      [sys.executable, "-m", f"experiments.{name}", *args, f"--cpu_devices={devices}", *job,
-       *([f"--process_id={i}"] if nproc > 1 else []), *own(i)], cwd=REPO, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(nproc)]
+  job = (
+    []
+    if nproc == 1
+    else [
+      f"--coordinator_address=127.0.0.1:{port}",
+      f"--num_processes={nproc}",
+      f"--dist_timeout_s={TIMEOUT_S}",
+    ]
+  )
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        f"experiments.{name}",
+        *args,
+        f"--cpu_devices={devices}",
+        *job,
+        *([f"--process_id={i}"] if nproc > 1 else []),
+        *own(i),
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(nproc)
+  ]
 
 
 def _cli_pair(name, args, tmp_path):
@@ -83,7 +125,7 @@ def _cli_pair(name, args, tmp_path):
   r2, r1 = (results.read_json(tmp_path / d / "results.json") for d in ("two", "one"))
   assert r2["provenance"]["process_count"] == 2 and r1["provenance"]["process_count"] == 1
   assert len(r2["provenance"]["devices"]) == len(r1["provenance"]["devices"]) == 4
-  assert r2["config"]["run"]["process_id"] == 0   # process 0 wrote it
+  assert r2["config"]["run"]["process_id"] == 0  # process 0 wrote it
   # Written once: process 1 neither writes results.json nor appends to metrics.jsonl.
   assert "results.json" not in outs[1][1]
   lines = [(tmp_path / d / "metrics.jsonl").read_text().splitlines() for d in ("two", "one")]
@@ -109,6 +151,7 @@ def _run(task, out, nproc, devices, *extra):
 
 # ----------------------------------------------------------------------------- one process
 
+
 def test_a_plain_run_starts_nothing_and_bad_or_late_starts_are_refused(monkeypatch):
   for var in list(os.environ):
     if var.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR")):
@@ -118,21 +161,36 @@ def test_a_plain_run_starts_nothing_and_bad_or_late_starts_are_refused(monkeypat
     distributed.initialize("127.0.0.1:1234", 2, None)
   with pytest.raises(ValueError, match="--coordinator_address"):
     distributed.initialize(None, 2, 0)
-  jax.devices()   # this process's backends have started: too late to join a job
+  jax.devices()  # this process's backends have started: too late to join a job
   with pytest.raises(RuntimeError, match="before JAX's first computation"):
     distributed.initialize("127.0.0.1:1234", 2, 0)
 
 
 def test_every_experiment_config_has_the_distributed_flags():
   from configs import celeba, cifar, colored_mnist, two_moons
+
   for module in (cifar, two_moons, colored_mnist, celeba):
-    cfg = cli.parse(module, ["--coordinator_address=10.0.0.1:1234", "--num_processes=4",
-                             "--process_id=3", "--dist_timeout_s=30"])
-    assert (cfg.run.coordinator_address, cfg.run.num_processes, cfg.run.process_id,
-            cfg.run.dist_timeout_s) == ("10.0.0.1:1234", 4, 3, 30)
+    cfg = cli.parse(
+      module,
+      [
+        "--coordinator_address=10.0.0.1:1234",
+        "--num_processes=4",
+        "--process_id=3",
+        "--dist_timeout_s=30",
+      ],
+    )
+    assert (
+      cfg.run.coordinator_address,
+      cfg.run.num_processes,
+      cfg.run.process_id,
+      cfg.run.dist_timeout_s,
+    ) == ("10.0.0.1:1234", 4, 3, 30)
     default = cli.parse(module, [])
     assert (default.run.coordinator_address, default.run.num_processes, default.run.process_id) == (
-        "", 0, -1)
+      "",
+      0,
+      -1,
+    )
 
 
 def test_placement_helpers_with_one_process():
@@ -141,7 +199,7 @@ def test_placement_helpers_with_one_process():
   n = 2 * mesh.size
   x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
   rows = np.arange(n)[::-1]
-  assert distributed.local_rows(shard, (n,)) == slice(0, n)   # one process holds every row
+  assert distributed.local_rows(shard, (n,)) == slice(0, n)  # one process holds every row
   b = distributed.feed_batch(shard, {"x": x}, rows)
   np.testing.assert_array_equal(np.asarray(b["x"]), x[rows])
   assert b["x"].sharding.is_equivalent_to(shard, 2)
@@ -150,20 +208,21 @@ def test_placement_helpers_with_one_process():
 
 # ----------------------------------------------------------------------------- real processes
 
+
 @pytest.mark.multiprocess
 def test_a_killed_process_stops_the_survivor_with_a_clear_message(tmp_path):
   procs = _start("wait", tmp_path, 2, 1, f"--timeout_s={TIMEOUT_S}")
   line = ""
   deadline = time.monotonic() + 120
   while "collectives running" not in line and time.monotonic() < deadline:
-    line = procs[0].stdout.readline()   # process 0 is in its collective loop
+    line = procs[0].stdout.readline()  # process 0 is in its collective loop
     assert line or procs[0].poll() is None, "process 0 ended before the collectives ran"
   procs[1].send_signal(signal.SIGKILL)
   killed = time.monotonic()
   (rc0, out0), (rc1, _) = _finish(procs, timeout=EXIT_BOUND_S + 30)
   elapsed = time.monotonic() - killed
   assert rc1 == -signal.SIGKILL
-  assert rc0 != 0 and rc0 != -signal.SIGKILL, out0[-2000:]   # it stopped by itself
+  assert rc0 != 0 and rc0 != -signal.SIGKILL, out0[-2000:]  # it stopped by itself
   assert elapsed < EXIT_BOUND_S, f"survivor took {elapsed:.1f} s"
   # Either the heartbeat check fires first ("The following tasks are unhealthy (stopped
   # sending heartbeats): /job:jax_worker/replica:0/task:1"), or gloo sees the dead peer's
@@ -171,6 +230,7 @@ def test_a_killed_process_stops_the_survivor_with_a_clear_message(tmp_path):
   # reports "Task /job:jax_worker/replica:0/task:1 heartbeat timeout" (jax 0.5) or "Task 1
   # heartbeat timeout" (jax 0.10): each names the process.
   import re
+
   assert re.search(r"task:1\b|Task 1\b", out0) and "heartbeat" in out0, out0[-2000:]
   print(f"survivor exited {elapsed:.1f} s after the kill, status {rc0}")
 
@@ -196,10 +256,10 @@ def test_cifar_two_processes_equal_one_process_with_the_same_devices(tmp_path, c
 @pytest.mark.slow
 def test_killed_two_process_cifar_job_resumes_to_the_uninterrupted_result(tmp_path, cifar_2x2):
   outs = _finish(_start("cifar", tmp_path, 2, 2, "--die_after=1"))
-  assert all(rc != 0 for rc, _ in outs)                       # the whole job died
+  assert all(rc != 0 for rc, _ in outs)  # the whole job died
   assert not os.path.exists(tmp_path / "params.npz")
-  resumed = _run("cifar", tmp_path, 2, 2)                     # the same command again
-  for k in resumed:   # restored state + deterministic (epoch, step) batches: bit-identical
+  resumed = _run("cifar", tmp_path, 2, 2)  # the same command again
+  for k in resumed:  # restored state + deterministic (epoch, step) batches: bit-identical
     np.testing.assert_array_equal(resumed[k], cifar_2x2[k], err_msg=k)
 
 
@@ -208,22 +268,34 @@ def test_killed_two_process_cifar_job_resumes_to_the_uninterrupted_result(tmp_pa
 def test_two_moons_seed_axis_over_two_processes_equals_one_process(tmp_path):
   two = _run("moons", tmp_path / "two", 2, 2)
   one = _run("moons", tmp_path / "one", 1, 4)
-  for k in one:   # every seed runs alone on one device with the same program: exact
+  for k in one:  # every seed runs alone on one device with the same program: exact
     assert one[k].shape[0] == 8
     np.testing.assert_array_equal(two[k], one[k], err_msg=k)
 
 
 # ----------------------------------------------------------------------------- experiment CLIs
 
+
 @pytest.fixture(scope="module")
 def cmnist_args(tmp_path_factory):
   """A reduced Colored MNIST command (4 restarts, 4 steps) on random MNIST-shaped digits."""
   from tests.test_colored_mnist_data import fake_mnist
+
   path = tmp_path_factory.mktemp("mnist") / "mnist.npz"
   images, digits = fake_mnist()
   np.savez(path, x_train=images, y_train=digits)
-  return ["--preset=sd", "--seeds=4", "--steps=4", "--anneal_steps=2", "--n_train=200",
-          "--n_test=100", "--log_every=1", "--chunk=4", "--no_progress", f"--data_dir={path}"]
+  return [
+    "--preset=sd",
+    "--seeds=4",
+    "--steps=4",
+    "--anneal_steps=2",
+    "--n_train=200",
+    "--n_test=100",
+    "--log_every=1",
+    "--chunk=4",
+    "--no_progress",
+    f"--data_dir={path}",
+  ]
 
 
 @pytest.mark.multiprocess
@@ -250,15 +322,19 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
   """Process 1 cannot read its data and raises: it exits at once (gs_jax.distributed.fail_fast)
   and process 0, waiting for it in a collective, stops within the heartbeat timeout — without
   fail_fast both would wait at the runtime's shutdown barrier (measured: 3 min). In CI."""
-  procs = _start_cli("colored_mnist", [*cmnist_args, f"--out_dir={tmp_path}"], 2, 1,
-                     own=lambda i: [f"--data_dir={tmp_path / 'missing'}"] if i else [])
-  (rc1, out1), = _finish(procs[1:])
+  procs = _start_cli(
+    "colored_mnist",
+    [*cmnist_args, f"--out_dir={tmp_path}"],
+    2,
+    1,
+    own=lambda i: [f"--data_dir={tmp_path / 'missing'}"] if i else [],
+  )
+  ((rc1, out1),) = _finish(procs[1:])
   failed = time.monotonic()
-  (rc0, out0), = _finish(procs[:1], timeout=EXIT_BOUND_S + 30)
+  ((rc0, out0),) = _finish(procs[:1], timeout=EXIT_BOUND_S + 30)
   elapsed = time.monotonic() - failed
   # A missing data folder is a user error (gs_jax.base.errors): its message, status 2, no traceback.
-  assert rc1 == 2 and "error: no MNIST file" in out1 and "process 1 failed" in out1, \
-      out1[-2000:]
+  assert rc1 == 2 and "error: no MNIST file" in out1 and "process 1 failed" in out1, out1[-2000:]
   assert "Traceback" not in out1, out1[-2000:]
   assert rc0 != 0 and elapsed < EXIT_BOUND_S, (elapsed, out0[-2000:])
   # Either the heartbeat check names the silent task (".../task:1 ... heartbeat"; jax 0.10 also
@@ -266,8 +342,10 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
   # a collective, gloo sees the closed socket first ("Gloo all-reduce failed ... Connection
   # closed by peer"; measured, process 0 in orbax's directory barrier): both say what happened.
   import re
-  assert re.search(r"task:1\b|stopped sending heartbeats\):\s*1\b", out0) or \
-      "closed by peer" in out0, out0[-2000:]
+
+  assert (
+    re.search(r"task:1\b|stopped sending heartbeats\):\s*1\b", out0) or "closed by peer" in out0
+  ), out0[-2000:]
   print(f"process 0 exited {elapsed:.1f} s after process 1, status {rc0}")
 
 
@@ -275,6 +353,7 @@ def test_a_process_that_raises_stops_the_job(tmp_path, cmnist_args):
 @pytest.mark.slow
 def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   from tests.test_cifar import TINY, _fake_cifar10
+
   _fake_cifar10(tmp_path / "cifar10.npz", n_train=64, n_test=24)
   two, one, _ = _cli_pair("cifar", [*TINY, f"--data_dir={tmp_path / 'cifar10.npz'}"], tmp_path)
   m2, m1 = two["metrics"], one["metrics"]
@@ -283,8 +362,10 @@ def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   # (cifar10 on random images, lr 0.05): measured relative |Δ loss| per epoch 1e-7, 3e-6,
   # 6e-5 (parameters 5e-4 after 12 steps, as 1 against 4 devices in one process,
   # tests/test_cifar.py). rtol 1e-3 leaves ~15× room.
-  loss = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text()
-           .splitlines()] for d in ("two", "one")]
+  loss = [
+    [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    for d in ("two", "one")
+  ]
   np.testing.assert_allclose(loss[0], loss[1], rtol=1e-3, atol=0)
   # Accuracies and margins (3 bisection steps) are discrete: measured equal.
   for k in ("train_acc", "test_iid_acc", "test_ood_acc", "steps"):
@@ -298,10 +379,11 @@ def test_celeba_cli_two_processes_equal_one_process(tmp_path):
   """LfF (two networks, per-example loss averages updated at the batch's rows): the rows of
   every batch are split over 4 devices of 2 processes, each process feeding its own."""
   from tests.test_celeba import TINY, make_official_layout
+
   make_official_layout(str(tmp_path / "celeba"), n_per_split=(64, 16, 16))
   two, one, _ = _cli_pair("celeba", [*TINY, f"--data_dir={tmp_path / 'celeba'}"], tmp_path)
   m2, m1 = two["metrics"], one["metrics"]
   # Only the order of the cross-device sums differs: measured |Δ loss| ≤ 1.6e-7 per epoch.
   np.testing.assert_allclose(m2["final_train_loss"], m1["final_train_loss"], rtol=0, atol=1e-5)
-  for sel in ("last", "best_val_average", "best_val_worst_group"):   # discrete: as for CIFAR
+  for sel in ("last", "best_val_average", "best_val_worst_group"):  # discrete: as for CIFAR
     assert m2[sel] == m1[sel], sel

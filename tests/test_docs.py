@@ -1,6 +1,7 @@
 """README.md and docs/**/*.md are generated from docs/results (analysis/docs.py, `make docs`):
 regenerating gives exactly the committed text, and a number changed by hand, in a results file
 or in the markdown, makes the check fail."""
+
 import json
 import shutil
 
@@ -39,10 +40,10 @@ def _copy_results(tmp_path):
 def test_a_number_changed_in_a_results_file_fails_the_check(tmp_path):
   results = _copy_results(tmp_path)
   committed = PAGE.read_text()
-  assert docs.render(committed, results) == committed        # the copy gives the same page
+  assert docs.render(committed, results) == committed  # the copy gives the same page
   path = results / "colored_mnist_h200" / "sd" / "results.json"
   res = json.loads(path.read_text())
-  res["restarts"][0]["test_acc"] -= 0.05                     # one restart, 5 points lower
+  res["restarts"][0]["test_acc"] -= 0.05  # one restart, 5 points lower
   path.write_text(json.dumps(res))
   changed = docs.render(committed, results)
   assert changed != committed
@@ -56,13 +57,15 @@ def test_a_number_changed_in_the_markdown_fails_the_check():
   row = next(line for line in committed.splitlines() if line.startswith("| SD | 10 |"))
   edited = committed.replace(row, row.replace("67.8", "68.8", 1))
   assert edited != committed
-  assert docs.render(edited, docs.ROOT / "docs" / "results") == committed   # make docs undoes it
+  assert docs.render(edited, docs.ROOT / "docs" / "results") == committed  # make docs undoes it
 
 
 def test_inline_numbers_stay_inline_and_unknown_blocks_fail():
   results = docs.ROOT / "docs" / "results"
-  line = ("within <!-- generated:colored_mnist.fact.max_test_sd -->9<!-- "
-          "/generated:colored_mnist.fact.max_test_sd --> paper standard deviations")
+  line = (
+    "within <!-- generated:colored_mnist.fact.max_test_sd -->9<!-- "
+    "/generated:colored_mnist.fact.max_test_sd --> paper standard deviations"
+  )
   out = docs.render(line, results)
   assert "\n" not in out and "-->9<!--" not in out
   with pytest.raises(KeyError, match="nope"):

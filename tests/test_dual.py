@@ -1,4 +1,5 @@
 """Tests for gs_jax.dual against closed forms, finite differences, scipy and the primal problem."""
+
 import decimal
 
 import jax
@@ -39,7 +40,7 @@ def _h_prime(alpha, dynamics):
 
 def _term_sizes(U, S, lam, alpha, dynamics):
   """w_i = 1 + |h'(α_i)| + Σ_j |Q_ij| α_j/λ (Q/λ → I/λ under SD): SolverInfo.residual's scale."""
-  q = alpha / lam if dynamics == "sd" else np.abs((U * S ** 2) @ U.T) @ alpha / lam
+  q = alpha / lam if dynamics == "sd" else np.abs((U * S**2) @ U.T) @ alpha / lam
   return 1.0 + np.abs(_h_prime(alpha, dynamics)) + q
 
 
@@ -58,7 +59,7 @@ def _data_rounding_bound(U, S, lam, alpha, w, dynamics):
   ≤ (n/2 + 2)ε + (k + 3)ε/2 · (Pα)_i/(λ w_i); this returns twice that, rounded up.
   """
   n, k = U.shape
-  p = alpha / lam if dynamics == "sd" else np.abs(U) @ (S ** 2 * (np.abs(U).T @ alpha)) / lam
+  p = alpha / lam if dynamics == "sd" else np.abs(U) @ (S**2 * (np.abs(U).T @ alpha)) / lam
   return (n + k + 6) * EPS * (1.0 + p / w)
 
 
@@ -88,8 +89,9 @@ def _field_high_precision(U, S, lam, alpha, dynamics, digits=40):
 
 
 def test_lambertw_matches_scipy():
-  x = np.concatenate([-1 / np.e + np.logspace(-6, -1, 6), np.linspace(-0.3, 3, 34),
-                      np.logspace(0.5, 12, 30)])
+  x = np.concatenate(
+    [-1 / np.e + np.logspace(-6, -1, 6), np.linspace(-0.3, 3, 34), np.logspace(0.5, 12, 30)]
+  )
   w = dual.lambertw(x)
   ref = scipy.special.lambertw(x).real
   mask = x > -1 / np.e + 1e-4  # W is sqrt-like at the branch point: x's rounding dominates
@@ -141,7 +143,7 @@ def test_fixed_point_matches_eq13_uncoupled(lam):
 def test_eq13_is_a_fixed_point_of_eq10():
   S, lam = np.array([0.0, 0.5, 2.0, 30.0]), 0.01
   alpha, _ = dual.fixed_point_uncoupled(S, lam)
-  np.testing.assert_allclose(-np.log(alpha), alpha * (S ** 2 + lam) / lam, rtol=1e-13)
+  np.testing.assert_allclose(-np.log(alpha), alpha * (S**2 + lam) / lam, rtol=1e-13)
 
 
 @pytest.mark.parametrize("dynamics", dual.DYNAMICS)
@@ -163,9 +165,9 @@ def test_residual_below_1e12_on_random_problems(dynamics):
       # from the solver's rounded Q/λ: it may exceed the solver's by the rounding of Q/λ and of
       # both evaluations (twice _data_rounding_bound, which covers one of them).
       F = dual.vector_field(U, S, lam, alpha, dynamics)
-      assert np.all(np.abs(F) / w
-                    <= res_max + 2 * _data_rounding_bound(U, S, lam, alpha, w, dynamics)), (
-                        lam, n, k)
+      assert np.all(
+        np.abs(F) / w <= res_max + 2 * _data_rounding_bound(U, S, lam, alpha, w, dynamics)
+      ), (lam, n, k)
 
 
 @pytest.mark.parametrize("dynamics", ["exact", "taylor"])
@@ -187,7 +189,11 @@ def test_hard_regime_lambda_1e4_residual_is_roundoff(dynamics):
     # what remains is round-off of the float64 evaluation, not an unsolved equation.
     exact_rel = np.abs(_field_high_precision(U, S, lam, alpha, dynamics)) / w
     assert np.all(exact_rel <= floor + _data_rounding_bound(U, S, lam, alpha, w, dynamics)), (
-        n, k, float(np.max(exact_rel)), floor)
+      n,
+      k,
+      float(np.max(exact_rel)),
+      floor,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +246,7 @@ def test_starvation_matches_central_finite_differences(dynamics):
       alpha = dual.fixed_point(U, np.sqrt(s2), lam, dynamics=dynamics)
       return dual.responses_at(U, np.sqrt(s2), lam, alpha, dynamics)
 
-    s2 = S ** 2
+    s2 = S**2
     fd = np.zeros((n, n))
     for i in range(n):
       h = 1e-4 * s2[i]
@@ -260,8 +266,9 @@ def test_implicit_gradients_wrt_U_and_lambda():
   V = rng.normal(size=(5, 5))
   with enable_x64():
     for dynamics in dual.DYNAMICS:
-      f = lambda U_, lam_, dyn=dynamics: jnp.sum(jnp.sin(dual.fixed_point(
-          U_, S, lam_, dynamics=dyn, orth_tol=np.inf)))
+      f = lambda U_, lam_, dyn=dynamics: jnp.sum(
+        jnp.sin(dual.fixed_point(U_, S, lam_, dynamics=dyn, orth_tol=np.inf))
+      )
       gU, glam = jax.grad(f, argnums=(0, 1))(jnp.asarray(U), lam)
       h = 1e-6
       fd_U = (f(U + h * V, lam) - f(U - h * V, lam)) / (2 * h)
@@ -301,15 +308,18 @@ def test_spectral_decoupling_removes_starvation():
       # z* = U^T α*/λ does not depend on S at all: the diagonal vanishes too.
       assert np.max(np.abs(M)) < 1e-10
       # While the weight-decay dynamics couple the features.
-      assert np.max(np.abs(dual.starvation(U, S, lam)
-                           - np.diag(np.diag(dual.starvation(U, S, lam))))) > 1e-8
+      assert (
+        np.max(np.abs(dual.starvation(U, S, lam) - np.diag(np.diag(dual.starvation(U, S, lam)))))
+        > 1e-8
+      )
 
 
 def test_sd_fixed_point_solves_eq18_scalar_equation():
   for lam in LAMS:
     a = dual.fixed_point(np.eye(3), np.ones(3), lam, dynamics="sd")
-    ref = scipy.optimize.brentq(lambda x: np.log((1 - x) / x) - x / lam, 1e-300, 1 - 1e-16,
-                                xtol=1e-300, rtol=1e-15)
+    ref = scipy.optimize.brentq(
+      lambda x: np.log((1 - x) / x) - x / lam, 1e-300, 1 - 1e-16, xtol=1e-300, rtol=1e-15
+    )
     assert _rel(a, np.full(3, ref)) < 1e-12
 
 
@@ -319,7 +329,7 @@ def test_sd_fixed_point_solves_eq18_scalar_equation():
 
 def _eq8_optimum(U, S, lam):
   """argmax_α Σ H(α) − α^T U S² U^T α/(2λ), by L-BFGS-B over logit α (written from eq 8)."""
-  Q = (U * S ** 2) @ U.T
+  Q = (U * S**2) @ U.T
 
   def neg(u):
     a = scipy.special.expit(u)
@@ -328,8 +338,13 @@ def _eq8_optimum(U, S, lam):
     grad_a = -(np.log((1 - a) / a) - Q @ a / lam)
     return val, grad_a * a * (1 - a)
 
-  res = scipy.optimize.minimize(neg, np.zeros(U.shape[0]), jac=True, method="L-BFGS-B",
-                                options=dict(ftol=1e-15, gtol=1e-13, maxiter=10_000))
+  res = scipy.optimize.minimize(
+    neg,
+    np.zeros(U.shape[0]),
+    jac=True,
+    method="L-BFGS-B",
+    options=dict(ftol=1e-15, gtol=1e-13, maxiter=10_000),
+  )
   return scipy.special.expit(res.x)
 
 
@@ -340,7 +355,7 @@ def test_exact_fixed_point_is_the_dual_optimum_of_eq8():
     S = rng.uniform(0.2, 2.0, 6)
     alpha = dual.fixed_point(U, S, lam, dynamics="exact")
     # eq 9 stationarity, written out here.
-    Q = (U * S ** 2) @ U.T
+    Q = (U * S**2) @ U.T
     assert np.max(np.abs(np.log((1 - alpha) / alpha) - Q @ alpha / lam)) < 1e-12
     ref = _eq8_optimum(U, S, lam)
     # L-BFGS-B stops where its own rule says (it changed with scipy's Fortran → C port):
@@ -368,8 +383,9 @@ def _primal_responses(U, S, lam, sd):
       return val + lam / 2 * f @ f, g + lam * Phi.T @ f
     return val + lam / 2 * theta @ theta, g + lam * theta
 
-  res = scipy.optimize.minimize(loss, np.zeros(m), jac=True, method="BFGS",
-                                options=dict(gtol=1e-12, maxiter=10_000))
+  res = scipy.optimize.minimize(
+    loss, np.zeros(m), jac=True, method="BFGS", options=dict(gtol=1e-12, maxiter=10_000)
+  )
   return S * (V.T @ res.x)
 
 

@@ -1,6 +1,7 @@
 """User errors end cleanly (gs_jax.base.errors): a missing or malformed data file makes an
 experiment's command line print ``error: <message naming the path>`` and exit with status 2,
 without a traceback; bugs keep theirs. Loader-level cases use tiny files in tmp_path."""
+
 import importlib
 import os
 import subprocess
@@ -37,6 +38,7 @@ def _module(run_error):
 
   def run(cfg):
     raise run_error
+
   return m, run
 
 
@@ -47,7 +49,7 @@ def test_cli_main_turns_a_user_error_into_a_message_and_bugs_keep_their_tracebac
   assert e.value.code == 2
   assert capsys.readouterr().err == "error: /some/where: no such file\n"
   m, run = _module(ZeroDivisionError("a bug"))
-  with pytest.raises(ZeroDivisionError):   # not a user error: the traceback stays
+  with pytest.raises(ZeroDivisionError):  # not a user error: the traceback stays
     cli.main(m, run, [], prog="fake")
 
 
@@ -66,9 +68,21 @@ def test_experiment_with_a_missing_data_dir_ends_with_a_message(name, tmp_path, 
 def test_colored_mnist_cli_with_a_missing_data_dir_exits_2_without_traceback(tmp_path):
   """The real command, in a fresh process."""
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  r = subprocess.run([sys.executable, "-m", "experiments.colored_mnist",
-                      f"--data_dir={MISSING}", f"--out_dir={tmp_path / 'run'}", "--no_progress"],
-                     cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.colored_mnist",
+      f"--data_dir={MISSING}",
+      f"--out_dir={tmp_path / 'run'}",
+      "--no_progress",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 2, r.stderr[-2000:]
   assert "error: no MNIST file" in r.stderr and MISSING in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -76,6 +90,7 @@ def test_colored_mnist_cli_with_a_missing_data_dir_exits_2_without_traceback(tmp
 
 def test_cifar_cli_with_a_malformed_file_ends_with_a_message(tmp_path, capsys):
   from experiments import cifar as exp
+
   bad = tmp_path / "cifar10.npz"
   bad.write_text("not an npz")
   with pytest.raises(SystemExit) as e:
@@ -89,7 +104,7 @@ def _malformed_npz(tmp_path, keys):
   good = tmp_path / "good.npz"
   np.savez(good, **{k: np.zeros(2) for k in keys})
   data = good.read_bytes()
-  cases = {"text": b"not an npz", "empty": b"", "truncated": data[:len(data) // 2]}
+  cases = {"text": b"not an npz", "empty": b"", "truncated": data[: len(data) // 2]}
   out = {}
   for case, content in cases.items():
     out[case] = tmp_path / f"{case}.npz"

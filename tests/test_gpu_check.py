@@ -1,13 +1,20 @@
 """benchmarks.gpu_check --tiny on CPU: the prepared GPU check cannot rot (small shapes; the
 numbers mean nothing on CPU). CI runs the two quickest presets; the slow tier all five."""
+
 import json
 
 import pytest
 
 from benchmarks import gpu_check
 
-FIELDS = ("steps_per_s", "images_per_s", "peak_device_memory_bytes", "full_run_steps",
-          "full_run_train_hours", "setup_and_compile_s")
+FIELDS = (
+  "steps_per_s",
+  "images_per_s",
+  "peak_device_memory_bytes",
+  "full_run_steps",
+  "full_run_train_hours",
+  "setup_and_compile_s",
+)
 
 
 def _check(tmp_path, presets):
@@ -20,7 +27,8 @@ def _check(tmp_path, presets):
     assert all(k in m for k in FIELDS), name
     assert m["steps_per_s"] > 0 and m["full_run_steps"] == gpu_check.FULL_STEPS[name]
     assert m["full_run_train_hours"] * 3600 * m["steps_per_s"] == pytest.approx(
-        m["full_run_steps"], rel=1e-9)
+      m["full_run_steps"], rel=1e-9
+    )
     if r["backend"] == "cpu":
       assert m["peak_device_memory_bytes"] == "n/a"
 

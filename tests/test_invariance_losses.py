@@ -1,4 +1,5 @@
 """IRM, V-REx and annealed-SD objectives (docs/protocols.md §3.4) against independent computations."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,25 +48,29 @@ def test_irm_penalty_matches_finite_differences(data):
   got = losses.irm_penalty(jnp.asarray(logits), y, env, 3)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-9)
   # closed form: dR/dw = mean (σ(z) − y) z
-  closed = [np.mean((1 / (1 + np.exp(-z[env == e])) - y[env == e]) * z[env == e]) ** 2
-            for e in range(3)]
+  closed = [
+    np.mean((1 / (1 + np.exp(-z[env == e])) - y[env == e]) * z[env == e]) ** 2 for e in range(3)
+  ]
   np.testing.assert_allclose(got, closed, rtol=1e-4, atol=1e-9)
 
 
 def test_irm_penalty_is_differentiable_in_the_logits(data):
   logits, y, env = data
   from gs_jax.base._compat import enable_x64
+
   with enable_x64():
     f = lambda z: jnp.sum(losses.irm_penalty(z, jnp.asarray(y, jnp.float64), env, 3))
     check_grads(f, (jnp.asarray(logits, jnp.float64),), order=1, modes=("rev",))
+
     # and the gradient equals d/dz of the closed form
     def closed(z):
       out = 0.0
       for e in range(3):
         m = jnp.asarray(env == e)
         g = jnp.sum(jnp.where(m, (jax.nn.sigmoid(z) - y) * z, 0.0)) / m.sum()
-        out = out + g ** 2
+        out = out + g**2
       return out
+
     z64 = jnp.asarray(logits, jnp.float64)
     np.testing.assert_allclose(jax.grad(f)(z64), jax.grad(closed)(z64), rtol=1e-8, atol=1e-12)
 
@@ -73,8 +78,7 @@ def test_irm_penalty_is_differentiable_in_the_logits(data):
 def test_vrex_penalty_is_the_variance():
   r = np.array([0.3, 0.7, 0.2, 0.55])
   np.testing.assert_allclose(losses.vrex_penalty(jnp.asarray(r)), np.var(r), rtol=1e-6)
-  np.testing.assert_allclose(losses.vrex_penalty(jnp.asarray([0.4, 0.9])), 0.5 ** 2 / 4,
-                             rtol=1e-6)
+  np.testing.assert_allclose(losses.vrex_penalty(jnp.asarray([0.4, 0.9])), 0.5**2 / 4, rtol=1e-6)
 
 
 def test_annealed_weight_and_invariance_loss():
@@ -84,22 +88,27 @@ def test_annealed_weight_and_invariance_loss():
   sq = 1 + 4 + 0.25
   assert float(losses.annealed_weight(9, 10, pw)) == 1.0
   assert float(losses.annealed_weight(10, 10, pw)) == pw
-  before = losses.invariance_loss(risks, pen, params, 9, penalty_weight=pw, anneal_steps=10,
-                                  l2_weight=wd)
+  before = losses.invariance_loss(
+    risks, pen, params, 9, penalty_weight=pw, anneal_steps=10, l2_weight=wd
+  )
   np.testing.assert_allclose(before, 0.7 + wd * sq + pen, rtol=1e-6)
-  after = losses.invariance_loss(risks, pen, params, 10, penalty_weight=pw, anneal_steps=10,
-                                 l2_weight=wd)
+  after = losses.invariance_loss(
+    risks, pen, params, 10, penalty_weight=pw, anneal_steps=10, l2_weight=wd
+  )
   np.testing.assert_allclose(after, (0.7 + wd * sq + pw * pen) / pw, rtol=1e-6)
-  summed = losses.invariance_loss(risks, pen, params, 10, penalty_weight=pw, anneal_steps=10,
-                                  l2_weight=wd, risk_form="sum")
+  summed = losses.invariance_loss(
+    risks, pen, params, 10, penalty_weight=pw, anneal_steps=10, l2_weight=wd, risk_form="sum"
+  )
   np.testing.assert_allclose(summed, (1.4 + wd * sq + pw * pen) / pw, rtol=1e-6)
   # a weight below 1 is never divided out
-  small = losses.invariance_loss(risks, pen, params, 10, penalty_weight=0.5, anneal_steps=10,
-                                 l2_weight=0.0)
+  small = losses.invariance_loss(
+    risks, pen, params, 10, penalty_weight=0.5, anneal_steps=10, l2_weight=0.0
+  )
   np.testing.assert_allclose(small, 0.7 + 0.5 * pen, rtol=1e-6)
   with pytest.raises(ValueError, match="risk_form"):
-    losses.invariance_loss(risks, pen, params, 0, penalty_weight=pw, anneal_steps=1,
-                           l2_weight=wd, risk_form="median")
+    losses.invariance_loss(
+      risks, pen, params, 0, penalty_weight=pw, anneal_steps=1, l2_weight=wd, risk_form="median"
+    )
 
 
 def test_sd_annealed_loss_reproduces_the_released_rescaling():
@@ -108,10 +117,10 @@ def test_sd_annealed_loss_reproduces_the_released_rescaling():
   sd = np.mean(np.square([1.0, -3.0, 2.0]))
   kw = dict(sd_coef=c, anneal_steps=450)
   np.testing.assert_allclose(losses.sd_annealed_loss(nll, z, 449, **kw), nll + c * sd, rtol=1e-6)
-  np.testing.assert_allclose(losses.sd_annealed_loss(nll, z, 450, **kw), c * (nll + sd),
-                             rtol=1e-6)
-  np.testing.assert_allclose(losses.sd_annealed_loss(nll, z, 2000, **kw, rescale=False),
-                             nll + c * sd, rtol=1e-6)
+  np.testing.assert_allclose(losses.sd_annealed_loss(nll, z, 450, **kw), c * (nll + sd), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.sd_annealed_loss(nll, z, 2000, **kw, rescale=False), nll + c * sd, rtol=1e-6
+  )
   # the step may be a traced array (inside lax.scan)
   f = jax.jit(lambda t: losses.sd_annealed_loss(nll, z, t, **kw))
   np.testing.assert_allclose(f(jnp.int32(451)), c * (nll + sd), rtol=1e-6)

@@ -2,6 +2,7 @@
 before it; configs import only ml_collections; experiments/analysis/benchmarks sit above the
 package and are never imported by it. Parsed from the source, so lazy imports inside functions
 count too."""
+
 from __future__ import annotations
 
 import ast
@@ -21,7 +22,7 @@ def _imports(path: Path):
         yield node.lineno, alias.name
     elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
       yield node.lineno, node.module
-      for alias in node.names:   # "from gs_jax import dual": the module is gs_jax.dual
+      for alias in node.names:  # "from gs_jax import dual": the module is gs_jax.dual
         yield node.lineno, f"{node.module}.{alias.name}"
 
 
@@ -48,7 +49,7 @@ def test_package_imports_go_downward(path):
     layer = _layer(module)
     if layer is None:
       continue
-    if layer.startswith("?"):   # a flat alias (gs_jax.dual …): fine for users, not inside
+    if layer.startswith("?"):  # a flat alias (gs_jax.dual …): fine for users, not inside
       bad.append(f"line {line}: {module} (flat alias; import the layered module)")
     elif LAYERS.index(layer) > LAYERS.index(own):
       bad.append(f"line {line}: {module} ({layer} is above {own})")
@@ -72,9 +73,11 @@ def test_flat_aliases_are_the_layered_modules():
   import gs_jax
   from gs_jax import dual
   from gs_jax.theory import dual as layered
+
   assert dual is layered
-  import gs_jax.train   # noqa: F401 (the old training module's name)
+  import gs_jax.train  # noqa: F401 (the old training module's name)
   from gs_jax import training
+
   assert gs_jax.train is training and gs_jax.train.fit_minibatch is training.fit_minibatch
   for name, target in gs_jax._ALIASES.items():
     assert getattr(gs_jax, name).__name__ == target

@@ -1,4 +1,5 @@
 """The fused two-layer ReLU net (models.relu_net) against plain autodiff of its definition."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,13 @@ def _reference(x, w1, b1, w2, b2):
 
 def _args(dtype, n=9, d=2, h=7, seed=0):
   k = jax.random.split(jax.random.PRNGKey(seed), 5)
-  return (jax.random.normal(k[0], (n, d), dtype), jax.random.normal(k[1], (d, h), dtype),
-          jax.random.normal(k[2], (h,), dtype), jax.random.normal(k[3], (h,), dtype),
-          jax.random.normal(k[4], (), dtype))
+  return (
+    jax.random.normal(k[0], (n, d), dtype),
+    jax.random.normal(k[1], (d, h), dtype),
+    jax.random.normal(k[2], (h,), dtype),
+    jax.random.normal(k[3], (h,), dtype),
+    jax.random.normal(k[4], (), dtype),
+  )
 
 
 @pytest.fixture
@@ -30,14 +35,18 @@ def x64():
 def test_relu_net_value_gradients_and_jvp_equal_autodiff_of_the_definition(x64, d):
   args = _args(jnp.float64, d=d)
   np.testing.assert_allclose(models.relu_net(*args), _reference(*args), rtol=1e-13)
-  loss = lambda f: (lambda *a: jnp.sum(jnp.sin(f(*a))))
+  loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))
   got = jax.grad(loss(models.relu_net), argnums=range(5))(*args)
   want = jax.grad(loss(_reference), argnums=range(5))(*args)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
   tangents = _args(jnp.float64, d=d, seed=1)
-  np.testing.assert_allclose(jax.jvp(models.relu_net, args, tangents)[1],
-                             jax.jvp(_reference, args, tangents)[1], rtol=1e-12, atol=1e-13)
+  np.testing.assert_allclose(
+    jax.jvp(models.relu_net, args, tangents)[1],
+    jax.jvp(_reference, args, tangents)[1],
+    rtol=1e-12,
+    atol=1e-13,
+  )
 
 
 def test_relu_net_partial_derivatives_and_vmap(x64):
@@ -46,17 +55,20 @@ def test_relu_net_partial_derivatives_and_vmap(x64):
   x, *params = _args(jnp.float64)
   fx = lambda f: jax.vmap(jax.grad(lambda p: f(p[None], *params)[0]))(x)
   np.testing.assert_allclose(fx(models.relu_net), fx(_reference), rtol=1e-12, atol=1e-13)
-  fp = lambda f: jax.grad(lambda w2, b1: jnp.sum(f(x, params[0], b1, w2, params[3]) ** 2),
-                          argnums=(0, 1))(params[2], params[1])
+  fp = lambda f: jax.grad(
+    lambda w2, b1: jnp.sum(f(x, params[0], b1, w2, params[3]) ** 2), argnums=(0, 1)
+  )(params[2], params[1])
   for g, w in zip(fp(models.relu_net), fp(_reference)):
     np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
   batched = [jnp.stack([a, 2 * a]) for a in _args(jnp.float64)]
-  np.testing.assert_allclose(jax.vmap(models.relu_net)(*batched),
-                             jax.vmap(_reference)(*batched), rtol=1e-13)
+  np.testing.assert_allclose(
+    jax.vmap(models.relu_net)(*batched), jax.vmap(_reference)(*batched), rtol=1e-13
+  )
 
 
 class _Layered(nn.Module):
   """The layer-by-layer net with flax's nn.Dense: what MLP computed before fusing."""
+
   width: int
   kernel_init: str
 
@@ -78,20 +90,26 @@ def test_fused_mlp_has_the_parameters_values_and_gradients_of_the_layered_net(in
   for a, b in zip(jax.tree_util.tree_leaves(pf), jax.tree_util.tree_leaves(pl)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_allclose(fused.apply(pf, x), layered.apply(pl, x), rtol=1e-5, atol=1e-6)
-  loss = lambda m: (lambda p: jnp.mean(jax.nn.softplus(-m.apply(p, x))))
-  for a, b in zip(jax.tree_util.tree_leaves(jax.grad(loss(fused))(pf)),
-                  jax.tree_util.tree_leaves(jax.grad(loss(layered))(pl))):
+  loss = lambda m: lambda p: jnp.mean(jax.nn.softplus(-m.apply(p, x)))
+  for a, b in zip(
+    jax.tree_util.tree_leaves(jax.grad(loss(fused))(pf)),
+    jax.tree_util.tree_leaves(jax.grad(loss(layered))(pl)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_variants_keep_the_layered_path():
   """Dropout, BN, depth and wide inputs are not fused, and still train-mode differentiable."""
   x = jax.random.normal(jax.random.PRNGKey(3), (8, 2))
-  for m in (models.MLP(hidden=(6,), dropout_rate=0.5), models.MLP(hidden=(6, 6)),
-            models.MLP(hidden=(6,), batch_norm=True)):
+  for m in (
+    models.MLP(hidden=(6,), dropout_rate=0.5),
+    models.MLP(hidden=(6, 6)),
+    models.MLP(hidden=(6,), batch_norm=True),
+  ):
     v = m.init(jax.random.PRNGKey(0), x)
-    out = m.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)},
-                  mutable=["batch_stats"])[0]
+    out = m.apply(
+      v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}, mutable=["batch_stats"]
+    )[0]
     assert out.shape == (8,)
   wide = models.MLP(hidden=(6,)).init(jax.random.PRNGKey(0), jnp.zeros((3, 10)))
   assert wide["params"]["dense_0"]["kernel"].shape == (10, 6)
@@ -99,6 +117,7 @@ def test_variants_keep_the_layered_path():
 
 def test_resnets_have_torchvision_parameter_counts_and_pretrained_loading(tmp_path):
   from flax import serialization
+
   x = jnp.zeros((2, 64, 64, 3))
   counts = {}
   for name in ("resnet50", "resnet18", "resnet_small"):
@@ -114,7 +133,7 @@ def test_resnets_have_torchvision_parameter_counts_and_pretrained_loading(tmp_pa
   path = tmp_path / "w.msgpack"
   ckpt = jax.tree_util.tree_map(np.asarray, dict(v1))
   ckpt["params"] = dict(ckpt["params"])
-  ckpt["params"]["head"] = {"kernel": np.zeros((64, 1000)), "bias": np.zeros(1000)}   # ImageNet fc
+  ckpt["params"]["head"] = {"kernel": np.zeros((64, 1000)), "bias": np.zeros(1000)}  # ImageNet fc
   path.write_bytes(serialization.msgpack_serialize(ckpt))
   v = models.load_pretrained(v0, str(path))
   np.testing.assert_array_equal(v["params"]["conv1"]["kernel"], v1["params"]["conv1"]["kernel"])

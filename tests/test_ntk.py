@@ -1,5 +1,6 @@
 """Tests for gs_jax.ntk: our kernels vs explicit NTRF (and neural-tangents on the oldest stack),
 features U,S,V, responses, errors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,10 +68,11 @@ def test_features_reproduce_yky_and_svd():
   n = x.shape[0]
   assert U.dtype == np.float64 and S.dtype == np.float64
   np.testing.assert_allclose(U.T @ U, np.eye(n), atol=1e-10)
-  np.testing.assert_allclose(U @ np.diag(S**2) @ U.T, np.diag(y) @ K @ np.diag(y),
-                             rtol=1e-9, atol=1e-10)
+  np.testing.assert_allclose(
+    U @ np.diag(S**2) @ U.T, np.diag(y) @ K @ np.diag(y), rtol=1e-9, atol=1e-10
+  )
   assert np.all(np.diff(S) <= 1e-12) and np.all(S >= 0)
-  assert np.all(U.sum(0) >= -1e-12)                # orientation convention
+  assert np.all(U.sum(0) >= -1e-12)  # orientation convention
   # Independent route: singular values of YΦ0 from numpy's SVD.
   s_ref = np.linalg.svd(np.diag(y) @ phi, compute_uv=False)
   np.testing.assert_allclose(S, s_ref, rtol=1e-8)
@@ -125,7 +127,8 @@ def test_centred_network_and_ntk_param_model():
   norms = np.sqrt(np.diag(s1))
   t = np.arccos(np.clip(s1 / np.outer(norms, norms), -1.0, 1.0))
   K_inf = s1 * (np.pi - t) / (2 * np.pi) + np.outer(norms, norms) * (
-      np.sin(t) + (np.pi - t) * np.cos(t)) / (2 * np.pi)
+    np.sin(t) + (np.pi - t) * np.cos(t)
+  ) / (2 * np.pi)
   rel = np.linalg.norm(K - K_inf) / np.linalg.norm(K_inf)
   assert rel < 0.05, rel
   ridge = ntk.ridge_from_init(jax.tree_util.tree_map(lambda a: a + 1.0, p0), p0, 0.5)

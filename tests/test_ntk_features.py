@@ -1,6 +1,7 @@
 """Top-k NTK features at scale (gs_jax.ntk: dense and matrix-free routes), the response probe
 inside a compiled training loop (gs_jax.train.with_probe) and the memory of the matrix-free
 route. Small float32 models, seconds each."""
+
 import json
 import subprocess
 import sys
@@ -49,11 +50,14 @@ def test_logit_difference_is_the_scalar_logit_of_two_logit_softmax():
     ntk.logit_difference(lambda p, xx: jnp.zeros((xx.shape[0], 3)))(params, x)
 
 
-@pytest.mark.parametrize("method,kw", [
+@pytest.mark.parametrize(
+  "method,kw",
+  [
     ("dense", {"block_size": 64}),
     ("matrix_free", {"block": 12, "max_passes": 10, "tol": 1e-9, "batch_size": 48}),
     ("matrix_free", {"block": 12, "max_passes": 10, "tol": 1e-9, "products": "jvp"}),
-])
+  ],
+)
 def test_routes_match_explicit_phi0(method, kw):
   """Top-6 features of n = 160 examples against the float64 SVD of the explicit Φ0.
 
@@ -72,15 +76,16 @@ def test_routes_match_explicit_phi0(method, kw):
   assert _max_sin_angle(U, Ue[:, :k]) < 1e-3
   assert _max_sin_angle(np.asarray(V, np.float64), Vte[:k].T) < 1e-3
   np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-10)
-  assert np.all(U.sum(axis=0) >= 0)      # orientation convention of gs_jax.ntk.orient
+  assert np.all(U.sum(axis=0) >= 0)  # orientation convention of gs_jax.ntk.orient
   # Column by column (orientation fixed): u_j = ±ue_j with the sign of ue_j's sum.
   np.testing.assert_allclose(U, ntk.orient(Ue[:, :k]), atol=1e-3)
 
 
 def test_matrix_free_stops_when_the_krylov_space_is_exhausted_and_checks_inputs():
   _, f, params, x, y = _two_logit_mlp(n=20)
-  U, S, info = ntk.features_matrix_free(f, params, x, y, 3, block=8, max_passes=6, tol=0.0,
-                                        return_info=True)
+  U, S, info = ntk.features_matrix_free(
+    f, params, x, y, 3, block=8, max_passes=6, tol=0.0, return_info=True
+  )
   se = _explicit(f, params, x, y)[1]
   # The random start block (8) plus the whole 20-dimensional row space of YΦ0: the next
   # block has nothing new (float32 round-off is not taken for a direction) and it stops.
@@ -102,7 +107,7 @@ def test_response_probe_inside_scanned_training_equals_responses_after():
   model, f, params, x, y = _two_logit_mlp(n=40)
   U, S = ntk.top_features(f, params, x, y, 4, method="dense")
   logits0 = np.asarray(f(params, x))
-  probe, data = ntk.response_probe(f, x, y, U, logits0, batch_size=16)   # 3 padded chunks
+  probe, data = ntk.response_probe(f, x, y, U, logits0, batch_size=16)  # 3 padded chunks
   tx = optax.sgd(0.05)
   state = train.make_state({"params": params}, tx, jax.random.PRNGKey(0))
   step = train.with_probe(train.make_train_step(model, tx, train.softmax_objective), probe, 3)
@@ -111,8 +116,8 @@ def test_response_probe_inside_scanned_training_equals_responses_after():
   idx = np.arange(8)[:, None] % x.shape[0]
   states = []
   s = state
-  for i in range(8):   # reference: one step at a time
-    s, _ = run(s, x, jnp.asarray(y), idx[i:i + 1], hp)
+  for i in range(8):  # reference: one step at a time
+    s, _ = run(s, x, jnp.asarray(y), idx[i : i + 1], hp)
     states.append(s)
   final, metrics = run(state, x, jnp.asarray(y), idx, hp)
   rows = train.probe_rows(metrics, int(final.step), 3)
@@ -122,9 +127,20 @@ def test_response_probe_inside_scanned_training_equals_responses_after():
     np.testing.assert_allclose(z, ref, rtol=1e-4, atol=1e-6)
   assert np.all(np.isnan(np.asarray(metrics[train.PROBE])[[0, 1, 3, 4, 6, 7]]))
   # fit_minibatch keeps the probe out of its epoch means
-  _, history = train.fit_minibatch(model, tx, train.softmax_objective, state,
-                                   {"x": x, "y": jnp.asarray(y)}, lambda e: idx, 1, hp,
-                                   train_step=step, scan=True, chunk=4, progress=False)
+  _, history = train.fit_minibatch(
+    model,
+    tx,
+    train.softmax_objective,
+    state,
+    {"x": x, "y": jnp.asarray(y)},
+    lambda e: idx,
+    1,
+    hp,
+    train_step=step,
+    scan=True,
+    chunk=4,
+    progress=False,
+  )
   assert train.PROBE not in history[0] and np.isfinite(history[0]["loss"])
 
 
@@ -132,7 +148,7 @@ def test_probe_schedule_records_exactly_its_steps():
   """probe_schedule = multiples of every + log-spaced early steps; with_probe/probe_rows with a
   schedule record exactly those steps (a chunk boundary in the middle changes nothing)."""
   sched = train.probe_schedule(20, 8, early=4)
-  np.testing.assert_array_equal(sched, [1, 2, 4, 7, 8, 16])   # geomspace(1, 7, 4) rounded
+  np.testing.assert_array_equal(sched, [1, 2, 4, 7, 8, 16])  # geomspace(1, 7, 4) rounded
   np.testing.assert_array_equal(train.probe_schedule(20, 8), [8, 16])
   with pytest.raises(ValueError, match="every"):
     train.with_probe(lambda s, b, h: (s, {}), lambda s, d: s, [3, 2])
@@ -142,12 +158,11 @@ def test_probe_schedule_records_exactly_its_steps():
   probe, data = ntk.response_probe(f, x, y, U, logits0, batch_size=12)
   tx = optax.sgd(0.05)
   state = train.make_state({"params": params}, tx, jax.random.PRNGKey(0))
-  step = train.with_probe(train.make_train_step(model, tx, train.softmax_objective), probe,
-                          sched)
+  step = train.with_probe(train.make_train_step(model, tx, train.softmax_objective), probe, sched)
   run = train.make_epoch_runner(step, scan=True)
   hp = {"sd_lambda": jnp.float32(0.0), train.PROBE: data}
   idx = np.arange(20)[:, None] % x.shape[0]
-  s1, m1 = run(state, x, jnp.asarray(y), idx[:5], hp)    # two chunks: steps 1–5, 6–20
+  s1, m1 = run(state, x, jnp.asarray(y), idx[:5], hp)  # two chunks: steps 1–5, 6–20
   s2, m2 = run(s1, x, jnp.asarray(y), idx[5:], hp)
   rows = train.probe_rows(m1, 5, sched) + train.probe_rows(m2, 20, sched)
   assert [r[0] for r in rows] == [1, 2, 4, 7, 8, 16]
@@ -185,8 +200,9 @@ def test_matrix_free_memory_is_o_n_k_plus_m_k_on_a_model_too_big_for_phi0():
   their temporaries, a few m-vectors each, plus XLA's compilation) must stay below 1.2 GB —
   5.5× less than Φ0; forming Φ0, one 256-row block of it (neural-tangents' dense route), or
   even the 100-row chunk Jacobian of ``products="jacobian"`` (1.65 GB) would exceed it."""
-  out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True,
-                       timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-c", _MEMORY_CHILD], capture_output=True, text=True, timeout=300
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   r = json.loads(out.stdout.strip().splitlines()[-1])
   phi_bytes = 4 * r["n"] * r["m"]

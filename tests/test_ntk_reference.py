@@ -8,6 +8,7 @@ experiments use. Tolerance: float32 models, entries of K up to ~1e3; the two bac
 same products in different orders, so they agree to a few float32 ulps of the largest entry
 (rtol 1e-5 of max |K|, asserted).
 """
+
 import jax
 import numpy as np
 import pytest
@@ -17,9 +18,10 @@ from gs_jax.nn import models
 from gs_jax.theory import ntk
 
 nt = pytest.importorskip(
-    "neural_tangents",
-    reason=f"neural-tangents is not installed (the optional 'nt' extra; it needs jax < 0.6, "
-           f"this is jax {jax.__version__}): run the oldest stack, make test-oldest")
+  "neural_tangents",
+  reason=f"neural-tangents is not installed (the optional 'nt' extra; it needs jax < 0.6, "
+  f"this is jax {jax.__version__}): run the oldest stack, make test-oldest",
+)
 
 
 def _mlp():
@@ -49,12 +51,13 @@ def test_our_gram_equals_neural_tangents(build, impl):
   rest = {k: v for k, v in variables.items() if k != "params"}
 
   apply = lambda p, xx: model.apply({"params": p, **rest}, xx)
-  if jax.eval_shape(apply, params, x).ndim == 2:   # two logits: the scalar ŷ = f_1 − f_0
+  if jax.eval_shape(apply, params, x).ndim == 2:  # two logits: the scalar ŷ = f_1 − f_0
     apply = ntk.logit_difference(apply)
 
   K_ours = ntk.empirical_ntk(apply, params, x, implementation=impl, block_size=4)
-  K_nt = ntk.empirical_ntk(apply, params, x, implementation=impl, block_size=4,
-                           backend="neural_tangents")
+  K_nt = ntk.empirical_ntk(
+    apply, params, x, implementation=impl, block_size=4, backend="neural_tangents"
+  )
   scale = np.max(np.abs(K_nt))
   assert scale > 0
   np.testing.assert_allclose(K_ours, K_nt, rtol=0, atol=1e-5 * scale)

@@ -1,4 +1,5 @@
 """Figure 5 (experiments.primal_dual): the quick preset, and the dual gradient-ascent loop."""
+
 import json
 
 import jax.numpy as jnp
@@ -13,9 +14,10 @@ from gs_jax import training as train
 
 
 def test_field_ascent_records_every_kth_step_and_runs_the_remainder():
-  field = lambda x: -x           # x_{t+1} = (1 − η) x_t
-  x_end, seen = train.field_ascent(field, jnp.array([1.0, 2.0]), 0.5, 7, every=3,
-                                   observe=lambda x: x.sum())
+  field = lambda x: -x  # x_{t+1} = (1 − η) x_t
+  x_end, seen = train.field_ascent(
+    field, jnp.array([1.0, 2.0]), 0.5, 7, every=3, observe=lambda x: x.sum()
+  )
   np.testing.assert_allclose(x_end, 0.5**7 * np.array([1.0, 2.0]))
   np.testing.assert_allclose(seen, 3.0 * 0.5 ** np.array([0, 3, 6]))
   clipped = train.field_ascent(field, jnp.array([1.0]), 3.0, 1, project=lambda x: x.clip(-1, 1))
@@ -48,14 +50,13 @@ def test_quick_preset(tmp_path, capsys):
       assert run[name]["rel_error_vs_fixed_point"] < 1e-6, (run["s1"], name, run[name])
   checks = res["metrics"]
   assert checks["final_z2_decreases_with_s1"]
-  assert checks["sd_end_points_spread"] < 1e-8           # SD: z* = U^T α*/λ, no S in it
+  assert checks["sd_end_points_spread"] < 1e-8  # SD: z* = U^T α*/λ, no S in it
   assert checks["max_primal_dual_rel_gap"] < 1e-6
   np.testing.assert_allclose(checks["sd_end_point_mean"], [4.589, 1.230], atol=5e-4)
   with np.load(tmp_path / "paths.npz") as p:
     assert p["dual"].shape == (3, 40_000 // 200 + 1, 2)
     assert p["primal"].shape == p["primal_sd"].shape == (3, 40_000 // 200, 2)
-    np.testing.assert_array_equal(p["primal"][:, -1], [r["primal"]["z_end"]
-                                                       for r in res["per_s1"]])
+    np.testing.assert_array_equal(p["primal"][:, -1], [r["primal"]["z_end"] for r in res["per_s1"]])
   for ext in ("png", "pdf"):
     assert (tmp_path / f"figure5.{ext}").stat().st_size > 1000
   capsys.readouterr()
@@ -63,8 +64,9 @@ def test_quick_preset(tmp_path, capsys):
   assert "not recomputed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags", [["--lam=0"], ["--steps=10", "--every=20"], ["--m=1"],
-                                   ["--s1=2,-1"]])
+@pytest.mark.parametrize(
+  "flags", [["--lam=0"], ["--steps=10", "--every=20"], ["--m=1"], ["--s1=2,-1"]]
+)
 def test_bad_flags(tmp_path, flags):
   with pytest.raises(SystemExit):
     primal_dual.main([f"--out_dir={tmp_path}", *flags])

@@ -1,6 +1,7 @@
 """Provenance of committed results (issue 20): every run file under docs/results has trusted
 provenance or is listed in docs/results/LEGACY.json, and the analysis gate refuses untrusted
 runs unless told to."""
+
 import io
 import json
 import subprocess
@@ -22,8 +23,9 @@ def run(commit=HEAD, dirty=False, start="2999-01-01T00:00:00+00:00", calls=None)
 
 def test_committed_results_have_provenance_or_are_listed_as_legacy():
   a = prov.audit()
-  assert not a["bad"], "results files with provenance problems, not in LEGACY.json:\n" + \
-      "\n".join(f"{k}: {'; '.join(v)}" for k, v in a["bad"].items())
+  assert not a["bad"], "results files with provenance problems, not in LEGACY.json:\n" + "\n".join(
+    f"{k}: {'; '.join(v)}" for k, v in a["bad"].items()
+  )
   assert not a["stale"], f"LEGACY.json entries naming nothing or a clean file: {a['stale']}"
 
 
@@ -37,8 +39,9 @@ def test_agrees_with_the_shared_provenance_report():
   tool = prov.ROOT.parent / "shared" / "tools" / "provenance_report.py"
   if not tool.exists():
     pytest.skip(f"{tool} not here")
-  out = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True,
-                       cwd=prov.ROOT, check=True).stdout
+  out = subprocess.run(
+    [sys.executable, str(tool)], capture_output=True, text=True, cwd=prov.ROOT, check=True
+  ).stdout
   flagged = [line.split(":")[0] for line in out.splitlines() if line.startswith("docs/")]
   assert flagged, out
   for path in flagged:
@@ -46,16 +49,21 @@ def test_agrees_with_the_shared_provenance_report():
     assert prov.legacy_entry(prov.ROOT / path) is not None, path
 
 
-@pytest.mark.parametrize("res, expect", [
+@pytest.mark.parametrize(
+  "res, expect",
+  [
     ({}, "no provenance"),
     (run(dirty=True), "git_dirty=True"),
     (run(dirty=None), "git_dirty=None"),
     (run(commit=None), "no commit"),
     (run(commit="0" * 40), "not in this repository"),
     (run(start="2000-01-01T00:00:00+00:00"), "later than the start"),
-    (run(calls=[{"git_commit": HEAD, "git_dirty": True, "start_time": None}]),
-     "start 0: git_dirty=True"),
-])
+    (
+      run(calls=[{"git_commit": HEAD, "git_dirty": True, "start_time": None}]),
+      "start 0: git_dirty=True",
+    ),
+  ],
+)
 def test_problems_of_one_run(res, expect):
   assert any(expect in p for p in prov.problems(res)), prov.problems(res)
 
@@ -89,6 +97,7 @@ def test_gate_passes_legacy_runs_and_the_table_says_so():
 def test_table_scripts_refuse_dirty_runs(tmp_path):
   """One table script end to end: a dirty CelebA run is refused, built with --allow_dirty."""
   from analysis import celeba_table
+
   src = prov.ROOT / "docs/results/celeba_cpu/cpu_erm_s0/results.json"
   res = json.loads(src.read_text())
   res["provenance"]["git_dirty"] = True
@@ -96,6 +105,5 @@ def test_table_scripts_refuse_dirty_runs(tmp_path):
   (tmp_path / "r" / "results.json").write_text(json.dumps(res))
   with pytest.raises(prov.ProvenanceError, match="git_dirty=True"):
     celeba_table.main([f"--runs_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}"])
-  celeba_table.main([f"--runs_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}",
-                     "--allow_dirty"])
+  celeba_table.main([f"--runs_dir={tmp_path}", f"--out_dir={tmp_path / 'out'}", "--allow_dirty"])
   assert (tmp_path / "out" / "table3.md").exists()

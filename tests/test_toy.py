@@ -46,6 +46,7 @@ def test_deterministic_per_seed_and_rotation_is_an_isometry():
 @pytest.mark.parametrize("n, noise", [(300, 0.1), (301, 0.1), (64, 0.0)])
 def test_make_moons_equals_scikit_learn(n, noise):
   from sklearn.datasets import make_moons
+
   for seed in (0, 1, 17):
     x, y = toy.make_moons(n, noise, seed)
     xs, ys = make_moons(n_samples=n, noise=noise, random_state=seed)

@@ -13,8 +13,9 @@ def _data(seeds, n=64):
   return {k: jnp.asarray(v) for k, v in d.items()}
 
 
-@pytest.mark.parametrize("kwargs, opt", [({}, "sgd"), ({"dropout_rate": 0.5}, "sgd"),
-                                         ({"batch_norm": True}, "adam")])
+@pytest.mark.parametrize(
+  "kwargs, opt", [({}, "sgd"), ({"dropout_rate": 0.5}, "sgd"), ({"batch_norm": True}, "adam")]
+)
 def test_vmapped_seeds_equal_per_seed_runs(kwargs, opt):
   model = models.MLP(hidden=(32,), **kwargs)
   tx = train.make_optimizer(opt, 1e-2, momentum=0.9, weight_decay=1e-3)
@@ -23,8 +24,7 @@ def test_vmapped_seeds_equal_per_seed_runs(kwargs, opt):
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))
   hp = {"sd_lambda": jnp.float32(0.003)}
   trainer = train.make_seed_trainer(model, tx, train.binary_objective, chunk=7)
-  states, hist = trainer(train.make_seed_init(model, tx)(keys, data), data, hp, 20,
-                         progress=False)
+  states, hist = trainer(train.make_seed_init(model, tx)(keys, data), data, hp, 20, progress=False)
   assert hist["loss"].shape == (3, 20)
 
   step = jax.jit(train.make_train_step(model, tx, train.binary_objective))
@@ -43,8 +43,11 @@ def test_vmapped_seeds_equal_per_seed_runs(kwargs, opt):
     np.testing.assert_allclose(hist["loss"][i], losses, rtol=2e-5, atol=1e-6)
     if kwargs.get("batch_norm"):
       np.testing.assert_allclose(
-          states.model_state["batch_stats"]["bn_0"]["mean"][i],
-          st.model_state["batch_stats"]["bn_0"]["mean"], rtol=2e-5, atol=atol)
+        states.model_state["batch_stats"]["bn_0"]["mean"][i],
+        st.model_state["batch_stats"]["bn_0"]["mean"],
+        rtol=2e-5,
+        atol=atol,
+      )
 
 
 def test_training_reduces_loss_and_separates_two_moons():
@@ -73,7 +76,7 @@ def test_shared_batch_seeds_differ_only_by_init():
 
 def test_train_step_is_pure_and_dropout_masks_change_per_step():
   model = models.MLP(hidden=(64,), dropout_rate=0.5)
-  tx = train.make_optimizer("sgd", 0.0)   # lr 0: parameters stay, only the masks move
+  tx = train.make_optimizer("sgd", 0.0)  # lr 0: parameters stay, only the masks move
   batch = {k: v[0] for k, v in _data([0]).items()}
   st = train.init_state(model, tx, jax.random.PRNGKey(0), batch["x"])
   step = jax.jit(train.make_train_step(model, tx, train.binary_objective))
@@ -130,9 +133,16 @@ def test_seeds_sharded_over_devices_equal_one_device_runs():
   import os
   import subprocess
   import sys
+
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  r = subprocess.run([sys.executable, "-c", _SHARDED], cwd=repo, capture_output=True,
-                     text=True, env={**os.environ, "PYTHONPATH": repo}, timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-c", _SHARDED],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    env={**os.environ, "PYTHONPATH": repo},
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-2000:]
   assert r.stdout.strip() == "ok"
 
@@ -141,6 +151,7 @@ def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
   """A run stopped after some chunks and restarted from its checkpoint ends exactly where an
   uninterrupted run ends: chunk boundaries are fixed multiples of ``chunk``."""
   from gs_jax.experiment import checkpoint
+
   model = models.MLP(hidden=(16,), dropout_rate=0.2)
   tx = train.make_optimizer("adam", 1e-2)
   data = _data([0, 1])
@@ -159,13 +170,26 @@ def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
 
   ckpt = checkpoint.Checkpointer(tmp_path / "ckpt", every_seconds=0.0)
   with pytest.raises(Killed):
-    trainer(init(keys, data), data, hp, 23, progress=False, checkpoint=ckpt,
-            on_chunk=kill_after_two_chunks)
-  assert ckpt.latest_step() == 5   # the chunk ending at 10 was not saved before the "kill"
+    trainer(
+      init(keys, data),
+      data,
+      hp,
+      23,
+      progress=False,
+      checkpoint=ckpt,
+      on_chunk=kill_after_two_chunks,
+    )
+  assert ckpt.latest_step() == 5  # the chunk ending at 10 was not saved before the "kill"
   seen = []
-  resumed, hist = trainer(init(keys, data), data, hp, 23, progress=False,
-                          checkpoint=checkpoint.Checkpointer(tmp_path / "ckpt"),
-                          on_chunk=lambda done, h: seen.append(done))
+  resumed, hist = trainer(
+    init(keys, data),
+    data,
+    hp,
+    23,
+    progress=False,
+    checkpoint=checkpoint.Checkpointer(tmp_path / "ckpt"),
+    on_chunk=lambda done, h: seen.append(done),
+  )
   assert seen == [10, 15, 20, 23]
   for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -175,14 +199,17 @@ def test_killed_seed_run_resumes_to_the_same_result(tmp_path):
 
 def test_checkpoint_refuses_another_runs_fingerprint(tmp_path):
   from gs_jax.experiment import checkpoint
+
   state = {"w": np.arange(3.0, dtype=np.float32)}
   checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).save(5, state)
   step, restored, _, meta = checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.1}).restore(
-      state)
+    state
+  )
   assert step == 5 and meta == {}
   np.testing.assert_array_equal(restored["w"], state["w"])
   with pytest.raises(ValueError, match="belongs to another run"):
     checkpoint.Checkpointer(tmp_path, fingerprint={"lr": 0.2}).restore(state)
   from gs_jax.experiment.run import fingerprint
+
   assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
   assert fingerprint({"a": 1}) != fingerprint({"a": 2})

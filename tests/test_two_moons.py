@@ -1,4 +1,5 @@
 """End-to-end runs of the two-moons experiment (reduced in CI; the full run is marked slow)."""
+
 import json
 
 import numpy as np
@@ -11,8 +12,9 @@ ONE_DEVICE = ("--cpu_devices=1",)
 
 
 def test_figure1_reduced_shows_sd_margin_gain(tmp_path, capsys):
-  two_moons.main([f"--out_dir={tmp_path}", "--seeds=3", "--no_progress",
-                  "--margin_resolution=200", *ONE_DEVICE])
+  two_moons.main(
+    [f"--out_dir={tmp_path}", "--seeds=3", "--no_progress", "--margin_resolution=200", *ONE_DEVICE]
+  )
   res = json.loads((tmp_path / "results.json").read_text())
   assert res["experiment"] == "two_moons" and res["config"]["seeds"] == 3
   assert set(res["metrics"]) == {"fig1a", "fig1b", "fig1c"}
@@ -33,28 +35,53 @@ def test_figure1_reduced_shows_sd_margin_gain(tmp_path, capsys):
   two_moons.main([f"--out_dir={tmp_path}", "--seeds=3", "--no_progress", *ONE_DEVICE])
   assert capsys.readouterr().out.count("not retrained") == 3
   # A changed panel is retrained, the others are kept.
-  two_moons.main([f"--out_dir={tmp_path}", "--seeds=3", "--no_progress",
-                  "--panels.fig1c.sd_lambda=0.01", "--margin_resolution=200", *ONE_DEVICE])
+  two_moons.main(
+    [
+      f"--out_dir={tmp_path}",
+      "--seeds=3",
+      "--no_progress",
+      "--panels.fig1c.sd_lambda=0.01",
+      "--margin_resolution=200",
+      *ONE_DEVICE,
+    ]
+  )
   assert capsys.readouterr().out.count("not retrained") == 2
   res = json.loads((tmp_path / "results.json").read_text())
   assert res["config"]["panels"]["fig1c"]["sd_lambda"] == 0.01
   # --plot_only redraws from disk, and refuses panels never run.
   (tmp_path / "figure1.png").unlink()
-  two_moons.main([f"--out_dir={tmp_path}", "--seeds=3", "--plot_only",
-                  "--panels.fig1c.sd_lambda=0.01", *ONE_DEVICE])
+  two_moons.main(
+    [
+      f"--out_dir={tmp_path}",
+      "--seeds=3",
+      "--plot_only",
+      "--panels.fig1c.sd_lambda=0.01",
+      *ONE_DEVICE,
+    ]
+  )
   assert (tmp_path / "figure1.png").exists()
   capsys.readouterr()
-  with pytest.raises(SystemExit) as exit_info:   # a user error: message, no traceback
-    two_moons.main([f"--out_dir={tmp_path}", "--preset=released", "--only=b_sd",
-                    "--plot_only", *ONE_DEVICE])
+  with pytest.raises(SystemExit) as exit_info:  # a user error: message, no traceback
+    two_moons.main(
+      [f"--out_dir={tmp_path}", "--preset=released", "--only=b_sd", "--plot_only", *ONE_DEVICE]
+    )
   err = capsys.readouterr().err
   assert exit_info.value.code == 2 and "b_sd" in err and "Traceback" not in err
 
 
 def test_released_appendix_b_grid_runs_every_panel(tmp_path):
-  two_moons.main([f"--out_dir={tmp_path}", "--preset=released", "--seeds=2",
-                  "--steps_scale=0.03", "--no_progress", "--margin_resolution=60",
-                  "--map_resolution=30", *ONE_DEVICE])
+  two_moons.main(
+    [
+      f"--out_dir={tmp_path}",
+      "--preset=released",
+      "--seeds=2",
+      "--steps_scale=0.03",
+      "--no_progress",
+      "--margin_resolution=60",
+      "--map_resolution=30",
+      *ONE_DEVICE,
+    ]
+  )
   res = json.loads((tmp_path / "results.json").read_text())
   assert len(res["metrics"]) == 10
   panels = res["config"]["panels"]
@@ -66,6 +93,7 @@ def test_released_appendix_b_grid_runs_every_panel(tmp_path):
 
 def test_presets_follow_the_released_and_long_schedules():
   from configs import two_moons as cfgs
+
   released, long = cfgs.get_config("released"), cfgs.get_config("long")
   assert released.panels.b_none.steps == 1_000 and released.panels.b_long.steps == 10_000
   assert long.panels.b_none.steps == 10_000 and long.panels.b_long.steps == 100_000
@@ -73,11 +101,14 @@ def test_presets_follow_the_released_and_long_schedules():
 
 
 def test_cli_rejects_bad_flags(capsys):
-  for bad, message in ((["--only=nope"], "unknown panel"), (["--seeds=0"], "--seeds"),
-                       (["--cpu_devices=-1"], "--cpu_devices"),
-                       (["--seeds=two"], "invalid int"),
-                       (["--panels.fig1a.optimizer=rmsprop"], "sgd or adam"),
-                       (["--sd_lambda=0.1"], "unrecognized")):
+  for bad, message in (
+    (["--only=nope"], "unknown panel"),
+    (["--seeds=0"], "--seeds"),
+    (["--cpu_devices=-1"], "--cpu_devices"),
+    (["--seeds=two"], "invalid int"),
+    (["--panels.fig1a.optimizer=rmsprop"], "sgd or adam"),
+    (["--sd_lambda=0.1"], "unrecognized"),
+  ):
     with pytest.raises(SystemExit):
       two_moons.main([*ONE_DEVICE, *bad])
     assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 Bottleneck sits on its 3×3 convolution) in plain PyTorch, with the same module names, so its
 ``state_dict`` keys and shapes are torchvision's. A reference for tests/test_convert.py:
 torchvision's wheels cannot be imported beside the CPU PyTorch wheel used here."""
+
 import torch
 from torch import nn
 
@@ -79,8 +80,10 @@ class ResNet(nn.Module):
   def _make_layer(self, block, planes, blocks, stride=1):
     downsample = None
     if stride != 1 or self.inplanes != planes * block.expansion:
-      downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                 nn.BatchNorm2d(planes * block.expansion))
+      downsample = nn.Sequential(
+        conv1x1(self.inplanes, planes * block.expansion, stride),
+        nn.BatchNorm2d(planes * block.expansion),
+      )
     layers = [block(self.inplanes, planes, stride, downsample)]
     self.inplanes = planes * block.expansion
     layers += [block(self.inplanes, planes) for _ in range(1, blocks)]

@@ -20,6 +20,7 @@ the installed JAX has one, and the private one where it has none (version or fea
 - :func:`enable_x64`: a float64 scope (``jax.experimental.enable_x64`` is gone in newer JAX).
 - :data:`HAS_LEGACY_CPU_RUNTIME`: XLA:CPU's legacy (non-thunk) runtime exists before jax 0.6.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,8 @@ HAS_LEGACY_CPU_RUNTIME: bool = JAX_VERSION < (0, 6)
 # jax.distributed.initialize gained a public heartbeat timeout (older JAX: only the private
 # global state took the interval and missed-heartbeat count).
 PUBLIC_HEARTBEAT: bool = (
-    "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters)
+  "heartbeat_timeout_seconds" in inspect.signature(jax.distributed.initialize).parameters
+)
 
 
 def is_tracer(x: Any) -> bool:
@@ -53,7 +55,7 @@ def backends_started() -> bool:
   """
   try:
     from jax._src import xla_bridge
-  except ImportError:   # pragma: no cover - a future JAX
+  except ImportError:  # pragma: no cover - a future JAX
     return False
   fn = getattr(xla_bridge, "backends_are_initialized", None)
   return bool(fn()) if fn is not None else False
@@ -61,12 +63,14 @@ def backends_started() -> bool:
 
 def _global_state():
   from jax._src import distributed
+
   return distributed.global_state
 
 
 class DistributedState(NamedTuple):
   """The multi-controller runtime's view of this process (``process_id`` 0 and
   ``num_processes`` 1 when ``jax.distributed`` was not started)."""
+
   active: bool
   process_id: int
   num_processes: int
@@ -78,13 +82,20 @@ def distributed_state() -> DistributedState:
   state = _global_state()
   if state.client is None:
     return DistributedState(False, 0, 1, None)
-  return DistributedState(True, int(state.process_id or 0), int(state.num_processes or 1),
-                          state.coordinator_address)
+  return DistributedState(
+    True, int(state.process_id or 0), int(state.num_processes or 1), state.coordinator_address
+  )
 
 
-def distributed_initialize(coordinator_address: str | None, num_processes: int | None,
-                           process_id: int | None, *, init_timeout_s: int,
-                           heartbeat_interval_s: int, max_missing_heartbeats: int) -> str:
+def distributed_initialize(
+  coordinator_address: str | None,
+  num_processes: int | None,
+  process_id: int | None,
+  *,
+  init_timeout_s: int,
+  heartbeat_interval_s: int,
+  max_missing_heartbeats: int,
+) -> str:
   """Starts ``jax.distributed`` with a heartbeat deadline of
   ``heartbeat_interval_s · max_missing_heartbeats`` seconds; returns which API was used.
 
@@ -95,17 +106,23 @@ def distributed_initialize(coordinator_address: str | None, num_processes: int |
   """
   if PUBLIC_HEARTBEAT:
     jax.distributed.initialize(
-        coordinator_address, num_processes, process_id,
-        initialization_timeout=init_timeout_s,
-        heartbeat_timeout_seconds=heartbeat_interval_s * max_missing_heartbeats)
+      coordinator_address,
+      num_processes,
+      process_id,
+      initialization_timeout=init_timeout_s,
+      heartbeat_timeout_seconds=heartbeat_interval_s * max_missing_heartbeats,
+    )
     return "public"
   _global_state().initialize(
-      coordinator_address, num_processes, process_id,
-      initialization_timeout=init_timeout_s,
-      service_heartbeat_interval_seconds=heartbeat_interval_s,
-      service_max_missing_heartbeats=max_missing_heartbeats,
-      client_heartbeat_interval_seconds=heartbeat_interval_s,
-      client_max_missing_heartbeats=max_missing_heartbeats)
+    coordinator_address,
+    num_processes,
+    process_id,
+    initialization_timeout=init_timeout_s,
+    service_heartbeat_interval_seconds=heartbeat_interval_s,
+    service_max_missing_heartbeats=max_missing_heartbeats,
+    client_heartbeat_interval_seconds=heartbeat_interval_s,
+    client_max_missing_heartbeats=max_missing_heartbeats,
+  )
   return "private"
 
 
@@ -115,14 +132,14 @@ def detected_cluster() -> Any:
   the result only by starting the runtime)."""
   try:
     from jax._src import clusters
-  except ImportError:   # pragma: no cover - a future JAX: let jax.distributed decide
+  except ImportError:  # pragma: no cover - a future JAX: let jax.distributed decide
     return None
   for env in getattr(clusters.ClusterEnv, "_cluster_types", ()):
     if env.opt_in_only_method or not env.is_env_present():
       continue
     try:
       count = env.get_process_count()
-    except Exception:   # e.g. a TPU VM without metadata access: let JAX decide
+    except Exception:  # e.g. a TPU VM without metadata access: let JAX decide
       count = None
     return env if count is None or count > 1 else None
   return None
@@ -134,5 +151,6 @@ def enable_x64() -> contextlib.AbstractContextManager:
   if hasattr(jax, "enable_x64"):
     return jax.enable_x64(True)
   import jax.experimental as jax_experimental
+
   # Only jax < 0.6 has it (the oldest stack's branch); mypy runs on the newest, which lacks it.
   return jax_experimental.enable_x64()  # type: ignore[attr-defined,unused-ignore]

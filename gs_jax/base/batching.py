@@ -4,6 +4,7 @@ A compiled function recompiles for every new input shape. Code that walks over `
 chunks therefore pads the last chunk to the full chunk size with :func:`pad_rows` (repeating
 row 0, whose results are cut off again) and keeps one shape for every chunk.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -37,8 +38,9 @@ def chunk_size(n: int, batch_size: int, multiple: int = 1) -> int:
   return min(batch_size, -(-n // multiple) * multiple)
 
 
-def batched(fn: Callable, batch_size: int, *, multiple: int = 1,
-            prepare: Callable | None = None) -> Callable:
+def batched(
+  fn: Callable, batch_size: int, *, multiple: int = 1, prepare: Callable | None = None
+) -> Callable:
   """``run(x, y, key)``: ``fn(xb, yb, key_i)`` → (b, …) over chunks of rows, concatenated.
 
   Chunks have :func:`chunk_size` rows (the last one padded by :func:`pad_rows` and its padding
@@ -47,12 +49,13 @@ def batched(fn: Callable, batch_size: int, *, multiple: int = 1,
   key of chunk i is ``fold_in(key, i)``, so results do not depend on how a caller interleaves
   other work.
   """
+
   def run(x, y, key):
     n = x.shape[0]
     b = chunk_size(n, batch_size, multiple)
     outs = []
     for i, start in enumerate(range(0, n, b)):
-      xb, yb = x[start:start + b], y[start:start + b]
+      xb, yb = x[start : start + b], y[start : start + b]
       m = xb.shape[0]
       xb, yb = pad_rows(xb, b), pad_rows(yb, b)
       if prepare is not None:

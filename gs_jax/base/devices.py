@@ -1,4 +1,5 @@
 """JAX CPU devices: one per core, so that seeds or batch shards run on all cores."""
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,13 @@ def use_cpu_devices(count: int | None = None) -> int:
   calls leave the devices as they are (with a warning) and return the current count.
   """
   import jax
+
   count = count or available_cores()
-  if count == 1:                # JAX's default: leave the configuration alone
+  if count == 1:  # JAX's default: leave the configuration alone
     return len(jax.devices("cpu"))
   try:
     jax.config.update("jax_num_cpu_devices", count)
-  except RuntimeError as e:     # the CPU backend is already initialised
+  except RuntimeError as e:  # the CPU backend is already initialised
     warnings.warn(f"could not set {count} CPU devices: {e}", stacklevel=2)
     return len(jax.devices("cpu"))
   return count
@@ -55,17 +57,23 @@ def use_cpu_cores(spec: str = "") -> list[int]:
   try:
     picks = [int(tok) for tok in spec.split(",")]
   except ValueError:
-    raise ValueError(f"cpu_cores must be comma-separated core indices like '0' or '0,1'; "
-                     f"got {spec!r}") from None
+    raise ValueError(
+      f"cpu_cores must be comma-separated core indices like '0' or '0,1'; got {spec!r}"
+    ) from None
   bad = [i for i in picks if not 0 <= i < len(allowed)]
   if bad:
-    raise ValueError(f"cpu_cores {spec!r}: indices {bad} out of range — this process may run "
-                     f"on {len(allowed)} cores (indices 0..{len(allowed) - 1})")
+    raise ValueError(
+      f"cpu_cores {spec!r}: indices {bad} out of range — this process may run "
+      f"on {len(allowed)} cores (indices 0..{len(allowed) - 1})"
+    )
   cpus = sorted({allowed[i] for i in picks})
   from gs_jax.base import _compat
+
   if _compat.backends_started():
-    warnings.warn("cpu_cores set after JAX started its backends: XLA's thread pool keeps "
-                  "the size it has", stacklevel=2)
+    warnings.warn(
+      "cpu_cores set after JAX started its backends: XLA's thread pool keeps the size it has",
+      stacklevel=2,
+    )
   os.sched_setaffinity(0, cpus)
   return cpus
 
@@ -93,6 +101,7 @@ def use_cpu_runtime(name: str = "thunk") -> str:
     raise ValueError(f"cpu_runtime must be one of {CPU_RUNTIMES}; got {name!r}")
   if name == "fastest":
     from gs_jax.base import _compat
+
     name = "legacy" if _compat.HAS_LEGACY_CPU_RUNTIME else "thunk"
   flags = os.environ.get("XLA_FLAGS", "")
   current = "legacy" if _LEGACY_FLAG in flags else "thunk"
@@ -100,13 +109,18 @@ def use_cpu_runtime(name: str = "thunk") -> str:
     return current
   import jax
   from gs_jax.base import _compat
+
   if _compat.backends_started():
-    warnings.warn(f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})",
-                  stacklevel=2)
+    warnings.warn(
+      f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})", stacklevel=2
+    )
     return current
   if name == "legacy" and not _compat.HAS_LEGACY_CPU_RUNTIME:
-    warnings.warn(f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
-                  "using the default runtime", stacklevel=2)
+    warnings.warn(
+      f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
+      "using the default runtime",
+      stacklevel=2,
+    )
     return current
   parts = [f for f in flags.split() if f != _LEGACY_FLAG]
   os.environ["XLA_FLAGS"] = " ".join(parts + ([_LEGACY_FLAG] if name == "legacy" else []))

@@ -33,6 +33,7 @@ global ``jax.Array`` from a host value every process holds in full (each process
 addressable shards on its devices), :func:`feed_batch` from each process's own rows of a
 global batch, and :func:`to_host` fetches a global array to NumPy on every process.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,13 +49,20 @@ DEFAULT_TIMEOUT_S = 60
 
 def config_fields() -> dict:
   """The config fields of a run that may be distributed (flags of :mod:`gs_jax.cli`)."""
-  return dict(coordinator_address="", num_processes=0, process_id=-1,
-              dist_timeout_s=DEFAULT_TIMEOUT_S)
+  return dict(
+    coordinator_address="", num_processes=0, process_id=-1, dist_timeout_s=DEFAULT_TIMEOUT_S
+  )
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, *, timeout_s: int = DEFAULT_TIMEOUT_S,
-               init_timeout_s: int = 300, verbose: bool = True) -> bool:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  *,
+  timeout_s: int = DEFAULT_TIMEOUT_S,
+  init_timeout_s: int = 300,
+  verbose: bool = True,
+) -> bool:
   """Starts ``jax.distributed`` if asked or if the environment says so; returns whether it did.
 
   Must run before JAX's first computation. Explicit arguments win; missing ones come from
@@ -65,38 +73,55 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   explicit = bool(coordinator_address) or (num_processes or 0) > 1
   if not explicit and _compat.detected_cluster() is None:
     return False
-  if explicit and not (coordinator_address and num_processes and process_id is not None
-                       and 0 <= process_id < num_processes):
+  if explicit and not (
+    coordinator_address
+    and num_processes
+    and process_id is not None
+    and 0 <= process_id < num_processes
+  ):
     raise ValueError(
-        "a multi-process run needs --coordinator_address=host:port, --num_processes=N >= 2 and "
-        f"--process_id in [0, N); got {coordinator_address!r}, {num_processes}, {process_id}")
+      "a multi-process run needs --coordinator_address=host:port, --num_processes=N >= 2 and "
+      f"--process_id in [0, N); got {coordinator_address!r}, {num_processes}, {process_id}"
+    )
   if _compat.backends_started():
-    raise RuntimeError("jax.distributed must start before JAX's first computation (or "
-                       "jax.devices()); this process has already started its backends")
+    raise RuntimeError(
+      "jax.distributed must start before JAX's first computation (or "
+      "jax.devices()); this process has already started its backends"
+    )
   if timeout_s < 2:
     raise ValueError(f"timeout_s must be >= 2 seconds; got {timeout_s}")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   interval = max(1, timeout_s // 5)
   missing = max(2, math.ceil(timeout_s / interval))
   _compat.distributed_initialize(
-      coordinator_address or None, num_processes or None,
-      None if process_id is None or process_id < 0 else process_id,
-      init_timeout_s=init_timeout_s, heartbeat_interval_s=interval,
-      max_missing_heartbeats=missing)
-  if verbose:   # the runtime's own state: asking for devices would start the backends, and
+    coordinator_address or None,
+    num_processes or None,
+    None if process_id is None or process_id < 0 else process_id,
+    init_timeout_s=init_timeout_s,
+    heartbeat_interval_s=interval,
+    max_missing_heartbeats=missing,
+  )
+  if verbose:  # the runtime's own state: asking for devices would start the backends, and
     # the CPU device count (gs_jax.devices.use_cpu_devices) may still be set after this
     state = _compat.distributed_state()
-    print(f"jax.distributed: process {state.process_id} of {state.num_processes} "
-          f"(coordinator {state.coordinator_address}); a process silent for "
-          f"{interval * missing} s stops the job", file=sys.stderr, flush=True)
+    print(
+      f"jax.distributed: process {state.process_id} of {state.num_processes} "
+      f"(coordinator {state.coordinator_address}); a process silent for "
+      f"{interval * missing} s stops the job",
+      file=sys.stderr,
+      flush=True,
+    )
   return True
 
 
 def from_config(cfg) -> bool:
   """:func:`initialize` from a config with the fields of :func:`config_fields`."""
-  return initialize(cfg.coordinator_address or None, cfg.num_processes or None,
-                    None if cfg.process_id < 0 else cfg.process_id,
-                    timeout_s=cfg.dist_timeout_s)
+  return initialize(
+    cfg.coordinator_address or None,
+    cfg.num_processes or None,
+    None if cfg.process_id < 0 else cfg.process_id,
+    timeout_s=cfg.dist_timeout_s,
+  )
 
 
 def fail_fast(fn, *args, **kwargs):
@@ -111,22 +136,28 @@ def fail_fast(fn, *args, **kwargs):
   process's heartbeats, so the others stop within ``timeout_s`` (module docstring).
   """
   state = _compat.distributed_state()
-  if not state.active:   # one process: nothing to wait for
+  if not state.active:  # one process: nothing to wait for
     return fn(*args, **kwargs)
   import os
   import traceback
+
   try:
     return fn(*args, **kwargs)
   except BaseException as e:
     if isinstance(e, SystemExit) and e.code in (None, 0):
       raise
     from gs_jax.base import errors
+
     if isinstance(e, errors.UserError):
       print(f"error: {e}", file=sys.stderr)
     else:
       traceback.print_exc()
-    print(f"process {state.process_id} failed: exiting now (the others stop "
-          f"when they miss its heartbeats)", file=sys.stderr, flush=True)
+    print(
+      f"process {state.process_id} failed: exiting now (the others stop "
+      f"when they miss its heartbeats)",
+      file=sys.stderr,
+      flush=True,
+    )
     os._exit(2 if isinstance(e, errors.UserError) else 1)
 
 
@@ -135,12 +166,14 @@ def barrier(name: str) -> None:
   before reading what process 0 has written."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(name)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
   """A TCP port free on ``host`` now: the coordinator's for several local processes."""
   import socket
+
   with socket.socket() as s:
     s.bind((host, 0))
     return s.getsockname()[1]
@@ -163,7 +196,7 @@ def to_global(tree, sharding):
 
   def one(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return jax.device_put(x, sharding)       # already global
+      return jax.device_put(x, sharding)  # already global
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
@@ -183,17 +216,22 @@ def feed_batch(sharding, host_arrays: dict, rows: np.ndarray) -> dict:
   """A global batch, rows ``rows`` of ``host_arrays``, split over ``sharding``'s devices;
   each process reads only its own part of ``rows`` (``jax.make_array_from_process_local_data``)."""
   mine = rows[local_rows(sharding, (len(rows),))]
-  return {k: jax.make_array_from_process_local_data(
-              sharding, np.asarray(v[mine]), (len(rows),) + np.shape(v)[1:])
-          for k, v in host_arrays.items()}
+  return {
+    k: jax.make_array_from_process_local_data(
+      sharding, np.asarray(v[mine]), (len(rows),) + np.shape(v)[1:]
+    )
+    for k, v in host_arrays.items()
+  }
 
 
 def to_host(tree):
   """NumPy copies of (possibly global) arrays on every process: shards on other processes'
   devices are all-gathered; replicated or local arrays are just fetched."""
+
   def one(x):
     if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
       from jax.experimental import multihost_utils
+
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return jax.device_get(x)
 

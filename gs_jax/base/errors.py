@@ -10,6 +10,7 @@ Each subclass also inherits the builtin type such code raised before, so callers
 that catch ``FileNotFoundError`` or ``ValueError`` keep working. A message names the path and
 says what was expected there.
 """
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """JSON files that are never half-written, and JSON-able copies of arrays and configs."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,16 @@ import numpy as np
 
 def to_builtin(obj):
   """JSON-compatible copy: arrays → lists, tuples → lists, non-finite floats → strings."""
-  if hasattr(obj, "to_dict"):          # ml_collections.ConfigDict
+  if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
     obj = obj.to_dict()
   if isinstance(obj, Mapping):
     return {str(k): to_builtin(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [to_builtin(v) for v in obj]
-  if hasattr(obj, "tolist"):           # numpy / jax arrays and scalars
+  if hasattr(obj, "tolist"):  # numpy / jax arrays and scalars
     return to_builtin(np.asarray(obj).tolist())
   if isinstance(obj, float) and not np.isfinite(obj):
-    return str(obj)                    # JSON has no inf/nan
+    return str(obj)  # JSON has no inf/nan
   return obj
 
 

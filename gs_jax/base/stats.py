@@ -4,6 +4,7 @@ Every summary over seeds/restarts in this codebase uses :func:`mean_std`: the me
 *sample* standard deviation (``ddof=1``; 0 for a single value), as the paper's "mean ± std over
 runs" is read here.
 """
+
 from __future__ import annotations
 
 import numpy as np

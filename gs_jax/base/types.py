@@ -5,6 +5,7 @@ lists, tuples, dicts and registered nodes), so these aliases document rather tha
 mypy treats :data:`PyTree` as ``Any``. Used in the typed core (:mod:`gs_jax.theory.dual`,
 :mod:`gs_jax.nn.losses`, :mod:`gs_jax.theory.ntk`), checked by ``make lint``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

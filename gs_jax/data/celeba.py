@@ -18,6 +18,7 @@ column numbers. Images are centre-cropped and resized as the released code (DRO
 with the crop scaled to the image's size (a half-size copy crops 89 pixels), and stored as uint8;
 normalisation happens inside the compiled step (:func:`to_float`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,7 @@ from gs_jax.data import paths
 TARGET, SPURIOUS = "Blond_Hair", "Male"
 SPLITS = ("train", "val", "test")
 OFFLINE_SPLIT = "offline10k_stratified"
-OFFLINE_FRACTIONS = (0.6, 0.2, 0.2)   # train / val / test of the offline copy, per group
+OFFLINE_FRACTIONS = (0.6, 0.2, 0.2)  # train / val / test of the offline copy, per group
 OFFLINE_SEED = 0
 OFFICIAL_WIDTH, OFFICIAL_CROP = 178, 178
 GROUP_NAMES = ("not blond, female", "not blond, male", "blond, female", "blond, male")
@@ -46,6 +47,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 class Split:
   """One split: ``x`` uint8 (n, s, s, 3) (None until images are read), ``y``, ``a``, ``g``
   int32 (n,), ``files`` the image names."""
+
   files: list
   y: np.ndarray
   a: np.ndarray
@@ -58,9 +60,9 @@ class Split:
 
 @dataclasses.dataclass
 class CelebA:
-  source: str            # "tfds", "folder" or "offline10k"
-  division: str          # "official" or OFFLINE_SPLIT
-  splits: dict           # name -> Split
+  source: str  # "tfds", "folder" or "offline10k"
+  division: str  # "official" or OFFLINE_SPLIT
+  splits: dict  # name -> Split
 
 
 def read_attributes(path: str, names: Sequence[str] = (TARGET, SPURIOUS)):
@@ -73,7 +75,7 @@ def read_attributes(path: str, names: Sequence[str] = (TARGET, SPURIOUS)):
     missing = [n for n in names if n not in header]
     if missing:
       raise errors.BadFileError(f"{path}: attributes {missing} not in the header")
-    cols = [header.index(n) + 1 for n in names]   # +1: the file-name column
+    cols = [header.index(n) + 1 for n in names]  # +1: the file-name column
     files, values = [], []
     for line in f:
       parts = line.split()
@@ -103,8 +105,10 @@ def _label_file(path: str):
   """``path`` opened as text; a missing file or a line that does not parse (a ValueError or
   IndexError inside the block) is a user error naming the file (:mod:`gs_jax.base.errors`)."""
   if not os.path.isfile(path):
-    raise errors.MissingDataError(f"{path}: no such file (the official CelebA label files "
-                                  "list_attr_celeba.txt and list_eval_partition.txt)")
+    raise errors.MissingDataError(
+      f"{path}: no such file (the official CelebA label files "
+      "list_attr_celeba.txt and list_eval_partition.txt)"
+    )
   try:
     with open(path, "r", newline=None) as f:
       yield f
@@ -118,8 +122,7 @@ def _split_of(part: dict, files, path: str):
   """The partition of each file; a file the partition list lacks is a user error."""
   missing = [f for f in files if f not in part]
   if missing:
-    raise errors.BadFileError(f"{path}: no partition for {len(missing)} images, e.g. "
-                              f"{missing[:3]}")
+    raise errors.BadFileError(f"{path}: no partition for {len(missing)} images, e.g. {missing[:3]}")
   return [part[f] for f in files]
 
 
@@ -133,8 +136,9 @@ def describe(data: CelebA) -> str:
   lines = [f"CelebA ({data.source}, {data.division} split), groups (y={TARGET}, a={SPURIOUS}):"]
   for name, s in data.splits.items():
     c = group_counts(s)
-    lines.append(f"  {name:5s} n={len(s.y):7d}  " + "  ".join(
-        f"({g // 2},{g % 2}) {c[g]}" for g in range(4)))
+    lines.append(
+      f"  {name:5s} n={len(s.y):7d}  " + "  ".join(f"({g // 2},{g % 2}) {c[g]}" for g in range(4))
+    )
   return "\n".join(lines)
 
 
@@ -163,8 +167,8 @@ def stratified_split(g: np.ndarray, fractions=OFFLINE_FRACTIONS, seed: int = OFF
     n_val, n_test = int(len(idx) * fractions[1]), int(len(idx) * fractions[2])
     n_train = len(idx) - n_val - n_test
     out[0].append(idx[:n_train])
-    out[1].append(idx[n_train:n_train + n_val])
-    out[2].append(idx[n_train + n_val:])
+    out[1].append(idx[n_train : n_train + n_val])
+    out[2].append(idx[n_train + n_val :])
   return tuple(np.sort(np.concatenate(o)) for o in out)
 
 
@@ -178,8 +182,7 @@ def offline_labels(root: str) -> CelebA:
   keep = np.array([f in have for f in files])
   idx_all = np.flatnonzero(keep)
   if not all(p == 0 for p in _split_of(part, [files[i] for i in idx_all], part_path)):
-    raise errors.BadFileError(f"{root}: expected only official-train images in the offline "
-                              "copy")
+    raise errors.BadFileError(f"{root}: expected only official-train images in the offline copy")
   y, a = attrs[TARGET][idx_all], attrs[SPURIOUS][idx_all]
   kept = [files[i] for i in idx_all]
   splits = {}
@@ -193,6 +196,7 @@ def center_crop_resize(img, size: int):
   ``178·(width/178)`` (i.e. the official ``CenterCrop(178)`` scaled to this copy's size),
   then a bilinear resize to ``size × size``; returns uint8 (size, size, 3)."""
   from PIL import Image
+
   w, h = img.size
   side = min(round(OFFICIAL_CROP * w / OFFICIAL_WIDTH), w, h)
   left, top = (w - side) // 2, (h - side) // 2
@@ -203,6 +207,7 @@ def center_crop_resize(img, size: int):
 def read_images(image_dir: str, files: Sequence[str], size: int, limit: int = 0) -> np.ndarray:
   """uint8 (n, size, size, 3) of ``files`` in ``image_dir`` (the first ``limit`` if > 0)."""
   from PIL import Image
+
   files = list(files)[:limit] if limit else list(files)
   out = np.empty((len(files), size, size, 3), np.uint8)
   for i, f in enumerate(files):
@@ -211,9 +216,10 @@ def read_images(image_dir: str, files: Sequence[str], size: int, limit: int = 0)
       with Image.open(path) as img:
         out[i] = center_crop_resize(img, size)
     except FileNotFoundError as e:
-      raise errors.MissingDataError(f"{path}: listed in the label file, missing from "
-                                    f"{image_dir}") from e
-    except OSError as e:   # PIL.UnidentifiedImageError, truncated files
+      raise errors.MissingDataError(
+        f"{path}: listed in the label file, missing from {image_dir}"
+      ) from e
+    except OSError as e:  # PIL.UnidentifiedImageError, truncated files
       raise errors.BadFileError(f"{path}: not a readable image ({e})") from e
   return out
 
@@ -222,6 +228,7 @@ def _tfds(size: int, limit: int) -> CelebA:
   """``tfds.load("celeb_a")`` with its official splits ("validation" → "val")."""
   import tensorflow_datasets as tfds
   from PIL import Image
+
   splits = {}
   for name, tf_name in zip(SPLITS, ("train", "validation", "test")):
     ds = tfds.load("celeb_a", split=tf_name)
@@ -232,8 +239,9 @@ def _tfds(size: int, limit: int) -> CelebA:
       xs.append(center_crop_resize(Image.fromarray(ex["image"]), size))
       ys.append(int(ex["attributes"][TARGET]))
       as_.append(int(ex["attributes"][SPURIOUS]))
-    splits[name] = Split([""] * len(ys), np.asarray(ys, np.int32), np.asarray(as_, np.int32),
-                         np.stack(xs))
+    splits[name] = Split(
+      [""] * len(ys), np.asarray(ys, np.int32), np.asarray(as_, np.int32), np.stack(xs)
+    )
   return CelebA("tfds", "official", splits)
 
 
@@ -248,6 +256,7 @@ def _tfds_stream(size: int, limit: int, threads: int, prefetch: int) -> CelebA:
   import tensorflow_datasets as tfds
 
   from gs_jax.data import stream
+
   splits = {}
   for name, tf_name in zip(SPLITS, ("train", "validation", "test")):
     src = tfds.data_source("celeb_a", split=tf_name)
@@ -257,14 +266,27 @@ def _tfds_stream(size: int, limit: int, threads: int, prefetch: int) -> CelebA:
       attrs = src[i]["attributes"]
       ys[i], as_[i] = int(attrs[TARGET]), int(attrs[SPURIOUS])
     view = src if n == len(src) else [src[i] for i in range(n)]
-    splits[name] = Split([""] * n, ys, as_, stream.Stream(
-        stream.TfdsImages(view, size, center_crop_resize), threads=threads, prefetch=prefetch))
+    splits[name] = Split(
+      [""] * n,
+      ys,
+      as_,
+      stream.Stream(
+        stream.TfdsImages(view, size, center_crop_resize), threads=threads, prefetch=prefetch
+      ),
+    )
   return CelebA("tfds", "official", splits)
 
 
-def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
-         verbose: bool = True, stream: bool = False, threads: int = 8,
-         prefetch: int = 4) -> CelebA:
+def load(
+  data_dir: str | None = None,
+  *,
+  size: int = 64,
+  limit: int = 0,
+  verbose: bool = True,
+  stream: bool = False,
+  threads: int = 8,
+  prefetch: int = 4,
+) -> CelebA:
   """CelebA at ``size × size`` with images read, from ``data_dir`` (official layout), else
   ``$GS_DATA_DIR/celeba`` (the offline copy, or an official layout placed there), else
   ``tfds.load``. ``limit > 0`` keeps the first ``limit`` images of every split (tests, smoke
@@ -284,18 +306,25 @@ def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
       data, image_dir = offline_labels(root), os.path.join(root, "img_align_celeba_half")
     elif not os.path.isdir(root):
       raise errors.MissingDataError(
-          f"{root}: no such folder (expected the official CelebA layout: img_align_celeba/, "
-          "list_attr_celeba.txt, list_eval_partition.txt; or omit --data_dir and GS_DATA_DIR "
-          "to download with tfds.load('celeb_a'))")
+        f"{root}: no such folder (expected the official CelebA layout: img_align_celeba/, "
+        "list_attr_celeba.txt, list_eval_partition.txt; or omit --data_dir and GS_DATA_DIR "
+        "to download with tfds.load('celeb_a'))"
+      )
     else:
-      raise errors.MissingDataError(f"{root}: neither img_align_celeba/ (official layout) nor "
-                                    "img_align_celeba_half/ (offline copy) found")
+      raise errors.MissingDataError(
+        f"{root}: neither img_align_celeba/ (official layout) nor "
+        "img_align_celeba_half/ (offline copy) found"
+      )
     for name, s in data.splits.items():
       s = data.splits[name] = _limit(s, limit)
       if stream:
         from gs_jax.data import stream as streaming
-        s.x = streaming.Stream(streaming.ImageFiles(image_dir, s.files, size, center_crop_resize),
-                               threads=threads, prefetch=prefetch)
+
+        s.x = streaming.Stream(
+          streaming.ImageFiles(image_dir, s.files, size, center_crop_resize),
+          threads=threads,
+          prefetch=prefetch,
+        )
       else:
         s.x = read_images(image_dir, s.files, size)
   if verbose:
@@ -306,5 +335,5 @@ def load(data_dir: str | None = None, *, size: int = 64, limit: int = 0,
 def to_float(x):
   """uint8 images → float32, ImageNet-normalised (inside the compiled step)."""
   import jax.numpy as jnp
-  return (x.astype(jnp.float32) / 255.0 - MEAN) / STD
 
+  return (x.astype(jnp.float32) / 255.0 - MEAN) / STD

@@ -18,6 +18,7 @@ zero padding) + horizontal flip (:func:`augment`) run inside the jitted train st
 converted to float in [0,1] by :func:`to_float`; per-channel normalisation happens inside the
 model (``gs_jax.models.CIFAR_MEAN``/``CIFAR_STD``), so attacks act on [0,1] pixels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,12 +33,25 @@ from gs_jax.data import paths
 
 DATASETS = ("cifar2", "cifar10", "cifar100")
 NUM_CLASSES = {"cifar2": 2, "cifar10": 10, "cifar100": 100}
-CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                 "ship", "truck")   # CIFAR-10's label order
+CIFAR10_NAMES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)  # CIFAR-10's label order
 CIFAR2_CLASSES = (3, 5)  # cat, dog (the paper's text) → labels 0, 1
 
-_NPZ_NAMES = {"cifar2": ("cifar2.npz", "cifar10.npz"), "cifar10": ("cifar10.npz",),
-              "cifar100": ("cifar100.npz",)}
+_NPZ_NAMES = {
+  "cifar2": ("cifar2.npz", "cifar10.npz"),
+  "cifar10": ("cifar10.npz",),
+  "cifar100": ("cifar100.npz",),
+}
 _TFDS_NAMES = {"cifar2": "cifar10", "cifar10": "cifar10", "cifar100": "cifar100"}
 
 
@@ -53,6 +67,7 @@ class CifarData:
     name: "cifar2", "cifar10" or "cifar100".
     source: where the arrays came from (a path or "tfds:<name>").
   """
+
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
@@ -64,13 +79,15 @@ class CifarData:
 
 
 def _missing_message(dataset: str, detail: str) -> str:
-  return (f"{dataset} data not found ({detail}). Provide it in one of three ways: (1) run without "
-          f"--data_dir so that tensorflow_datasets downloads '{_TFDS_NAMES[dataset]}' "
-          f"(needs internet, or a prepared TFDS data dir via TFDS_DATA_DIR); or (2) pass "
-          f"--data_dir=<file.npz or folder containing {' or '.join(_NPZ_NAMES[dataset])}> "
-          f"holding Keras-style uint8 arrays x_train (n,32,32,3), y_train (n,), x_test, y_test "
-          f"[, test_is_lossless]; or (3) set GS_DATA_DIR to a folder holding cifar10/cifar10.npz "
-          f"(docs/protocols.md §5).")
+  return (
+    f"{dataset} data not found ({detail}). Provide it in one of three ways: (1) run without "
+    f"--data_dir so that tensorflow_datasets downloads '{_TFDS_NAMES[dataset]}' "
+    f"(needs internet, or a prepared TFDS data dir via TFDS_DATA_DIR); or (2) pass "
+    f"--data_dir=<file.npz or folder containing {' or '.join(_NPZ_NAMES[dataset])}> "
+    f"holding Keras-style uint8 arrays x_train (n,32,32,3), y_train (n,), x_test, y_test "
+    f"[, test_is_lossless]; or (3) set GS_DATA_DIR to a folder holding cifar10/cifar10.npz "
+    f"(docs/protocols.md §5)."
+  )
 
 
 def _resolve_npz(dataset: str, data_dir: str) -> str:
@@ -81,8 +98,9 @@ def _resolve_npz(dataset: str, data_dir: str) -> str:
       path = os.path.join(data_dir, name)
       if os.path.isfile(path):
         return path
-    raise errors.MissingDataError(_missing_message(
-        dataset, f"no {' or '.join(_NPZ_NAMES[dataset])} in folder {data_dir!r}"))
+    raise errors.MissingDataError(
+      _missing_message(dataset, f"no {' or '.join(_NPZ_NAMES[dataset])} in folder {data_dir!r}")
+    )
   raise errors.MissingDataError(_missing_message(dataset, f"{data_dir!r} does not exist"))
 
 
@@ -98,8 +116,7 @@ def _check_images(x, what: str) -> np.ndarray:
 def _check_labels(y, n: int, what: str) -> np.ndarray:
   y = np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else np.asarray(y)
   if y.shape != (n,):
-    raise errors.BadFileError(f"{what} must have shape ({n},) to match the images; got "
-                              f"{y.shape}")
+    raise errors.BadFileError(f"{what} must have shape ({n},) to match the images; got {y.shape}")
   if not np.issubdtype(y.dtype, np.integer):
     raise errors.BadFileError(f"{what} must be integer class labels; got dtype {y.dtype}")
   return y.astype(np.int32)
@@ -110,8 +127,9 @@ def class_ids(names) -> tuple[int, int]:
   names = tuple(names.split(",")) if isinstance(names, str) else tuple(names)
   unknown = [c for c in names if c not in CIFAR10_NAMES]
   if len(names) != 2 or names[0] == names[1] or unknown:
-    raise ValueError(f"CIFAR-2 needs two different CIFAR-10 class names from {CIFAR10_NAMES}; "
-                     f"got {names}")
+    raise ValueError(
+      f"CIFAR-2 needs two different CIFAR-10 class names from {CIFAR10_NAMES}; got {names}"
+    )
   return CIFAR10_NAMES.index(names[0]), CIFAR10_NAMES.index(names[1])
 
 
@@ -122,8 +140,9 @@ def select_cifar2(x, y, classes=CIFAR2_CLASSES):
   return x[keep], (y[keep] == classes[1]).astype(np.int32), keep
 
 
-def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
-              classes=CIFAR2_CLASSES) -> CifarData:
+def _finalise(
+  dataset, x_train, y_train, x_test, y_test, lossless, source, classes=CIFAR2_CLASSES
+) -> CifarData:
   x_train = _check_images(x_train, f"{source}: x_train")
   x_test = _check_images(x_test, f"{source}: x_test")
   y_train = _check_labels(y_train, len(x_train), f"{source}: y_train")
@@ -132,8 +151,10 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
     lossless = np.ones(len(x_test), bool)
   lossless = np.asarray(lossless)
   if lossless.shape != (len(x_test),) or lossless.dtype != bool:
-    raise errors.BadFileError(f"{source}: test_is_lossless must be bool of shape ({len(x_test)},); got "
-                     f"{lossless.dtype} {lossless.shape}")
+    raise errors.BadFileError(
+      f"{source}: test_is_lossless must be bool of shape ({len(x_test)},); got "
+      f"{lossless.dtype} {lossless.shape}"
+    )
   if dataset == "cifar2":
     values = set(np.unique(np.concatenate([y_train, y_test])).tolist())
     if not values <= {0, 1}:  # a 10-class file (or a binary file labelled 3/5): select
@@ -141,32 +162,53 @@ def _finalise(dataset, x_train, y_train, x_test, y_test, lossless, source,
       x_test, y_test, keep = select_cifar2(x_test, y_test, classes)
       lossless = lossless[keep]
     elif tuple(classes) != CIFAR2_CLASSES:
-      raise errors.BadFileError(f"{source} is an already-binary CIFAR-2 file (cat vs dog); classes "
-                       f"{classes} need a 10-class CIFAR-10 file")
+      raise errors.BadFileError(
+        f"{source} is an already-binary CIFAR-2 file (cat vs dog); classes "
+        f"{classes} need a 10-class CIFAR-10 file"
+      )
   k = NUM_CLASSES[dataset]
   for y, what in ((y_train, "y_train"), (y_test, "y_test")):
     bad = np.unique(y[(y < 0) | (y >= k)])
     if bad.size:
-      raise errors.BadFileError(f"{source}: {what} of {dataset} must lie in [0, {k}); got values {bad.tolist()}")
+      raise errors.BadFileError(
+        f"{source}: {what} of {dataset} must lie in [0, {k}); got values {bad.tolist()}"
+      )
   if len(x_train) == 0 or len(x_test) == 0:
-    raise errors.BadFileError(f"{dataset} from {source} has an empty split "
-                     f"(train {len(x_train)}, test {len(x_test)})")
-  return CifarData(np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test,
-                   lossless, k, dataset, source)
+    raise errors.BadFileError(
+      f"{dataset} from {source} has an empty split (train {len(x_train)}, test {len(x_test)})"
+    )
+  return CifarData(
+    np.ascontiguousarray(x_train),
+    y_train,
+    np.ascontiguousarray(x_test),
+    y_test,
+    lossless,
+    k,
+    dataset,
+    source,
+  )
 
 
 def load_npz(dataset: str, data_dir: str, classes=CIFAR2_CLASSES) -> CifarData:
   """Reads a Keras-style (or already-binary CIFAR-2) ``.npz``; never imports TensorFlow."""
   path = _resolve_npz(dataset, data_dir)
-  arrays = paths.read_npz(path, ("x_train", "y_train", "x_test", "y_test"),
-                          optional=("test_is_lossless",))
+  arrays = paths.read_npz(
+    path, ("x_train", "y_train", "x_test", "y_test"), optional=("test_is_lossless",)
+  )
   lossless = arrays.get("test_is_lossless")
-  return _finalise(dataset, arrays["x_train"], arrays["y_train"], arrays["x_test"],
-                   arrays["y_test"], lossless, path, classes)
+  return _finalise(
+    dataset,
+    arrays["x_train"],
+    arrays["y_train"],
+    arrays["x_test"],
+    arrays["y_test"],
+    lossless,
+    path,
+    classes,
+  )
 
 
-def load_tfds(dataset: str, tfds_data_dir: str | None = None,
-              classes=CIFAR2_CLASSES) -> CifarData:
+def load_tfds(dataset: str, tfds_data_dir: str | None = None, classes=CIFAR2_CLASSES) -> CifarData:
   """Whole splits from ``tfds.load`` as uint8 arrays (imports TensorFlow lazily)."""
   import tensorflow_datasets as tfds  # lazy: heavy, and only this path needs it
 
@@ -182,7 +224,8 @@ def load_tfds(dataset: str, tfds_data_dir: str | None = None,
     (x_train, y_train), (x_test, y_test) = split("train"), split("test")
   except Exception as e:  # no network, no prepared data dir, …
     raise errors.MissingDataError(
-        _missing_message(dataset, f"tfds.load('{name}') failed: {e}")) from e
+      _missing_message(dataset, f"tfds.load('{name}') failed: {e}")
+    ) from e
   return _finalise(dataset, x_train, y_train, x_test, y_test, None, f"tfds:{name}", classes)
 
 
@@ -213,12 +256,18 @@ def head(data: CifarData, n_train: int = 0, n_test: int = 0) -> CifarData:
   """The first ``n_train`` training and ``n_test`` test images of ``data`` (0: all of them)."""
   tr = slice(n_train or None)
   te = slice(n_test or None)
-  return dataclasses.replace(data, x_train=data.x_train[tr], y_train=data.y_train[tr],
-                             x_test=data.x_test[te], y_test=data.y_test[te],
-                             test_is_lossless=data.test_is_lossless[te])
+  return dataclasses.replace(
+    data,
+    x_train=data.x_train[tr],
+    y_train=data.y_train[tr],
+    x_test=data.x_test[te],
+    y_test=data.y_test[te],
+    test_is_lossless=data.test_is_lossless[te],
+  )
 
 
 # ----------------------------------------------------------------------------- JAX pipeline
+
 
 def to_float(x_uint8: jax.Array) -> jax.Array:
   """uint8 pixels → float32 in [0,1] (the space attacks act in)."""

@@ -28,6 +28,7 @@ and colour coin flips of env 0, env 1 and the test env, in that order. (The rele
 draws these with torch's RNG seeded by ``1234 + restart`` and reshuffles per restart, so the
 individual coin flips differ; the distribution is the same.)
 """
+
 from __future__ import annotations
 
 import os
@@ -51,6 +52,7 @@ class Environment(NamedTuple):
   """One environment: inputs ``x`` (n, 2, 14, 14) float32 in [0,1], labels ``y`` (n,) float32
   in {0,1}, colours ``color`` (n,) int32 in {0,1} (index of the non-zero channel; for
   grayscale variants the colour that *would* have been drawn), digits (n,) int32."""
+
   x: np.ndarray
   y: np.ndarray
   color: np.ndarray
@@ -80,21 +82,25 @@ def load_mnist_train(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarra
     images, digits = ds["image"][..., 0], ds["label"]
     source = "tfds:mnist"
   else:
-    source = path = (data_dir if data_dir.endswith(".npz")
-                     else os.path.join(data_dir, "mnist.npz"))
+    source = path = data_dir if data_dir.endswith(".npz") else os.path.join(data_dir, "mnist.npz")
     if not os.path.isfile(path):
       raise errors.MissingDataError(
-          f"no MNIST file at {path!r}: pass --data_dir=<folder with mnist.npz> (Keras layout, "
-          "keys x_train/y_train), or set GS_DATA_DIR, or omit both to "
-          "download with tfds.load('mnist')")
+        f"no MNIST file at {path!r}: pass --data_dir=<folder with mnist.npz> (Keras layout, "
+        "keys x_train/y_train), or set GS_DATA_DIR, or omit both to "
+        "download with tfds.load('mnist')"
+      )
     f = paths.read_npz(path, ("x_train", "y_train"))
     images, digits = f["x_train"], f["y_train"]
   images, digits = np.asarray(images), np.asarray(digits)
-  if images.shape != (60_000, 28, 28) or digits.shape != (60_000,) or \
-      not np.issubdtype(digits.dtype, np.integer):
+  if (
+    images.shape != (60_000, 28, 28)
+    or digits.shape != (60_000,)
+    or not np.issubdtype(digits.dtype, np.integer)
+  ):
     raise errors.BadFileError(
-        f"{source}: expected MNIST train images (60000, 28, 28) and integer "
-        f"labels (60000,); got {images.shape} and {digits.dtype} {digits.shape}")
+      f"{source}: expected MNIST train images (60000, 28, 28) and integer "
+      f"labels (60000,); got {images.shape} and {digits.dtype} {digits.shape}"
+    )
   digits = digits.astype(np.int64)
   return images, digits
 
@@ -110,20 +116,25 @@ def _colorize(gray: np.ndarray, color: np.ndarray, grayscale: bool) -> np.ndarra
   if grayscale:
     x /= 2.0
   else:
-    x[np.arange(len(x)), 1 - color] = 0.0      # zero the other colour's channel
+    x[np.arange(len(x)), 1 - color] = 0.0  # zero the other colour's channel
   return x / 255.0
 
 
-def make_environment(images: np.ndarray, digits: np.ndarray, e: float,
-                     rng: np.random.Generator) -> Environment:
+def make_environment(
+  images: np.ndarray, digits: np.ndarray, e: float, rng: np.random.Generator
+) -> Environment:
   """Steps 2–5 of the module docstring for one environment with colour-flip probability e."""
   if not 0.0 <= e <= 1.0:
     raise ValueError(f"colour-flip probability must be in [0, 1]; got {e}")
   gray = subsample(images)
   y = (digits < 5).astype(np.int32) ^ (rng.random(len(digits)) < LABEL_NOISE)
   color = y ^ (rng.random(len(digits)) < e)
-  return Environment(_colorize(gray, color, False), y.astype(np.float32),
-                     color.astype(np.int32), digits.astype(np.int32))
+  return Environment(
+    _colorize(gray, color, False),
+    y.astype(np.float32),
+    color.astype(np.int32),
+    digits.astype(np.int32),
+  )
 
 
 def variant(env: Environment, gray_images: np.ndarray, name: str) -> Environment:
@@ -131,15 +142,20 @@ def variant(env: Environment, gray_images: np.ndarray, name: str) -> Environment
   if name not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}; got {name!r}")
   if name.endswith("blank"):
-    gray_images = np.full_like(gray_images, gray_images.astype(np.float64).mean(),
-                               dtype=np.float32)
+    gray_images = np.full_like(gray_images, gray_images.astype(np.float64).mean(), dtype=np.float32)
   x = _colorize(gray_images, env.color, grayscale=name.startswith("gray"))
   return env._replace(x=x)
 
 
-def colored_mnist(seed: int = 0, data_dir: str | None = None, *, mnist=None,
-                  train_env_flips=TRAIN_COLOR_FLIPS, test_env_flip: float = TEST_COLOR_FLIP,
-                  with_variants: bool = True) -> dict[str, Environment]:
+def colored_mnist(
+  seed: int = 0,
+  data_dir: str | None = None,
+  *,
+  mnist=None,
+  train_env_flips=TRAIN_COLOR_FLIPS,
+  test_env_flip: float = TEST_COLOR_FLIP,
+  with_variants: bool = True,
+) -> dict[str, Environment]:
   """All environments of docs/protocols.md §3.4, deterministic given ``seed``.
 
   Args:
@@ -162,9 +178,9 @@ def colored_mnist(seed: int = 0, data_dir: str | None = None, *, mnist=None,
   pool_x, pool_d = images[:n_pool][perm], digits[:n_pool][perm]
   test_x, test_d = images[n_pool:], digits[n_pool:]
   envs = {
-      "train0": make_environment(pool_x[::2], pool_d[::2], train_env_flips[0], rng),
-      "train1": make_environment(pool_x[1::2], pool_d[1::2], train_env_flips[1], rng),
-      "test": make_environment(test_x, test_d, test_env_flip, rng),
+    "train0": make_environment(pool_x[::2], pool_d[::2], train_env_flips[0], rng),
+    "train1": make_environment(pool_x[1::2], pool_d[1::2], train_env_flips[1], rng),
+    "test": make_environment(test_x, test_d, test_env_flip, rng),
   }
   if with_variants:
     gray = subsample(test_x)
@@ -194,9 +210,11 @@ def train_batch(envs: dict[str, Environment], grayscale: bool = False) -> dict[s
   e0, e1 = envs["train0"], envs["train1"]
   x = np.concatenate([e0.x, e1.x])
   x = to_grayscale(x) if grayscale else x.reshape(len(x), -1)
-  return {"x": np.ascontiguousarray(x, np.float32),
-          "y": np.concatenate([e0.y, e1.y]).astype(np.float32),
-          "env": np.concatenate([np.zeros(len(e0.y), np.int32), np.ones(len(e1.y), np.int32)])}
+  return {
+    "x": np.ascontiguousarray(x, np.float32),
+    "y": np.concatenate([e0.y, e1.y]).astype(np.float32),
+    "env": np.concatenate([np.zeros(len(e0.y), np.int32), np.ones(len(e1.y), np.int32)]),
+  }
 
 
 def flat_inputs(env: Environment, grayscale: bool = False) -> np.ndarray:
@@ -205,8 +223,9 @@ def flat_inputs(env: Environment, grayscale: bool = False) -> np.ndarray:
   return np.ascontiguousarray(x, np.float32)
 
 
-def subset(envs: dict[str, Environment], n_train: int = 0,
-           n_test: int = 0) -> dict[str, Environment]:
+def subset(
+  envs: dict[str, Environment], n_train: int = 0, n_test: int = 0
+) -> dict[str, Environment]:
   """Reduced runs: the first ``n_train/2`` examples of each training environment and the first
   ``n_test`` of the test environment and its variants (0 keeps everything)."""
   envs = dict(envs)

@@ -34,6 +34,7 @@ pool orders, then the validation and test permutations, in that order). Data com
 offline copies (``$GS_DATA_DIR/mnist/mnist.npz``, ``$GS_DATA_DIR/cifar10/cifar10.npz``, or
 ``--data_dir`` naming the folder that holds ``mnist/`` and ``cifar10/``) or ``tfds.load``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,7 @@ DIGITS = (0, 1)
 CLASSES = "automobile,truck"
 VARIANTS = ("intact", "mnist_random", "cifar_random")
 HEIGHT, WIDTH = 64, 32
-SPLIT_ROW = 32   # rows [0, 32): the MNIST half; [32, 64): the CIFAR half
+SPLIT_ROW = 32  # rows [0, 32): the MNIST half; [32, 64): the CIFAR half
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Dominoes:
     cifar_lossless: bool (n,) the CIFAR half is byte-exact (docs/protocols.md §5; the
       offline test set is 1,000 exact + 9,000 recompressed images).
   """
+
   x: np.ndarray
   y: np.ndarray
   digit: np.ndarray
@@ -90,19 +92,20 @@ def load_mnist(data_dir: str | None = None):
       out += [ds["image"][..., 0], ds["label"]]
     source = "tfds:mnist"
   else:
-    source = path = (data_dir if data_dir.endswith(".npz")
-                     else os.path.join(data_dir, "mnist.npz"))
+    source = path = data_dir if data_dir.endswith(".npz") else os.path.join(data_dir, "mnist.npz")
     if not os.path.isfile(path):
       raise errors.MissingDataError(
-          f"no MNIST file at {path!r}: pass --data_dir=<folder holding mnist/mnist.npz and "
-          "cifar10/cifar10.npz>, or set GS_DATA_DIR, or omit both to download with tfds.load")
+        f"no MNIST file at {path!r}: pass --data_dir=<folder holding mnist/mnist.npz and "
+        "cifar10/cifar10.npz>, or set GS_DATA_DIR, or omit both to download with tfds.load"
+      )
     f = paths.read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
     out = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
   xs, ys = (np.asarray(out[0]), np.asarray(out[2])), (np.asarray(out[1]), np.asarray(out[3]))
   for x, y in zip(xs, ys):
     if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (len(x),):
-      raise errors.BadFileError(f"{source}: expected MNIST images (n, 28, 28) and labels "
-                                f"(n,); got {x.shape} and {y.shape}")
+      raise errors.BadFileError(
+        f"{source}: expected MNIST images (n, 28, 28) and labels (n,); got {x.shape} and {y.shape}"
+      )
   return xs[0], ys[0].astype(np.int64), xs[1], ys[1].astype(np.int64)
 
 
@@ -117,10 +120,15 @@ def pad_digit(images: np.ndarray) -> np.ndarray:
 def stack(mnist32: np.ndarray, cifar32: np.ndarray) -> np.ndarray:
   """The composite: ``mnist32`` (n, 32, 32) over ``cifar32`` (n, 32, 32, 3) → (n, 64, 32, 3)."""
   mnist32, cifar32 = np.asarray(mnist32), np.asarray(cifar32)
-  if mnist32.shape[1:] != (32, 32) or cifar32.shape[1:] != (32, 32, 3) or \
-      len(mnist32) != len(cifar32):
-    raise ValueError(f"expected MNIST (n, 32, 32) and CIFAR (n, 32, 32, 3) of equal n; got "
-                     f"{mnist32.shape} and {cifar32.shape}")
+  if (
+    mnist32.shape[1:] != (32, 32)
+    or cifar32.shape[1:] != (32, 32, 3)
+    or len(mnist32) != len(cifar32)
+  ):
+    raise ValueError(
+      f"expected MNIST (n, 32, 32) and CIFAR (n, 32, 32, 3) of equal n; got "
+      f"{mnist32.shape} and {cifar32.shape}"
+    )
   top = np.repeat(mnist32[..., None], 3, axis=-1).astype(cifar32.dtype)
   return np.concatenate([top, cifar32], axis=1)
 
@@ -133,9 +141,9 @@ def to_float(x_uint8, a: float, background: float = 0.0):
   jitted train step the data stay uint8 and ``a`` may be a traced scalar).
   """
   import jax.numpy as jnp
+
   if x_uint8.shape[-3:] != (HEIGHT, WIDTH, 3):
-    raise ValueError(f"dominoes must have shape (n, {HEIGHT}, {WIDTH}, 3); got "
-                     f"{x_uint8.shape}")
+    raise ValueError(f"dominoes must have shape (n, {HEIGHT}, {WIDTH}, 3); got {x_uint8.shape}")
   x = x_uint8.astype(jnp.float32) / 255.0
   rows = jnp.arange(HEIGHT)[:, None, None] < SPLIT_ROW
   return jnp.where(rows, background + a * (x - background), x)
@@ -164,9 +172,13 @@ def _pair(rng, m_imgs, m_digits, c_imgs, c_labels, c_lossless, digits, n_per_cla
   order = rng.permutation(2 * n)
   mi, ci = mi[order], ci[order]
   y = np.repeat(np.arange(2, dtype=np.int32), n)[order]
-  return Dominoes(stack(pad_digit(m_imgs[mi]), c_imgs[ci]), y,
-                  m_digits[mi].astype(np.int32), c_labels[ci].astype(np.int32),
-                  np.asarray(c_lossless)[ci].astype(bool))
+  return Dominoes(
+    stack(pad_digit(m_imgs[mi]), c_imgs[ci]),
+    y,
+    m_digits[mi].astype(np.int32),
+    c_labels[ci].astype(np.int32),
+    np.asarray(c_lossless)[ci].astype(bool),
+  )
 
 
 def randomise(d: Dominoes, half: str, rng: np.random.Generator) -> Dominoes:
@@ -179,13 +191,22 @@ def randomise(d: Dominoes, half: str, rng: np.random.Generator) -> Dominoes:
     return dataclasses.replace(d, x=x, digit=d.digit[perm])
   if half == "cifar":
     x[:, SPLIT_ROW:] = d.x[perm, SPLIT_ROW:]
-    return dataclasses.replace(d, x=x, cifar_class=d.cifar_class[perm],
-                               cifar_lossless=d.cifar_lossless[perm])
+    return dataclasses.replace(
+      d, x=x, cifar_class=d.cifar_class[perm], cifar_lossless=d.cifar_lossless[perm]
+    )
   raise ValueError(f"half must be 'mnist' or 'cifar'; got {half!r}")
 
 
-def build(seed: int, mnist, cifar2: cifar.CifarData, *, digits=DIGITS, n_val: int = 0,
-          n_train: int = 0, n_test: int = 0) -> dict[str, Dominoes]:
+def build(
+  seed: int,
+  mnist,
+  cifar2: cifar.CifarData,
+  *,
+  digits=DIGITS,
+  n_val: int = 0,
+  n_train: int = 0,
+  n_test: int = 0,
+) -> dict[str, Dominoes]:
   """All splits, deterministic given ``seed``.
 
   Args:
@@ -209,26 +230,55 @@ def build(seed: int, mnist, cifar2: cifar.CifarData, *, digits=DIGITS, n_val: in
   xm_tr, ym_tr, xm_te, ym_te = mnist
   rng = np.random.default_rng(seed)
   m_val, c_val = np.zeros(0, np.int64), np.zeros(0, np.int64)
-  smallest = min(min(np.sum(ym_tr == d) for d in digits),
-                 min(np.sum(cifar2.y_train == c) for c in (0, 1)))
+  smallest = min(
+    min(np.sum(ym_tr == d) for d in digits), min(np.sum(cifar2.y_train == c) for c in (0, 1))
+  )
   if n_val // 2 >= smallest:
-    raise ValueError(f"n_val={n_val} exceeds the training pools: at most "
-                     f"{2 * (smallest - 1)} leave a training pair per class")
-  if n_val:   # n_val/2 digits and CIFAR images per class leave the training pools
-    m_val = np.concatenate([rng.permutation(np.flatnonzero(ym_tr == digits[c]))[:n_val // 2]
-                            for c in (0, 1)])
-    c_val = np.concatenate([rng.permutation(np.flatnonzero(cifar2.y_train == c))[:n_val // 2]
-                            for c in (0, 1)])
+    raise ValueError(
+      f"n_val={n_val} exceeds the training pools: at most "
+      f"{2 * (smallest - 1)} leave a training pair per class"
+    )
+  if n_val:  # n_val/2 digits and CIFAR images per class leave the training pools
+    m_val = np.concatenate(
+      [rng.permutation(np.flatnonzero(ym_tr == digits[c]))[: n_val // 2] for c in (0, 1)]
+    )
+    c_val = np.concatenate(
+      [rng.permutation(np.flatnonzero(cifar2.y_train == c))[: n_val // 2] for c in (0, 1)]
+    )
   m_tr = np.setdiff1d(np.arange(len(ym_tr)), m_val)
   c_tr = np.setdiff1d(np.arange(len(cifar2.y_train)), c_val)
-  out = {"train": _pair(rng, xm_tr[m_tr], ym_tr[m_tr], cifar2.x_train[c_tr],
-                        cifar2.y_train[c_tr], np.ones(len(c_tr), bool), digits,
-                        (n_train // 2) or None)}
+  out = {
+    "train": _pair(
+      rng,
+      xm_tr[m_tr],
+      ym_tr[m_tr],
+      cifar2.x_train[c_tr],
+      cifar2.y_train[c_tr],
+      np.ones(len(c_tr), bool),
+      digits,
+      (n_train // 2) or None,
+    )
+  }
   if n_val:
-    out["val"] = _pair(rng, xm_tr[m_val], ym_tr[m_val], cifar2.x_train[c_val],
-                       cifar2.y_train[c_val], np.ones(len(c_val), bool), digits)
-  test = _pair(rng, xm_te, ym_te, cifar2.x_test, cifar2.y_test, cifar2.test_is_lossless,
-               digits, (n_test // 2) or None)
+    out["val"] = _pair(
+      rng,
+      xm_tr[m_val],
+      ym_tr[m_val],
+      cifar2.x_train[c_val],
+      cifar2.y_train[c_val],
+      np.ones(len(c_val), bool),
+      digits,
+    )
+  test = _pair(
+    rng,
+    xm_te,
+    ym_te,
+    cifar2.x_test,
+    cifar2.y_test,
+    cifar2.test_is_lossless,
+    digits,
+    (n_test // 2) or None,
+  )
   out["test"] = test
   out["test_mnist_random"] = randomise(test, "mnist", rng)
   out["test_cifar_random"] = randomise(test, "cifar", rng)
@@ -249,8 +299,14 @@ def load_sources(data_dir: str | None = None, classes: str = CLASSES):
   c_dir = os.path.join(data_dir, "cifar10") if data_dir else None
   mnist = load_mnist(m_dir)
   c2 = cifar.load("cifar2", c_dir, classes)
-  return mnist, c2, {"mnist": _portable(paths.resolve(m_dir, "mnist") or "tfds:mnist"),
-                     "cifar": _portable(c2.source)}
+  return (
+    mnist,
+    c2,
+    {
+      "mnist": _portable(paths.resolve(m_dir, "mnist") or "tfds:mnist"),
+      "cifar": _portable(c2.source),
+    },
+  )
 
 
 def _portable(source: str) -> str:
@@ -260,8 +316,16 @@ def _portable(source: str) -> str:
   return source if not os.path.isabs(source) else os.path.basename(source)
 
 
-def load(seed: int, data_dir: str | None = None, *, classes: str = CLASSES, digits=DIGITS,
-         n_val: int = 0, n_train: int = 0, n_test: int = 0):
+def load(
+  seed: int,
+  data_dir: str | None = None,
+  *,
+  classes: str = CLASSES,
+  digits=DIGITS,
+  n_val: int = 0,
+  n_train: int = 0,
+  n_test: int = 0,
+):
   """:func:`build` from :func:`load_sources`; returns ``(splits, sources)``."""
   mnist, c2, sources = load_sources(data_dir, classes)
   splits = build(seed, mnist, c2, digits=digits, n_val=n_val, n_train=n_train, n_test=n_test)

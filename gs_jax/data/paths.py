@@ -8,6 +8,7 @@
 
 When neither is given, loaders fall back to ``tfds.load`` (which downloads).
 """
+
 from __future__ import annotations
 
 import os
@@ -51,13 +52,15 @@ def read_npz(path: str, keys: Sequence[str], optional: Sequence[str] = ()) -> di
   truncated), a missing key or an object array is a user error naming ``path``
   (:mod:`gs_jax.base.errors`), not a traceback."""
   if not os.path.isfile(path):
-    raise errors.MissingDataError(f"{path}: no such file (expected an .npz with keys "
-                                  f"{', '.join(keys)})")
+    raise errors.MissingDataError(
+      f"{path}: no such file (expected an .npz with keys {', '.join(keys)})"
+    )
   try:
     d = np.load(path, allow_pickle=False)
     if not isinstance(d, np.lib.npyio.NpzFile):
-      raise errors.BadFileError(f"{path}: a single .npy array, not an .npz with keys "
-                                f"{', '.join(keys)}")
+      raise errors.BadFileError(
+        f"{path}: a single .npy array, not an .npz with keys {', '.join(keys)}"
+      )
     with d:
       missing = [k for k in keys if k not in d.files]
       if missing:
@@ -65,6 +68,13 @@ def read_npz(path: str, keys: Sequence[str], optional: Sequence[str] = ()) -> di
       return {k: d[k] for k in (*keys, *optional) if k in d.files}
   except errors.UserError:
     raise
-  except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:   # not an npz, or damaged
-    raise errors.BadFileError(f"{path}: not a readable .npz with keys {', '.join(keys)} "
-                              f"({type(e).__name__}: {e})") from e
+  except (
+    OSError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    zlib.error,
+  ) as e:  # not an npz, or damaged
+    raise errors.BadFileError(
+      f"{path}: not a readable .npz with keys {', '.join(keys)} ({type(e).__name__}: {e})"
+    ) from e

@@ -20,6 +20,7 @@ threads scale with cores without pickling images between processes. tf.data woul
 TensorFlow (≈ 0.5–1 GB, its own NumPy pins) for the same job. Memory is bounded by the prefetch
 buffer: ``prefetch`` batches of images in flight (+ one per thread being decoded).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,7 @@ class ImageFiles:
 
   def __getitem__(self, i: int) -> np.ndarray:
     from PIL import Image
+
     with Image.open(os.path.join(self.image_dir, self.files[int(i)])) as img:
       return self.transform(img, self.size)
 
@@ -56,6 +58,7 @@ class TfdsImages:
 
   def __getitem__(self, i: int) -> np.ndarray:
     from PIL import Image
+
     return self.transform(Image.fromarray(np.asarray(self.source[int(i)]["image"])), self.size)
 
 
@@ -99,8 +102,10 @@ class Stream:
     try:
       import grain
     except ImportError as e:
-      raise ImportError("streamed input needs grain: pip install 'gs-jax[stream]' (or run "
-                        "with --no_stream, reading the images into memory)") from e
+      raise ImportError(
+        "streamed input needs grain: pip install 'gs-jax[stream]' (or run "
+        "with --no_stream, reading the images into memory)"
+      ) from e
     idx = np.asarray(idx)
     if idx.ndim != 2:
       raise ValueError(f"idx must have shape (steps, batch); got {idx.shape}")

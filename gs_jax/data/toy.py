@@ -1,6 +1,7 @@
 """Toy data: two-moons (Figure 1, Appendix B; docs/protocols.md §3.1), and the problems of
 Theorem 2 and Figure 5 (§1, §3.2): two label-+1 clusters, and the two-feature NTRF
 ``Φ0 = Y U(δ) S V^T`` of eq 15."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,16 +18,19 @@ def make_moons(n_samples: int, noise: float, seed: int) -> tuple[np.ndarray, np.
   n_out = n_samples // 2
   n_in = n_samples - n_out
   t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
-  x = np.stack([np.append(np.cos(t_out), 1 - np.cos(t_in)),
-                np.append(np.sin(t_out), 1 - np.sin(t_in) - 0.5)], axis=1)
+  x = np.stack(
+    [np.append(np.cos(t_out), 1 - np.cos(t_in)), np.append(np.sin(t_out), 1 - np.sin(t_in) - 0.5)],
+    axis=1,
+  )
   y = np.append(np.zeros(n_out, np.intp), np.ones(n_in, np.intp))
   order = np.arange(n_samples)
   rng.shuffle(order)
   return x[order] + rng.normal(scale=noise, size=x.shape), y[order]
 
 
-def two_moons(seed: int, delta: float, *, n_samples: int = 300, noise: float = 0.1,
-              rotation_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def two_moons(
+  seed: int, delta: float, *, n_samples: int = 300, noise: float = 0.1, rotation_deg: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
   """The released code's two-moons construction, deterministic per ``seed``.
 
   Starting from ``make_moons(n_samples, noise, random_state=seed)`` (:func:`make_moons`) with
@@ -62,8 +66,9 @@ def two_moons_seeds(seeds, delta: float, **kwargs) -> dict[str, np.ndarray]:
   return {"x": np.stack(xs), "y": np.stack(ys)}
 
 
-def clusters(c: float, *, n_per_cluster: int = 8, angle_deg: float = 90.0, jitter: float = 0.1,
-             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def clusters(
+  c: float, *, n_per_cluster: int = 8, angle_deg: float = 90.0, jitter: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Two clusters of label-+1 points: around ``c·(1, 0)`` and around ``(cos φ, sin φ)``.
 
   The setting of Theorem 2 / Figure 5 on a network (all labels +1, two features coupled

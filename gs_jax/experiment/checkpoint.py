@@ -10,6 +10,7 @@ Multi-process runs: every process calls :meth:`~Checkpointer.save` and
 checkpoint), with global arrays fetched to the host first (:func:`gs_jax.distributed.to_host`);
 the directory must be on a filesystem every process sees.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,17 +40,24 @@ class Checkpointer:
       continues a stale run.
   """
 
-  def __init__(self, directory: str | os.PathLike, *, every_seconds: float = 60.0,
-               max_to_keep: int = 2, fingerprint: Any = None):
+  def __init__(
+    self,
+    directory: str | os.PathLike,
+    *,
+    every_seconds: float = 60.0,
+    max_to_keep: int = 2,
+    fingerprint: Any = None,
+  ):
     import orbax.checkpoint as ocp  # lazy: a slow import
+
     self._ocp = ocp
     self.directory = os.path.abspath(os.fspath(directory))
     self.every_seconds = every_seconds
     self.fingerprint = None if fingerprint is None else json.loads(json.dumps(fingerprint))
     self._last = time.monotonic()
     self._mgr = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                             create=True))
+      self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    )
 
   def latest_step(self) -> int | None:
     return self._mgr.latest_step()
@@ -60,22 +68,32 @@ class Checkpointer:
     meta = dict(meta or {})
     if self.fingerprint is not None:
       meta[_FINGERPRINT] = self.fingerprint
-    items = {"state": ocp.args.StandardSave(distributed.to_host(state)),
-             "meta": ocp.args.JsonSave(meta)}
+    items = {
+      "state": ocp.args.StandardSave(distributed.to_host(state)),
+      "meta": ocp.args.JsonSave(meta),
+    }
     if history is not None:
       items["history"] = ocp.args.StandardSave(distributed.to_host(history))
     self._mgr.save(int(step), args=ocp.args.Composite(**items), force=True)
     self._mgr.wait_until_finished()
     self._last = time.monotonic()
 
-  def maybe_save(self, step: int, state: Any, history: Any = None, meta: dict | None = None,
-                 *, force: bool = False) -> bool:
+  def maybe_save(
+    self,
+    step: int,
+    state: Any,
+    history: Any = None,
+    meta: dict | None = None,
+    *,
+    force: bool = False,
+  ) -> bool:
     """Saves if ``every_seconds`` have passed since the last save (or ``force``). In a
     multi-process run process 0's clock decides for all: saving is collective, and each
     process's own clock could disagree."""
     due = force or time.monotonic() - self._last >= self.every_seconds
     if not force and self.every_seconds > 0 and jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       due = bool(multihost_utils.broadcast_one_to_all(np.int32(due)))
     if due:
       self.save(step, state, history, meta)
@@ -93,17 +111,20 @@ class Checkpointer:
       return None
     ocp = self._ocp
     abstract = jax.tree_util.tree_map(
-        lambda a: np.zeros(np.shape(a), np.asarray(a).dtype) if hasattr(a, "shape") else a,
-        distributed.to_host(template))
+      lambda a: np.zeros(np.shape(a), np.asarray(a).dtype) if hasattr(a, "shape") else a,
+      distributed.to_host(template),
+    )
     items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
     if with_history:
       items["history"] = ocp.args.StandardRestore()
     out = self._mgr.restore(step, args=ocp.args.Composite(**items))
     stored = out["meta"].pop(_FINGERPRINT, None)
     if self.fingerprint is not None and stored != self.fingerprint:
-      raise errors.RunMismatch(f"the checkpoint in {self.directory} belongs to another run (written "
-                       f"for {stored}, this run is {self.fingerprint}); start afresh with "
-                       f"--overwrite or choose another out_dir")
+      raise errors.RunMismatch(
+        f"the checkpoint in {self.directory} belongs to another run (written "
+        f"for {stored}, this run is {self.fingerprint}); start afresh with "
+        f"--overwrite or choose another out_dir"
+      )
     history = out["history"] if with_history else None
     return step, out["state"], history, out["meta"]
 

@@ -23,6 +23,7 @@ section and run settings (where and how it runs) in a ``run`` section (``configs
 the fields of both sections are flags without the section's prefix (``--out_dir``,
 ``--margin_n``), and :func:`overrides` sets them by the same names.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,34 +36,33 @@ import ml_collections
 from gs_jax.base import errors
 
 COMMON_HELP = {
-    "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); "
-                 "docs/protocols.md §4",
-    "lam": "λ of the theory (eq 5 / eq 17: sums over examples, λ/2 in front of the penalty)",
-    "seeds": "number of independent runs (seeds 0..seeds-1), trained together with vmap",
-    "seed": "seed of this run (initialisation, data order, attacks)",
-    "steps": "full-batch gradient steps (one step = one pass over the training data)",
-    "epochs": "passes over the training data (minibatch training)",
-    "lr": "learning rate",
-    "weight_decay": "coupled L2 coefficient (PyTorch's weight_decay: adds wd·θ to the gradient)",
-    "out_dir": "run directory: results.json, metrics.jsonl, figures, checkpoints",
-    "data_dir": "local copy of the data (file or folder); default: $GS_DATA_DIR, else "
-                "tfds.load (downloads); see docs/protocols.md §5",
-    "progress": "show progress bars",
-    "overwrite": "start afresh instead of resuming what out_dir already holds",
-    "cpu_devices": "CPU devices to split seeds/batches over (0: one per core; 1: JAX's default "
-                   "single device); ignored on GPU",
-    "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default), legacy (whole program in one "
-                   "function; batch-1 training on a pinned core ~1.7× faster; jax < 0.6 only) "
-                   "or fastest (legacy where it exists, else thunk); "
-                   "gs_jax.devices.use_cpu_runtime",
-    "cpu_cores": "pin the process to these cores: comma-separated indices into the cores it "
-                 "may use ('0', '1', '0,1'); empty: no pinning. Batch-1 training runs ~1.9× "
-                 "faster on one pinned core; give parallel runs different cores",
-    "coordinator_address": "host:port of process 0 for a multi-process run (jax.distributed); "
-                           "empty: auto-detected on Slurm/TPU/MPI, else a single process",
-    "num_processes": "number of processes of a multi-process run (0: auto-detect / one)",
-    "process_id": "this process's index in [0, num_processes) (-1: auto-detect)",
-    "dist_timeout_s": "a process silent this long counts as dead: the others exit non-zero",
+  "sd_lambda": "spectral decoupling coefficient on mean(logits^2) (0 = ERM); docs/protocols.md §4",
+  "lam": "λ of the theory (eq 5 / eq 17: sums over examples, λ/2 in front of the penalty)",
+  "seeds": "number of independent runs (seeds 0..seeds-1), trained together with vmap",
+  "seed": "seed of this run (initialisation, data order, attacks)",
+  "steps": "full-batch gradient steps (one step = one pass over the training data)",
+  "epochs": "passes over the training data (minibatch training)",
+  "lr": "learning rate",
+  "weight_decay": "coupled L2 coefficient (PyTorch's weight_decay: adds wd·θ to the gradient)",
+  "out_dir": "run directory: results.json, metrics.jsonl, figures, checkpoints",
+  "data_dir": "local copy of the data (file or folder); default: $GS_DATA_DIR, else "
+  "tfds.load (downloads); see docs/protocols.md §5",
+  "progress": "show progress bars",
+  "overwrite": "start afresh instead of resuming what out_dir already holds",
+  "cpu_devices": "CPU devices to split seeds/batches over (0: one per core; 1: JAX's default "
+  "single device); ignored on GPU",
+  "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default), legacy (whole program in one "
+  "function; batch-1 training on a pinned core ~1.7× faster; jax < 0.6 only) "
+  "or fastest (legacy where it exists, else thunk); "
+  "gs_jax.devices.use_cpu_runtime",
+  "cpu_cores": "pin the process to these cores: comma-separated indices into the cores it "
+  "may use ('0', '1', '0,1'); empty: no pinning. Batch-1 training runs ~1.9× "
+  "faster on one pinned core; give parallel runs different cores",
+  "coordinator_address": "host:port of process 0 for a multi-process run (jax.distributed); "
+  "empty: auto-detected on Slurm/TPU/MPI, else a single process",
+  "num_processes": "number of processes of a multi-process run (0: auto-detect / one)",
+  "process_id": "this process's index in [0, num_processes) (-1: auto-detect)",
+  "dist_timeout_s": "a process silent this long counts as dead: the others exit non-zero",
 }
 
 
@@ -85,7 +85,7 @@ def _leaves(cfg: ml_collections.ConfigDict, prefix: str = "", flag_prefix: str =
 
 def _flags(cfg):
   """``{flag name: (dotted path, default)}``; a flag name used twice is a config bug."""
-  out = {}
+  out: dict[str, tuple[str, Any]] = {}
   for name, dotted, value in _leaves(cfg):
     if name in out:
       raise KeyError(f"config field {dotted!r} and {out[name][0]!r} share the flag --{name}")
@@ -120,8 +120,8 @@ def _parser_for(default, name: str):
   if isinstance(default, bool):
     return _bool
   if isinstance(default, (tuple, list)):
-    elem = type(default[0]) if default else str
-    elem = _bool if elem is bool else elem
+    first = type(default[0]) if default else str
+    elem: Callable[[str], Any] = _bool if first is bool else first
 
     def tuple_type(text: str):
       parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -129,6 +129,7 @@ def _parser_for(default, name: str):
         return tuple(elem(p) for p in parts)
       except (TypeError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"--{name}: {e}") from None
+
     return tuple_type
   if isinstance(default, float):
     return float
@@ -147,8 +148,9 @@ def _help_for(module: ModuleType, name: str) -> str:
   helps = {**COMMON_HELP, **getattr(module, "HELP", {})}
   text = helps.get(name) or helps.get(name.split(".")[-1])
   if text is None:
-    raise KeyError(f"{module.__name__}.HELP has no entry for field {name!r}: every flag needs "
-                   f"a help text")
+    raise KeyError(
+      f"{module.__name__}.HELP has no entry for field {name!r}: every flag needs a help text"
+    )
   return text
 
 
@@ -157,29 +159,47 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
   presets = tuple(module.PRESETS)
   cfg = module.get_config(preset)
   p = argparse.ArgumentParser(
-      prog=prog, description=module.__doc__,
-      usage=f"{prog or '%(prog)s'} [--preset={{{','.join(presets)}}}] [--FIELD=VALUE ...]",
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--preset", default=presets[0], choices=presets,
-                 help=f"named starting configuration (default {presets[0]!r}); the flags below "
-                      f"show the chosen preset's values")
+    prog=prog,
+    description=module.__doc__,
+    usage=f"{prog or '%(prog)s'} [--preset={{{','.join(presets)}}}] [--FIELD=VALUE ...]",
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--preset",
+    default=presets[0],
+    choices=presets,
+    help=f"named starting configuration (default {presets[0]!r}); the flags below "
+    f"show the chosen preset's values",
+  )
   for name, (_, default) in _flags(cfg).items():
     text = f"{_help_for(module, name)} (default: {_show(default)})"
     kind = _parser_for(default, name)
-    if kind is _bool:   # --name, --name=false, --no_name
-      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text,
-                     metavar="BOOL", nargs="?", const=True)
+    if kind is _bool:  # --name, --name=false, --no_name
+      p.add_argument(
+        f"--{name}",
+        dest=name,
+        type=kind,
+        default=None,
+        help=text,
+        metavar="BOOL",
+        nargs="?",
+        const=True,
+      )
     else:
-      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text,
-                     metavar="VALUE")
+      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text, metavar="VALUE")
     if kind is _bool:
-      p.add_argument(f"--no_{name}", dest=name, action="store_const", const=False,
-                     help=argparse.SUPPRESS)
+      p.add_argument(
+        f"--no_{name}", dest=name, action="store_const", const=False, help=argparse.SUPPRESS
+      )
   return p, cfg
 
 
-def parse(module: ModuleType, argv: Sequence[str] | None = None, prog: str | None = None,
-          validate: Callable | None = None) -> ml_collections.ConfigDict:
+def parse(
+  module: ModuleType,
+  argv: Sequence[str] | None = None,
+  prog: str | None = None,
+  validate: Callable | None = None,
+) -> ml_collections.ConfigDict:
   """Resolves ``module``'s config from ``--preset`` and per-field flags; returns it locked.
 
   Unknown flags and values of the wrong type are errors that name the flag. Range checks
@@ -193,10 +213,9 @@ def parse(module: ModuleType, argv: Sequence[str] | None = None, prog: str | Non
   pre = argparse.ArgumentParser(add_help=False)
   pre.add_argument("--preset", default=presets[0])
   known, _ = pre.parse_known_args(argv)
-  parser, cfg = build_parser(module, known.preset if known.preset in presets else presets[0],
-                             prog)
+  parser, cfg = build_parser(module, known.preset if known.preset in presets else presets[0], prog)
   args = parser.parse_args(argv)
-  cfg = ml_collections.ConfigDict(cfg)   # a copy of the preset
+  cfg = ml_collections.ConfigDict(cfg)  # a copy of the preset
   for name, (dotted, _) in _flags(cfg).items():
     value = getattr(args, name)
     if value is not None:
@@ -219,7 +238,7 @@ def parse(module: ModuleType, argv: Sequence[str] | None = None, prog: str | Non
 def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.ConfigDict:
   """A copy of ``cfg`` with ``values`` set, named as their flags (``out_dir`` sets
   ``run.out_dir``; dotted names as ``model__width``)."""
-  out = cfg.copy_and_resolve_references()   # deep: sections are ConfigDicts too
+  out = cfg.copy_and_resolve_references()  # deep: sections are ConfigDicts too
   flags = _flags(out)
   with out.unlocked():
     for key, value in values.items():
@@ -228,8 +247,14 @@ def overrides(cfg: ml_collections.ConfigDict, **values: Any) -> ml_collections.C
   return out
 
 
-def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: str,
-         validate: Callable | None = None):
+def main(
+  module: ModuleType,
+  run,
+  argv: Sequence[str] | None = None,
+  *,
+  prog: str,
+  validate: Callable | None = None,
+):
   """An experiment's ``main``: parse ``module``'s config, pin the process to the cores of
   ``cpu_cores``, choose ``cpu_runtime``, give JAX one CPU device per core for ``cpu_devices``
   (each only where the config has the field) and start ``jax.distributed`` when it has
@@ -242,9 +267,10 @@ def main(module: ModuleType, run, argv: Sequence[str] | None = None, *, prog: st
   cfg = parse(module, argv, prog=prog, validate=validate)
   setup(cfg)
   from gs_jax.base import distributed
-  try:   # a failing process must not keep the others waiting (fail_fast)
+
+  try:  # a failing process must not keep the others waiting (fail_fast)
     return distributed.fail_fast(run, cfg)
-  except errors.UserError as e:   # the user can fix it: the message, no traceback
+  except errors.UserError as e:  # the user can fix it: the message, no traceback
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
 
@@ -256,8 +282,9 @@ def setup(cfg: ml_collections.ConfigDict) -> None:
   inside ``run()`` (numerical settings such as a matmul precision are scoped to their
   computation with a context manager)."""
   from gs_jax.base import devices, distributed
+
   r = cfg.get("run", ml_collections.ConfigDict())
-  if "num_processes" in r:   # first: use_cpu_devices may start JAX's backends
+  if "num_processes" in r:  # first: use_cpu_devices may start JAX's backends
     distributed.from_config(r)
   if "cpu_cores" in r:
     devices.use_cpu_cores(r.cpu_cores)
@@ -265,4 +292,3 @@ def setup(cfg: ml_collections.ConfigDict) -> None:
     devices.use_cpu_runtime(r.cpu_runtime)
   if "cpu_devices" in r:
     devices.use_cpu_devices(r.cpu_devices)
-

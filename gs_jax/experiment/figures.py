@@ -1,4 +1,5 @@
 """Figures of a run: PNG + PDF side by side, headless matplotlib."""
+
 from __future__ import annotations
 
 import os
@@ -18,6 +19,8 @@ def save_figure(fig, stem: str | os.PathLike) -> list[Path]:
 def pyplot():
   """matplotlib's pyplot with the non-interactive Agg backend (runs are headless)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt

@@ -23,6 +23,7 @@ Every summary over seeds/restarts in this codebase uses :func:`mean_std`: the me
 *sample* standard deviation (``ddof=1``; 0 for a single value), as the paper's "mean ± std over
 runs" is read here.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -42,14 +43,27 @@ from gs_jax.base.jsonio import atomic_write_json, read_json, to_builtin  # noqa:
 from gs_jax.base.stats import STD_CONVENTION, mean_std, wilson_interval  # noqa: F401
 from gs_jax.experiment.figures import pyplot, save_figure  # noqa: F401
 
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "neural-tangents", "numpy", "orbax-checkpoint",
-             "ml-collections")
+_PACKAGES = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "neural-tangents",
+  "numpy",
+  "orbax-checkpoint",
+  "ml-collections",
+)
 
 
 def _git(*args: str) -> str | None:
   try:
-    out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                         cwd=Path(__file__).resolve().parent)
+    out = subprocess.run(
+      ["git", *args],
+      capture_output=True,
+      text=True,
+      timeout=10,
+      cwd=Path(__file__).resolve().parent,
+    )
   except (OSError, subprocess.TimeoutExpired):
     return None
   return out.stdout.strip() if out.returncode == 0 else None
@@ -66,8 +80,11 @@ def command_line() -> str:
   """The command as a user would type it (``python -m pkg.mod --flag …``), free of the
   machine's paths: the module name instead of the script's absolute path."""
   spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-  prog = f"python -m {spec.name}" if spec is not None and spec.name else (
-      os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
+  prog = (
+    f"python -m {spec.name}"
+    if spec is not None and spec.name
+    else (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python")
+  )
   return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
@@ -77,19 +94,20 @@ def provenance() -> dict:
   import hashlib
 
   import jax
+
   status = _git("status", "--porcelain", "--untracked-files=no")
   dirty = None if status is None else bool(status)
   diff = _git("diff", "HEAD") if dirty else None
   return {
-      "git_commit": _git("rev-parse", "HEAD"),
-      "git_dirty": dirty,
-      "git_diff_sha256": None if diff is None else hashlib.sha256(diff.encode()).hexdigest(),
-      "command": command_line(),
-      "python": sys.version.split()[0],
-      "platform": platform.platform(),
-      "packages": {p: _version(p) for p in _PACKAGES},
-      "devices": [str(d) for d in jax.devices()],
-      "process_count": jax.process_count(),
+    "git_commit": _git("rev-parse", "HEAD"),
+    "git_dirty": dirty,
+    "git_diff_sha256": None if diff is None else hashlib.sha256(diff.encode()).hexdigest(),
+    "command": command_line(),
+    "python": sys.version.split()[0],
+    "platform": platform.platform(),
+    "packages": {p: _version(p) for p in _PACKAGES},
+    "devices": [str(d) for d in jax.devices()],
+    "process_count": jax.process_count(),
   }
 
 
@@ -103,8 +121,11 @@ def combined_provenance(calls: list[dict]) -> dict:
   commits = list(dict.fromkeys(c.get("git_commit") for c in calls))
   dirty = [c.get("git_dirty") for c in calls]
   first.update(
-      git_dirty=True if any(d is True for d in dirty) else (None if None in dirty else False),
-      commits=commits, mixed_commits=len(commits) > 1, calls=calls)
+    git_dirty=True if any(d is True for d in dirty) else (None if None in dirty else False),
+    commits=commits,
+    mixed_commits=len(commits) > 1,
+    calls=calls,
+  )
   return first
 
 
@@ -113,7 +134,8 @@ def _now() -> str:
 
 
 def _is_main() -> bool:
-  from gs_jax.base import distributed   # imports jax: only when something is written
+  from gs_jax.base import distributed  # imports jax: only when something is written
+
   return distributed.is_main()
 
 
@@ -135,7 +157,7 @@ class RunWriter:
     self.experiment = experiment
     self.config = to_builtin(config)
     self.start_time = _now()
-    self._calls = None
+    self._calls: list[dict] | None = None
 
   @property
   def calls_path(self) -> Path:
@@ -147,13 +169,19 @@ class RunWriter:
     the first :meth:`write`."""
     call = {**provenance(), "start_time": self.start_time, **fields}
     if call["git_dirty"]:
-      print(f"warning: {self.out_dir}: the working tree has uncommitted changes; results "
-            "written by this run are a draft (provenance git_dirty=true)", file=sys.stderr)
+      print(
+        f"warning: {self.out_dir}: the working tree has uncommitted changes; results "
+        "written by this run are a draft (provenance git_dirty=true)",
+        file=sys.stderr,
+      )
     if _is_main():
       with open(self.calls_path, "a") as f:
         f.write(json.dumps(to_builtin(call)) + "\n")
-    self._calls = [json.loads(line) for line in self.calls_path.read_text().splitlines()
-                   if line.strip()] if self.calls_path.exists() else [call]
+    self._calls = (
+      [json.loads(line) for line in self.calls_path.read_text().splitlines() if line.strip()]
+      if self.calls_path.exists()
+      else [call]
+    )
     return call
 
   @property
@@ -176,8 +204,9 @@ class RunWriter:
     with open(self.log_path, "a") as f:
       f.write(line + "\n")
 
-  def log_history(self, history: Mapping[str, Any], *, start: int = 0, every: int = 1,
-                  **fields) -> None:
+  def log_history(
+    self, history: Mapping[str, Any], *, start: int = 0, every: int = 1, **fields
+  ) -> None:
     """Logs rows of a stacked history (``{name: (steps, ...) array}``) every ``every`` steps;
     per-seed arrays are logged as lists. ``fields`` are added to every line."""
     if not _is_main():
@@ -191,22 +220,23 @@ class RunWriter:
     with open(self.log_path, "a") as f:
       f.write("".join(line + "\n" for line in lines))
 
-  def write(self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None,
-            **extra) -> Path:
+  def write(
+    self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None, **extra
+  ) -> Path:
     """Atomically writes results.json with the config, provenance and the given values."""
     if not _is_main():
       return self.results_path
     if self._calls is None:
       self.record_start()
+    assert self._calls is not None
     data = {
-        "experiment": self.experiment,
-        "config": self.config,
-        "provenance": {**combined_provenance(self._calls), "end_time": _now()},
-        "std_convention": STD_CONVENTION,
-        "metrics": metrics,
-        "per_seed": per_seed or {},
-        **extra,
+      "experiment": self.experiment,
+      "config": self.config,
+      "provenance": {**combined_provenance(self._calls), "end_time": _now()},
+      "std_convention": STD_CONVENTION,
+      "metrics": metrics,
+      "per_seed": per_seed or {},
+      **extra,
     }
     atomic_write_json(self.results_path, data)
     return self.results_path
-

@@ -20,6 +20,7 @@ first two only, so
 In a multi-process run every process builds the same :class:`Run`; process 0 deletes and writes,
 and a barrier follows the deletion.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,7 @@ from typing import Any, Iterable, Mapping
 from gs_jax.base import distributed, errors, jsonio
 from gs_jax.experiment import checkpoint, results
 
-SECTIONS = ("run", "eval")   # flags without prefix; never in the training fingerprint
+SECTIONS = ("run", "eval")  # flags without prefix; never in the training fingerprint
 
 
 RunMismatch = errors.RunMismatch
@@ -80,8 +81,15 @@ class Run:
       whose results accumulate part by part.
   """
 
-  def __init__(self, cfg, experiment: str, *, out_dir: str | None = None,
-               artifacts: Iterable[str] = (), whole: bool = True):
+  def __init__(
+    self,
+    cfg,
+    experiment: str,
+    *,
+    out_dir: str | None = None,
+    artifacts: Iterable[str] = (),
+    whole: bool = True,
+  ):
     self.cfg = cfg
     self.out_dir = Path(out_dir or cfg.run.out_dir)
     if not str(out_dir or cfg.run.out_dir):
@@ -94,7 +102,7 @@ class Run:
       for name in ("ckpt", "metrics.jsonl", "results.json", "calls.jsonl", *artifacts):
         path = self.out_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    distributed.barrier(f"{experiment}: out_dir ready")   # after process 0 removed old files
+    distributed.barrier(f"{experiment}: out_dir ready")  # after process 0 removed old files
     self.previous = self.writer.previous()
     if whole and self.previous is not None:
       self._check_same(self.previous)
@@ -110,8 +118,9 @@ class Run:
     if (stored or fingerprint(old)) != self.training_fingerprint:
       diff = _differences(mine, old)
       raise RunMismatch(
-          f"{self.out_dir} holds a run with other settings ({'; '.join(diff) or 'fingerprint'}): "
-          "pass --overwrite to replace it, or choose another --out_dir")
+        f"{self.out_dir} holds a run with other settings ({'; '.join(diff) or 'fingerprint'}): "
+        "pass --overwrite to replace it, or choose another --out_dir"
+      )
 
   # --- parts ------------------------------------------------------------------------------
   def finished(self, part: str, settings: Any) -> bool:
@@ -134,8 +143,9 @@ class Run:
     written under other settings (:class:`RunMismatch`). ``kwargs`` as the Checkpointer's."""
     if settings is None:
       settings = training_settings(self.cfg)
-    return checkpoint.Checkpointer(self.checkpoint_dir(part, settings),
-                                   fingerprint=fingerprint(settings), **kwargs)
+    return checkpoint.Checkpointer(
+      self.checkpoint_dir(part, settings), fingerprint=fingerprint(settings), **kwargs
+    )
 
   def remove_checkpoint(self, part: str = "", settings: Any = None) -> None:
     """Deletes a finished part's checkpoint (its results are written)."""
@@ -143,8 +153,9 @@ class Run:
       shutil.rmtree(self.checkpoint_dir(part, settings), ignore_errors=True)
 
   # --- outputs ----------------------------------------------------------------------------
-  def write(self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None,
-            **extra) -> Path:
+  def write(
+    self, metrics: Mapping[str, Any], per_seed: Mapping[str, Any] | None = None, **extra
+  ) -> Path:
     """Atomically writes results.json (config, provenance of every start, fingerprint, parts)."""
     extra.setdefault("fingerprint", self.fingerprint)
     extra.setdefault("training_fingerprint", self.training_fingerprint)

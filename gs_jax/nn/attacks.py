@@ -23,6 +23,7 @@ XLA:CPU's slow convolutions inside while loops (see :func:`gs_jax.train.make_epo
 :func:`pgd` is also traceable: inside an outer ``jit`` the pieces inline and the loops unroll.
 :func:`robust_predictions`, :func:`margin` and :func:`evaluate` are built on it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -85,8 +86,9 @@ def _gap_sum(logits, y):
   """Σ_i (max_{j≠y_i} ŷ_ij − ŷ_iy_i): the logit-gap (margin) loss. Unlike the cross-entropy its
   gradient does not underflow in float32 when the gap is large (~39 for ERM nets, §3.3)."""
   true = jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0]
-  other = jnp.max(jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits),
-                  axis=1)
+  other = jnp.max(
+    jnp.where(jax.nn.one_hot(y, logits.shape[1], dtype=bool), -jnp.inf, logits), axis=1
+  )
   return jnp.sum(other - true)
 
 
@@ -121,9 +123,23 @@ def predict(logits_fn: LogitsFn, params, x):
   return jnp.argmax(logits_fn(params, x), axis=-1)
 
 
-def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", steps: int = 10,
-        step_size=None, restarts: int = 1, rand_init: bool = True, step_frac: float = 0.1,
-        loss: str = "xent", clean_start: bool = False):
+def pgd(
+  logits_fn: LogitsFn,
+  params,
+  x,
+  y,
+  key,
+  eps,
+  *,
+  norm: str = "linf",
+  steps: int = 10,
+  step_size=None,
+  restarts: int = 1,
+  rand_init: bool = True,
+  step_frac: float = 0.1,
+  loss: str = "xent",
+  clean_start: bool = False,
+):
   """Untargeted PGD maximising the cross-entropy (or logit gap) of labels ``y``; returns
   adversarial images.
 
@@ -155,10 +171,13 @@ def pgd(logits_fn: LogitsFn, params, x, y, key, eps, *, norm: str = "linf", step
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {tuple(LOSSES)}; got {loss!r}")
   eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), x.shape[:1])
-  alpha = eps * step_frac if step_size is None else jnp.broadcast_to(
-      jnp.asarray(step_size, x.dtype), x.shape[:1])
+  alpha = (
+    eps * step_frac
+    if step_size is None
+    else jnp.broadcast_to(jnp.asarray(step_size, x.dtype), x.shape[:1])
+  )
   best, fooled = x, jnp.zeros(x.shape[:1], bool)
-  for r, k in enumerate(jax.random.split(key, restarts)):   # few restarts and steps: Python loops
+  for r, k in enumerate(jax.random.split(key, restarts)):  # few restarts and steps: Python loops
     random = rand_init and not (clean_start and r == 0)
     delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
     for _ in range(steps):
@@ -176,8 +195,7 @@ def robust_predictions(logits_fn: LogitsFn, params, x, y, key, eps, **pgd_kwargs
   return predict(logits_fn, params, pgd(logits_fn, params, x, y, key, eps, **pgd_kwargs))
 
 
-def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float,
-                     bisection_steps: int = 8):
+def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float, bisection_steps: int = 8):
   """Per-example margin by batched bisection, given ``predict_fn(x, y, key, eps) -> classes``.
 
   ``predict_fn`` returns the predicted classes on PGD examples at per-example radii ``eps``
@@ -198,9 +216,21 @@ def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float,
   return jnp.where(clean_wrong, 0.0, jnp.where(flips_at_max, hi, jnp.inf))
 
 
-def margin(logits_fn: LogitsFn, params, x, y, key, *, eps_max: float, bisection_steps: int = 8,
-           norm: str = "linf", steps: int = 10, restarts: int = 1, rand_init: bool = True,
-           **pgd_kwargs):
+def margin(
+  logits_fn: LogitsFn,
+  params,
+  x,
+  y,
+  key,
+  *,
+  eps_max: float,
+  bisection_steps: int = 8,
+  norm: str = "linf",
+  steps: int = 10,
+  restarts: int = 1,
+  rand_init: bool = True,
+  **pgd_kwargs,
+):
   """Per-example margin: the smallest ε at which PGD makes the prediction differ from ``y``.
 
   Batched bisection on ε ∈ [0, eps_max]: every example keeps its own bracket ``[lo, hi]``
@@ -220,17 +250,42 @@ def margin(logits_fn: LogitsFn, params, x, y, key, *, eps_max: float, bisection_
   Returns:
     (n,) float array of margins.
   """
+
   def predict_fn(xb, yb, k, eps):
-    return robust_predictions(logits_fn, params, xb, yb, k, eps, norm=norm, steps=steps,
-                              restarts=restarts, rand_init=rand_init, **pgd_kwargs)
-  return margin_bisection(predict_fn, x, y, key, eps_max=eps_max,
-                          bisection_steps=bisection_steps)
+    return robust_predictions(
+      logits_fn,
+      params,
+      xb,
+      yb,
+      k,
+      eps,
+      norm=norm,
+      steps=steps,
+      restarts=restarts,
+      rand_init=rand_init,
+      **pgd_kwargs,
+    )
+
+  return margin_bisection(predict_fn, x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
 
 
-def evaluate(logits_fn: LogitsFn, params, x, y, key, *, eps: Mapping[str, float] | None = None,
-             steps: int = 10, margin_n: int = 0, margin_eps_max: float = 0.05,
-             margin_bisection: int = 6, strong_n: int = 0, batch_size: int = 500,
-             multiple: int = 1, prepare: Callable | None = None) -> dict:
+def evaluate(
+  logits_fn: LogitsFn,
+  params,
+  x,
+  y,
+  key,
+  *,
+  eps: Mapping[str, float] | None = None,
+  steps: int = 10,
+  margin_n: int = 0,
+  margin_eps_max: float = 0.05,
+  margin_bisection: int = 6,
+  strong_n: int = 0,
+  batch_size: int = 500,
+  multiple: int = 1,
+  prepare: Callable | None = None,
+) -> dict:
   """Clean and PGD predictions, margins and an attack-strength check over a whole dataset.
 
   The evaluation of docs/protocols.md §3.3, in chunks of ``batch_size`` rows
@@ -247,9 +302,11 @@ def evaluate(logits_fn: LogitsFn, params, x, y, key, *, eps: Mapping[str, float]
   random restarts (if the strong attack lowers accuracy much, the weak numbers overstate
   robustness).
   """
+
   def run(fn, xs, ys, k):
-    return np.asarray(batching.batched(fn, batch_size, multiple=multiple, prepare=prepare)(
-        xs, ys, k))
+    return np.asarray(
+      batching.batched(fn, batch_size, multiple=multiple, prepare=prepare)(xs, ys, k)
+    )
 
   def attacked(e, **kw):
     return lambda xb, yb, k: robust_predictions(logits_fn, params, xb, yb, k, e, **kw)
@@ -261,14 +318,32 @@ def evaluate(logits_fn: LogitsFn, params, x, y, key, *, eps: Mapping[str, float]
   if margin_n:
     m = len(x) if margin_n < 0 else min(margin_n, len(x))
     out["margins"] = run(
-        lambda xb, yb, k: margin(logits_fn, params, xb, yb, k, eps_max=margin_eps_max,
-                                 bisection_steps=margin_bisection, steps=steps),
-        x[:m], y[:m], jax.random.fold_in(key, 10))
+      lambda xb, yb, k: margin(
+        logits_fn,
+        params,
+        xb,
+        yb,
+        k,
+        eps_max=margin_eps_max,
+        bisection_steps=margin_bisection,
+        steps=steps,
+      ),
+      x[:m],
+      y[:m],
+      jax.random.fold_in(key, 10),
+    )
   if strong_n > 0:
     k = min(strong_n, len(x))
-    out["strong"] = {name: {
+    out["strong"] = {
+      name: {
         "weak": run(attacked(e, steps=steps), x[:k], y[:k], jax.random.fold_in(key, 20 + i)),
-        "strong": run(attacked(e, steps=50, step_size=e / 20.0, restarts=5), x[:k], y[:k],
-                      jax.random.fold_in(key, 30 + i))}
-        for i, (name, e) in enumerate(eps.items())}
+        "strong": run(
+          attacked(e, steps=50, step_size=e / 20.0, restarts=5),
+          x[:k],
+          y[:k],
+          jax.random.fold_in(key, 30 + i),
+        ),
+      }
+      for i, (name, e) in enumerate(eps.items())
+    }
   return out

@@ -6,6 +6,7 @@ is traced on a grid (marching squares, ``contourpy``) and each vertex is then mo
 exact zero set by Newton steps along ``∇F``; distances are taken to the resulting polyline, so
 the error is the chord error of the polyline (≈ curvature · h²/8), not the grid spacing h.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,7 @@ def _chunked_values(fn2, params, x, chunk):
   # One compiled loop over chunks of points: small chunks keep the hidden activations in
   # cache, one dispatch avoids a Python round trip per chunk.
   out = jax.lax.map(lambda c: fn2(params, c), x.reshape(-1, chunk, x.shape[-1]))
-  out = jnp.moveaxis(out, 0, -2)                      # (..., chunks, chunk)
+  out = jnp.moveaxis(out, 0, -2)  # (..., chunks, chunk)
   return out.reshape(*out.shape[:-2], -1)
 
 
@@ -75,8 +76,9 @@ def _nearest(p, a, ab, ab2):
   return jnp.sqrt(jnp.min(jnp.sum(d * d, axis=2), axis=1))
 
 
-def grid_values(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100,
-                batch: int = 1024, *, params=None):
+def grid_values(
+  fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100, batch: int = 1024, *, params=None
+):
   """``F`` on a ``resolution²`` grid over ``bounds²``: returns ``(xs, ys, Z)`` with Z[..., i, j]
   at (xs[j], ys[i]) (matplotlib's ``contourf(xs, ys, Z)`` convention).
 
@@ -91,12 +93,19 @@ def grid_values(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 100,
   pts = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
   chunk = min(batch, _bucket(len(pts), minimum=16))
   padded = batching.pad_rows(pts, -(-len(pts) // chunk) * chunk)
-  vals = np.asarray(_chunked_values(fn2, params, jnp.asarray(padded), chunk))[..., :len(pts)]
+  vals = np.asarray(_chunked_values(fn2, params, jnp.asarray(padded), chunk))[..., : len(pts)]
   return xs, xs, vals.reshape(*vals.shape[:-1], resolution, resolution)
 
 
-def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
-                   newton_steps: int = 3, *, params=None, values=None) -> list[np.ndarray]:
+def zero_level_set(
+  fn: DecisionFn,
+  bounds=(-2.0, 2.0),
+  resolution: int = 400,
+  newton_steps: int = 3,
+  *,
+  params=None,
+  values=None,
+) -> list[np.ndarray]:
   """Polylines (each (k, 2)) of ``{F = 0}`` inside ``bounds²``, vertices refined by Newton.
 
   ``values``: ``F`` on the grid, as the ``Z`` of :func:`grid_values` with the same
@@ -111,8 +120,10 @@ def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
     xs = ys = np.linspace(bounds[0], bounds[1], resolution)
     z = np.asarray(values)
     if z.shape != (resolution, resolution):
-      raise ValueError(f"values must have shape {(resolution, resolution)} (the grid of "
-                       f"resolution {resolution}); got {z.shape}")
+      raise ValueError(
+        f"values must have shape {(resolution, resolution)} (the grid of "
+        f"resolution {resolution}); got {z.shape}"
+      )
   lines = contourpy.contour_generator(xs, ys, z).lines(0.0)
   if not lines:
     return []
@@ -121,30 +132,41 @@ def zero_level_set(fn: DecisionFn, bounds=(-2.0, 2.0), resolution: int = 400,
   verts = jnp.asarray(batching.pad_rows(flat, _bucket(len(flat))))
   h = (bounds[1] - bounds[0]) / (resolution - 1)
   verts = _newton_refine(fn2, params, verts, h, newton_steps)
-  return np.split(np.asarray(verts)[:len(flat)], np.cumsum(sizes)[:-1])
+  return np.split(np.asarray(verts)[: len(flat)], np.cumsum(sizes)[:-1])
 
 
-def distance_to_polylines(points: np.ndarray, polylines: list[np.ndarray],
-                          chunk: int = 1024) -> np.ndarray:
+def distance_to_polylines(
+  points: np.ndarray, polylines: list[np.ndarray], chunk: int = 1024
+) -> np.ndarray:
   """Euclidean distance from each point (m, 2) to the nearest segment of any polyline."""
   segs = [np.stack([p[:-1], p[1:]], axis=1) for p in polylines if len(p) > 1]
   if not segs:
     return np.full(len(points), np.inf)
-  segs = np.concatenate(segs).astype(np.float32)              # (s, 2, 2)
-  segs = batching.pad_rows(segs, _bucket(len(segs)))       # repeats don't change the min
+  segs = np.concatenate(segs).astype(np.float32)  # (s, 2, 2)
+  segs = batching.pad_rows(segs, _bucket(len(segs)))  # repeats don't change the min
   a, ab = segs[:, 0], segs[:, 1] - segs[:, 0]
   ab2 = np.maximum(np.sum(ab * ab, axis=1), 1e-20)
   pts = np.asarray(points, np.float32)
   size = min(chunk, _bucket(len(pts), minimum=16))
-  out = [np.asarray(_nearest(jnp.asarray(batching.pad_rows(pts[i:i + size], size)),
-                             a, ab, ab2))
-         [:len(pts[i:i + size])] for i in range(0, len(pts), size)]
+  out = [
+    np.asarray(_nearest(jnp.asarray(batching.pad_rows(pts[i : i + size], size)), a, ab, ab2))[
+      : len(pts[i : i + size])
+    ]
+    for i in range(0, len(pts), size)
+  ]
   return np.concatenate(out)
 
 
-def input_space_margins(fn: DecisionFn, x: np.ndarray, y: np.ndarray, *,
-                        bounds=(-2.0, 2.0), resolution: int = 400, params=None,
-                        values=None) -> np.ndarray:
+def input_space_margins(
+  fn: DecisionFn,
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  bounds=(-2.0, 2.0),
+  resolution: int = 400,
+  params=None,
+  values=None,
+) -> np.ndarray:
   """Signed distance of each training point (x, y ∈ ±1) to ``{F = 0}``.
 
   Positive when ``sign F(x) = y`` (correct side), negative otherwise; ``inf`` if the zero set

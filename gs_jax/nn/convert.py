@@ -27,6 +27,7 @@ unexpected or mis-shaped entry is a :class:`gs_jax.base.errors.BadFileError` (a 
 it. Reading a ``.pth`` needs PyTorch
 (``pip install 'gs-jax[convert]'``); :func:`convert_state_dict` itself takes NumPy arrays.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,7 @@ TORCHVISION_ARCHS = ("resnet18", "resnet50")
 
 def _stem_and_stages(name: str):
   from gs_jax.nn import models
+
   if name not in TORCHVISION_ARCHS:
     raise ValueError(f"arch must be one of {TORCHVISION_ARCHS}; got {name!r}")
   spec = models.RESNETS[name]
@@ -61,31 +63,39 @@ def key_map(name: str) -> list:
       t, f = f"layer{k + 1}.{j}", f"layer{k + 1}_{j}"
       for i in range(1, n_convs + 1):
         out += [(f"{t}.conv{i}", (f, f"conv{i}"), "conv"), (f"{t}.bn{i}", (f, f"bn{i}"), "bn")]
-      if j == 0 and (k > 0 or bottleneck):   # stride 2, or the 4× expansion of stage 1
-        out += [(f"{t}.downsample.0", (f, "downsample_conv"), "conv"),
-                (f"{t}.downsample.1", (f, "downsample_bn"), "bn")]
+      if j == 0 and (k > 0 or bottleneck):  # stride 2, or the 4× expansion of stage 1
+        out += [
+          (f"{t}.downsample.0", (f, "downsample_conv"), "conv"),
+          (f"{t}.downsample.1", (f, "downsample_bn"), "bn"),
+        ]
   return out + [("fc", ("head",), "fc")]
 
 
 def strip_prefix(state_dict: Mapping) -> dict:
   """``state_dict`` as NumPy arrays without DataParallel's ``module.`` key prefix."""
-  return {(k[len("module."):] if k.startswith("module.") else k): np.asarray(v)
-          for k, v in state_dict.items()}
+  return {
+    (k[len("module.") :] if k.startswith("module.") else k): np.asarray(v)
+    for k, v in state_dict.items()
+  }
 
 
 def infer_arch(state_dict: Mapping) -> str:
-  """"resnet50" or "resnet18" from the keys of a torchvision state_dict (bottleneck blocks have
+  """ "resnet50" or "resnet18" from the keys of a torchvision state_dict (bottleneck blocks have
   a ``conv3``; the block counts must match too)."""
   state_dict = strip_prefix(state_dict)
   for name in TORCHVISION_ARCHS:
     blocks, _ = _stem_and_stages(name)
-    counts = [len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{k + 1}.")})
-              for k in range(4)]
+    counts = [
+      len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{k + 1}.")})
+      for k in range(4)
+    ]
     has_conv3 = any(".conv3." in key for key in state_dict)
     if counts == list(blocks) and has_conv3 == (name == "resnet50"):
       return name
-  raise errors.BadFileError("not a torchvision resnet18/resnet50 state_dict: blocks per stage "
-                            f"{counts}, conv3 {'present' if has_conv3 else 'absent'}")
+  raise errors.BadFileError(
+    "not a torchvision resnet18/resnet50 state_dict: blocks per stage "
+    f"{counts}, conv3 {'present' if has_conv3 else 'absent'}"
+  )
 
 
 def _model_shapes(name: str, num_classes: int) -> dict:
@@ -95,6 +105,7 @@ def _model_shapes(name: str, num_classes: int) -> dict:
   from flax import traverse_util
 
   from gs_jax.nn import models
+
   model = models.resnet(name, num_outputs=num_classes)
   v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
   return {k: tuple(s.shape) for k, s in traverse_util.flatten_dict(dict(v)).items()}
@@ -106,6 +117,7 @@ def convert_state_dict(state_dict: Mapping, name: str | None = None) -> dict:
   ResNet ``state_dict`` (values: NumPy arrays or tensors converted with ``.numpy()``; a
   ``module.`` prefix from DataParallel is removed). ``name`` is inferred when None."""
   from flax import traverse_util
+
   sd = strip_prefix(state_dict)
   name = name or infer_arch(sd)
   if "fc.weight" not in sd:
@@ -135,14 +147,17 @@ def convert_state_dict(state_dict: Mapping, name: str | None = None) -> dict:
   if unexpected:
     more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""
     raise errors.BadFileError(f"unexpected keys for torchvision {name}: {unexpected[:5]}{more}")
-  if set(flat) != set(shapes):   # key_map and the model disagree: a bug, not the file's fault
+  if set(flat) != set(shapes):  # key_map and the model disagree: a bug, not the file's fault
     missing, extra = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
-    raise ValueError(f"converted tree differs from the model's: missing {missing[:5]}, "
-                     f"extra {extra[:5]}")
+    raise ValueError(
+      f"converted tree differs from the model's: missing {missing[:5]}, extra {extra[:5]}"
+    )
   for k, v in flat.items():
     if v.shape != shapes[k]:
-      raise errors.BadFileError(f"shape of {'/'.join(k)}: converted {v.shape}, model "
-                                f"{shapes[k]} (torchvision layout expected)")
+      raise errors.BadFileError(
+        f"shape of {'/'.join(k)}: converted {v.shape}, model "
+        f"{shapes[k]} (torchvision layout expected)"
+      )
   return traverse_util.unflatten_dict(flat)
 
 
@@ -183,36 +198,43 @@ def read_torch_state_dict(path: str) -> dict:
     raise ImportError("reading a .pth file needs PyTorch: pip install 'gs-jax[convert]'") from e
   try:
     sd = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:   # not a torch file, or one that needs code to load
-    raise errors.BadFileError(f"{path}: not a PyTorch state_dict file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from e
+  except Exception as e:  # not a torch file, or one that needs code to load
+    raise errors.BadFileError(
+      f"{path}: not a PyTorch state_dict file ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    ) from e
   if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
     sd = sd["state_dict"]
   if not isinstance(sd, dict):
-    raise errors.BadFileError(f"{path}: expected a state_dict (a dict of tensors), got "
-                              f"{type(sd).__name__}")
+    raise errors.BadFileError(
+      f"{path}: expected a state_dict (a dict of tensors), got {type(sd).__name__}"
+    )
   return {k: v.detach().cpu().numpy() for k, v in sd.items()}
 
 
 def save(variables: Mapping, path: str) -> None:
   """Writes ``variables`` as the msgpack that :func:`gs_jax.models.load_pretrained` reads."""
   from flax import serialization
+
   with open(path, "wb") as f:
     f.write(serialization.msgpack_serialize(dict(variables)))
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m gs_jax.convert", description=__doc__.split("\n")[0])
-  p.add_argument("--torchvision", required=True,
-                 help="torchvision ResNet-18/50 .pth (IMAGENET1K_V1: " +
-                 ", ".join(IMAGENET1K_V1.values()) + ")")
+  p.add_argument(
+    "--torchvision",
+    required=True,
+    help="torchvision ResNet-18/50 .pth (IMAGENET1K_V1: " + ", ".join(IMAGENET1K_V1.values()) + ")",
+  )
   p.add_argument("--out", required=True, help="msgpack file for --pretrained")
   p.add_argument("--arch", default="auto", choices=("auto",) + TORCHVISION_ARCHS)
   a = p.parse_args(argv)
   if not os.path.isfile(a.torchvision):
-    p.error(f"--torchvision {a.torchvision!r}: no such file (download "
-            f"{', '.join(IMAGENET1K_V1.values())} from download.pytorch.org/models/)")
-  try:   # a file that is no torchvision ResNet state_dict: a user error, not a bug
+    p.error(
+      f"--torchvision {a.torchvision!r}: no such file (download "
+      f"{', '.join(IMAGENET1K_V1.values())} from download.pytorch.org/models/)"
+    )
+  try:  # a file that is no torchvision ResNet state_dict: a user error, not a bug
     sd = read_torch_state_dict(a.torchvision)
     name = infer_arch(sd) if a.arch == "auto" else a.arch
     variables = convert_state_dict(sd, name)
@@ -220,14 +242,18 @@ def main(argv=None) -> int:
     p.error(f"--torchvision {a.torchvision!r}: {e}")
   save(variables, a.out)
   n = sum(int(np.prod(v.shape)) for k, v in _flat(variables["params"]))
-  print(f"{a.torchvision} → {a.out}: torchvision {name}, {n:,} parameters, "
-        f"{variables['params']['head']['kernel'].shape[1]}-class head "
-        "(replaced by the experiment's own head when loaded)", file=sys.stderr)
+  print(
+    f"{a.torchvision} → {a.out}: torchvision {name}, {n:,} parameters, "
+    f"{variables['params']['head']['kernel'].shape[1]}-class head "
+    "(replaced by the experiment's own head when loaded)",
+    file=sys.stderr,
+  )
   return 0
 
 
 def _flat(tree):
   from flax import traverse_util
+
   return traverse_util.flatten_dict(tree).items()
 
 

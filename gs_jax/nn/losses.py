@@ -9,6 +9,7 @@ paper's λ values carry over unchanged. The theory (eq 5, eq 17; ``gs_jax.dual``
 Every function here is pure and jit-able. Label checks run eagerly whenever the labels are
 concrete (not traced), so bad input fails before compilation with a message naming it.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -42,7 +43,8 @@ def binary_label_kind(y) -> LabelKind:
   if bad.size == 0:  # a mix of 0 and −1
     bad = values
   raise ValueError(
-      f"binary labels must be all in {{0,1}} or all in {{-1,+1}}; got values {bad.tolist()}")
+    f"binary labels must be all in {{0,1}} or all in {{-1,+1}}; got values {bad.tolist()}"
+  )
 
 
 def to_pm1(y, kind: LabelKind | None = None) -> jax.Array:
@@ -60,12 +62,10 @@ def _is_concrete(x) -> bool:
 
 def _check_same_length(logits, y):
   if jnp.shape(logits) != jnp.shape(y):
-    raise ValueError(f"logits shape {jnp.shape(logits)} does not match labels shape "
-                     f"{jnp.shape(y)}")
+    raise ValueError(f"logits shape {jnp.shape(logits)} does not match labels shape {jnp.shape(y)}")
 
 
-def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = "mean"
-                  ) -> Array:
+def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = "mean") -> Array:
   """Logistic loss ``softplus(−y·ŷ)`` (eq 5 without the ridge term).
 
   Written with softplus, so it is exact and finite for |ŷ| up to float range (no overflow at
@@ -88,14 +88,16 @@ def logistic_loss(logits, y, *, kind: LabelKind | None = None, reduction: str = 
 def softmax_cross_entropy(logits, labels, *, reduction: str = "mean") -> Array:
   """Cross-entropy ``−log softmax(ŷ)[label]`` for integer labels in [0, C)."""
   if jnp.ndim(logits) != 2 or jnp.shape(labels) != jnp.shape(logits)[:1]:
-    raise ValueError(f"expected logits (n, C) and labels (n,); got {jnp.shape(logits)} and "
-                     f"{jnp.shape(labels)}")
+    raise ValueError(
+      f"expected logits (n, C) and labels (n,); got {jnp.shape(logits)} and {jnp.shape(labels)}"
+    )
   if _is_concrete(labels):
     lab = np.asarray(labels)
     bad = lab[(lab < 0) | (lab >= logits.shape[1]) | (lab != np.round(lab))]
     if bad.size:
-      raise ValueError(f"class labels must be integers in [0, {logits.shape[1]}); got "
-                       f"{np.unique(bad).tolist()}")
+      raise ValueError(
+        f"class labels must be integers in [0, {logits.shape[1]}); got {np.unique(bad).tolist()}"
+      )
   logp = jax.nn.log_softmax(logits)
   per_example = -jnp.take_along_axis(logp, jnp.asarray(labels, jnp.int32)[:, None], axis=1)[:, 0]
   return _reduce(per_example, reduction)
@@ -125,10 +127,11 @@ def sd_penalty_with_targets(logits, y, lambdas, gammas) -> Array:
   lambdas = jnp.asarray(lambdas, jnp.float32)
   gammas = jnp.asarray(gammas, jnp.float32)
   if lambdas.shape != gammas.shape or lambdas.ndim != 1:
-    raise ValueError(f"lambdas and gammas must be 1-D of equal length; got {lambdas.shape} "
-                     f"and {gammas.shape}")
-  onehot = jax.nn.one_hot(y, lambdas.shape[0])                       # (n, C)
-  sq = jnp.square(logits[:, None] - gammas[None, :]) * onehot        # (n, C)
+    raise ValueError(
+      f"lambdas and gammas must be 1-D of equal length; got {lambdas.shape} and {gammas.shape}"
+    )
+  onehot = jax.nn.one_hot(y, lambdas.shape[0])  # (n, C)
+  sq = jnp.square(logits[:, None] - gammas[None, :]) * onehot  # (n, C)
   counts = onehot.sum(0)
   per_class = sq.sum(0) / jnp.maximum(counts, 1.0)
   return jnp.sum(lambdas * per_class)
@@ -166,8 +169,9 @@ def eq5_coefficient(lam: float, n: int) -> float:
   return lam / n
 
 
-def theory_objective(logits, batch: PyTree, params: Params, step, hparams: PyTree
-                     ) -> tuple[Array, dict[str, Array]]:
+def theory_objective(
+  logits, batch: PyTree, params: Params, step, hparams: PyTree
+) -> tuple[Array, dict[str, Array]]:
   """The objective of the theory (eq 5 / eq 17, sums and λ/2; docs/protocols.md §1):
 
     ``Σ_i softplus(−y_i (ŷ_i − ŷ0_i)) + (ridge/2)‖θ − θ0‖² + (sd/2)‖ŷ − ŷ0‖²``
@@ -182,8 +186,11 @@ def theory_objective(logits, batch: PyTree, params: Params, step, hparams: PyTre
   del step
   centred = logits - batch["logits0"] if "logits0" in batch else logits
   nll = logistic_loss(centred, batch["y"], kind="pm1", reduction="sum")
-  loss = (nll + l2_penalty(params, hparams["ridge"], batch.get("params0"))
-          + 0.5 * hparams["sd"] * jnp.sum(jnp.square(centred)))
+  loss = (
+    nll
+    + l2_penalty(params, hparams["ridge"], batch.get("params0"))
+    + 0.5 * hparams["sd"] * jnp.sum(jnp.square(centred))
+  )
   return loss, {"nll": nll}
 
 
@@ -261,8 +268,17 @@ def annealed_weight(step, anneal_steps, weight) -> Array:
   return jnp.where(step >= anneal_steps, weight, 1.0)
 
 
-def invariance_loss(risks, penalty, params: Params, step, *, penalty_weight, anneal_steps,
-                    l2_weight, risk_form: str = "mean") -> Array:
+def invariance_loss(
+  risks,
+  penalty,
+  params: Params,
+  step,
+  *,
+  penalty_weight,
+  anneal_steps,
+  l2_weight,
+  risk_form: str = "mean",
+) -> Array:
   """The released IRM / V-REx training loss (Colored MNIST, docs/protocols.md §3.4).
 
   ``L = risk + l2_weight·Σ_leaves ‖θ‖² + w(step)·penalty``, divided by ``w(step)`` whenever
@@ -289,8 +305,7 @@ def invariance_loss(risks, penalty, params: Params, step, *, penalty_weight, ann
   return jnp.where(w > 1.0, loss / w, loss)
 
 
-def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool = True
-                     ) -> Array:
+def sd_annealed_loss(nll, logits, step, *, sd_coef, anneal_steps, rescale: bool = True) -> Array:
   """SD as in the authors' released Colored-MNIST code (docs/protocols.md §3.4).
 
   ``rescale=True`` (released): ``nll + c·mean(ŷ²)`` for ``step < anneal_steps`` and
@@ -317,19 +332,21 @@ def binary_entropy_from_logits(logits) -> Array:
 
 # ------------------------------------------------- robust training (CelebA, docs/protocols.md §3.5)
 
+
 def group_mean_losses(per_example, groups, num_groups: int) -> tuple[Array, Array]:
   """``(ℓ_g, n_g)``: the mean of ``per_example`` over each group in the batch and the counts.
 
   As DRO's ``LossComputer.compute_group_avg``: an absent group has ``ℓ_g = 0`` (its mean is
   divided by ``max(n_g, 1)``).
   """
-  onehot = jax.nn.one_hot(groups, num_groups, dtype=per_example.dtype)   # (n, G)
+  onehot = jax.nn.one_hot(groups, num_groups, dtype=per_example.dtype)  # (n, G)
   counts = onehot.sum(0)
   return (onehot * per_example[:, None]).sum(0) / jnp.maximum(counts, 1.0), counts
 
 
-def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_counts=None
-                     ) -> tuple[Array, Array]:
+def group_dro_update(
+  q, group_losses, *, step_size, adjustments=None, train_counts=None
+) -> tuple[Array, Array]:
   """One online Group DRO step (Sagawa et al. 2020, Alg. 1; DRO ``loss.py``
   ``compute_robust_loss``).
 
@@ -353,8 +370,7 @@ def group_dro_update(q, group_losses, *, step_size, adjustments=None, train_coun
   return jnp.dot(adjusted, jax.lax.stop_gradient(q)), q
 
 
-def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "mean"
-                              ) -> Array:
+def generalized_cross_entropy(logits, y, q: float = 0.7, *, reduction: str = "mean") -> Array:
   """Generalized cross-entropy (Zhang & Sabuncu 2018) on one logit: ``(1 − p_y^q)/q`` with
   ``p_y = σ(ŷ·(2y−1))``, ``y`` in {0,1}. LfF (Nam et al. 2020) trains its biased model with it,
   q = 0.7. Its gradient is ``p_y^q · ∇(−log p_y)``: confident (easy) examples weigh more. (The
@@ -373,14 +389,18 @@ def ema_update(ema, seen, idx, values, alpha: float) -> tuple[Array, Array]:
   return ema.at[..., idx].set(new), seen.at[idx].set(1.0)
 
 
-def lff_weights(ema_biased, ema_debiased, y_all, idx, num_classes: int = 2, eps: float = 1e-8
-                ) -> Array:
+def lff_weights(
+  ema_biased, ema_debiased, y_all, idx, num_classes: int = 2, eps: float = 1e-8
+) -> Array:
   """LfF's relative-difficulty weights ``W = ℓ_B/(ℓ_B + ℓ_D + ε)`` for the rows ``idx``, where
   each model's EMA loss is first divided by its maximum over all training examples of the same
   class (LfF ``train.py``: ``loss /= ema.max_loss(label)``)."""
+
   def normalised(ema):
-    per_class_max = jnp.stack([jnp.max(jnp.where(y_all == c, ema, -jnp.inf))
-                               for c in range(num_classes)])
+    per_class_max = jnp.stack(
+      [jnp.max(jnp.where(y_all == c, ema, -jnp.inf)) for c in range(num_classes)]
+    )
     return ema[idx] / jnp.maximum(per_class_max[y_all[idx]], eps)
+
   lb, ld = normalised(ema_biased), normalised(ema_debiased)
   return lb / (lb + ld + eps)

@@ -4,6 +4,7 @@ Every module is called as ``model.apply(variables, x, train=bool, ...)`` and ret
 binary models (``num_outputs=1``) return shape ``(n,)``. Mutable collections (batch-norm
 statistics) live in ``variables`` and are carried by :class:`gs_jax.train.TrainState`.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,11 @@ def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
 
 def torch_linear_bias_init(fan_in: int) -> Callable:
   """PyTorch's ``nn.Linear`` default bias: ``U(±1/√fan_in)``."""
+
   def init(key, shape, dtype=jnp.float32):
     bound = 1.0 / jnp.sqrt(fan_in)
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
@@ -47,8 +50,9 @@ def _broadcast_matmul_jvp(primals, tangents):
   return _broadcast_matmul(x, w), dx @ w + x @ dw
 
 
-def small_fan_in_dot_general(lhs, rhs, dimension_numbers, precision=None,
-                             preferred_element_type=None):
+def small_fan_in_dot_general(
+  lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None
+):
   """``lhs @ rhs`` for a tiny contraction (fan-in ≤ 4) as a sum of broadcast products.
 
   XLA:CPU runs a (n×2)·(2×h) product as a general matmul with a poor inner loop; written
@@ -81,6 +85,7 @@ def _dense(features: int, fan_in: int, init: str, name: str) -> nn.Dense:
 class _DenseParams(nn.Module):
   """The ``kernel`` and ``bias`` of an ``nn.Dense`` (same names, shapes, order and init
   stream, so the parameters equal ``nn.Dense``'s), for layers computed by :func:`relu_net`."""
+
   features: int
   fan_in: int
   kernel_init: str
@@ -88,8 +93,10 @@ class _DenseParams(nn.Module):
   @nn.compact
   def __call__(self):
     kernel_init, bias_init = _inits(self.kernel_init, self.fan_in)
-    return (self.param("kernel", kernel_init, (self.fan_in, self.features), jnp.float32),
-            self.param("bias", bias_init, (self.features,), jnp.float32))
+    return (
+      self.param("kernel", kernel_init, (self.fan_in, self.features), jnp.float32),
+      self.param("bias", bias_init, (self.features,), jnp.float32),
+    )
 
 
 def _is_zero(t) -> bool:
@@ -124,10 +131,10 @@ def _relu_net_jvp(primals, tangents):
   dout = jnp.zeros_like(out)
   if not (_is_zero(dw1) and _is_zero(db1) and _is_zero(dw2)):
     zero = lambda t, like: jnp.zeros_like(like) if _is_zero(t) else t
-    w_t = jnp.concatenate([w1, b1[None]], axis=0)                             # W̃ (d+1, h)
+    w_t = jnp.concatenate([w1, b1[None]], axis=0)  # W̃ (d+1, h)
     dw_t = jnp.concatenate([zero(dw1, w1), zero(db1, b1)[None]], axis=0)
     q = dw_t * w2 + w_t * zero(dw2, w2)
-    x_t = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)               # x̃ (n, d+1)
+    x_t = jnp.concatenate([x, jnp.ones_like(x[:, :1])], axis=1)  # x̃ (n, d+1)
     dout = dout + jnp.sum(x_t * (mask @ q.T), axis=1)
   if not _is_zero(dx):
     dout = dout + jnp.sum(dx * (mask @ (w1 * w2).T), axis=1)
@@ -157,6 +164,7 @@ class MLP(nn.Module):
     dropout_rate: dropout probability after each hidden activation (train mode only).
     batch_norm: batch normalisation before each hidden ReLU.
   """
+
   hidden: Sequence[int] = (500,)
   num_outputs: int = 1
   kernel_init: str = "torch"
@@ -166,16 +174,22 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.reshape(x.shape[0], -1)
-    if (len(self.hidden) == 1 and x.shape[-1] <= 4 and self.num_outputs == 1
-        and not self.batch_norm and self.dropout_rate == 0):
+    if (
+      len(self.hidden) == 1
+      and x.shape[-1] <= 4
+      and self.num_outputs == 1
+      and not self.batch_norm
+      and self.dropout_rate == 0
+    ):
       w1, b1 = _DenseParams(self.hidden[0], x.shape[-1], self.kernel_init, name="dense_0")()
       w2, b2 = _DenseParams(1, self.hidden[0], self.kernel_init, name="head")()
       return relu_net(x, w1, b1, w2[:, 0], b2[0])
     for i, width in enumerate(self.hidden):
       x = _dense(width, x.shape[-1], self.kernel_init, f"dense_{i}")(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         name=f"bn_{i}")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn_{i}")(
+          x
+        )
       x = nn.relu(x)
       if self.dropout_rate > 0:
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -202,6 +216,7 @@ class NTKTwoLayerReLU(nn.Module):
     bias_scale: β (0 removes the hidden bias).
   Returns logits of shape (n,).
   """
+
   width: int = 512
   bias_scale: float = 1.0
 
@@ -258,9 +273,14 @@ class FeatureScaledNet:
   def variables(theta0, v, kappa) -> dict:
     """Initial variables: ω = 0 and the frozen ``θ0`` (flat, (m,)), ``v`` (m,) and ``κ``."""
     theta0 = jnp.asarray(theta0)
-    return {"params": {"omega": jnp.zeros_like(theta0)},
-            "frozen": {"theta0": theta0, "v": jnp.asarray(v, theta0.dtype),
-                       "kappa": jnp.asarray(kappa, theta0.dtype)}}
+    return {
+      "params": {"omega": jnp.zeros_like(theta0)},
+      "frozen": {
+        "theta0": theta0,
+        "v": jnp.asarray(v, theta0.dtype),
+        "kappa": jnp.asarray(kappa, theta0.dtype),
+      },
+    }
 
   @staticmethod
   def theta(variables):
@@ -298,6 +318,7 @@ class CifarVGG(nn.Module):
   (flax ``momentum=0.9``) and eps 1e-5; its running statistics live in
   ``TrainState.model_state["batch_stats"]``.
   """
+
   stages: Sequence[Sequence[int]] = VGG_PAPER_STAGES
   num_classes: int = 10
   mean: Sequence[float] = CIFAR_MEAN
@@ -309,8 +330,9 @@ class CifarVGG(nn.Module):
     for s, widths in enumerate(self.stages):
       for j, width in enumerate(widths):
         x = nn.Conv(width, (3, 3), padding=1, use_bias=False, name=f"conv{s}_{j}")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         name=f"bn{s}_{j}")(x)
+        x = nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn{s}_{j}"
+        )(x)
         x = nn.relu(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     # Global average pool: for the paper's VGG the map is already 1×1 (= flatten); for the
@@ -324,22 +346,30 @@ class PreActBlock(nn.Module):
   (stride here) → BN → ReLU → 3×3 conv``, added to the shortcut. The shortcut is the input,
   or, when the shape changes, a 1×1 conv (stride, no BN) of the *pre-activated* input
   (kuangliu/pytorch-cifar ``PreActBlock``)."""
+
   width: int
   stride: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                   name=name)
+    bn = lambda name: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name
+    )
     out = nn.relu(bn("bn1")(x))
     shortcut = x
     if self.stride != 1 or x.shape[-1] != self.width:
-      shortcut = nn.Conv(self.width, (1, 1), (self.stride, self.stride), padding=0,
-                         use_bias=False, name="shortcut_conv")(out)
-    y = nn.Conv(self.width, (3, 3), (self.stride, self.stride), padding=1, use_bias=False,
-                name="conv1")(out)
-    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
-                name="conv2")(nn.relu(bn("bn2")(y)))
+      shortcut = nn.Conv(
+        self.width,
+        (1, 1),
+        (self.stride, self.stride),
+        padding=0,
+        use_bias=False,
+        name="shortcut_conv",
+      )(out)
+    y = nn.Conv(
+      self.width, (3, 3), (self.stride, self.stride), padding=1, use_bias=False, name="conv1"
+    )(out)
+    y = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="conv2")(nn.relu(bn("bn2")(y)))
     return y + shortcut
 
 
@@ -355,6 +385,7 @@ class PreActResNet(nn.Module):
   (blocks (2,2,2,2), widths (64,128,256,512), 11.2 M parameters for 100 classes). BN with
   PyTorch's momentum 0.1 and eps 1e-5; flax's default (LeCun-normal) initialisation.
   """
+
   num_classes: int = 10
   blocks: Sequence[int] = (2, 2, 2, 2)
   widths: Sequence[int] = (64, 128, 256, 512)
@@ -370,8 +401,9 @@ class PreActResNet(nn.Module):
       for j in range(n):
         x = PreActBlock(w, 2 if (k > 0 and j == 0) else 1, name=f"layer{k + 1}_{j}")(x, train)
     if self.final_bn:
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                               name="bn_final")(x))
+      x = nn.relu(
+        nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn_final")(x)
+      )
     return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
 
 
@@ -405,6 +437,7 @@ class _PatchConv(nn.Module):
   Outside loops on large batches (evaluation, PGD) the patches cost memory traffic
   (k² copies of the input) and XLA's convolution is ~2–3× faster.
   """
+
   features: int
   kernel_size: int = 5
   patches: bool = True
@@ -415,11 +448,16 @@ class _PatchConv(nn.Module):
     kernel = self.param("kernel", torch_linear_kernel_init, (k, k, c_in, self.features))
     bias = self.param("bias", torch_linear_bias_init(k * k * c_in), (self.features,))
     if not self.patches:
-      return jax.lax.conv_general_dilated(
-          x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+      return (
+        jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        + bias
+      )
     h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
-    patches = jnp.concatenate([x[:, i:i + h, j:j + w, :] for i in range(k) for j in range(k)],
-                              axis=-1)
+    patches = jnp.concatenate(
+      [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
+    )
     return patches @ kernel.reshape(-1, self.features) + bias
 
 
@@ -444,54 +482,67 @@ class NarLeNet(nn.Module):
   ``patches``: convolutions as patches × matrix (for training inside ``lax.scan``) or, if
   False, XLA convolutions (faster for large evaluation batches); the parameters are the same.
   """
+
   num_classes: int = 2
   slope: float = 0.01
   patches: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    del train   # no batch norm or dropout
+    del train  # no batch norm or dropout
     act = lambda v: nn.leaky_relu(v, self.slope)
     x = 2.0 * x - 1.0
     for i, c_out in enumerate((12, 32)):
       x = _max_pool2(act(_PatchConv(c_out, patches=self.patches, name=f"conv{i}")(x)))
-    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)   # torch's flatten order
-    widths = ((x.shape[1], 240), (240, 192), (192, self.num_classes))   # 800 at 32×32
+    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # torch's flatten order
+    widths = ((x.shape[1], 240), (240, 192), (192, self.num_classes))  # 800 at 32×32
     for i, (f_in, f_out) in enumerate(widths):
-      x = nn.Dense(f_out, kernel_init=torch_linear_kernel_init,
-                   bias_init=torch_linear_bias_init(f_in), name=f"fc{i}")(x)
+      x = nn.Dense(
+        f_out,
+        kernel_init=torch_linear_kernel_init,
+        bias_init=torch_linear_bias_init(f_in),
+        name=f"fc{i}",
+      )(x)
       x = act(x) if i < 2 else x
     return x
 
+
 # ------------------------------------------------------------------ ResNets (CelebA, §3.5)
+
 
 class ResNetBlock(nn.Module):
   """torchvision's BasicBlock (two 3×3 convs) or, with ``bottleneck``, its Bottleneck
   (1×1 → 3×3 (stride here, as torchvision ≥ 0.3 "ResNet v1.5") → 1×1 with 4× expansion);
   projection shortcut (1×1 conv + BN) when the shape changes."""
+
   width: int
   stride: int = 1
   bottleneck: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                   name=name)
+    bn = lambda name: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name
+    )
     out_width = self.width * (4 if self.bottleneck else 1)
     s = (self.stride, self.stride)
     if self.bottleneck:
-      y = nn.relu(bn("bn1")(nn.Conv(self.width, (1, 1), padding=0, use_bias=False,
-                                    name="conv1")(x)))
-      y = nn.relu(bn("bn2")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
-                                    name="conv2")(y)))
+      y = nn.relu(
+        bn("bn1")(nn.Conv(self.width, (1, 1), padding=0, use_bias=False, name="conv1")(x))
+      )
+      y = nn.relu(
+        bn("bn2")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False, name="conv2")(y))
+      )
       y = bn("bn3")(nn.Conv(out_width, (1, 1), padding=0, use_bias=False, name="conv3")(y))
     else:
-      y = nn.relu(bn("bn1")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False,
-                                    name="conv1")(x)))
+      y = nn.relu(
+        bn("bn1")(nn.Conv(self.width, (3, 3), s, padding=1, use_bias=False, name="conv1")(x))
+      )
       y = bn("bn2")(nn.Conv(self.width, (3, 3), padding=1, use_bias=False, name="conv2")(y))
     if x.shape[-1] != out_width or self.stride != 1:
-      x = bn("downsample_bn")(nn.Conv(out_width, (1, 1), s, padding=0, use_bias=False,
-                                      name="downsample_conv")(x))
+      x = bn("downsample_bn")(
+        nn.Conv(out_width, (1, 1), s, padding=0, use_bias=False, name="downsample_conv")(x)
+      )
     return nn.relu(x + y)
 
 
@@ -512,6 +563,7 @@ class ResNet(nn.Module):
 
   ``return_features=True`` returns ``(logits, features)``.
   """
+
   blocks: Sequence[int] = (3, 4, 6, 3)
   widths: Sequence[int] = (64, 128, 256, 512)
   bottleneck: bool = True
@@ -524,14 +576,16 @@ class ResNet(nn.Module):
       x = nn.Conv(self.widths[0], (7, 7), (2, 2), padding=3, use_bias=False, name="conv1")(x)
     else:
       x = nn.Conv(self.widths[0], (3, 3), (2, 2), padding=1, use_bias=False, name="conv1")(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             name="bn1")(x))
+    x = nn.relu(
+      nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x)
+    )
     if self.stem == "imagenet":
       x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for k, (n, w) in enumerate(zip(self.blocks, self.widths)):
       for j in range(n):
-        x = ResNetBlock(w, 2 if (k > 0 and j == 0) else 1, self.bottleneck,
-                        name=f"layer{k + 1}_{j}")(x, train)
+        x = ResNetBlock(
+          w, 2 if (k > 0 and j == 0) else 1, self.bottleneck, name=f"layer{k + 1}_{j}"
+        )(x, train)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_outputs, name="head")(features)
     logits = logits[:, 0] if self.num_outputs == 1 else logits
@@ -539,9 +593,9 @@ class ResNet(nn.Module):
 
 
 RESNETS = {
-    "resnet50": dict(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), bottleneck=True),
-    "resnet18": dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), bottleneck=False),
-    "resnet_small": dict(blocks=(1, 1, 1), widths=(16, 32, 64), bottleneck=False, stem="small"),
+  "resnet50": dict(blocks=(3, 4, 6, 3), widths=(64, 128, 256, 512), bottleneck=True),
+  "resnet18": dict(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512), bottleneck=False),
+  "resnet_small": dict(blocks=(1, 1, 1), widths=(16, 32, 64), bottleneck=False, stem="small"),
 }
 
 
@@ -567,15 +621,18 @@ def load_pretrained(variables, path: str):
   from flax import serialization, traverse_util
 
   from gs_jax.base import errors
+
   if not os.path.isfile(path):
-    raise errors.MissingDataError(f"{path}: no such file (a msgpack of pretrained weights, e.g. "
-                                  "from python -m gs_jax.convert)")
+    raise errors.MissingDataError(
+      f"{path}: no such file (a msgpack of pretrained weights, e.g. from python -m gs_jax.convert)"
+    )
   with open(path, "rb") as f:
     try:
       loaded = traverse_util.flatten_dict(serialization.msgpack_restore(f.read()), sep="/")
-    except Exception as e:   # msgpack's own errors: not a flax msgpack file
-      raise errors.BadFileError(f"{path}: not a flax msgpack checkpoint ({type(e).__name__}: "
-                                f"{e})") from e
+    except Exception as e:  # msgpack's own errors: not a flax msgpack file
+      raise errors.BadFileError(
+        f"{path}: not a flax msgpack checkpoint ({type(e).__name__}: {e})"
+      ) from e
   flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
   out = {}
   for k, v in flat.items():
@@ -585,6 +642,5 @@ def load_pretrained(variables, path: str):
     elif is_head:
       out[k] = v
     else:
-      raise errors.BadFileError(
-          f"{path}: {'shape mismatch for' if k in loaded else 'missing'} {k}")
+      raise errors.BadFileError(f"{path}: {'shape mismatch for' if k in loaded else 'missing'} {k}")
   return traverse_util.unflatten_dict(out, sep="/")

@@ -2,6 +2,7 @@
 accuracies on the full test set and its byte-exact lossless subset, PGD OOD accuracies, L∞
 margins, and the released protocol's two attacks. Pure functions of the predictions and the
 network: the experiment (``experiments/cifar.py``) writes what they return."""
+
 from __future__ import annotations
 
 import time
@@ -18,45 +19,64 @@ OOD_EPS = {"eps_0.05": 0.05, "eps_5/255": 5.0 / 255.0}
 RELEASED_OOD_EPS = {"eps_0.05_pm1": 0.025, **OOD_EPS}
 # The two attacks of the released protocol (gs_jax.nn.attacks.pgd arguments).
 RELEASED_ATTACKS = {
-    "released": {"steps": 40, "step_frac": 1 / 30, "rand_init": False, "loss": "xent"},
-    "strong": {"steps": 100, "step_frac": 1 / 20, "restarts": 4, "rand_init": True,
-               "clean_start": True, "loss": "gap"}}
+  "released": {"steps": 40, "step_frac": 1 / 30, "rand_init": False, "loss": "xent"},
+  "strong": {
+    "steps": 100,
+    "step_frac": 1 / 20,
+    "restarts": 4,
+    "rand_init": True,
+    "clean_start": True,
+    "loss": "gap",
+  },
+}
 
 
 def accuracies(pred, y, lossless) -> dict:
   """``{"full", "lossless"}``: accuracy of ``pred`` on the first ``len(pred)`` examples and on
   those of them in the lossless subset."""
   pred = np.asarray(pred)
-  right = pred == np.asarray(y)[:len(pred)]
-  return {"full": float(right.mean()), "lossless": float(right[lossless[:len(pred)]].mean())}
+  right = pred == np.asarray(y)[: len(pred)]
+  return {"full": float(right.mean()), "lossless": float(right[lossless[: len(pred)]].mean())}
 
 
 def _finite(values) -> list:
   return [float(v) if np.isfinite(v) else None for v in values]
 
 
-def summarise(data, train_pred, ev, history, *, margin_eps_max: float,
-              margin_bisection: int, strong_n: int) -> tuple[dict, dict]:
+def summarise(
+  data, train_pred, ev, history, *, margin_eps_max: float, margin_bisection: int, strong_n: int
+) -> tuple[dict, dict]:
   """``(metrics, extras)`` of results.json from :func:`gs_jax.nn.attacks.evaluate`'s
   predictions ``ev`` on the test set (the cpu/paper presets)."""
   lossless = data.test_is_lossless
-  metrics = {"train_acc": float((train_pred == data.y_train).mean()),
-             "test_iid_acc": accuracies(ev["clean"], data.y_test, lossless),
-             "test_ood_acc": {name: accuracies(p, data.y_test, lossless)
-                              for name, p in ev["pgd"].items()},
-             "final_train_loss": history[-1]["loss"], "steps": history[-1]["step"]}
+  metrics = {
+    "train_acc": float((train_pred == data.y_train).mean()),
+    "test_iid_acc": accuracies(ev["clean"], data.y_test, lossless),
+    "test_ood_acc": {name: accuracies(p, data.y_test, lossless) for name, p in ev["pgd"].items()},
+    "final_train_loss": history[-1]["loss"],
+    "steps": history[-1]["step"],
+  }
   extras = {}
   if "margins" in ev:
     v = ev["margins"]
     ok = ev["clean"] == data.y_test
     metrics["margin_median"] = float(np.median(v))
-    extras["margins"] = {"norm": "linf", "eps_max": margin_eps_max,
-                         "bisection_steps": margin_bisection, "pgd_steps": 10, "n": len(v),
-                         "correct": ok[:len(v)].tolist(), "values": _finite(v)}
+    extras["margins"] = {
+      "norm": "linf",
+      "eps_max": margin_eps_max,
+      "bisection_steps": margin_bisection,
+      "pgd_steps": 10,
+      "n": len(v),
+      "correct": ok[: len(v)].tolist(),
+      "values": _finite(v),
+    }
   if "strong" in ev:
     k = min(strong_n, len(data.x_test))
-    s = {"n": k, "weak": "PGD-10, step eps/10, 1 random start",
-         "strong": "PGD-50, step eps/20, 5 random restarts"}
+    s = {
+      "n": k,
+      "weak": "PGD-10, step eps/10, 1 random start",
+      "strong": "PGD-50, step eps/20, 5 random restarts",
+    }
     for name, p in ev["strong"].items():
       a10, a50 = (float((p[w] == data.y_test[:k]).mean()) for w in ("weak", "strong"))
       s[name] = {"pgd10": a10, "pgd50x5": a50, "drop": a10 - a50}
@@ -64,9 +84,18 @@ def summarise(data, train_pred, ev, history, *, margin_eps_max: float,
   return metrics, extras
 
 
-def released(logits_fn: Callable, params: Any, data, key: jax.Array, *, margin_n: int,
-             strong_n: int, margin_eps_max: float, margin_bisection: int,
-             batch: dict) -> tuple[dict, dict]:
+def released(
+  logits_fn: Callable,
+  params: Any,
+  data,
+  key: jax.Array,
+  *,
+  margin_n: int,
+  strong_n: int,
+  margin_eps_max: float,
+  margin_bisection: int,
+  batch: dict,
+) -> tuple[dict, dict]:
   """The released protocol's evaluation (docs/protocols.md §3.3): test IID accuracy, and for
   each attack of :data:`RELEASED_ATTACKS` the accuracy under PGD at :data:`RELEASED_OOD_EPS`
   and per-example margins (bisection on ε ∈ [0, margin_eps_max] pixels) on the first
@@ -78,12 +107,14 @@ def released(logits_fn: Callable, params: Any, data, key: jax.Array, *, margin_n
   t0 = time.perf_counter()
 
   def run(fn, n, k):
-    return np.asarray(batching.batched(fn, batch["batch_size"], multiple=batch["multiple"],
-                                       prepare=batch["prepare"])(data.x_test[:n], y[:n], k))
+    return np.asarray(
+      batching.batched(
+        fn, batch["batch_size"], multiple=batch["multiple"], prepare=batch["prepare"]
+      )(data.x_test[:n], y[:n], k)
+    )
 
   clean = run(lambda xb, yb, k: attacks.predict(logits_fn, params, xb), len(y), key)
-  metrics = {"test_iid_acc": accuracies(clean, y, lossless), "test_ood_acc": {},
-             "margins_pm1": {}}
+  metrics = {"test_iid_acc": accuracies(clean, y, lossless), "test_ood_acc": {}, "margins_pm1": {}}
   extras = {"attacks": RELEASED_ATTACKS, "margins": {}}
   for a, (name, attack) in enumerate(RELEASED_ATTACKS.items()):
     n = margin_n if name == "released" else strong_n
@@ -91,21 +122,50 @@ def released(logits_fn: Callable, params: Any, data, key: jax.Array, *, margin_n
     if n == 0:
       continue
     metrics["test_ood_acc"][name] = {
-        e_name: accuracies(run(lambda xb, yb, k, e=e: attacks.robust_predictions(
-            logits_fn, params, xb, yb, k, e, **attack), n, jax.random.fold_in(key, 10 * a + i)),
-            y, lossless)
-        for i, (e_name, e) in enumerate(RELEASED_OOD_EPS.items())}
-    m = run(lambda xb, yb, k: attacks.margin(
-        logits_fn, params, xb, yb, k, eps_max=margin_eps_max,
-        bisection_steps=margin_bisection, **attack), n, jax.random.fold_in(key, 10 * a + 9))
-    pm1 = 2.0 * m   # [−1,1] units: twice pixel units
+      e_name: accuracies(
+        run(
+          lambda xb, yb, k, e=e: attacks.robust_predictions(
+            logits_fn, params, xb, yb, k, e, **attack
+          ),
+          n,
+          jax.random.fold_in(key, 10 * a + i),
+        ),
+        y,
+        lossless,
+      )
+      for i, (e_name, e) in enumerate(RELEASED_OOD_EPS.items())
+    }
+    m = run(
+      lambda xb, yb, k: attacks.margin(
+        logits_fn,
+        params,
+        xb,
+        yb,
+        k,
+        eps_max=margin_eps_max,
+        bisection_steps=margin_bisection,
+        **attack,
+      ),
+      n,
+      jax.random.fold_in(key, 10 * a + 9),
+    )
+    pm1 = 2.0 * m  # [−1,1] units: twice pixel units
     ok = clean[:n] == y[:n]
     metrics["margins_pm1"][name] = {
-        "n": n, **{f"q{q}": float(np.quantile(pm1, q / 100, method="inverted_cdf"))
-                   for q in (25, 50, 75, 90)},   # inf margins: no interpolation (NaN)
-        "median_correct": float(np.median(pm1[ok])) if ok.any() else None}
+      "n": n,
+      **{
+        f"q{q}": float(np.quantile(pm1, q / 100, method="inverted_cdf")) for q in (25, 50, 75, 90)
+      },  # inf margins: no interpolation (NaN)
+      "median_correct": float(np.median(pm1[ok])) if ok.any() else None,
+    }
     extras["margins"][name] = {
-        "norm": "linf", "eps_max_pixel": margin_eps_max, "bisection_steps": margin_bisection,
-        "n": n, "correct": ok.tolist(), "values_pm1": _finite(pm1), "values_pixel": _finite(m)}
+      "norm": "linf",
+      "eps_max_pixel": margin_eps_max,
+      "bisection_steps": margin_bisection,
+      "n": n,
+      "correct": ok.tolist(),
+      "values_pm1": _finite(pm1),
+      "values_pixel": _finite(m),
+    }
   metrics["eval_time_s"] = time.perf_counter() - t0
   return metrics, extras

@@ -2,6 +2,7 @@
 SD prediction, the linearised model's dual prediction for eq 5's λ, relative errors per feature
 group, the per-seed features at θ0 (cached) and the summary over seeds. The experiment
 (``experiments/cifar_features.py``) trains the arms and writes what these return."""
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,10 @@ def relative_errors(z, pred) -> dict:
   """``‖z − z*‖/‖z*‖`` over features 1–k and 2–k (feature 1: the label-blind constant
   direction of §3.6)."""
   z, pred = np.asarray(z), np.asarray(pred)
-  return {"all": float(np.linalg.norm(z - pred) / np.linalg.norm(pred)),
-          "j2plus": float(np.linalg.norm(z[1:] - pred[1:]) / np.linalg.norm(pred[1:]))}
+  return {
+    "all": float(np.linalg.norm(z - pred) / np.linalg.norm(pred)),
+    "j2plus": float(np.linalg.norm(z[1:] - pred[1:]) / np.linalg.norm(pred[1:])),
+  }
 
 
 def batched_logits(model, params, x, batch_size: int) -> np.ndarray:
@@ -51,8 +54,21 @@ def batched_logits(model, params, x, batch_size: int) -> np.ndarray:
   return np.asarray(run(x, np.zeros(x.shape[0], np.int32), jax.random.PRNGKey(0)))
 
 
-def seed_features(model, f, params, x, y, path: Path, *, k_spectrum: int, method: str,
-                  batch_size: int, passes: int, tol: float, n_images: int) -> dict:
+def seed_features(
+  model,
+  f,
+  params,
+  x,
+  y,
+  path: Path,
+  *,
+  k_spectrum: int,
+  method: str,
+  batch_size: int,
+  passes: int,
+  tol: float,
+  n_images: int,
+) -> dict:
   """Top ``k_spectrum`` features of ``YΦ0`` at θ0 (:func:`gs_jax.theory.ntk.top_features`),
   logits ŷ_0 and the input gradients of the top ``n_images`` features; cached in ``path``."""
   if path.exists():
@@ -60,21 +76,37 @@ def seed_features(model, f, params, x, y, path: Path, *, k_spectrum: int, method
       return dict(z)
   mf = method == "matrix_free"
   t0 = time.perf_counter()
-  res = ntk.top_features(f, params, x, y, k_spectrum, method=method, batch_size=batch_size,
-                         **({"max_passes": passes, "tol": tol, "return_info": True}
-                            if mf else {}))
+  res = ntk.top_features(
+    f,
+    params,
+    x,
+    y,
+    k_spectrum,
+    method=method,
+    batch_size=batch_size,
+    **({"max_passes": passes, "tol": tol, "return_info": True} if mf else {}),
+  )
   seconds = time.perf_counter() - t0
   U, S, info = res[0], res[1], (res[2] if mf else {})
   logits = batched_logits(model, params, x, batch_size)
   logits0 = logits[:, 1] - logits[:, 0]
-  out = {"U": U, "S": S, "logits0": logits0, "seconds": seconds,
-         "passes": info.get("passes", 0), "ritz_change": info.get("ritz_change", 0.0)}
+  out = {
+    "U": U,
+    "S": S,
+    "logits0": logits0,
+    "seconds": seconds,
+    "passes": info.get("passes", 0),
+    "ritz_change": info.get("ritz_change", 0.0),
+  }
   if n_images:
     j = np.arange(n_images)
     V = ntk.feature_directions(f, params, x, y, U[:, j], S[j], batch_size=batch_size)
-    idx = np.argmax(np.abs(U[:, j]), axis=0)       # the example each feature weighs most
-    out.update(image_index=idx, images=np.asarray(x[idx]),
-               input_grads=np.asarray(ntk.feature_input_gradients(f, params, x[idx], V)))
+    idx = np.argmax(np.abs(U[:, j]), axis=0)  # the example each feature weighs most
+    out.update(
+      image_index=idx,
+      images=np.asarray(x[idx]),
+      input_grads=np.asarray(ntk.feature_input_gradients(f, params, x[idx], V)),
+    )
   path.parent.mkdir(parents=True, exist_ok=True)
   np.savez(path, **out)
   return out
@@ -88,17 +120,25 @@ def summarise(per_run: dict, arms) -> dict:
     if not runs:
       continue
     z = np.stack([np.asarray(v["z_final"]) for v in runs])
-    out[arm] = {"train_acc": stats.mean_std([v["train_acc"] for v in runs]),
-                "z_final_mean": z.mean(axis=0), "seeds": len(runs)}
+    out[arm] = {
+      "train_acc": stats.mean_std([v["train_acc"] for v in runs]),
+      "z_final_mean": z.mean(axis=0),
+      "seeds": len(runs),
+    }
     if "rel_err_dual" in runs[0]:
-      out[arm].update(eq5_lambda=runs[0]["eq5_lambda"], **{
+      out[arm].update(
+        eq5_lambda=runs[0]["eq5_lambda"],
+        **{
           f"rel_err_dual_{g}": stats.mean_std([v["rel_err_dual"][g] for v in runs])
-          for g in ("all", "j2plus")})
+          for g in ("all", "j2plus")
+        },
+      )
     if arm == "sd":
       pred = np.stack([np.asarray(v["z_eq18"]) for v in runs])
       out[arm]["z_eq18_mean"] = pred.mean(axis=0)
       out[arm]["rel_gap_to_eq18"] = float(np.linalg.norm(z - pred) / np.linalg.norm(pred))
       # feature 1 is the label-blind constant direction (README): the gap without it
-      out[arm]["rel_gap_to_eq18_j2plus"] = float(np.linalg.norm(z[:, 1:] - pred[:, 1:])
-                                                 / np.linalg.norm(pred[:, 1:]))
+      out[arm]["rel_gap_to_eq18_j2plus"] = float(
+        np.linalg.norm(z[:, 1:] - pred[:, 1:]) / np.linalg.norm(pred[:, 1:])
+      )
   return out

@@ -29,6 +29,7 @@ Restart ``r`` starts from ``init_keys(cfg)[r] = split(PRNGKey(seed), seeds)[r]``
 ``resample_data``, trains on data seed ``data_seed + r`` (its own shuffle and coin flips, as the
 released code); otherwise every restart shares the data of ``data_seed``.
 """
+
 from __future__ import annotations
 
 import jax
@@ -57,9 +58,12 @@ def optimizer_of(cfg):
 
 def hparams_of(cfg) -> dict:
   """The traced hyper-parameters (changing them does not recompile)."""
-  return {"sd_lambda": jnp.float32(cfg.sd_lambda), "anneal_steps": jnp.int32(cfg.anneal_steps),
-          "penalty_weight": jnp.float32(cfg.penalty_weight),
-          "l2_weight": jnp.float32(cfg.l2_weight)}
+  return {
+    "sd_lambda": jnp.float32(cfg.sd_lambda),
+    "anneal_steps": jnp.int32(cfg.anneal_steps),
+    "penalty_weight": jnp.float32(cfg.penalty_weight),
+    "l2_weight": jnp.float32(cfg.l2_weight),
+  }
 
 
 def init_keys(cfg) -> jax.Array:
@@ -86,28 +90,40 @@ def make_objective(cfg, apply_fn):
     nll = jnp.mean(per_example)
     risks = losses.env_risks(per_example, env, 2)
     irm_pen = jnp.mean(losses.irm_penalty(logits, y, env, 2, kind="01"))
-    rex_pen = (jnp.square(risks[0] - risks[1]) if released_rex
-               else losses.vrex_penalty(risks))
+    rex_pen = jnp.square(risks[0] - risks[1]) if released_rex else losses.vrex_penalty(risks)
     if cfg.objective in ("erm", "sd"):
-      loss = nll if cfg.objective == "erm" else losses.sd_annealed_loss(
-          nll, logits, step, sd_coef=hparams["sd_lambda"], anneal_steps=hparams["anneal_steps"],
-          rescale=cfg.sd_rescale)
-      if cfg.l2_weight:   # static, so the released ERM/SD programs stay exactly as they were
+      loss = (
+        nll
+        if cfg.objective == "erm"
+        else losses.sd_annealed_loss(
+          nll,
+          logits,
+          step,
+          sd_coef=hparams["sd_lambda"],
+          anneal_steps=hparams["anneal_steps"],
+          rescale=cfg.sd_rescale,
+        )
+      )
+      if cfg.l2_weight:  # static, so the released ERM/SD programs stay exactly as they were
         loss = loss + losses.l2_penalty(params, 2.0 * hparams["l2_weight"])
     else:
       loss = losses.invariance_loss(
-          risks, irm_pen if cfg.objective == "irm" else rex_pen, params, step,
-          penalty_weight=hparams["penalty_weight"], anneal_steps=hparams["anneal_steps"],
-          l2_weight=hparams["l2_weight"],
-          risk_form="sum" if (cfg.objective == "rex" and released_rex) else "mean")
-    test_logits = apply_fn({"params": jax.lax.stop_gradient(params)}, batch["test_x"],
-                           train=False)
+        risks,
+        irm_pen if cfg.objective == "irm" else rex_pen,
+        params,
+        step,
+        penalty_weight=hparams["penalty_weight"],
+        anneal_steps=hparams["anneal_steps"],
+        l2_weight=hparams["l2_weight"],
+        risk_form="sum" if (cfg.objective == "rex" and released_rex) else "mean",
+      )
+    test_logits = apply_fn({"params": jax.lax.stop_gradient(params)}, batch["test_x"], train=False)
     metrics = {
-        "train_nll": nll,
-        "train_acc": losses.accuracy_binary(logits, y, kind="01"),
-        "irm_penalty": irm_pen,
-        "rex_penalty": rex_pen,
-        "test_acc": losses.accuracy_binary(test_logits, batch["test_y"], kind="01"),
+      "train_nll": nll,
+      "train_acc": losses.accuracy_binary(logits, y, kind="01"),
+      "irm_penalty": irm_pen,
+      "rex_penalty": rex_pen,
+      "test_acc": losses.accuracy_binary(test_logits, batch["test_y"], kind="01"),
     }
     return loss, metrics
 
@@ -129,26 +145,37 @@ def build_data(cfg, data_dir: str | None = None, *, mnist=None):
     return inputs(cfg.data_seed)
   per = [inputs(cfg.data_seed + r) for r in range(cfg.seeds)]
   batch = {k: np.stack([b[k] for b, _ in per]) for k in per[0][0]}
-  variants = {name: tuple(np.stack([v[name][i] for _, v in per]) for i in range(2))
-              for name in per[0][1]}
+  variants = {
+    name: tuple(np.stack([v[name][i] for _, v in per]) for i in range(2)) for name in per[0][1]
+  }
   return batch, variants
 
 
-def train_restarts(cfg, batch, *, progress: bool = True, checkpoint=None, on_chunk=None,
-                   desc: str | None = None):
+def train_restarts(
+  cfg, batch, *, progress: bool = True, checkpoint=None, on_chunk=None, desc: str | None = None
+):
   """Trains every restart in one compiled program; returns ``(states, history)`` with
   ``history[metric]`` of shape (seeds, steps). ``checkpoint``/``on_chunk``: see
   :func:`gs_jax.train.make_seed_trainer` (a killed run resumes and ends bit-identical)."""
   model, tx = model_of(cfg), optimizer_of(cfg)
   shared = not cfg.resample_data
   init = train.make_seed_init(model, tx, shared_batch=shared)
-  trainer = train.make_seed_trainer(model.apply, tx, make_objective(cfg, model.apply),
-                                    shared_batch=shared, chunk=cfg.chunk)
+  trainer = train.make_seed_trainer(
+    model.apply, tx, make_objective(cfg, model.apply), shared_batch=shared, chunk=cfg.chunk
+  )
   batch = jax.tree_util.tree_map(jnp.asarray, batch)
   # Initial parameters do not depend on the batch: initialise on two examples.
   states = init(init_keys(cfg), {"x": batch["x"][..., :2, :]})
-  return trainer(states, batch, hparams_of(cfg), cfg.steps, desc=desc, progress=progress,
-                 checkpoint=checkpoint, on_chunk=on_chunk)
+  return trainer(
+    states,
+    batch,
+    hparams_of(cfg),
+    cfg.steps,
+    desc=desc,
+    progress=progress,
+    checkpoint=checkpoint,
+    on_chunk=on_chunk,
+  )
 
 
 def evaluate(cfg, params, batch, variants) -> dict:
@@ -160,8 +187,10 @@ def evaluate(cfg, params, batch, variants) -> dict:
   @jax.jit
   def one(p, x, y):
     logits = apply_fn({"params": p}, x, train=False)
-    return (losses.accuracy_binary(logits, y, kind="01"),
-            jnp.mean(losses.binary_entropy_from_logits(logits)))
+    return (
+      losses.accuracy_binary(logits, y, kind="01"),
+      jnp.mean(losses.binary_entropy_from_logits(logits)),
+    )
 
   # Restarts split over the devices as in training (train.seed_sharding), with one process or
   # many: the same programs, so the same numbers.
@@ -174,8 +203,10 @@ def evaluate(cfg, params, batch, variants) -> dict:
     x, y = distributed.to_global((np.asarray(x), np.asarray(y)), data_sharding)
     return distributed.to_host(vmapped(params, x, y))
 
-  out = {"train_acc": every(batch["x"], batch["y"])[0],
-         "test_acc": every(batch["test_x"], batch["test_y"])[0]}
+  out = {
+    "train_acc": every(batch["x"], batch["y"])[0],
+    "test_acc": every(batch["test_x"], batch["test_y"])[0],
+  }
   out["variants"] = {}
   for name, (x, y) in variants.items():
     acc, ent = every(x, y)

@@ -3,6 +3,7 @@
 features at θ0 with each feature's MNIST-half share, the grouped responses and the summary over
 seeds. The experiment (``experiments/dominoes.py``) trains the arms and writes what these
 return."""
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,20 @@ def scalar_logits(f, params, x, batch: int) -> np.ndarray:
   return logits_of(jax.jit(f), params, x, batch)
 
 
-def seed_features(f, params, x, y, path: Path, *, k: int, method: str, batch_size: int,
-                  passes: int, tol: float, attr_examples: int) -> dict:
+def seed_features(
+  f,
+  params,
+  x,
+  y,
+  path: Path,
+  *,
+  k: int,
+  method: str,
+  batch_size: int,
+  passes: int,
+  tol: float,
+  attr_examples: int,
+) -> dict:
   """Top-k features at θ0 on ``x`` (float inputs), ŷ_0, and each feature's MNIST-half share
   (:func:`gs_jax.theory.ntk.feature_region_shares`); cached in ``path``."""
   if path.exists():
@@ -41,13 +54,26 @@ def seed_features(f, params, x, y, path: Path, *, k: int, method: str, batch_siz
       return dict(z)
   t0 = time.perf_counter()
   mf = method == "matrix_free"
-  U, S = ntk.top_features(f, params, x, y, k, method=method, batch_size=batch_size,
-                          **({"max_passes": passes, "tol": tol} if mf else {}))[:2]
+  U, S = ntk.top_features(
+    f,
+    params,
+    x,
+    y,
+    k,
+    method=method,
+    batch_size=batch_size,
+    **({"max_passes": passes, "tol": tol} if mf else {}),
+  )[:2]
   V = ntk.feature_directions(f, params, x, y, U, S, batch_size=batch_size)
   shares = ntk.feature_region_shares(f, params, x, U, V, MNIST_HALF, per_feature=attr_examples)
   logits0 = scalar_logits(f, params, x, batch_size)
-  out = {"U": U, "S": S, "logits0": logits0, "mnist_share": shares,
-         "seconds": time.perf_counter() - t0}
+  out = {
+    "U": U,
+    "S": S,
+    "logits0": logits0,
+    "mnist_share": shares,
+    "seconds": time.perf_counter() - t0,
+  }
   path.parent.mkdir(parents=True, exist_ok=True)
   np.savez(path, **out)
   return out
@@ -58,16 +84,22 @@ def init(model, tx, key):
   optimisation level (as :func:`gs_jax.train.make_seed_init`: the PRNG code of the
   PyTorch-default init otherwise compiles for ~10 s, op by op or whole)."""
   x = jnp.zeros((2, dominoes.HEIGHT, dominoes.WIDTH, 3), jnp.float32)
-  fn = jax.jit(lambda k: train.init_state(model, tx, k, x),
-               compiler_options={"xla_backend_optimization_level": 0})
+  fn = jax.jit(
+    lambda k: train.init_state(model, tx, k, x),
+    compiler_options={"xla_backend_optimization_level": 0},
+  )
   return fn(key)
 
 
 def group_responses(z, shares) -> dict:
   """Sums of the responses over MNIST-half features (share ≥ 1/2) and CIFAR-half ones."""
   z, m = np.asarray(z), np.asarray(shares) >= 0.5
-  return {"z_mnist": float(z[m].sum()), "z_cifar": float(z[~m].sum()),
-          "n_mnist": int(m.sum()), "n_cifar": int((~m).sum())}
+  return {
+    "z_mnist": float(z[m].sum()),
+    "z_cifar": float(z[~m].sum()),
+    "n_mnist": int(m.sum()),
+    "n_cifar": int((~m).sum()),
+  }
 
 
 def summarise(per_run: dict, sweep: bool) -> dict:
@@ -77,17 +109,21 @@ def summarise(per_run: dict, sweep: bool) -> dict:
   for arm in dict.fromkeys(v["method"] for v in per_run.values()):
     runs = [v for v in per_run.values() if v["method"] == arm]
     if sweep:
-      out[arm] = {k: stats.mean_std([r["val_acc"][k] for r in runs])
-                  for k in ("intact", "mnist_random")}
+      out[arm] = {
+        k: stats.mean_std([r["val_acc"][k] for r in runs]) for k in ("intact", "mnist_random")
+      }
       out[arm]["sd_lambda"] = runs[0]["sd_lambda"]
       continue
-    out[arm] = {"train_acc": stats.mean_std([r["train_acc"] for r in runs]),
-                **{f"test_{k}": stats.mean_std([r["test_acc"][k] for r in runs])
-                   for k in dominoes.VARIANTS},
-                **{k: stats.mean_std([r[k] for r in runs]) for k in ("z_mnist", "z_cifar")},
-                "seeds": len(runs)}
+    out[arm] = {
+      "train_acc": stats.mean_std([r["train_acc"] for r in runs]),
+      **{f"test_{k}": stats.mean_std([r["test_acc"][k] for r in runs]) for k in dominoes.VARIANTS},
+      **{k: stats.mean_std([r[k] for r in runs]) for k in ("z_mnist", "z_cifar")},
+      "seeds": len(runs),
+    }
   if sweep and out:
     best = max(out, key=lambda k: (out[k]["mnist_random"]["mean"], -out[k]["sd_lambda"]))
-    out["sd_choice"] = {"sd_lambda": out[best]["sd_lambda"],
-                        "rule": "largest held-out accuracy with the MNIST half randomised"}
+    out["sd_choice"] = {
+      "sd_lambda": out[best]["sd_lambda"],
+      "rule": "largest held-out accuracy with the MNIST half randomised",
+    }
   return out

@@ -14,6 +14,7 @@ inside the compiled scan (:func:`response_objective`):
 The settings (Δ, SD coefficient) share one compiled trainer; :func:`setup` builds a setting's
 data, initial states and per-seed features, :func:`train_setting` trains all seeds at once.
 """
+
 from __future__ import annotations
 
 import jax
@@ -32,8 +33,9 @@ def grid(resolution: int = 60, lim: float = 2.0) -> np.ndarray:
   return np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
 
 
-def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
-                      columns=(1, 6), grid_points=None) -> dict:
+def identify_features(
+  apply_fn, params0, x, y, *, num_candidates: int = 3, columns=(1, 6), grid_points=None
+) -> dict:
   """One seed's horizontal (z1) and vertical (z2) features, and the released view's columns.
 
   With ``YΦ0 = U S V^T`` (Def. 1, eq 4; ``U, S`` from the float64 ``eigh`` of ``Y K Y``) and
@@ -85,8 +87,11 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
     V = ntk.feature_directions(apply_fn, p64, x64, y, U, S)
     flat, unravel = ravel_pytree(p64)
     gx = jnp.asarray(grid_points, jnp.float64)
-    g_sing = np.asarray(jax.vmap(                                          # (k_all, G)
-        lambda v: jax.jvp(lambda w: apply_fn(unravel(w), gx), (flat,), (v,))[1])(V.T))
+    g_sing = np.asarray(
+      jax.vmap(  # (k_all, G)
+        lambda v: jax.jvp(lambda w: apply_fn(unravel(w), gx), (flat,), (v,))[1]
+      )(V.T)
+    )
   U_released, _ = ntk.gram_eigenvectors(K, columns)
   Uk = U[:, :num_candidates]
   yy = np.asarray(y, np.float64)
@@ -98,16 +103,24 @@ def identify_features(apply_fn, params0, x, y, *, num_candidates: int = 3,
   u2 = p2 - (u1 @ p2) * u1
   u2 /= np.linalg.norm(u2)
   u1, u2 = (u if u.sum() >= 0 else -u for u in (u1, u2))
-  a = np.stack([Uk.T @ u1, Uk.T @ u2])                                     # (2, k)
-  g = (a / S[None, :num_candidates]) @ g_sing[:num_candidates]            # (2, G)
+  a = np.stack([Uk.T @ u1, Uk.T @ u2])  # (2, k)
+  g = (a / S[None, :num_candidates]) @ g_sing[:num_candidates]  # (2, G)
   g_released = g_sing[list(columns)] / S[list(columns), None]
 
   def corr(funcs):
     return np.array([[np.corrcoef(f, grid_points[:, c])[0, 1] for c in (0, 1)] for f in funcs])
 
-  return {"U": np.stack([u1, u2], 1), "a": a, "captured": captured, "strengths": strengths,
-          "corr": corr(g), "g": g, "U_released": U_released,
-          "corr_released": corr(g_released), "g_released": g_released}
+  return {
+    "U": np.stack([u1, u2], 1),
+    "a": a,
+    "captured": captured,
+    "strengths": strengths,
+    "corr": corr(g),
+    "g": g,
+    "U_released": U_released,
+    "corr_released": corr(g_released),
+    "g_released": g_released,
+  }
 
 
 def response_objective(logits, batch, params, step, hparams):
@@ -123,18 +136,21 @@ def response_objective(logits, batch, params, step, hparams):
   return loss, {**metrics, "z": z, "released": jnp.abs(logits @ batch["U_released"])}
 
 
-def make_trainer(*, width: int, lr: float, momentum: float, weight_decay: float,
-                 chunk: int):
+def make_trainer(*, width: int, lr: float, momentum: float, weight_decay: float, chunk: int):
   """``(model, init, train)``: the 2 → width → 1 ReLU net (PyTorch init), SGD with coupled
   weight decay, and the seed trainer with :func:`response_objective`."""
   model = models.two_layer_relu(width)
   tx = train.make_optimizer("sgd", lr, momentum=momentum, weight_decay=weight_decay)
-  return (model, train.make_seed_init(model, tx),
-          train.make_seed_trainer(model.apply, tx, response_objective, chunk=chunk))
+  return (
+    model,
+    train.make_seed_init(model, tx),
+    train.make_seed_trainer(model.apply, tx, response_objective, chunk=chunk),
+  )
 
 
-def setup(model, init, seeds, delta: float, *, num_candidates: int, columns,
-          grid_points) -> tuple[dict, object, list]:
+def setup(
+  model, init, seeds, delta: float, *, num_candidates: int, columns, grid_points
+) -> tuple[dict, object, list]:
   """Data, initial states and per-seed features of one Δ (they do not depend on SD).
 
   Returns ``(batches, states0, feats)``: ``batches`` (every array with a leading seed axis:
@@ -145,14 +161,25 @@ def setup(model, init, seeds, delta: float, *, num_candidates: int, columns,
   states0 = init(jax.vmap(jax.random.PRNGKey)(jnp.asarray(list(seeds))), data)
   params0 = jax.device_get(states0.params)
   apply_fn = lambda p, xx: model.apply({"params": p}, xx)
-  feats = [identify_features(apply_fn, jax.tree_util.tree_map(lambda a: a[i], params0),
-                             data["x"][i], data["y"][i], num_candidates=num_candidates,
-                             columns=columns, grid_points=grid_points)
-           for i in range(len(data["x"]))]
+  feats = [
+    identify_features(
+      apply_fn,
+      jax.tree_util.tree_map(lambda a: a[i], params0),
+      data["x"][i],
+      data["y"][i],
+      num_candidates=num_candidates,
+      columns=columns,
+      grid_points=grid_points,
+    )
+    for i in range(len(data["x"]))
+  ]
   logits0 = jax.vmap(apply_fn)(states0.params, jnp.asarray(data["x"]))
-  batches = {**data, "logits0": np.asarray(logits0, np.float32),
-             "U": np.stack([f["U"] for f in feats]).astype(np.float32),
-             "U_released": np.stack([f["U_released"] for f in feats]).astype(np.float32)}
+  batches = {
+    **data,
+    "logits0": np.asarray(logits0, np.float32),
+    "U": np.stack([f["U"] for f in feats]).astype(np.float32),
+    "U_released": np.stack([f["U_released"] for f in feats]).astype(np.float32),
+  }
   return batches, states0, feats
 
 
@@ -164,14 +191,18 @@ def train_setting(model, trainer, states0, batches, sd_lambda: float, steps: int
   history's θ_0 … θ_{T−1} and the final state, computed the same way) and the final
   ``train_accuracy`` (S,).
   """
-  states, history = trainer(states0, batches, {"sd_lambda": jnp.float32(sd_lambda)}, steps,
-                            **kwargs)
-  logits = np.asarray(jax.vmap(lambda p, xx: model.apply({"params": p}, xx))(
-      states.params, jnp.asarray(batches["x"])))
+  states, history = trainer(
+    states0, batches, {"sd_lambda": jnp.float32(sd_lambda)}, steps, **kwargs
+  )
+  logits = np.asarray(
+    jax.vmap(lambda p, xx: model.apply({"params": p}, xx))(states.params, jnp.asarray(batches["x"]))
+  )
   y = batches["y"]
   z_end = np.einsum("sn,snk->sk", (logits - batches["logits0"]) * y, batches["U"])
   r_end = np.abs(np.einsum("sn,snk->sk", logits, batches["U_released"]))
-  traj = {"z": np.concatenate([history["z"], z_end[:, None]], axis=1),
-          "released": np.concatenate([history["released"], r_end[:, None]], axis=1),
-          "train_accuracy": np.mean((logits > 0) == (y > 0), axis=1)}
+  traj = {
+    "z": np.concatenate([history["z"], z_end[:, None]], axis=1),
+    "released": np.concatenate([history["released"], r_end[:, None]], axis=1),
+    "train_accuracy": np.mean((logits > 0) == (y > 0), axis=1),
+  }
   return states, history, traj

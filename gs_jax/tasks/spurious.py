@@ -17,6 +17,7 @@ Every method trains one logit ŷ with the logistic loss ``ℓ_i = softplus(−ŷ
 The step sees ``batch["y"]`` as an int (B, 2) array ``[g, row]`` (group and training-set row,
 the row indexes LfF's EMAs), so that :func:`gs_jax.train.fit_minibatch` can gather it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,6 +48,7 @@ class MethodState:
     q: Group DRO's group weights, (G,), initially uniform.
     ema: LfF's per-example EMA losses of (biased, debiased), (2, n); ``seen`` (n,) flags.
   """
+
   step: jax.Array
   key: jax.Array
   net: train.TrainState
@@ -56,34 +58,57 @@ class MethodState:
   seen: jax.Array
 
 
-def init_state(method: str, model, tx, key, x_example, n_train: int, variables=None,
-               biased_variables=None) -> MethodState:
+def init_state(
+  method: str, model, tx, key, x_example, n_train: int, variables=None, biased_variables=None
+) -> MethodState:
   """Fresh state; ``variables`` (e.g. pretrained, :func:`gs_jax.models.load_pretrained`)
   replace the initialised ones of the main network, ``biased_variables`` LfF's biased one."""
+
   def make(k, v):
     if v is None:
       return train.init_state(model, tx, k, x_example)
     # the state train.init_state would give, with v's variables (and no discarded init: an
     # eager init of a ResNet-50 takes minutes on XLA:CPU)
     return train.make_state(dict(v), tx, jax.random.split(k)[1])
+
   k_net, k_biased, k_state = jax.random.split(key, 3)
   net = make(k_net, variables)
   biased = make(k_biased, biased_variables) if method == "lff" else None
-  return MethodState(step=jnp.zeros((), jnp.int32), key=k_state, net=net, biased=biased,
-                     q=jnp.full(NUM_GROUPS, 1.0 / NUM_GROUPS, jnp.float32),
-                     ema=jnp.zeros((2, n_train), jnp.float32),
-                     seen=jnp.zeros(n_train, jnp.float32))
+  return MethodState(
+    step=jnp.zeros((), jnp.int32),
+    key=k_state,
+    net=net,
+    biased=biased,
+    q=jnp.full(NUM_GROUPS, 1.0 / NUM_GROUPS, jnp.float32),
+    ema=jnp.zeros((2, n_train), jnp.float32),
+    seen=jnp.zeros(n_train, jnp.float32),
+  )
 
 
 def _apply_update(tx, s: train.TrainState, grads, model_state):
   updates, opt_state = tx.update(grads, s.opt_state, s.params)
-  return s.replace(step=s.step + 1, params=optax.apply_updates(s.params, updates),
-                   opt_state=opt_state, model_state=model_state)
+  return s.replace(
+    step=s.step + 1,
+    params=optax.apply_updates(s.params, updates),
+    opt_state=opt_state,
+    model_state=model_state,
+  )
 
 
-def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=(0.1, 0.1),
-              sd_gammas=(0.44, 2.5), dro_step_size=0.01, dro_adjustments=None,
-              gce_q=0.7, ema_alpha=0.7):
+def make_step(
+  method: str,
+  model,
+  tx,
+  *,
+  y_train,
+  train_counts=None,
+  sd_lambdas=(0.1, 0.1),
+  sd_gammas=(0.44, 2.5),
+  dro_step_size=0.01,
+  dro_adjustments=None,
+  gce_q=0.7,
+  ema_alpha=0.7,
+):
   """``step(state, batch, hparams) -> (state, metrics)`` of ``method`` (module docstring).
 
   ``y_train`` (n,) are all training labels (LfF's per-class maxima); ``train_counts`` the
@@ -101,8 +126,9 @@ def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=
     y = g // 2
 
     def loss_fn(params, params_b):
-      logits, model_state = train.apply_model(model, state.net, batch["x"], train=True,
-                                              params=params)
+      logits, model_state = train.apply_model(
+        model, state.net, batch["x"], train=True, params=params
+      )
       per = losses.logistic_loss(logits, y, kind="01", reduction="none")
       extra = {"q": state.q, "ema": state.ema, "seen": state.seen, "model_state_b": None}
       if method == "erm":
@@ -112,19 +138,25 @@ def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=
       elif method == "group_dro":
         group_losses, _ = losses.group_mean_losses(per, g, NUM_GROUPS)
         loss, extra["q"] = losses.group_dro_update(
-            state.q, group_losses, step_size=dro_step_size, adjustments=dro_adjustments,
-            train_counts=train_counts)
-      else:   # lff
+          state.q,
+          group_losses,
+          step_size=dro_step_size,
+          adjustments=dro_adjustments,
+          train_counts=train_counts,
+        )
+      else:  # lff
         logits_b, extra["model_state_b"] = train.apply_model(
-            model, state.biased, batch["x"], train=True, params=params_b)
+          model, state.biased, batch["x"], train=True, params=params_b
+        )
         per_b = losses.logistic_loss(logits_b, y, kind="01", reduction="none")
-        ema, seen = losses.ema_update(state.ema, state.seen, rows,
-                                      jax.lax.stop_gradient(jnp.stack([per_b, per])),
-                                      ema_alpha)
+        ema, seen = losses.ema_update(
+          state.ema, state.seen, rows, jax.lax.stop_gradient(jnp.stack([per_b, per])), ema_alpha
+        )
         w = losses.lff_weights(ema[0], ema[1], y_train, rows)
         extra.update(ema=ema, seen=seen)
-        loss = (losses.generalized_cross_entropy(logits_b, y, gce_q)
-                + jnp.mean(jax.lax.stop_gradient(w) * per))
+        loss = losses.generalized_cross_entropy(logits_b, y, gce_q) + jnp.mean(
+          jax.lax.stop_gradient(w) * per
+        )
       correct = (logits * (2 * y - 1) > 0).astype(jnp.float32)
       hits, counts = losses.group_mean_losses(correct, g, NUM_GROUPS)
       metrics = {"nll": per.mean(), **{f"acc_g{k}": hits[k] for k in range(NUM_GROUPS)}}
@@ -132,13 +164,20 @@ def make_step(method: str, model, tx, *, y_train, train_counts=None, sd_lambdas=
 
     params_b = state.biased.params if method == "lff" else None
     (loss, (metrics, model_state, extra)), (grads, grads_b) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1), has_aux=True)(state.net.params, params_b)
+      loss_fn, argnums=(0, 1), has_aux=True
+    )(state.net.params, params_b)
     net = _apply_update(tx, state.net, grads, model_state)
     biased = state.biased
     if method == "lff":
       biased = _apply_update(tx, biased, grads_b, extra["model_state_b"])
-    new = state.replace(step=state.step + 1, net=net, biased=biased, q=extra["q"],
-                        ema=extra["ema"], seen=extra["seen"])
+    new = state.replace(
+      step=state.step + 1,
+      net=net,
+      biased=biased,
+      q=extra["q"],
+      ema=extra["ema"],
+      seen=extra["seen"],
+    )
     return new, {"loss": loss, **metrics}
 
   return step
@@ -148,23 +187,30 @@ def make_evaluator(model, preprocess, batch_size: int = 500):
   """``evaluate(variables, x, g) -> {"correct": (G,), "n": (G,)}`` (ints): per-group counts
   of correct predictions in eval mode, ``sign(ŷ) == 2y − 1`` (a zero logit is wrong, as the
   released code). ``x``: uint8 images, or a :class:`gs_jax.data.stream.Stream` of them."""
+
   @jax.jit
   def logits_fn(variables, xb):
     return model.apply(variables, preprocess(xb), train=False)
 
   def evaluate(variables, x, g):
     g = np.asarray(g)
-    if stream.is_stream(x):   # fixed-shape batches in order, the last padded with row 0
+    if stream.is_stream(x):  # fixed-shape batches in order, the last padded with row 0
       rows = np.arange(-(-len(g) // batch_size) * batch_size)
-      rows[len(g):] = 0
-      logits = np.concatenate([np.asarray(logits_fn(variables, jnp.asarray(xb)))
-                               for xb in x.batches(rows.reshape(-1, batch_size))])[:len(g)]
+      rows[len(g) :] = 0
+      logits = np.concatenate(
+        [
+          np.asarray(logits_fn(variables, jnp.asarray(xb)))
+          for xb in x.batches(rows.reshape(-1, batch_size))
+        ]
+      )[: len(g)]
     else:
       run = batched(lambda xb, yb, key: logits_fn(variables, xb), batch_size)
       logits = np.asarray(run(x, g, jax.random.PRNGKey(0)))
     ok = logits * (2 * (g // 2) - 1) > 0
-    return {"correct": np.bincount(g, weights=ok, minlength=NUM_GROUPS).astype(int).tolist(),
-            "n": np.bincount(g, minlength=NUM_GROUPS).tolist()}
+    return {
+      "correct": np.bincount(g, weights=ok, minlength=NUM_GROUPS).astype(int).tolist(),
+      "n": np.bincount(g, minlength=NUM_GROUPS).tolist(),
+    }
 
   return evaluate
 
@@ -173,13 +219,27 @@ def summarize(counts: dict) -> dict:
   """Average accuracy (over all examples), per-group accuracies with sizes and Wilson 95%
   intervals, and the worst group, from :func:`make_evaluator`'s counts."""
   from gs_jax.base.stats import wilson_interval
+
   correct, n = np.asarray(counts["correct"]), np.asarray(counts["n"])
-  groups = [{"group": k, "y": k // 2, "a": k % 2, "n": int(n[k]), "correct": int(correct[k]),
-             "acc": float(correct[k] / n[k]) if n[k] else None,
-             "ci95": list(wilson_interval(int(correct[k]), int(n[k])))}
-            for k in range(NUM_GROUPS)]
+  groups = [
+    {
+      "group": k,
+      "y": k // 2,
+      "a": k % 2,
+      "n": int(n[k]),
+      "correct": int(correct[k]),
+      "acc": float(correct[k] / n[k]) if n[k] else None,
+      "ci95": list(wilson_interval(int(correct[k]), int(n[k]))),
+    }
+    for k in range(NUM_GROUPS)
+  ]
   present = [x for x in groups if x["n"]]
   worst = min(present, key=lambda x: x["acc"])
-  return {"average": float(correct.sum() / n.sum()), "worst_group": worst["acc"],
-          "worst_group_id": worst["group"], "worst_group_n": worst["n"],
-          "worst_group_ci95": worst["ci95"], "groups": groups}
+  return {
+    "average": float(correct.sum() / n.sum()),
+    "worst_group": worst["acc"],
+    "worst_group_id": worst["group"],
+    "worst_group_n": worst["n"],
+    "worst_group_ci95": worst["ci95"],
+    "groups": groups,
+  }

@@ -18,6 +18,7 @@ All of it runs in float64: call it inside ``gs_jax._compat.enable_x64()``.
 Every training loop is :func:`gs_jax.train.make_seed_trainer` (configurations of a sweep are
 its "seeds"), with :func:`gs_jax.losses.theory_objective`.
 """
+
 from __future__ import annotations
 
 import jax
@@ -47,8 +48,10 @@ def penalty_hparams(lam: float, penalty: str) -> dict:
   """``hparams`` of :func:`gs_jax.losses.theory_objective`: eq 5 (``"ridge"``) or eq 17 (``"sd"``)."""
   if penalty not in PENALTIES:
     raise ValueError(f"penalty must be one of {PENALTIES}; got {penalty!r}")
-  return {"ridge": jnp.float64(lam if penalty == "ridge" else 0.0),
-          "sd": jnp.float64(lam if penalty == "sd" else 0.0)}
+  return {
+    "ridge": jnp.float64(lam if penalty == "ridge" else 0.0),
+    "sd": jnp.float64(lam if penalty == "sd" else 0.0),
+  }
 
 
 def curvature_bound(s_max: float, lam: float, penalty: str) -> float:
@@ -66,9 +69,20 @@ def _with_logits(logits, batch, params, step, hparams):
   return loss, {**metrics, "logits": logits}
 
 
-def train_linear(phi, y, *, lam: float, penalty: str, lr: float, steps: int,
-                 record_logits: bool = False, chunk: int = 5000, progress: bool = True,
-                 desc: str | None = None, checkpoint=None):
+def train_linear(
+  phi,
+  y,
+  *,
+  lam: float,
+  penalty: str,
+  lr: float,
+  steps: int,
+  record_logits: bool = False,
+  chunk: int = 5000,
+  progress: bool = True,
+  desc: str | None = None,
+  checkpoint=None,
+):
   """Trains ``ŷ = Φ0 θ`` from θ = 0 by full-batch GD (``optax.sgd(lr)``) on eq 5 or eq 17.
 
   Every ``Φ0`` of the stack ``phi`` (C, n, m) is one "seed" of
@@ -83,13 +97,15 @@ def train_linear(phi, y, *, lam: float, penalty: str, lr: float, steps: int,
   tx = optax.sgd(lr)
   phi = jnp.asarray(phi, jnp.float64)
   batches = {"x": phi, "y": jnp.broadcast_to(jnp.asarray(y, jnp.float64), phi.shape[:2])}
-  states = train.make_seed_init(model, tx)(jax.random.split(jax.random.PRNGKey(0), len(phi)),
-                                           batches)
+  states = train.make_seed_init(model, tx)(
+    jax.random.split(jax.random.PRNGKey(0), len(phi)), batches
+  )
   objective = _with_logits if record_logits else losses.theory_objective
   hp = penalty_hparams(lam, penalty)
   trainer = train.make_seed_trainer(model.apply, tx, objective, chunk=chunk)
-  states, history = trainer(states, batches, hp, steps, desc=desc, progress=progress,
-                            checkpoint=checkpoint)
+  states, history = trainer(
+    states, batches, hp, steps, desc=desc, progress=progress, checkpoint=checkpoint
+  )
   logits, _, grad_norm = train.objective_at(model.apply, objective, states, batches, hp)
   return np.asarray(logits), np.asarray(grad_norm), history
 
@@ -103,12 +119,18 @@ def dual_ascent(U, S, lam: float, *, lr: float, steps: int, every: int, clip: fl
     ``(z_path, z_end)``: responses ``z = S² U^T α/λ`` (eq 11) at steps 0, every, 2·every, …
     (``steps // every + 1``, k) and at the end (k,).
   """
+
   @jax.jit
   def run(U, S):
     return train.field_ascent(
-        lambda a: dual.vector_field(U, S, lam, a, "exact"), jnp.full(U.shape[0], 0.5), lr,
-        steps, project=lambda a: jnp.clip(a, clip, 1.0 - clip),
-        observe=lambda a: dual.responses_at(U, S, lam, a, "exact"), every=every)
+      lambda a: dual.vector_field(U, S, lam, a, "exact"),
+      jnp.full(U.shape[0], 0.5),
+      lr,
+      steps,
+      project=lambda a: jnp.clip(a, clip, 1.0 - clip),
+      observe=lambda a: dual.responses_at(U, S, lam, a, "exact"),
+      every=every,
+    )
 
   alpha, z_path = run(jnp.asarray(U, jnp.float64), jnp.asarray(S, jnp.float64))
   z_end = dual.responses_at(U, S, lam, alpha, "exact")
@@ -144,18 +166,32 @@ def linear_check(lcfg, *, chunk: int = 5000, progress: bool = True, checkpoints=
     dyn = DYNAMICS_OF[penalty]
     lr = 1.0 / curvature_bound(float(S_all[:, 0].max()), lcfg.lam, penalty)
     logits, grad_norm, _ = train_linear(
-        prob["phi"], y, lam=lcfg.lam, penalty=penalty, lr=lr, steps=lcfg.steps, chunk=chunk,
-        progress=progress, desc=f"linear {penalty}",
-        checkpoint=(checkpoints or {}).get(penalty))
+      prob["phi"],
+      y,
+      lam=lcfg.lam,
+      penalty=penalty,
+      lr=lr,
+      steps=lcfg.steps,
+      chunk=chunk,
+      progress=progress,
+      desc=f"linear {penalty}",
+      checkpoint=(checkpoints or {}).get(penalty),
+    )
     z_tr = np.asarray(ntk.responses(U, y, logits))
     z_du = np.stack([dual_responses(U, S, lcfg.lam, dyn) for S in S_all])
     rel = np.linalg.norm(z_tr - z_du, axis=1) / np.linalg.norm(z_du, axis=1)
-    res = {"z_trained": z_tr, "z_dual": z_du, "rel_error": rel,
-           "max_rel_error": float(rel.max()), "grad_norm": grad_norm,
-           "dz2_ds1sq_trained_fd": _dz2_ds1sq(z_tr[:, 1], S_all[:, 0]),
-           "dz2_ds1sq_dual_fd": _dz2_ds1sq(z_du[:, 1], S_all[:, 0]),
-           "dz2_ds1sq_dual_autodiff": np.array(
-               [np.asarray(dual.starvation(U, S, lcfg.lam, dynamics=dyn))[0, 1] for S in S_all])}
+    res = {
+      "z_trained": z_tr,
+      "z_dual": z_du,
+      "rel_error": rel,
+      "max_rel_error": float(rel.max()),
+      "grad_norm": grad_norm,
+      "dz2_ds1sq_trained_fd": _dz2_ds1sq(z_tr[:, 1], S_all[:, 0]),
+      "dz2_ds1sq_dual_fd": _dz2_ds1sq(z_du[:, 1], S_all[:, 0]),
+      "dz2_ds1sq_dual_autodiff": np.array(
+        [np.asarray(dual.starvation(U, S, lcfg.lam, dynamics=dyn))[0, 1] for S in S_all]
+      ),
+    }
     if penalty == "ridge":
       res["z_taylor"] = np.stack([dual_responses(U, S, lcfg.lam, "taylor") for S in S_all])
     out[penalty] = jsonio.to_builtin(res)
@@ -190,9 +226,15 @@ def network_problems(ncfg, width: int):
   model = models.NTKTwoLayerReLU(width=int(width), bias_scale=ncfg.bias_scale)
   f = lambda p, x: model.apply({"params": p}, x)
   points = sweep_points(ncfg)
-  data = {c: tuple(jnp.asarray(a) for a in toy.clusters(
-      c, n_per_cluster=ncfg.n_per_cluster, angle_deg=ncfg.angle_deg, jitter=ncfg.jitter))
-          for c, _ in points}
+  data = {
+    c: tuple(
+      jnp.asarray(a)
+      for a in toy.clusters(
+        c, n_per_cluster=ncfg.n_per_cluster, angle_deg=ncfg.angle_deg, jitter=ncfg.jitter
+      )
+    )
+    for c, _ in points
+  }
   problems, unravel = [], None
   for seed in range(ncfg.seeds):
     p0 = model.init(jax.random.PRNGKey(seed), data[points[0][0]][0])["params"]
@@ -203,15 +245,34 @@ def network_problems(ncfg, width: int):
       v1 = ntk.feature_directions(f, p0, x, y, U[:, :1], S[:1])[:, 0]
       S = S.copy()
       S[0] *= kappa
-      problems.append({"seed": seed, "c": c, "kappa": kappa, "x": x, "y": y, "U": U, "S": S,
-                       "variables": models.FeatureScaledNet.variables(flat0, v1, kappa),
-                       "logits0": f(p0, x)})
+      problems.append(
+        {
+          "seed": seed,
+          "c": c,
+          "kappa": kappa,
+          "x": x,
+          "y": y,
+          "U": U,
+          "S": S,
+          "variables": models.FeatureScaledNet.variables(flat0, v1, kappa),
+          "logits0": f(p0, x),
+        }
+      )
   return models.FeatureScaledNet(f, unravel), problems
 
 
-def train_network(net, problems, *, lam: float, steps: int, momentum: float = 0.0,
-                  chunk: int = 5000, progress: bool = True, desc: str | None = None,
-                  checkpoint=None):
+def train_network(
+  net,
+  problems,
+  *,
+  lam: float,
+  steps: int,
+  momentum: float = 0.0,
+  chunk: int = 5000,
+  progress: bool = True,
+  desc: str | None = None,
+  checkpoint=None,
+):
   """Trains every problem (one "seed" each) by full-batch GD on eq 5 with the centred logits.
 
   Step ``1/(max κ²s1²/4 + λ)`` (:func:`curvature_bound`), heavy-ball ``momentum`` optional
@@ -220,16 +281,18 @@ def train_network(net, problems, *, lam: float, steps: int, momentum: float = 0.
   s_max = max(float(p["S"][0]) for p in problems)
   tx = optax.sgd(1.0 / curvature_bound(s_max, lam, "ridge"), momentum=momentum or None)
   stack = lambda *a: jnp.stack(a)
-  states = jax.tree_util.tree_map(stack, *[
-      train.make_state(p["variables"], tx, jax.random.PRNGKey(p["seed"])) for p in problems])
-  batches = jax.tree_util.tree_map(stack, *[
-      {"x": p["x"], "y": p["y"], "logits0": p["logits0"]} for p in problems])
+  states = jax.tree_util.tree_map(
+    stack, *[train.make_state(p["variables"], tx, jax.random.PRNGKey(p["seed"])) for p in problems]
+  )
+  batches = jax.tree_util.tree_map(
+    stack, *[{"x": p["x"], "y": p["y"], "logits0": p["logits0"]} for p in problems]
+  )
   hp = penalty_hparams(lam, "ridge")
   trainer = train.make_seed_trainer(net.apply, tx, losses.theory_objective, chunk=chunk)
-  states, history = trainer(states, batches, hp, steps, desc=desc, progress=progress,
-                            checkpoint=checkpoint)
-  logits, _, grad_norm = train.objective_at(net.apply, losses.theory_objective, states,
-                                            batches, hp)
+  states, history = trainer(
+    states, batches, hp, steps, desc=desc, progress=progress, checkpoint=checkpoint
+  )
+  logits, _, grad_norm = train.objective_at(net.apply, losses.theory_objective, states, batches, hp)
   return np.asarray(logits), np.asarray(grad_norm), history
 
 
@@ -243,36 +306,61 @@ def evaluate_network(ncfg, problems, logits, grad_norm) -> tuple[dict, dict]:
   :func:`gs_jax.stats.mean_std` (sample std) and the fraction of negative slopes.
   """
   lam, half = ncfg.lam, ncfg.n_per_cluster
-  rows = {k: [] for k in ("s1", "s2", "s3", "coupling", "z_trained", "z_dual", "rel_error",
-                          "rel_error_top2", "dz2_ds1sq_autodiff", "grad_norm")}
+  rows = {
+    k: []
+    for k in (
+      "s1",
+      "s2",
+      "s3",
+      "coupling",
+      "z_trained",
+      "z_dual",
+      "rel_error",
+      "rel_error_top2",
+      "dz2_ds1sq_autodiff",
+      "grad_norm",
+    )
+  }
   for p, lg, gn in zip(problems, logits, grad_norm):
     U, S = p["U"], p["S"]
     z_tr = np.asarray(ntk.responses(U, p["y"], lg, p["logits0"]))
     z_du = dual_responses(U, S, lam, "exact")
-    for k, v in (("s1", S[0]), ("s2", S[1]), ("s3", S[2]),
-                 ("coupling", np.linalg.norm(U[half:, 0])), ("z_trained", z_tr[:2]),
-                 ("z_dual", z_du[:2]),
-                 ("rel_error", np.linalg.norm(z_tr - z_du) / np.linalg.norm(z_du)),
-                 ("rel_error_top2", np.linalg.norm(z_tr[:2] - z_du[:2])
-                  / np.linalg.norm(z_du[:2])),
-                 ("dz2_ds1sq_autodiff", np.asarray(dual.starvation(U, S, lam,
-                                                                    dynamics="exact"))[0, 1]),
-                 ("grad_norm", gn)):
+    for k, v in (
+      ("s1", S[0]),
+      ("s2", S[1]),
+      ("s3", S[2]),
+      ("coupling", np.linalg.norm(U[half:, 0])),
+      ("z_trained", z_tr[:2]),
+      ("z_dual", z_du[:2]),
+      ("rel_error", np.linalg.norm(z_tr - z_du) / np.linalg.norm(z_du)),
+      ("rel_error_top2", np.linalg.norm(z_tr[:2] - z_du[:2]) / np.linalg.norm(z_du[:2])),
+      ("dz2_ds1sq_autodiff", np.asarray(dual.starvation(U, S, lam, dynamics="exact"))[0, 1]),
+      ("grad_norm", gn),
+    ):
       rows[k].append(v)
   shape = (ncfg.seeds, len(problems) // ncfg.seeds)
-  per_seed = {k: np.asarray(v, np.float64).reshape(shape + np.shape(v[0]))
-              for k, v in rows.items()}
-  per_seed["dz2_ds1sq_trained_fd"] = np.stack([
-      _dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_trained"], per_seed["s1"])])
-  per_seed["dz2_ds1sq_dual_fd"] = np.stack([
-      _dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_dual"], per_seed["s1"])])
-  metrics = {k: stats.mean_std(per_seed[k].mean(axis=1))
-             for k in ("rel_error", "rel_error_top2", "dz2_ds1sq_trained_fd",
-                       "dz2_ds1sq_dual_fd", "dz2_ds1sq_autodiff")}
+  per_seed = {k: np.asarray(v, np.float64).reshape(shape + np.shape(v[0])) for k, v in rows.items()}
+  per_seed["dz2_ds1sq_trained_fd"] = np.stack(
+    [_dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_trained"], per_seed["s1"])]
+  )
+  per_seed["dz2_ds1sq_dual_fd"] = np.stack(
+    [_dz2_ds1sq(z[:, 1], s) for z, s in zip(per_seed["z_dual"], per_seed["s1"])]
+  )
+  metrics = {
+    k: stats.mean_std(per_seed[k].mean(axis=1))
+    for k in (
+      "rel_error",
+      "rel_error_top2",
+      "dz2_ds1sq_trained_fd",
+      "dz2_ds1sq_dual_fd",
+      "dz2_ds1sq_autodiff",
+    )
+  }
   metrics.update(
-      rel_error_max=float(per_seed["rel_error"].max()),
-      frac_trained_fd_negative=float(np.mean(per_seed["dz2_ds1sq_trained_fd"] < 0)),
-      frac_dual_fd_negative=float(np.mean(per_seed["dz2_ds1sq_dual_fd"] < 0)),
-      frac_autodiff_negative=float(np.mean(per_seed["dz2_ds1sq_autodiff"] < 0)),
-      max_grad_norm=float(per_seed["grad_norm"].max()))
+    rel_error_max=float(per_seed["rel_error"].max()),
+    frac_trained_fd_negative=float(np.mean(per_seed["dz2_ds1sq_trained_fd"] < 0)),
+    frac_dual_fd_negative=float(np.mean(per_seed["dz2_ds1sq_dual_fd"] < 0)),
+    frac_autodiff_negative=float(np.mean(per_seed["dz2_ds1sq_autodiff"] < 0)),
+    max_grad_norm=float(per_seed["grad_norm"].max()),
+  )
   return metrics, jsonio.to_builtin(per_seed)

@@ -39,6 +39,7 @@ Usage::
     z = dual.responses_at(U, S, lam, alpha)           # eq 11
     M = dual.starvation(U, S, lam)                    # M[i, j] = dz_j*/d(s_i²)
 """
+
 from __future__ import annotations
 
 import functools
@@ -92,6 +93,7 @@ class SolverInfo(NamedTuple):
   ``ε·(2n + 20 + 12·max_i ρ_i/w_i)``, is the floor used for ``converged``: < 1e-12 for
   n ≤ 2000 while every α_i ≤ 0.9 (``ρ_i/w_i`` ≤ 10/3.2; ≤ 2 for α_i ≤ 1/2).
   """
+
   num_steps: Any
   num_factorizations: Any
   residual: Any
@@ -101,6 +103,7 @@ class SolverInfo(NamedTuple):
 
 class Trajectory(NamedTuple):
   """Output of :func:`integrate`: ``alpha[i]`` and ``z[i]`` at time ``t[i]``."""
+
   t: Any
   alpha: Any
   z: Any
@@ -127,13 +130,13 @@ def _float64_scope(fn: Callable[_P, _R]) -> Callable[_P, _R]:
       return fn(*args, **kwargs)
     if any(_is_tracer(leaf) for leaf in jax.tree_util.tree_leaves((args, kwargs))):
       raise ValueError(
-          f"gs_jax.dual.{fn.__name__} needs float64 but was traced with x64 disabled; call it "
-          "on concrete arrays, or enable x64 (jax.config.update('jax_enable_x64', True) or "
-          "`with gs_jax._compat.enable_x64():`) around the traced code")
+        f"gs_jax.dual.{fn.__name__} needs float64 but was traced with x64 disabled; call it "
+        "on concrete arrays, or enable x64 (jax.config.update('jax_enable_x64', True) or "
+        "`with gs_jax._compat.enable_x64():`) around the traced code"
+      )
     with enable_x64():
       out = fn(*args, **kwargs)
-      return jax.tree_util.tree_map(
-          lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, out)
+      return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, out)
 
   return wrapper
 
@@ -172,8 +175,7 @@ def _check_problem(U, S, lam, orth_tol=ORTHO_TOL) -> tuple[Array, Array, Array]:
   if k > n:
     raise ValueError(f"U must be (n, k) with k <= n (orthonormal columns); got shape {(n, k)}")
   if jnp.shape(S) != (k,):
-    raise ValueError(f"S must have shape ({k},) to match U of shape {(n, k)}; got "
-                     f"{jnp.shape(S)}")
+    raise ValueError(f"S must have shape ({k},) to match U of shape {(n, k)}; got {jnp.shape(S)}")
   # Value checks on concrete inputs only (NumPy, before any jax op can turn them into tracers).
   _check_finite("U", U)
   _check_finite("S", S)
@@ -184,8 +186,9 @@ def _check_problem(U, S, lam, orth_tol=ORTHO_TOL) -> tuple[Array, Array, Array]:
     u = np.asarray(U, np.float64)
     err = float(np.max(np.abs(u.T @ u - np.eye(k))))
     if err > orth_tol:
-      raise ValueError(f"U must have orthonormal columns: max |U^T U - I| = {err:.2e} > "
-                       f"orth_tol = {orth_tol:.1e}")
+      raise ValueError(
+        f"U must have orthonormal columns: max |U^T U - I| = {err:.2e} > orth_tol = {orth_tol:.1e}"
+      )
   return _f64(U), _f64(S), lam
 
 
@@ -198,12 +201,11 @@ def _lambertw_newton(x):
   x = jnp.asarray(x)
   # Starting points: branch-point series near −1/e, log1p for moderate x, asymptotics above.
   p = jnp.sqrt(jnp.maximum(2.0 * (jnp.e * x + 1.0), 0.0))
-  w_branch = -1.0 + p - p * p / 3.0 + 11.0 / 72.0 * p ** 3
+  w_branch = -1.0 + p - p * p / 3.0 + 11.0 / 72.0 * p**3
   lx = jnp.log(jnp.maximum(x, 3.0))
   llx = jnp.log(lx)
   w_large = lx - llx + llx / lx
-  w0 = jnp.where(x < -0.25, w_branch, jnp.where(x < 3.0, jnp.log1p(jnp.maximum(x, -0.25)),
-                                                w_large))
+  w0 = jnp.where(x < -0.25, w_branch, jnp.where(x < 3.0, jnp.log1p(jnp.maximum(x, -0.25)), w_large))
 
   def halley(_, w):
     ew = jnp.exp(w)
@@ -249,8 +251,9 @@ def _uncoupled_alpha(s2, lam):
 
 
 @_float64_scope
-def fixed_point_equal_strengths(U: ArrayLike, s: ArrayLike, lam: ArrayLike
-                                ) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
+def fixed_point_equal_strengths(
+  U: ArrayLike, s: ArrayLike, lam: ArrayLike
+) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
   """Closed form eq 12: the Taylor fixed point (eq 10) when all strengths equal ``s``.
 
   With ``S² = s² I`` and square orthogonal ``U``, ``A = (s²/λ + 1) I`` and
@@ -279,8 +282,9 @@ def fixed_point_equal_strengths(U: ArrayLike, s: ArrayLike, lam: ArrayLike
 
 
 @_float64_scope
-def fixed_point_uncoupled(S: ArrayLike, lam: ArrayLike
-                          ) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
+def fixed_point_uncoupled(
+  S: ArrayLike, lam: ArrayLike
+) -> tuple[HostOrDeviceArray, HostOrDeviceArray]:
   """Closed form eq 13: the Taylor fixed point (eq 10) for ``U = I`` (uncoupled features).
 
     ``α_i* = λ W(s_i²/λ + 1)/(s_i² + λ)``,   ``z_i* = s_i² W(s_i²/λ + 1)/(s_i² + λ)``.
@@ -293,7 +297,7 @@ def fixed_point_uncoupled(S: ArrayLike, lam: ArrayLike
     raise ValueError(f"S must be 1-D; got shape {S.shape}")
   _check_problem(jnp.eye(S.shape[0]), S, lam)
   lam = _f64(lam)
-  s2 = S ** 2
+  s2 = S**2
   w = _lambertw(s2 / lam + 1.0)
   return lam * w / (s2 + lam), s2 * w / (s2 + lam)
 
@@ -306,7 +310,7 @@ def coupling_matrix(delta: ArrayLike) -> HostOrDeviceArray:
     if not np.isfinite(d) or abs(d) > 1:
       raise ValueError(f"delta must be a finite number in [-1, 1]; got {d}")
   delta = _f64(delta)
-  c = jnp.sqrt(1.0 - delta ** 2)
+  c = jnp.sqrt(1.0 - delta**2)
   return jnp.array([[c, -delta], [delta, c]])
 
 
@@ -324,8 +328,8 @@ def lemma1(U: ArrayLike, S: ArrayLike, lam: ArrayLike) -> HostOrDeviceArray:
   U, S, lam = _check_problem(U, S, lam)
   if U.shape[0] != U.shape[1]:
     raise ValueError(f"Lemma 1 needs a square U (a perturbed identity); got shape {U.shape}")
-  a0 = _uncoupled_alpha(S ** 2, lam)
-  A = (U * S ** 2) @ U.T / lam + jnp.eye(U.shape[0])
+  a0 = _uncoupled_alpha(S**2, lam)
+  A = (U * S**2) @ U.T / lam + jnp.eye(U.shape[0])
   return jnp.linalg.solve(A + jnp.diag(1.0 / a0), 1.0 - jnp.log(a0))
 
 
@@ -361,7 +365,7 @@ def _field(alpha, U, s2, lam, dynamics):
 def _entropy_terms(alpha, dynamics):
   # Separable part h of ψ (ψ = Σ h(α_i) − quadratic); Taylor folds the +I of A into h.
   if dynamics == "taylor":
-    return alpha * (1.0 - jnp.log(alpha)) - 0.5 * alpha ** 2
+    return alpha * (1.0 - jnp.log(alpha)) - 0.5 * alpha**2
   return -alpha * jnp.log(alpha) - (1.0 - alpha) * _log1m(alpha)
 
 
@@ -527,12 +531,28 @@ def _newton(U, s2, lam, dynamics, tol, max_iter):
     g_new = jnp.where(worse & (stalled | ~refresh), g, g_new)
     res_new = jnp.where(worse & (stalled | ~refresh), res, res_new)
     ratio = jnp.where(worse, 1.0, res_new / res)
-    return (alpha_new, g_new, res_new, it + 1, stalled, factor,
-            num_fact + refresh.astype(jnp.int32), ratio)
+    return (
+      alpha_new,
+      g_new,
+      res_new,
+      it + 1,
+      stalled,
+      factor,
+      num_fact + refresh.astype(jnp.int32),
+      ratio,
+    )
 
   factor0 = jnp.zeros((n,) if M is None else (n, n))
-  init = (alpha0, g0, res0, jnp.zeros((), jnp.int32), jnp.zeros((), bool), factor0,
-          jnp.zeros((), jnp.int32), jnp.ones(()))
+  init = (
+    alpha0,
+    g0,
+    res0,
+    jnp.zeros((), jnp.int32),
+    jnp.zeros((), bool),
+    factor0,
+    jnp.zeros((), jnp.int32),
+    jnp.ones(()),
+  )
   alpha, g, res, it, stalled, _, num_fact, _ = jax.lax.while_loop(cond, body, init)
   floor = _residual_floor(alpha, term_sizes(alpha), n, dynamics)
   converged = (res <= tol) | (stalled & (res <= floor))
@@ -556,8 +576,9 @@ def _implicit_jvp(dynamics, primals, tangents):
   alpha, U, s2, lam = primals
   _, dU, ds2, dlam = tangents
   # F(α*(θ), θ) = 0  ⇒  (−∂F/∂α) α̇ = ∂F/∂θ·θ̇, with −∂F/∂α = diag(c) + Q/λ SPD.
-  _, rhs = jax.jvp(lambda U_, s2_, lam_: _field(alpha, U_, s2_, lam_, dynamics),
-                   (U, s2, lam), (dU, ds2, dlam))
+  _, rhs = jax.jvp(
+    lambda U_, s2_, lam_: _field(alpha, U_, s2_, lam_, dynamics), (U, s2, lam), (dU, ds2, dlam)
+  )
   c = _curvature(alpha, dynamics)
   if dynamics == "sd":
     dalpha = rhs / (c + 1.0 / lam)
@@ -568,16 +589,29 @@ def _implicit_jvp(dynamics, primals, tangents):
 
 
 def _fixed_point_s2(U, s2, lam, dynamics, tol=1e-14, max_iter=100):
-  alpha, info = _solve(jax.lax.stop_gradient(U), jax.lax.stop_gradient(s2),
-                       jax.lax.stop_gradient(lam), tol, dynamics, max_iter)
+  alpha, info = _solve(
+    jax.lax.stop_gradient(U),
+    jax.lax.stop_gradient(s2),
+    jax.lax.stop_gradient(lam),
+    tol,
+    dynamics,
+    max_iter,
+  )
   return _implicit(dynamics, alpha, U, s2, lam), info
 
 
 @_float64_scope
-def fixed_point(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamics = "taylor",
-                tol: float = 1e-14, max_iter: int = 100, orth_tol: float | None = ORTHO_TOL,
-                return_info: bool = False
-                ) -> HostOrDeviceArray | tuple[HostOrDeviceArray, SolverInfo]:
+def fixed_point(
+  U: ArrayLike,
+  S: ArrayLike,
+  lam: ArrayLike,
+  *,
+  dynamics: Dynamics = "taylor",
+  tol: float = 1e-14,
+  max_iter: int = 100,
+  orth_tol: float | None = ORTHO_TOL,
+  return_info: bool = False,
+) -> HostOrDeviceArray | tuple[HostOrDeviceArray, SolverInfo]:
   """The fixed point ``α*`` of the dual dynamics (eq 10 by default; eq 9; eq 18).
 
   Maximises the strictly concave ψ whose gradient is the vector field F (module docstring) by
@@ -616,13 +650,14 @@ def fixed_point(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamic
   """
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam, orth_tol)
-  alpha, info = _fixed_point_s2(U, S ** 2, lam, dynamics, tol, max_iter)
+  alpha, info = _fixed_point_s2(U, S**2, lam, dynamics, tol, max_iter)
   return (alpha, info) if return_info else alpha
 
 
 @_float64_scope
-def responses_at(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
-                 dynamics: Dynamics = "taylor") -> HostOrDeviceArray:
+def responses_at(
+  U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike, dynamics: Dynamics = "taylor"
+) -> HostOrDeviceArray:
   """Responses at a dual point (eq 11): ``z = S² U^T α/λ``; under SD ``z = U^T α/λ``.
 
   At the fixed point these are the network's responses ``z* = U^T Y ŷ*`` to the k features.
@@ -633,21 +668,23 @@ def responses_at(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
   if alpha.shape != (U.shape[0],):
     raise ValueError(f"alpha must have shape ({U.shape[0]},); got {alpha.shape}")
   _check_finite("alpha", alpha)
-  return _responses(U, S ** 2, lam, alpha, dynamics)
+  return _responses(U, S**2, lam, alpha, dynamics)
 
 
 @_float64_scope
-def vector_field(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
-                 dynamics: Dynamics = "taylor") -> HostOrDeviceArray:
+def vector_field(
+  U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike, dynamics: Dynamics = "taylor"
+) -> HostOrDeviceArray:
   """The right-hand side ``F(α)`` of eq 9 / 10 / 18 with η = 1 (module docstring)."""
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam)
-  return _field(_f64(alpha), U, S ** 2, lam, dynamics)
+  return _field(_f64(alpha), U, S**2, lam, dynamics)
 
 
 @_float64_scope
-def dual_objective(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
-                   dynamics: Dynamics = "exact") -> HostOrDeviceArray:
+def dual_objective(
+  U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike, dynamics: Dynamics = "exact"
+) -> HostOrDeviceArray:
   """ψ(α): eq 8 (``"exact"``), its Taylor surrogate (eq 10) or the SD dual (eq 18)."""
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam)
@@ -655,12 +692,18 @@ def dual_objective(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha: ArrayLike,
   h = jnp.sum(_entropy_terms(alpha, dynamics))
   if dynamics == "sd":
     return h - alpha @ alpha / (2 * lam)
-  return h - jnp.sum(S ** 2 * (U.T @ alpha) ** 2) / (2 * lam)
+  return h - jnp.sum(S**2 * (U.T @ alpha) ** 2) / (2 * lam)
 
 
 @_float64_scope
-def starvation(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamics = "taylor",
-               orth_tol: float | None = ORTHO_TOL) -> HostOrDeviceArray:
+def starvation(
+  U: ArrayLike,
+  S: ArrayLike,
+  lam: ArrayLike,
+  *,
+  dynamics: Dynamics = "taylor",
+  orth_tol: float | None = ORTHO_TOL,
+) -> HostOrDeviceArray:
   """Gradient-starvation matrix (Def. 2): ``M[i, j] = dz_j*/d(s_i²)``.
 
   By forward-mode autodiff through :func:`fixed_point` (implicit function theorem), one
@@ -670,7 +713,7 @@ def starvation(U: ArrayLike, S: ArrayLike, lam: ArrayLike, *, dynamics: Dynamics
   """
   _check_dynamics(dynamics)
   U, S, lam = _check_problem(U, S, lam, orth_tol)
-  return _starvation_matrix(U, S ** 2, lam, dynamics)
+  return _starvation_matrix(U, S**2, lam, dynamics)
 
 
 @functools.partial(jax.jit, static_argnames=("dynamics",))
@@ -687,9 +730,19 @@ def _starvation_matrix(U, s2, lam, dynamics):
 
 
 @_float64_scope
-def integrate(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha0: ArrayLike, t: ArrayLike,
-              dynamics: Dynamics = "taylor", eta: float = 1.0, *, rtol: float = 1e-8,
-              atol: float = 1e-10, max_steps: int = 100_000) -> Trajectory:
+def integrate(
+  U: ArrayLike,
+  S: ArrayLike,
+  lam: ArrayLike,
+  alpha0: ArrayLike,
+  t: ArrayLike,
+  dynamics: Dynamics = "taylor",
+  eta: float = 1.0,
+  *,
+  rtol: float = 1e-8,
+  atol: float = 1e-10,
+  max_steps: int = 100_000,
+) -> Trajectory:
   """Trajectories of the dual dynamics ``α̇ = η F(α)`` (eq 9 / 10 / 18) and of ``z`` (eq 11).
 
   The ODE is stiff (curvatures up to ``s²/λ``), so it is solved with diffrax's implicit
@@ -723,16 +776,26 @@ def integrate(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha0: ArrayLike, t: 
   if not _is_tracer(alpha0):
     a = np.asarray(alpha0)
     if np.any(a <= 0) or (dynamics != "taylor" and np.any(a >= 1)):
-      raise ValueError(f"alpha0 must lie in the domain of the {dynamics!r} dynamics "
-                       f"({'alpha > 0' if dynamics == 'taylor' else '0 < alpha < 1'})")
+      raise ValueError(
+        f"alpha0 must lie in the domain of the {dynamics!r} dynamics "
+        f"({'alpha > 0' if dynamics == 'taylor' else '0 < alpha < 1'})"
+      )
   if not _is_tracer(eta) and not float(eta) > 0:
     raise ValueError(f"eta must be > 0; got {eta}")
-  s2 = S ** 2
+  s2 = S**2
   to_alpha, from_alpha, _ = _COORDINATES[dynamics]
   sol = diffrax.diffeqsolve(
-      diffrax.ODETerm(_ODE_RHS[dynamics]), diffrax.Kvaerno5(), t0=t[0], t1=t[-1], dt0=None,
-      y0=from_alpha(alpha0), args=(U, s2, lam, _f64(eta)), saveat=diffrax.SaveAt(ts=t),
-      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps)
+    diffrax.ODETerm(_ODE_RHS[dynamics]),
+    diffrax.Kvaerno5(),
+    t0=t[0],
+    t1=t[-1],
+    dt0=None,
+    y0=from_alpha(alpha0),
+    args=(U, s2, lam, _f64(eta)),
+    saveat=diffrax.SaveAt(ts=t),
+    stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+    max_steps=max_steps,
+  )
   alpha = to_alpha(sol.ys)
   z = jax.vmap(lambda a: _responses(U, s2, lam, a, dynamics))(alpha)
   return Trajectory(t=t, alpha=alpha, z=z)
@@ -741,8 +804,8 @@ def integrate(U: ArrayLike, S: ArrayLike, lam: ArrayLike, alpha0: ArrayLike, t: 
 # Coordinates u of the ODE: log α (eq 10, α > 0) or logit α (eq 9, 18, α ∈ (0,1)); with
 # α = to_alpha(u), u̇ = α̇ / (dα/du).
 _COORDINATES = {
-    "taylor": (jnp.exp, jnp.log, lambda a: a),
-    "exact": (jax.nn.sigmoid, lambda a: jnp.log(a) - _log1m(a), lambda a: a * (1.0 - a)),
+  "taylor": (jnp.exp, jnp.log, lambda a: a),
+  "exact": (jax.nn.sigmoid, lambda a: jnp.log(a) - _log1m(a), lambda a: a * (1.0 - a)),
 }
 _COORDINATES["sd"] = _COORDINATES["exact"]
 

@@ -28,6 +28,7 @@ Nothing here needs neural-tangents: it is imported only for ``backend="neural_ta
 (the optional ``nt`` extra, JAX < 0.6), and then inside the function that needs it (it pulls in
 tensorflow).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -49,9 +50,10 @@ def _check_implementation(implementation: str) -> str:
   name = str(implementation).lower()
   if name in _BROKEN_IMPLEMENTATIONS:
     raise ValueError(
-        f"NTK implementation {implementation!r} is not supported (neural-tangents 0.6.5's "
-        "STRUCTURED_DERIVATIVES, and AUTO, which may pick it, fail on jax 0.5.3); use one of "
-        f"{IMPLEMENTATIONS}")
+      f"NTK implementation {implementation!r} is not supported (neural-tangents 0.6.5's "
+      "STRUCTURED_DERIVATIVES, and AUTO, which may pick it, fail on jax 0.5.3); use one of "
+      f"{IMPLEMENTATIONS}"
+    )
   if name not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
   return name
@@ -63,11 +65,14 @@ def _nt_kernel_fn(apply_fn: ApplyFn, implementation: str):
     import neural_tangents as nt  # lazy: pulls in tensorflow
   except ImportError as e:
     raise ImportError(
-        "backend='neural_tangents' needs the optional neural-tangents package "
-        "(pip install 'gs-jax[nt]', which brings the JAX < 0.6 it runs on); "
-        f"the default backend='jax' needs nothing more ({e})") from e
-  impl = {"vector_products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
-          "jacobian_contraction": nt.NtkImplementation.JACOBIAN_CONTRACTION}[implementation]
+      "backend='neural_tangents' needs the optional neural-tangents package "
+      "(pip install 'gs-jax[nt]', which brings the JAX < 0.6 it runs on); "
+      f"the default backend='jax' needs nothing more ({e})"
+    ) from e
+  impl = {
+    "vector_products": nt.NtkImplementation.NTK_VECTOR_PRODUCTS,
+    "jacobian_contraction": nt.NtkImplementation.JACOBIAN_CONTRACTION,
+  }[implementation]
 
   def f(p, x):  # NT wants a trailing output axis to trace over
     return apply_fn(p, x)[:, None]
@@ -85,6 +90,7 @@ def _jax_kernel_fn(apply_fn: ApplyFn, implementation: str):
   vector), pushed through ``ŷ(x1)`` by a JVP, all under ``vmap``: no Jacobian row is ever
   stored per example, only one parameter vector per column at a time in the vmapped program.
   """
+
   def scalar(p, xi):
     return apply_fn(p, xi[None])[0]
 
@@ -92,14 +98,17 @@ def _jax_kernel_fn(apply_fn: ApplyFn, implementation: str):
     g = jax.vmap(jax.grad(scalar), in_axes=(None, 0))
     j1, j2 = g(params, x1), g(params, x2)
     blocks = jax.tree_util.tree_map(
-        lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, j1, j2)
+      lambda a, b: a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T, j1, j2
+    )
     return sum(jax.tree_util.tree_leaves(blocks))
 
   def vector_products(x1, x2, params):
     out2, vjp2 = jax.vjp(lambda p: apply_fn(p, x2), params)
-    def column(e):                                            # K[:, j] = J1 J2ᵀ e_j
+
+    def column(e):  # K[:, j] = J1 J2ᵀ e_j
       (t,) = vjp2(e)
       return jax.jvp(lambda p: apply_fn(p, x1), (params,), (t,))[1]
+
     return jax.vmap(column, out_axes=1)(jnp.eye(out2.shape[0], dtype=out2.dtype))
 
   return jax.jit(contraction if implementation == "jacobian_contraction" else vector_products)
@@ -108,16 +117,24 @@ def _jax_kernel_fn(apply_fn: ApplyFn, implementation: str):
 def _check_inputs(x, name="x"):
   x = jnp.asarray(x)
   if x.ndim < 1 or x.shape[0] == 0:
-    raise ValueError(f"{name} must have a leading batch axis with at least one example; "
-                     f"got shape {x.shape}")
+    raise ValueError(
+      f"{name} must have a leading batch axis with at least one example; got shape {x.shape}"
+    )
   if not bool(jnp.all(jnp.isfinite(x))):
     raise ValueError(f"{name} contains non-finite values (NaN or inf)")
   return x
 
 
-def empirical_ntk(apply_fn: ApplyFn, params: Params, x1, x2=None, *,
-                  implementation: str = "jacobian_contraction",
-                  block_size: int = 256, backend: str = "jax") -> np.ndarray:
+def empirical_ntk(
+  apply_fn: ApplyFn,
+  params: Params,
+  x1,
+  x2=None,
+  *,
+  implementation: str = "jacobian_contraction",
+  block_size: int = 256,
+  backend: str = "jax",
+) -> np.ndarray:
   """Empirical NTK Gram matrix ``K_ij = ⟨∂ŷ(x1_i)/∂θ, ∂ŷ(x2_j)/∂θ⟩`` (so ``K = Φ0 Φ0^T``).
 
   Computed in blocks of ``block_size`` rows and columns (the last block is padded to the same
@@ -153,26 +170,29 @@ def empirical_ntk(apply_fn: ApplyFn, params: Params, x1, x2=None, *,
   symmetric = x2 is None
   x2 = x1 if symmetric else _check_inputs(x2, "x2")
   if x1.shape[1:] != x2.shape[1:]:
-    raise ValueError(f"x1 and x2 must have the same per-example shape; got {x1.shape[1:]} "
-                     f"and {x2.shape[1:]}")
+    raise ValueError(
+      f"x1 and x2 must have the same per-example shape; got {x1.shape[1:]} and {x2.shape[1:]}"
+    )
   out = jax.eval_shape(apply_fn, params, x1[:1])
   if out.shape != (1,):
-    raise ValueError(f"apply_fn must return one logit per example, shape (n,); for one "
-                     f"example it returned shape {out.shape}")
+    raise ValueError(
+      f"apply_fn must return one logit per example, shape (n,); for one "
+      f"example it returned shape {out.shape}"
+    )
 
   kernel_fn = (_jax_kernel_fn if backend == "jax" else _nt_kernel_fn)(apply_fn, impl)
   n1, n2 = x1.shape[0], x2.shape[0]
   b1, b2 = min(block_size, n1), min(block_size, n2)
   K = np.zeros((n1, n2), dtype=np.dtype(out.dtype))
   for i in range(0, n1, b1):
-    xi = batching.pad_rows(x1[i:i + b1], b1)
+    xi = batching.pad_rows(x1[i : i + b1], b1)
     for j in range(0, n2, b2):
       if symmetric and j + b2 <= i:
         continue  # lower block triangle: filled from the transpose below
-      xj = batching.pad_rows(x2[j:j + b2], b2)
+      xj = batching.pad_rows(x2[j : j + b2], b2)
       block = np.asarray(kernel_fn(xi, xj, params))
       ri, rj = min(b1, n1 - i), min(b2, n2 - j)
-      K[i:i + ri, j:j + rj] = block[:ri, :rj]
+      K[i : i + ri, j : j + rj] = block[:ri, :rj]
   if symmetric:
     upper = np.triu(K)
     K = upper + np.triu(K, 1).T
@@ -239,8 +259,9 @@ def features_from_kernel(K, y, k: int | None = None) -> tuple[np.ndarray, np.nda
   if asym > 1e-4:
     raise ValueError(f"K is not symmetric (relative asymmetry {asym:.2e})")
   M = yy[:, None] * (0.5 * (K + K.T)) * yy[None, :]
-  if k < n:   # only the top k eigenpairs (LAPACK's MRRR on the tridiagonal form)
+  if k < n:  # only the top k eigenpairs (LAPACK's MRRR on the tridiagonal form)
     import scipy.linalg
+
     evals, evecs = scipy.linalg.eigh(M, subset_by_index=(n - k, n - 1), driver="evr")
   else:
     evals, evecs = np.linalg.eigh(M)
@@ -278,8 +299,17 @@ def gram_eigenvectors(K, columns) -> tuple[np.ndarray, np.ndarray]:
   return orient(evecs[:, order[columns]]), evals[order]
 
 
-def feature_directions(apply_fn: ApplyFn, params: Params, x, y, U, S, *,
-                       rtol: float = 1e-8, batch_size: int | None = None) -> Array:
+def feature_directions(
+  apply_fn: ApplyFn,
+  params: Params,
+  x,
+  y,
+  U,
+  S,
+  *,
+  rtol: float = 1e-8,
+  batch_size: int | None = None,
+) -> Array:
   """Right singular vectors ``V = Φ0^T Y U S^{-1}`` (eq 4), one VJP per feature.
 
   With ``batch_size`` the VJPs run over chunks of that many examples (the last one padded by
@@ -303,32 +333,44 @@ def feature_directions(apply_fn: ApplyFn, params: Params, x, y, U, S, *,
   if U.ndim != 2 or U.shape[0] != n or S.shape != (U.shape[1],):
     raise ValueError(f"expected U (n={n}, k) and S (k,); got U {U.shape} and S {S.shape}")
   if np.any(S <= rtol * S.max()):
-    raise ValueError(f"strengths s_j <= {rtol:g}·s_max have no direction V_j = Φ0^T Y u_j / s_j; "
-                     "keep fewer features (k)")
+    raise ValueError(
+      f"strengths s_j <= {rtol:g}·s_max have no direction V_j = Φ0^T Y u_j / s_j; "
+      "keep fewer features (k)"
+    )
   yy = _labels_pm1(y, n)
   flat, unravel = ravel_pytree(params)
-  cot = yy[:, None] * U / S[None, :]                                # (n, k) = Y U S^{-1}
+  cot = yy[:, None] * U / S[None, :]  # (n, k) = Y U S^{-1}
   if batch_size is None or batch_size >= n:
     out, vjp = jax.vjp(lambda w: apply_fn(unravel(w), x), flat)
-    (Vt,) = jax.vmap(vjp, in_axes=1)(jnp.asarray(cot, out.dtype))   # (k, m)
+    (Vt,) = jax.vmap(vjp, in_axes=1)(jnp.asarray(cot, out.dtype))  # (k, m)
     return Vt.T
 
   @jax.jit
   def chunk(xb, cb):
     _, vjp = jax.vjp(lambda w: apply_fn(unravel(w), xb), flat)
-    return jax.vmap(vjp, in_axes=1)(cb.astype(flat.dtype))[0]       # (k, m)
+    return jax.vmap(vjp, in_axes=1)(cb.astype(flat.dtype))[0]  # (k, m)
 
   Vt = np.zeros((U.shape[1], flat.size))
   for i in range(0, n, batch_size):
-    xb, cb = x[i:i + batch_size], cot[i:i + batch_size]
+    xb, cb = x[i : i + batch_size], cot[i : i + batch_size]
     cb = np.concatenate([cb, np.zeros((batch_size - len(cb), cb.shape[1]))])
     Vt += np.asarray(chunk(batching.pad_rows(xb, batch_size), cb), np.float64)
   return jnp.asarray(Vt.T, flat.dtype)
 
 
-def features(apply_fn: ApplyFn, params: Params, x, y, *, k: int | None = None,
-             return_v: bool = False, kernel=None, implementation: str = "jacobian_contraction",
-             block_size: int = 256, backend: str = "jax") -> tuple[Any, ...]:
+def features(
+  apply_fn: ApplyFn,
+  params: Params,
+  x,
+  y,
+  *,
+  k: int | None = None,
+  return_v: bool = False,
+  kernel=None,
+  implementation: str = "jacobian_contraction",
+  block_size: int = 256,
+  backend: str = "jax",
+) -> tuple[Any, ...]:
   """Features of ``YΦ0 = U S V^T`` (Def. 1, eq 4) at ``params`` (usually ``θ0``).
 
   ``U, S`` come from the float64 ``eigh`` of ``Y K Y`` with ``K`` the empirical NTK
@@ -349,8 +391,9 @@ def features(apply_fn: ApplyFn, params: Params, x, y, *, k: int | None = None,
   """
   x = _check_inputs(x)
   if kernel is None:
-    kernel = empirical_ntk(apply_fn, params, x, implementation=implementation,
-                           block_size=block_size, backend=backend)
+    kernel = empirical_ntk(
+      apply_fn, params, x, implementation=implementation, block_size=block_size, backend=backend
+    )
   U, S = features_from_kernel(kernel, y, k)
   if not return_v:
     return U, S
@@ -377,8 +420,7 @@ def responses(U, y, logits, logits0=None) -> Array:
     raise ValueError(f"U must be a (n, k) matrix; got shape {U.shape}")
   n = U.shape[0]
   if logits.shape[-1:] != (n,):
-    raise ValueError(f"logits must end with an axis of n={n} examples; got shape "
-                     f"{logits.shape}")
+    raise ValueError(f"logits must end with an axis of n={n} examples; got shape {logits.shape}")
   yy = jnp.asarray(_labels_pm1(y, n), U.dtype)
   d = logits if logits0 is None else logits - jnp.asarray(logits0)
   if not bool(jnp.all(jnp.isfinite(d))):
@@ -393,8 +435,10 @@ def centred(apply_fn: ApplyFn, params0: Params) -> ApplyFn:
   ``ŷ = Φ0 (θ − θ0)`` exactly as in eq 3 (with θ measured from θ0). Pair it with the ridge
   ``λ/2 ‖θ − θ0‖²`` (:func:`ridge_from_init`).
   """
+
   def f_c(params, x):
     return apply_fn(params, x) - jax.lax.stop_gradient(apply_fn(params0, x))
+
   return f_c
 
 
@@ -405,6 +449,7 @@ def ridge_from_init(params: Params, params0: Params, lam) -> Array:
 
 # ---------------------------------------------------------------- top-k features at scale
 
+
 def logit_difference(apply_fn: ApplyFn) -> ApplyFn:
   """The scalar logit ``ŷ = f_1 − f_0`` of a two-logit binary network (labels 0, 1 → ∓1).
 
@@ -412,11 +457,13 @@ def logit_difference(apply_fn: ApplyFn) -> ApplyFn:
   ``−log softmax(f)_c = log(1 + exp(−y·(f_1 − f_0)))`` with ``y = 2c − 1``, so the paper's
   scalar ``ŷ`` (and with it ``Φ0``, ``U``, ``S``, ``z``) of a two-logit net is this difference.
   """
+
   def f(params, x):
     out = apply_fn(params, x)
     if out.ndim != 2 or out.shape[-1] != 2:
       raise ValueError(f"logit_difference needs (n, 2) logits; got shape {out.shape}")
     return out[:, 1] - out[:, 0]
+
   return f
 
 
@@ -436,6 +483,7 @@ def _pass_fn(g, flat, products: str):
   example whatever l is, memory O(B·m). ``"jvp"``: l JVPs and l VJPs over the chunk, never a
   Jacobian row — memory O(m·l + l·B·activations), ~l/3× the work.
   """
+
   def scalar(w, xi):
     return g(w, xi[None])[0]
 
@@ -447,8 +495,10 @@ def _pass_fn(g, flat, products: str):
 
   @jax.jit
   def jvp(xb, cb, Q):
-    Z = jax.vmap(lambda q: jax.jvp(lambda w: g(w, xb), (flat,), (q,))[1], in_axes=1,
-                 out_axes=1)(Q) * cb[:, None]
+    Z = (
+      jax.vmap(lambda q: jax.jvp(lambda w: g(w, xb), (flat,), (q,))[1], in_axes=1, out_axes=1)(Q)
+      * cb[:, None]
+    )
     _, vjp = jax.vjp(lambda w: g(w, xb), flat)
     G = jax.vmap(lambda c: vjp(c)[0], in_axes=1, out_axes=1)(Z * cb[:, None])
     return Z, G
@@ -478,16 +528,27 @@ def _orthonormal_block(W, basis, drop_tol=1e-10):
     e, V = np.linalg.eigh(W.T @ W)
     keep = e > thresh
     W = W @ (V[:, keep] / np.sqrt(e[keep]))
-    thresh = drop_tol ** 2    # columns now have unit norm
+    thresh = drop_tol**2  # columns now have unit norm
   return W
 
 
-def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
-                         block: int | None = None, max_passes: int = 8, tol: float = 1e-6,
-                         batch_size: int = 64, products: str = "jacobian",
-                         key: PRNGKey | None = None, return_v: bool = False,
-                         return_info: bool = False, on_pass: Callable | None = None
-                         ) -> tuple[Any, ...]:
+def features_matrix_free(
+  apply_fn: ApplyFn,
+  params: Params,
+  x,
+  y,
+  k: int,
+  *,
+  block: int | None = None,
+  max_passes: int = 8,
+  tol: float = 1e-6,
+  batch_size: int = 64,
+  products: str = "jacobian",
+  key: PRNGKey | None = None,
+  return_v: bool = False,
+  return_info: bool = False,
+  on_pass: Callable | None = None,
+) -> tuple[Any, ...]:
   """Top-k features ``U_k, S_k`` (and ``V_k``) of ``YΦ0`` without forming ``Φ0`` or ``K``.
 
   Block Krylov (block Lanczos with full reorthogonalisation) on ``A^T A``, ``A = YΦ0`` (n×m),
@@ -547,13 +608,16 @@ def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
   flat, g = _flat_scalar_fn(apply_fn, params)
   out = jax.eval_shape(g, flat, x[:1])
   if out.shape != (1,):
-    raise ValueError(f"apply_fn must return one logit per example, shape (n,); for one "
-                     f"example it returned shape {out.shape} (two logits: logit_difference)")
+    raise ValueError(
+      f"apply_fn must return one logit per example, shape (n,); for one "
+      f"example it returned shape {out.shape} (two logits: logit_difference)"
+    )
   m, dtype = flat.size, flat.dtype
   run = _pass_fn(g, flat, products)
   b = batching.chunk_size(n, batch_size)
-  rng = np.random.default_rng(np.asarray(jax.random.key_data(
-      key if key is not None else jax.random.PRNGKey(0))).ravel())
+  rng = np.random.default_rng(
+    np.asarray(jax.random.key_data(key if key is not None else jax.random.PRNGKey(0))).ravel()
+  )
   Q = _orthonormal_block(rng.standard_normal((m, min(block, m))), None)
   # [Q_0 .. Q_t], filled as passes go; column-major, so untouched columns take no memory
   basis = np.empty((m, block * max_passes), order="F")
@@ -563,12 +627,12 @@ def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
     Qd = jnp.asarray(Q, dtype)
     Z, W = np.zeros((n, Q.shape[1])), np.zeros((m, Q.shape[1]))
     for i in range(0, n, b):
-      xb, cb = x[i:i + b], yy[i:i + b]
+      xb, cb = x[i : i + b], yy[i : i + b]
       cb = np.concatenate([cb, np.zeros(b - len(cb))])
       Zb, Gb = run(jnp.asarray(batching.pad_rows(xb, b)), jnp.asarray(cb, dtype), Qd)
-      Z[i:i + len(xb)] = np.asarray(Zb, np.float64)[:len(xb)]
+      Z[i : i + len(xb)] = np.asarray(Zb, np.float64)[: len(xb)]
       W += np.asarray(Gb, np.float64)
-    basis[:, dim:dim + Q.shape[1]] = Q
+    basis[:, dim : dim + Q.shape[1]] = Q
     dim += Q.shape[1]
     images.append(Z)
     AQ = np.concatenate(images, axis=1)
@@ -578,15 +642,14 @@ def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
         change = float(np.max(np.abs(sig[:k] - prev) / np.maximum(sig[:k], 1e-300)))
       prev = sig[:k]
       if on_pass is not None:
-        on_pass({"pass": t + 1, "krylov_dim": int(AQ.shape[1]), "ritz_change": change,
-                 "s": prev})
+        on_pass({"pass": t + 1, "krylov_dim": int(AQ.shape[1]), "ritz_change": change, "s": prev})
     # W's float32 products leave round-off of ~eps·‖W‖ outside the row space of A: a
     # remainder below 1e3·eps is no new direction.
     Q = _orthonormal_block(W, basis[:, :dim], drop_tol=1e3 * float(jnp.finfo(dtype).eps))
     if t >= 1 and change <= tol:
       converged = True
       break
-    if Q.shape[1] == 0:   # the Krylov space holds the whole row space: Ritz values are exact
+    if Q.shape[1] == 0:  # the Krylov space holds the whole row space: Ritz values are exact
       converged = True
       break
   if prev is None:
@@ -596,14 +659,31 @@ def features_matrix_free(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
   if return_v:
     res.append(feature_directions(apply_fn, params, x, y, U, S, batch_size=b))
   if return_info:
-    res.append({"passes": t + 1, "ritz_change": change, "krylov_dim": int(AQ.shape[1]),
-                "converged": converged, "block": block, "products": products})
+    res.append(
+      {
+        "passes": t + 1,
+        "ritz_change": change,
+        "krylov_dim": int(AQ.shape[1]),
+        "converged": converged,
+        "block": block,
+        "products": products,
+      }
+    )
   return tuple(res)
 
 
-def top_features(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
-                 method: str = "matrix_free", return_v: bool = False, batch_size: int = 64,
-                 **kwargs) -> tuple[Any, ...]:
+def top_features(
+  apply_fn: ApplyFn,
+  params: Params,
+  x,
+  y,
+  k: int,
+  *,
+  method: str = "matrix_free",
+  return_v: bool = False,
+  batch_size: int = 64,
+  **kwargs,
+) -> tuple[Any, ...]:
   """Top-k features of ``YΦ0`` (eq 4) by either route; ``(U, S)`` or ``(U, S, V)``.
 
   ``method="dense"``: the empirical NTK Gram ``K`` in blocks
@@ -614,8 +694,9 @@ def top_features(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
   chunks of ``batch_size`` (:func:`feature_directions`).
   """
   if method == "matrix_free":
-    return features_matrix_free(apply_fn, params, x, y, k, batch_size=batch_size,
-                                return_v=return_v, **kwargs)
+    return features_matrix_free(
+      apply_fn, params, x, y, k, batch_size=batch_size, return_v=return_v, **kwargs
+    )
   if method != "dense":
     raise ValueError(f"method must be 'dense' or 'matrix_free'; got {method!r}")
   x = _check_inputs(x)
@@ -625,9 +706,16 @@ def top_features(apply_fn: ApplyFn, params: Params, x, y, k: int, *,
   return U, S, feature_directions(apply_fn, params, x, y, U, S, batch_size=batch_size)
 
 
-def response_probe(apply_fn: ApplyFn, x, y, U, logits0, *, batch_size: int = 500,
-                   params_of: Callable[[Any], Params] = lambda state: state.params
-                   ) -> tuple[Callable[[Any, PyTree], Array], dict[str, Array]]:
+def response_probe(
+  apply_fn: ApplyFn,
+  x,
+  y,
+  U,
+  logits0,
+  *,
+  batch_size: int = 500,
+  params_of: Callable[[Any], Params] = lambda state: state.params,
+) -> tuple[Callable[[Any, PyTree], Array], dict[str, Array]]:
   """``(probe, data)`` that record the responses ``z(t) = U^T Y (ŷ_t − ŷ_0)`` (eq 4) during
   training, for :func:`gs_jax.train.with_probe` (``hparams["probe"] = data``).
 
@@ -653,8 +741,11 @@ def response_probe(apply_fn: ApplyFn, x, y, U, logits0, *, batch_size: int = 500
   rows = -(-n // b) * b
   yu = np.zeros((rows, U.shape[1]), np.float32)
   yu[:n] = _labels_pm1(y, n)[:, None] * U
-  data = {"x": batching.pad_rows(x, rows).reshape((rows // b, b) + x.shape[1:]),
-          "yu": jnp.asarray(yu), "logits0": jnp.asarray(batching.pad_rows(logits0, rows))}
+  data = {
+    "x": batching.pad_rows(x, rows).reshape((rows // b, b) + x.shape[1:]),
+    "yu": jnp.asarray(yu),
+    "logits0": jnp.asarray(batching.pad_rows(logits0, rows)),
+  }
 
   def probe(state, d):
     params = params_of(state)
@@ -708,12 +799,14 @@ def region_shares(maps, mask) -> np.ndarray:
   sq = np.square(maps)
   inside = np.where(np.broadcast_to(np.asarray(mask, bool), maps.shape[2:]), sq, 0.0)
   total = sq.reshape(len(sq), -1).sum(axis=1)
-  return np.where(total > 0, inside.reshape(len(sq), -1).sum(axis=1) / np.maximum(total, 1e-300),
-                  0.0)
+  return np.where(
+    total > 0, inside.reshape(len(sq), -1).sum(axis=1) / np.maximum(total, 1e-300), 0.0
+  )
 
 
-def feature_region_shares(apply_fn: ApplyFn, params: Params, x, U, V, mask, *, per_feature: int = 8,
-                          centre=None) -> np.ndarray:
+def feature_region_shares(
+  apply_fn: ApplyFn, params: Params, x, U, V, mask, *, per_feature: int = 8, centre=None
+) -> np.ndarray:
   """Where each feature looks: the share of its input attribution inside a region of the input.
 
   Feature j acts on an input as ``g_j(x) = ∇_θ ŷ(x; θ)·v_j`` (:func:`feature_input_gradients`).
@@ -736,10 +829,11 @@ def feature_region_shares(apply_fn: ApplyFn, params: Params, x, U, V, mask, *, p
   if x.shape[0] != n:
     raise ValueError(f"x has {x.shape[0]} examples and U {n} rows")
   r = min(per_feature, n)
-  idx = np.argsort(-np.abs(U), axis=0)[:r].T                  # (k, r)
+  idx = np.argsort(-np.abs(U), axis=0)[:r].T  # (k, r)
   V = jnp.asarray(V)
-  grads = feature_input_gradients(apply_fn, params, x[idx.ravel()],
-                                  jnp.repeat(V, r, axis=1))    # (k·r, …)
+  grads = feature_input_gradients(
+    apply_fn, params, x[idx.ravel()], jnp.repeat(V, r, axis=1)
+  )  # (k·r, …)
   c = jnp.mean(x, axis=0) if centre is None else jnp.asarray(centre)
   attr = np.asarray(grads) * np.asarray(x[idx.ravel()] - c)
   return region_shares(attr.reshape((k, r) + x.shape[1:]), mask)

@@ -1,4 +1,5 @@
 """Minibatch training loops: epochs of compiled chunks of steps, resumable from checkpoints."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
@@ -15,8 +16,9 @@ from gs_jax.training.sharding import batch_sharded, replicated
 from gs_jax.training.state import Objective, TrainState, make_train_step
 
 
-def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = None, mesh=None,
-                      scan: bool = False):
+def make_epoch_runner(
+  train_step: Callable, *, preprocess: Callable | None = None, mesh=None, scan: bool = False
+):
   """Minibatch training over index chunks: one jitted step, called once per minibatch.
 
   Returns ``run(state, x_all, y_all, idx, hparams) -> (state, metrics)``: ``x_all``/``y_all``
@@ -44,6 +46,7 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   batch-1 training (docs/protocols.md §3.3, released protocol) the per-call dispatch would
   dominate, and its network (:class:`gs_jax.models.NarLeNet`) avoids XLA convolutions.
   """
+
   def one_step(state, x_all, y_all, ids, hparams):
     return fed(state, x_all[ids], y_all[ids], hparams)
 
@@ -66,10 +69,11 @@ def make_epoch_runner(train_step: Callable, *, preprocess: Callable | None = Non
   def run(state, x_all, y_all, idx, hparams):
     if mesh is not None and idx.shape[1] % mesh.size:
       raise ValueError(f"batch size {idx.shape[1]} is not divisible by the {mesh.size} devices")
-    if stream.is_stream(x_all):   # images decoded by a background pipeline, fed per batch
+    if stream.is_stream(x_all):  # images decoded by a background pipeline, fed per batch
       if scan or multi:
-        raise ValueError("a streamed dataset is fed per batch: not with scan=True or several "
-                         "processes")
+        raise ValueError(
+          "a streamed dataset is fed per batch: not with scan=True or several processes"
+        )
       history = []
       for ids in np.asarray(idx):
         state, metrics = fed_jit(state, jnp.asarray(x_all.take(ids)), y_all[ids], hparams)
@@ -96,19 +100,37 @@ class Diverged(FloatingPointError):
 
   def __init__(self, epoch: int, history: list):
     self.epoch, self.history = epoch, history
-    super().__init__(f"training diverged: the mean loss of epoch {epoch} is "
-                     f"{history[-1].get('loss')} (non-finite); the state of that epoch was not "
-                     "checkpointed")
+    super().__init__(
+      f"training diverged: the mean loss of epoch {epoch} is "
+      f"{history[-1].get('loss')} (non-finite); the state of that epoch was not "
+      "checkpointed"
+    )
 
 
-def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objective,
-                  state: TrainState, data: Mapping[str, Any], batch_indices: Callable,
-                  num_epochs: int, hparams, *, preprocess: Callable | None = None, mesh=None,
-                  checkpoint=None,
-                  chunk: int = 10, progress: bool = True, desc: str | None = None,
-                  on_chunk: Callable | None = None, on_epoch: Callable | None = None,
-                  train_step: Callable | None = None, evaluate: Callable | None = None,
-                  show: tuple = (), scan: bool = False, stop_on_nonfinite: bool = True):
+def fit_minibatch(
+  apply_fn,
+  tx: optax.GradientTransformation,
+  objective: Objective,
+  state: TrainState,
+  data: Mapping[str, Any],
+  batch_indices: Callable,
+  num_epochs: int,
+  hparams,
+  *,
+  preprocess: Callable | None = None,
+  mesh=None,
+  checkpoint=None,
+  chunk: int = 10,
+  progress: bool = True,
+  desc: str | None = None,
+  on_chunk: Callable | None = None,
+  on_epoch: Callable | None = None,
+  train_step: Callable | None = None,
+  evaluate: Callable | None = None,
+  show: tuple = (),
+  scan: bool = False,
+  stop_on_nonfinite: bool = True,
+):
   """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
 
   Epoch ``e`` (0-based) takes the steps ``batch_indices(e)``, an int array (steps, B) of rows
@@ -153,46 +175,60 @@ def fit_minibatch(apply_fn, tx: optax.GradientTransformation, objective: Objecti
     if start > num_epochs:
       raise ValueError(f"checkpoint at epoch {start} is past num_epochs={num_epochs}")
     history = list(meta["history"])
-  if mesh is not None and jax.process_count() > 1:   # data stay on the host: fed per batch
+  if mesh is not None and jax.process_count() > 1:  # data stay on the host: fed per batch
     state = distributed.to_global(state, replicated(mesh))
-  elif mesh is not None and stream.is_stream(data["x"]):   # the images stay on the host
+  elif mesh is not None and stream.is_stream(data["x"]):  # the images stay on the host
     state, y = jax.device_put((state, data["y"]), replicated(mesh))
     data = {**data, "y": y}
   elif mesh is not None:
     state, data = jax.device_put((state, dict(data)), replicated(mesh))
   if start == num_epochs:
     return state, history
-  run_steps = make_epoch_runner(train_step or make_train_step(apply_fn, tx, objective),
-                                preprocess=preprocess, mesh=mesh, scan=scan)
+  run_steps = make_epoch_runner(
+    train_step or make_train_step(apply_fn, tx, objective),
+    preprocess=preprocess,
+    mesh=mesh,
+    scan=scan,
+  )
   steps_per_epoch = len(batch_indices(start))
-  with tqdm(total=steps_per_epoch * num_epochs, initial=steps_per_epoch * start, desc=desc,
-            disable=not progress) as bar:
+  with tqdm(
+    total=steps_per_epoch * num_epochs,
+    initial=steps_per_epoch * start,
+    desc=desc,
+    disable=not progress,
+  ) as bar:
     for epoch in range(start, num_epochs):
       idx = batch_indices(epoch)
       if stream.is_stream(data["x"]):
-        data["x"].start(idx)   # this epoch's batches, decoded ahead in the background
+        data["x"].start(idx)  # this epoch's batches, decoded ahead in the background
       sums = {}
       for first in range(0, len(idx), chunk):
-        state, metrics = run_steps(state, data["x"], data["y"], idx[first:first + chunk],
-                                   hparams)
-        for name, values in metrics.items():   # float64 sums of per-chunk float32 sums
+        state, metrics = run_steps(state, data["x"], data["y"], idx[first : first + chunk], hparams)
+        for name, values in metrics.items():  # float64 sums of per-chunk float32 sums
           if name != PROBE:
             sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
-        bar.update(len(idx[first:first + chunk]))
-        bar.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss'][-1]):.4f}",
-                        **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in show})
+        bar.update(len(idx[first : first + chunk]))
+        bar.set_postfix(
+          epoch=epoch + 1,
+          loss=f"{float(metrics['loss'][-1]):.4f}",
+          **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in show},
+        )
         if on_chunk is not None:
           on_chunk(int(state.step), metrics)
-      record = {"epoch": epoch + 1, "step": int(state.step),
-                **{name: total / len(idx) for name, total in sums.items()}}
+      record = {
+        "epoch": epoch + 1,
+        "step": int(state.step),
+        **{name: total / len(idx) for name, total in sums.items()},
+      }
       if stop_on_nonfinite and not np.isfinite(record.get("loss", 0.0)):
         raise Diverged(epoch + 1, history + [record])
       if evaluate is not None:
         record.update(evaluate(state))
       history.append(record)
       if checkpoint is not None:
-        checkpoint.maybe_save(epoch + 1, state, meta={"history": history},
-                              force=epoch + 1 == num_epochs)
+        checkpoint.maybe_save(
+          epoch + 1, state, meta={"history": history}, force=epoch + 1 == num_epochs
+        )
       if on_epoch is not None:
         on_epoch(record)
   return state, history

@@ -1,5 +1,6 @@
 """Training objectives ``objective(logits, batch, params, step, hparams) -> (loss, metrics)``
 (:mod:`gs_jax.training.state`): the losses of :mod:`gs_jax.nn.losses` with their hyper-parameters."""
+
 from __future__ import annotations
 
 
@@ -34,7 +35,7 @@ def softmax_objective(logits, batch, params, step, hparams):
   del params, step
   nll = losses.softmax_cross_entropy(logits, batch["y"])
   loss = nll + losses.sd_penalty(logits, hparams["sd_lambda"])
-  if "sd_coef" in hparams:   # the released form (docs/protocols.md §3.3): sd_coef·Σ_batch,logits ŷ²
+  if "sd_coef" in hparams:  # the released form (docs/protocols.md §3.3): sd_coef·Σ_batch,logits ŷ²
     loss = loss + hparams["sd_coef"] * jnp.sum(jnp.square(logits))
   acc = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
   return loss, {"nll": nll, "accuracy": acc}

@@ -1,5 +1,6 @@
 """Measurements taken during training inside the compiled loop (``lax.cond`` on the step), and
 gradient ascent on a field (the adversarial/boundary probes of the two-moons experiments)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +8,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 
 
 PROBE = "probe"
@@ -41,8 +41,9 @@ def _check_every(every):
     return int(every)
   steps = np.asarray(every, np.int64)
   if steps.ndim != 1 or not len(steps) or steps[0] < 1 or np.any(np.diff(steps) <= 0):
-    raise ValueError("every must be an int >= 1 or a non-empty increasing sequence of "
-                     f"steps >= 1; got {every!r}")
+    raise ValueError(
+      f"every must be an int >= 1 or a non-empty increasing sequence of steps >= 1; got {every!r}"
+    )
   return steps
 
 
@@ -65,8 +66,7 @@ def with_probe(train_step: Callable, probe: Callable, every) -> Callable:
     state, metrics = train_step(state, batch, hparams)
     data = hparams[PROBE]
     shape = jax.eval_shape(probe, state, data)
-    skip = lambda s, d: jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype),
-                                               shape)
+    skip = lambda s, d: jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shape)
     value = jax.lax.cond(_probe_hits(state.step, every), probe, skip, state, data)
     return state, {**metrics, PROBE: value}
 
@@ -84,9 +84,16 @@ def probe_rows(metrics, last_step: int, every) -> list:
   return [(int(s), values[s - first]) for s in steps[hit]]
 
 
-def field_ascent(field: Callable, x0, step_size, num_steps: int, *,
-                 project: Callable | None = None, observe: Callable | None = None,
-                 every: int = 1):
+def field_ascent(
+  field: Callable,
+  x0,
+  step_size,
+  num_steps: int,
+  *,
+  project: Callable | None = None,
+  observe: Callable | None = None,
+  every: int = 1,
+):
   """Fixed-step Euler iteration ``x_{t+1} = P(x_t + η F(x_t))`` of the flow ``ẋ = F(x)``.
 
   Plain gradient ascent when ``F = ∇ψ`` (e.g. the dual eq 8 with ``F`` of eq 9,
@@ -108,8 +115,9 @@ def field_ascent(field: Callable, x0, step_size, num_steps: int, *,
     along a leading axis of length ``T // every + 1``.
   """
   if every < 1 or num_steps < 0:
-    raise ValueError(f"need every >= 1 and num_steps >= 0; got every={every}, "
-                     f"num_steps={num_steps}")
+    raise ValueError(
+      f"need every >= 1 and num_steps >= 0; got every={every}, num_steps={num_steps}"
+    )
   project = project or (lambda x: x)
 
   def step(_, x):

@@ -1,5 +1,6 @@
 """Many seeds (or sweep points) trained together: ``vmap`` over stacked states, sharded over
 devices, as one compiled program per chunk of steps."""
+
 from __future__ import annotations
 
 import functools
@@ -12,7 +13,14 @@ import optax
 
 from gs_jax.base import distributed
 from gs_jax.training.sharding import replicated
-from gs_jax.training.state import Objective, TrainState, apply_model, fit, init_state, make_train_step
+from gs_jax.training.state import (
+  Objective,
+  TrainState,
+  apply_model,
+  fit,
+  init_state,
+  make_train_step,
+)
 
 
 def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
@@ -34,9 +42,11 @@ def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
     most = min(len(v) for v in per.values())
     ks = [k for k in range(1, most + 1) if num_seeds % (k * len(procs)) == 0]
     if not ks:
-      raise ValueError(f"{num_seeds} seeds cannot be split over {len(procs)} processes: use a "
-                       f"multiple of {len(procs)} seeds (--seeds), or fewer processes")
-    chosen = [d for p in procs for d in per[p][:max(ks)]]
+      raise ValueError(
+        f"{num_seeds} seeds cannot be split over {len(procs)} processes: use a "
+        f"multiple of {len(procs)} seeds (--seeds), or fewer processes"
+      )
+    chosen = [d for p in procs for d in per[p][: max(ks)]]
   else:
     count = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     chosen = devices[:count]
@@ -44,12 +54,14 @@ def seed_sharding(num_seeds: int, devices=None) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
-def make_seed_init(model: nn.Module, tx: optax.GradientTransformation, *,
-                   shared_batch: bool = False) -> Callable:
+def make_seed_init(
+  model: nn.Module, tx: optax.GradientTransformation, *, shared_batch: bool = False
+) -> Callable:
   """Returns jitted ``init(keys, batches) -> states``: :func:`init_state` vmapped over seeds.
 
   ``batches`` as in :func:`make_seed_trainer` (only ``batches["x"]``'s shape is used).
   """
+
   # Runs once per trainer: at XLA's lowest optimisation level it compiles in ~0.2 s instead
   # of ~0.7 s (the PRNG code dominates), a quarter of a Figure-1 run. Without LLVM's
   # multiply-add contraction the initial values can differ from `init_state`'s (compiled at
@@ -62,9 +74,15 @@ def make_seed_init(model: nn.Module, tx: optax.GradientTransformation, *,
   return init_all
 
 
-def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
-                      objective: Objective, *, shared_batch: bool = False,
-                      chunk: int = 250, devices=None) -> Callable:
+def make_seed_trainer(
+  apply_fn,
+  tx: optax.GradientTransformation,
+  objective: Objective,
+  *,
+  shared_batch: bool = False,
+  chunk: int = 250,
+  devices=None,
+) -> Callable:
   """Builds ``train(states, batches, hparams, num_steps, …)`` for many seeds at once.
 
   ``apply_fn`` is a Flax module's ``apply`` (or the module). All seeds train in one compiled
@@ -98,11 +116,20 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
 
   @functools.partial(jax.jit, static_argnums=3)
   def run_chunk(states, batches, hparams, length):
-    return jax.vmap(lambda s, b: fit(train_step, s, b, hparams, length),
-                    in_axes=(0, batch_axis))(states, batches)
+    return jax.vmap(lambda s, b: fit(train_step, s, b, hparams, length), in_axes=(0, batch_axis))(
+      states, batches
+    )
 
-  def train(states, batches, hparams, num_steps: int, desc: str | None = None,
-            progress: bool = True, checkpoint=None, on_chunk=None):
+  def train(
+    states,
+    batches,
+    hparams,
+    num_steps: int,
+    desc: str | None = None,
+    progress: bool = True,
+    checkpoint=None,
+    on_chunk=None,
+  ):
     if num_steps < 1:
       raise ValueError(f"num_steps must be >= 1; got {num_steps}")
     num_seeds = len(jax.tree_util.tree_leaves(states)[0])
@@ -120,8 +147,7 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
       histories.append(history)
     # Committing every chunk's input to the same sharding keeps one compiled chunk program.
     states = distributed.to_global(states, sharding)
-    with tqdm(total=num_steps, initial=done, desc=desc, disable=not progress,
-              leave=False) as bar:
+    with tqdm(total=num_steps, initial=done, desc=desc, disable=not progress, leave=False) as bar:
       while done < num_steps:
         length = min(chunk, num_steps - done)
         states, hist = run_chunk(states, batches, hparams, length)
@@ -134,18 +160,25 @@ def make_seed_trainer(apply_fn, tx: optax.GradientTransformation,
         if on_chunk is not None:
           on_chunk(done, hist)
         if checkpoint is not None:
-          if len(histories) > 1:   # keep one stacked history, so saving stays cheap
+          if len(histories) > 1:  # keep one stacked history, so saving stays cheap
             histories = [_concat_histories(histories)]
           checkpoint.maybe_save(done, states, histories[0], force=done == num_steps)
-    if jax.process_count() > 1:   # every seed on every process, for evaluation and results
+    if jax.process_count() > 1:  # every seed on every process, for evaluation and results
       states = distributed.to_host(states)
     return states, _concat_histories(histories)
 
   return train
 
 
-def objective_at(apply_fn, objective: Objective, states: TrainState, batches, hparams, *,
-                 shared_batch: bool = False):
+def objective_at(
+  apply_fn,
+  objective: Objective,
+  states: TrainState,
+  batches,
+  hparams,
+  *,
+  shared_batch: bool = False,
+):
   """Logits, objective value and gradient norm ``‖∇θ objective‖₂`` at every seed's state.
 
   The end point of a full-batch run (models in eval mode) and its convergence check; the
@@ -153,6 +186,7 @@ def objective_at(apply_fn, objective: Objective, states: TrainState, batches, hp
   ``states``/``batches`` as in :func:`make_seed_trainer`. Returns three arrays with a
   leading seed axis: logits (S, n, …), loss (S,), gradient norm (S,).
   """
+
   def one(state, batch):
     def loss_fn(params):
       logits, _ = apply_model(apply_fn, state, batch["x"], params=params)

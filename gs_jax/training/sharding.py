@@ -1,10 +1,10 @@
 """Device meshes for minibatch training: data split over a 1-D mesh, state replicated."""
+
 from __future__ import annotations
 
 
 import jax
 import numpy as np
-
 
 
 def data_mesh(devices=None):

@@ -11,6 +11,7 @@ An *objective* is ``objective(logits, batch, params, step, hparams) -> (loss, me
 (e.g. ``{"sd_lambda": 0.003}``) that may differ between vmapped runs without recompiling, and
 ``metrics`` a dict of scalars recorded at every step (:mod:`gs_jax.training.objectives`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
@@ -20,7 +21,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
 
 
 Objective = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -37,6 +37,7 @@ class TrainState:
     model_state: the other variable collections (e.g. ``{"batch_stats": …}``); ``{}`` if none.
     key: PRNG key for stochastic layers; step ``t`` uses ``fold_in(key, t)``.
   """
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -47,9 +48,14 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-def make_optimizer(name: str = "sgd", learning_rate: float | optax.Schedule = 1e-2, *,
-                   momentum: float = 0.9, weight_decay: float = 0.0,
-                   nesterov: bool = False) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str = "sgd",
+  learning_rate: float | optax.Schedule = 1e-2,
+  *,
+  momentum: float = 0.9,
+  weight_decay: float = 0.0,
+  nesterov: bool = False,
+) -> optax.GradientTransformation:
   """SGD(+momentum) or Adam with PyTorch's *coupled* weight decay.
 
   PyTorch's ``SGD``/``Adam`` with ``weight_decay=wd`` add ``wd·θ`` to the gradient before the
@@ -76,19 +82,24 @@ def make_state(variables, tx: optax.GradientTransformation, key: jax.Array) -> T
   """
   params = variables["params"]
   model_state = {k: v for k, v in variables.items() if k != "params"}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    model_state=model_state, key=key)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    model_state=model_state,
+    key=key,
+  )
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-               x: jax.Array) -> TrainState:
+def init_state(
+  model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, x: jax.Array
+) -> TrainState:
   """Initialises parameters on an example input ``x`` (its batch size is irrelevant)."""
   init_key, state_key = jax.random.split(key)
   return make_state(dict(model.init(init_key, x, train=False)), tx, state_key)
 
 
-def apply_model(model, state: TrainState, x: jax.Array, *, train: bool = False,
-                params=None):
+def apply_model(model, state: TrainState, x: jax.Array, *, train: bool = False, params=None):
   """Logits of ``model`` (a Flax module or its ``apply``) at ``state`` (or at ``params``), and
   the updated model state.
 
@@ -103,8 +114,7 @@ def apply_model(model, state: TrainState, x: jax.Array, *, train: bool = False,
   return out if mutable else (out, state.model_state)
 
 
-def make_train_step(model, tx: optax.GradientTransformation,
-                    objective: Objective) -> Callable:
+def make_train_step(model, tx: optax.GradientTransformation, objective: Objective) -> Callable:
   """Returns the pure ``train_step(state, batch, hparams) -> (state, metrics)``.
 
   ``model`` is a Flax module or its ``apply`` (``apply(variables, x, train=, rngs=,
@@ -113,18 +123,19 @@ def make_train_step(model, tx: optax.GradientTransformation,
   Not jitted by itself: it is meant to be traced inside ``jit``/``scan``/``vmap`` by the caller
   (:func:`fit`), so that one compiled program runs all steps and all seeds.
   """
+
   def train_step(state: TrainState, batch, hparams):
     def loss_fn(params):
       logits, model_state = apply_model(model, state, batch["x"], train=True, params=params)
       loss, metrics = objective(logits, batch, params, state.step, hparams)
       return loss, (metrics, model_state)
 
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state=model_state)
+    new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
+    )
     return new_state, {"loss": loss, **metrics}
 
   return train_step
@@ -138,5 +149,4 @@ def fit(train_step: Callable, state: TrainState, batch, hparams, num_steps: int)
   Returns:
     The final state and the per-step metrics, each of shape ``(num_steps, …)``.
   """
-  return jax.lax.scan(lambda s, _: train_step(s, batch, hparams), state, None,
-                      length=num_steps)
+  return jax.lax.scan(lambda s, _: train_step(s, batch, hparams), state, None, length=num_steps)
