@@ -184,15 +184,18 @@ bench-distributed: .venv/.installed
 	$(PY) -m benchmarks.distributed_step $(ARGS)
 
 # Issue 18: the speed benchmarks on both stacks, one after the other (a quiet machine), then
-# the side-by-side table (docs/results/speed_stacks/table.md).
+# the side-by-side table. They write under runs/ (outside the tracked tree, so one benchmark's
+# file never makes the next one's tree dirty) and the set is copied to BENCH_OUT when all ran.
 BENCH_OUT ?= docs/results/speed_stacks
+BENCH_TMP := runs/speed_stacks
 bench-stacks: .venv/.installed .venv-oldest/.installed
-	mkdir -p $(BENCH_OUT)
+	rm -rf $(BENCH_TMP) && mkdir -p $(BENCH_TMP) $(BENCH_OUT)
 	for v in .venv-oldest .venv; do s=$$( [ $$v = .venv ] && echo newest || echo oldest ); \
 	  $$v/bin/python -m benchmarks.cifar_speed --protocol=released \
-	    --json=$(BENCH_OUT)/cifar_released_$$s.json || exit 1; \
+	    --json=$(BENCH_TMP)/cifar_released_$$s.json || exit 1; \
 	  $$v/bin/python -m benchmarks.cmnist_speed --methods=sd \
-	    --json=$(BENCH_OUT)/cmnist_$$s.json || exit 1; done
+	    --json=$(BENCH_TMP)/cmnist_$$s.json || exit 1; done
+	cp $(BENCH_TMP)/*.json $(BENCH_OUT)/
 	$(PY) -m analysis.speed_table $(BENCH_OUT)
 
 bench-ntk-features: .venv/.installed

@@ -156,23 +156,17 @@ def _moons(results: Path, folder: str) -> dict:
 
 @block("two_moons.figure1")
 def two_moons_figure1(results):
+  paper = _moons(results, "two_moons_figure1_paper")
   pub = _moons(results, "two_moons_figure1_published")
-  rel_ = _moons(results, "two_moons_appendix_b_released")
   rows = [
     "| preset | panel | steps | seeds | train acc. | final loss | margin min "
     "| per-seed margin min (mean) |",
     "|---|---|---|---|---|---|---|---|",
   ]
-  for preset, panels in (
-    (
-      "released grid (= paper preset's b, c)",
-      {"(b) Δ=+0.1, ERM": rel_["b_none"], "(c) Δ=+0.1, SD 0.003": rel_["b_sd"]},
-    ),
-    ("published", {v["title"]: v for v in pub.values()}),
-  ):
-    for label, m in panels.items():
+  for preset, panels in (("paper", paper), ("published", pub)):
+    for m in panels.values():
       rows.append(
-        f"| {preset} | {label} | {m['steps']:,} | {m['seeds']} | {100 * m['acc']:.1f}% "
+        f"| {preset} | {m['title']} | {m['steps']:,} | {m['seeds']} | {100 * m['acc']:.1f}% "
         f"| {m['loss']:.4f} | {m['min']:.3f} | {m['seed_min']:.3f} |"
       )
   return (
@@ -180,11 +174,22 @@ def two_moons_figure1(results):
     + "\n\n"
     + source(
       results,
+      "two_moons_figure1_paper/results.json",
       "two_moons_figure1_published/results.json",
-      "two_moons_appendix_b_released/results.json",
-      extra="The paper preset's panel (a) has no committed results file (to rerun: "
-      "`make two_moons`).",
     )
+  )
+
+
+@block("two_moons.dynamics")
+def two_moons_dynamics(results):
+  from analysis import two_moons_dynamics_figure
+
+  res = read(results, "two_moons_dynamics_paper/results.json")
+  return (
+    "\n".join(two_moons_dynamics_figure.table(res))
+    + "\n\nMean ± sample std (ddof = 1) over seeds of the values at the last step; the paired "
+    "lines compare the SD setting with the ERM setting of the same Δ seed by seed (same data "
+    "and θ0).\n\n" + source(results, "two_moons_dynamics_paper/results.json")
   )
 
 
@@ -244,6 +249,18 @@ def theory_theorem2(results):
   return fence(theorem2_report.tables(res)) + "\n\n" + source(results, "theorem2/results.json")
 
 
+@block("theory.input_sweep")
+def theory_input_sweep(results):
+  from analysis import theorem2_report
+
+  res = read(results, "theorem2_input_sweep/results.json")
+  return (
+    fence(theorem2_report.tables(res))
+    + "\n\n"
+    + source(results, "theorem2_input_sweep/results.json")
+  )
+
+
 @block("theory.figure5")
 def theory_figure5(results):
   from analysis import theorem2_report
@@ -270,6 +287,20 @@ def cmnist_table2(results):
     md + "\n\nMean ± sample std (ddof = 1) over 10 restarts; the paper's ± is the "
     "released code's `np.std` (ddof = 0). The oracle row is the grayscale model with "
     "ERM's settings, not the `oracle` preset.\n\n" + source(results, *files)
+  )
+
+
+@block("cmnist.oracle_cpu")
+def cmnist_oracle_cpu(results):
+  from analysis import cmnist_table
+
+  runs = cmnist_table.load_runs(str(results / "colored_mnist_cpu"))
+  md = cmnist_table.markdown_table(cmnist_table.table_rows(runs))
+  files = [f"colored_mnist_cpu/{n}/results.json" for n in runs]
+  return (
+    md + "\n\nThe `oracle` preset (the IRM paper's grayscale model and released settings), "
+    "full data, restarts on a 2-core CPU; mean ± sample std (ddof = 1).\n\n"
+    + source(results, *files)
   )
 
 

@@ -232,6 +232,11 @@ def main(argv=None):
   cores = args.cpu_cores if args.cpu_cores is not None else ("0" if released else "")
   cpus = devices.use_cpu_cores(cores)
   runtime = devices.use_cpu_runtime(args.cpu_runtime or ("fastest" if released else "thunk"))
+  from gs_jax.experiment import results
+
+  # The code that runs, recorded before anything is written (after the runtime is chosen:
+  # provenance lists the devices, which starts JAX's backends).
+  started = results.provenance_at_start()
   if args.torch_threads:
     import torch
 
@@ -302,7 +307,7 @@ def main(argv=None):
         "ratio": med["gs-jax"] / med["pytorch-eager"],
         "ratio_per_repeat": ratios,
         "load_average": os.getloadavg(),
-        "provenance": results.provenance(),
+        "provenance": {**started, "end_time": results.now()},
       },
     )
 

@@ -206,6 +206,9 @@ def main(argv=None):
     help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when neither exists)",
   )
   args = p.parse_args(argv)
+  from gs_jax.experiment import results
+
+  started = results.provenance_at_start()  # the code that runs, before anything is written
   import jax
 
   if args.torch_threads:
@@ -272,7 +275,12 @@ def main(argv=None):
     from gs_jax.experiment import results
 
     results.atomic_write_json(
-      args.json, {**out, "provenance": results.provenance(), "load_average": os.getloadavg()}
+      args.json,
+      {
+        **out,
+        "provenance": {**started, "end_time": results.now()},
+        "load_average": os.getloadavg(),
+      },
     )
   return 0
 

@@ -186,6 +186,9 @@ def main(argv=None):
   p.add_argument("--out_dir", default="runs/benchmarks/ntk_features")
   p.add_argument("--child", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  from gs_jax.experiment import results
+
+  started = results.provenance_at_start()  # the code that runs, before anything is written
   if args.child:
     r = measure(
       args.child,
@@ -234,7 +237,7 @@ def main(argv=None):
       "table": text,
       "cpu_count": os.cpu_count(),
       "load_average": os.getloadavg(),
-      "provenance": results.provenance(),
+      "provenance": {**started, "end_time": results.now()},
     },
   )
   return rows

@@ -231,3 +231,25 @@ def test_run_refuses_other_training_and_records_every_start(tmp_path, capsys):
   assert r3.previous is None and not (tmp_path / "r" / "results.json").exists()
   r3.write({"m": 3})
   assert len(r3.read()["provenance"]["calls"]) == 1
+
+
+def test_dirty_flag_looks_at_code_not_at_committed_results(tmp_path):
+  """A run that replaces a committed results file (or runs after one that did) runs the
+  committed code: the flag ignores docs/results, and sees any other tracked change."""
+  import subprocess
+
+  def git(*args):
+    subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+  git("init", "-q")
+  (tmp_path / "docs" / "results" / "a").mkdir(parents=True)
+  (tmp_path / "docs" / "results" / "a" / "results.json").write_text("{}")
+  (tmp_path / "code.py").write_text("x = 1\n")
+  git("add", "-A")
+  git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+  assert results.code_dirty(tmp_path) is False
+  (tmp_path / "docs" / "results" / "a" / "results.json").write_text('{"new": 1}')
+  (tmp_path / "untracked.py").write_text("")
+  assert results.code_dirty(tmp_path) is False
+  (tmp_path / "code.py").write_text("x = 2\n")
+  assert results.code_dirty(tmp_path) is True

@@ -43,6 +43,7 @@ from gs_jax.base.jsonio import atomic_write_json, read_json, to_builtin  # noqa:
 from gs_jax.base.stats import STD_CONVENTION, mean_std, wilson_interval  # noqa: F401
 from gs_jax.experiment.figures import pyplot, save_figure  # noqa: F401
 
+RESULTS_DIR = "docs/results"
 _PACKAGES = (
   "jax",
   "jaxlib",
@@ -55,14 +56,14 @@ _PACKAGES = (
 )
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, cwd: str | os.PathLike | None = None) -> str | None:
   try:
     out = subprocess.run(
       ["git", *args],
       capture_output=True,
       text=True,
       timeout=10,
-      cwd=Path(__file__).resolve().parent,
+      cwd=cwd or Path(__file__).resolve().parent,
     )
   except (OSError, subprocess.TimeoutExpired):
     return None
@@ -88,16 +89,29 @@ def command_line() -> str:
   return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+# What the dirty flag looks at: every tracked file except the committed results themselves
+# (a run that replaces its own docs/results/<name>/results.json, or runs after another one did,
+# runs the committed code all the same).
+_CODE = (":(top)", f":(top,exclude){RESULTS_DIR}")
+
+
+def code_dirty(repo: str | os.PathLike | None = None) -> bool | None:
+  """Whether tracked files outside ``docs/results`` differ from HEAD in the git work tree that
+  holds ``repo`` (default: this package's); None outside git."""
+  status = _git("status", "--porcelain", "--untracked-files=no", "--", *_CODE, cwd=repo)
+  return None if status is None else bool(status)
+
+
 def provenance() -> dict:
-  """Git commit, dirty flag (and, when dirty, a SHA-256 of ``git diff HEAD``), command line,
-  Python, package versions and JAX devices: what this process runs."""
+  """Git commit, dirty flag (tracked files outside ``docs/results`` differ from the commit; when
+  dirty, a SHA-256 of that ``git diff HEAD``), command line, Python, package versions and JAX
+  devices: what this process runs."""
   import hashlib
 
   import jax
 
-  status = _git("status", "--porcelain", "--untracked-files=no")
-  dirty = None if status is None else bool(status)
-  diff = _git("diff", "HEAD") if dirty else None
+  dirty = code_dirty()
+  diff = _git("diff", "HEAD", "--", *_CODE) if dirty else None
   return {
     "git_commit": _git("rev-parse", "HEAD"),
     "git_dirty": dirty,
@@ -109,6 +123,12 @@ def provenance() -> dict:
     "devices": [str(d) for d in jax.devices()],
     "process_count": jax.process_count(),
   }
+
+
+def provenance_at_start() -> dict:
+  """:func:`provenance` with ``start_time``: for scripts that write one JSON file at their end
+  (benchmarks), called when they start, so the record names the code that ran."""
+  return {**provenance(), "start_time": _now()}
 
 
 def combined_provenance(calls: list[dict]) -> dict:
@@ -127,6 +147,11 @@ def combined_provenance(calls: list[dict]) -> dict:
     calls=calls,
   )
   return first
+
+
+def now() -> str:
+  """The current UTC time, ISO 8601, to the second (the times of provenance records)."""
+  return _now()
 
 
 def _now() -> str:
