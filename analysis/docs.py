@@ -222,8 +222,7 @@ def two_moons_appendix_b(results):
       "two_moons_appendix_b_released/results.json",
       "two_moons_appendix_b/results.json",
       extra="Both columns rotate the data clockwise, as the released code does (the "
-      "earlier, uncommitted H200 run of `long` rotated counter-clockwise: 0.126 / 0.140 in its "
-      "45° row).",
+      "earlier H200 run of `long`, replaced by this one, rotated counter-clockwise).",
     )
   )
 
