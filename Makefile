@@ -57,8 +57,11 @@ test: .venv/.installed
 # experiment runs (integration), no multi-process jobs, no notebook; it lists its slowest tests
 # (the candidates for a smaller size). Tests mirror the package: tests/<layer>/test_<module>.py,
 # end-to-end runs in tests/experiments/ (markers: pyproject.toml, [tool.pytest.ini_options]).
+# The tier is bound by XLA compilation: it keeps JAX's persistent compilation cache in .cache/jax
+# (untracked; subprocesses inherit it), so a second run reuses the first one's executables.
 test-unit: .venv/.installed
-	$(PY) -m pytest -q -m "not slow and not multiprocess and not notebook and not integration" -n 2 -rs --durations=25
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	  $(PY) -m pytest -q -m "not slow and not multiprocess and not notebook and not integration" -n 2 -rs --durations=25
 
 # The same suite on the oldest supported stack, with neural-tangents as the NTK reference.
 test-oldest: .venv-oldest/.installed
