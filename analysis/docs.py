@@ -221,9 +221,8 @@ def two_moons_appendix_b(results):
       results,
       "two_moons_appendix_b_released/results.json",
       "two_moons_appendix_b/results.json",
-      extra="The `long` column is the H200 run of the `long` preset, old schema; its "
-      "45° rotation was counter-clockwise (the released code, and gs-jax now, "
-      "rotate clockwise).",
+      extra="Both columns rotate the data clockwise, as the released code does (the "
+      "earlier H200 run of `long`, replaced by this one, rotated counter-clockwise).",
     )
   )
 

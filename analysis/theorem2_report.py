@@ -186,6 +186,12 @@ def draw_network(res: dict, stem) -> list[Path]:
   ax.loglog(widths, [net[w]["rel_error_max"] for w in keys], "s--", label="max")
   ax.loglog(widths, mean[0] * np.sqrt(widths[0] / widths), ":", color="gray", label="∝ 1/√width")
   ax.loglog(widths, mean[0] * widths[0] / widths, "-.", color="gray", label="∝ 1/width")
+  # The widths themselves as ticks (log-axis minor labels overlap on a short decade range).
+  from matplotlib.ticker import NullFormatter
+
+  ax.set_xticks(widths)
+  ax.set_xticklabels([str(w) for w in widths])
+  ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel("width")
   ax.set_ylabel("|z_trained − z_dual| / |z_dual|")
   ax.set_title(

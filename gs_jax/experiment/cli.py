@@ -171,11 +171,18 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
     help=f"named starting configuration (default {presets[0]!r}); the flags below "
     f"show the chosen preset's values",
   )
-  for name, (_, default) in _flags(cfg).items():
+  groups = {
+    "": p.add_argument_group("hyper-parameters (what the run computes; its fingerprint)"),
+    "eval": p.add_argument_group("evaluation (a finished training is re-evaluated, not retrained)"),
+    "run": p.add_argument_group("run (where and how it runs; never part of the fingerprint)"),
+  }
+  for name, (dotted, default) in _flags(cfg).items():
     text = f"{_help_for(module, name)} (default: {_show(default)})"
     kind = _parser_for(default, name)
+    section = dotted.split(".")[0] if dotted.split(".")[0] in FLAT_SECTIONS else ""
+    g = groups[section]
     if kind is _bool:  # --name, --name=false, --no_name
-      p.add_argument(
+      g.add_argument(
         f"--{name}",
         dest=name,
         type=kind,
@@ -186,9 +193,9 @@ def build_parser(module: ModuleType, preset: str, prog: str | None = None):
         const=True,
       )
     else:
-      p.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text, metavar="VALUE")
+      g.add_argument(f"--{name}", dest=name, type=kind, default=None, help=text, metavar="VALUE")
     if kind is _bool:
-      p.add_argument(
+      g.add_argument(
         f"--no_{name}", dest=name, action="store_const", const=False, help=argparse.SUPPRESS
       )
   return p, cfg

@@ -98,6 +98,8 @@ class Run:
     self.fingerprint = fingerprint(self.hparams)
     self.training_fingerprint = fingerprint(training_settings(cfg))
     self.writer = results.RunWriter(self.out_dir, experiment, cfg)
+    if isinstance(self.writer.config.get("run"), dict):   # the directory actually used
+      self.writer.config["run"]["out_dir"] = str(self.out_dir)
     if cfg.run.overwrite and distributed.is_main():
       for name in ("ckpt", "metrics.jsonl", "results.json", "calls.jsonl", *artifacts):
         path = self.out_dir / name

@@ -32,7 +32,8 @@ def _copy_results(tmp_path):
   """The files behind PAGE, in a results folder of their own."""
   src = docs.ROOT / "docs" / "results"
   dst = tmp_path / "results"
-  shutil.copytree(src / "colored_mnist_h200", dst / "colored_mnist_h200")
+  for folder in ("colored_mnist_h200", "colored_mnist_cpu"):
+    shutil.copytree(src / folder, dst / folder)
   shutil.copy(src / "LEGACY.json", dst / "LEGACY.json")
   return dst
 
