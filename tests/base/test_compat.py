@@ -4,7 +4,8 @@ The suite runs on two stacks (README, "Stacks"): the oldest (jax 0.5.3) takes th
 private-API branches, the newest (jax 0.10) the public ones; every test here asserts which
 branch this stack took, so the pair of CI runs covers both. The multi-process behaviour behind
 :func:`distributed_initialize` (heartbeat deadline, survivors stopping) is tested with real
-processes in tests/test_distributed.py on both stacks.
+processes in tests/base/test_distributed.py and tests/experiments/test_distributed.py on both
+stacks.
 """
 
 import inspect

@@ -183,7 +183,7 @@ def test_cifar_cli_two_processes_equal_one_process(tmp_path):
   # reduced in another order (gloo across processes) and training amplifies the difference
   # (cifar10 on random images, lr 0.05): measured relative |Δ loss| per epoch 1e-7, 3e-6,
   # 6e-5 (parameters 5e-4 after 12 steps, as 1 against 4 devices in one process,
-  # tests/test_cifar.py). rtol 1e-3 leaves ~15× room.
+  # tests/experiments/test_cifar.py). rtol 1e-3 leaves ~15× room.
   loss = [
     [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
     for d in ("two", "one")

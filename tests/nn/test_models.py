@@ -342,7 +342,8 @@ def test_preact_block_is_preactivated():
 def test_reduced_width_preact_resnet_fits_synthetic_100_class_batch():
   """CI-sized: a PreActResNet of one block per stage, widths (8, 16, 16, 16), memorises 16
   random images of 100 classes with the preset's objective and optimiser (SGD momentum,
-  SD λ = 0.05). (The full-size preset end to end: the slow tests below.)"""
+  SD λ = 0.05). (The full-size preset end to end: the slow tests of
+  tests/experiments/test_cifar.py.)"""
   from gs_jax import training as train
 
   rng = np.random.default_rng(0)
