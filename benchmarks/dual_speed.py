@@ -157,6 +157,7 @@ def main():
   )
   p.add_argument("--out", default="runs/benchmarks/dual_speed.json", help="results JSON path")
   args = p.parse_args()
+  started = results.provenance_at_start()  # the code that runs, before anything is written
 
   rows = []
   for n in args.sizes:
@@ -194,6 +195,7 @@ def main():
       "cpu_count": os.cpu_count(),
       "load_average": os.getloadavg(),
       "rows": rows,
+      "provenance": {**started, "end_time": results.now()},
     },
   )
   print(f"load average {os.getloadavg()} on {os.cpu_count()} CPUs; wrote", args.out)

@@ -169,6 +169,8 @@ def main(argv=None):
   devices.use_cpu_devices()  # as experiments.two_moons does: one JAX CPU device per core
   import jax
 
+  started = results.provenance_at_start()  # the code that runs, before anything is written
+
   seeds = list(range(args.seeds))
   machine = (
     f"{jax.devices()[0].platform} × {len(jax.devices())} devices (os.cpu_count() = "
@@ -220,7 +222,16 @@ def main(argv=None):
         )
     _report("end to end", runs["end_to_end"], "fresh processes", 3)
   if args.json:
-    results.atomic_write_json(args.json, {"machine": machine, **vars(args), **runs})
+    results.atomic_write_json(
+      args.json,
+      {
+        "machine": machine,
+        **vars(args),
+        **runs,
+        "provenance": {**started, "end_time": results.now()},
+        "load_average": os.getloadavg(),
+      },
+    )
     print("wrote", args.json)
 
 
