@@ -53,10 +53,15 @@ test: .venv/.installed
 	@echo "GS_DATA_DIR=$(GS_DATA_DIR) (real-data tests are skipped when it is empty)"
 	$(PY) -m pytest -q -m "not slow" -n 2 -rs
 
-# The fast unit tier: no reproduction runs, no multi-process jobs, no notebook; it lists its
-# slowest tests (the candidates for a smaller size or the slow marker).
+# The fast unit tier (under two minutes on 2 cores): no reproduction runs, no end-to-end
+# experiment runs (integration), no multi-process jobs, no notebook; it lists its slowest tests
+# (the candidates for a smaller size). Tests mirror the package: tests/<layer>/test_<module>.py,
+# end-to-end runs in tests/experiments/ (markers: pyproject.toml, [tool.pytest.ini_options]).
+# The tier is bound by XLA compilation: it keeps JAX's persistent compilation cache in .cache/jax
+# (untracked; subprocesses inherit it), so a second run reuses the first one's executables.
 test-unit: .venv/.installed
-	$(PY) -m pytest -q -m "not slow and not multiprocess and not notebook" -n 2 -rs --durations=15
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
+	  $(PY) -m pytest -q -m "not slow and not multiprocess and not notebook and not integration" -n 2 -rs --durations=25
 
 # The same suite on the oldest supported stack, with neural-tangents as the NTK reference.
 test-oldest: .venv-oldest/.installed
@@ -211,7 +216,7 @@ gpu-check: $(if $(filter $(PY),$(GPU_PY)),.venv/.installed)
 	$(GPU_PY) -m benchmarks.gpu_check $(ARGS)
 
 # README.md and docs/**/*.md: rewrite every generated block from docs/results (analysis/docs.py);
-# tests/test_docs.py fails when a committed block differs from what this writes.
+# tests/analysis/test_docs.py fails when a committed block differs from what this writes.
 .PHONY: docs
 docs: .venv/.installed
 	$(PY) -m analysis.docs

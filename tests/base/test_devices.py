@@ -1,0 +1,87 @@
+"""gs_jax.base.devices, in fresh processes: the CPU runtime switch before the backend starts, and
+--cpu_cores pinning by index into the allowed cores."""
+
+import os
+
+from tests._helpers import REPO
+
+
+_RUNTIME = """
+import os, warnings
+from gs_jax.base import _compat, devices
+with warnings.catch_warnings(record=True) as w:
+  warnings.simplefilter("always")
+  got = devices.use_cpu_runtime("legacy")
+if _compat.HAS_LEGACY_CPU_RUNTIME:
+  assert got == "legacy"
+  assert "--xla_cpu_use_thunk_runtime=false" in os.environ["XLA_FLAGS"].split()
+else:   # jax >= 0.6: no legacy runtime; the default stays, with a warning naming why
+  assert got == "thunk", got
+  assert any("needs jax < 0.6" in str(x.message) for x in w)
+  assert "thunk_runtime" not in os.environ.get("XLA_FLAGS", "")
+import jax, jax.numpy as jnp
+assert float(jnp.ones(3).sum()) == 3.0          # the backend starts with the flag
+with warnings.catch_warnings(record=True) as w:
+  warnings.simplefilter("always")
+  assert devices.use_cpu_runtime("thunk" if got == "legacy" else "legacy") == got  # too late
+assert any("already run" in str(x.message) for x in w)
+try:
+  devices.use_cpu_runtime("fast")
+except ValueError as e:
+  assert "cpu_runtime" in str(e)
+else:
+  raise AssertionError("no error for an unknown runtime")
+print("ok")
+"""
+
+
+_CORES = """
+import os
+from gs_jax.base import devices
+allowed = sorted(os.sched_getaffinity(0))
+assert devices.use_cpu_cores("") == allowed            # empty: affinity left alone
+assert devices.use_cpu_cores("0") == [allowed[0]]
+assert sorted(os.sched_getaffinity(0)) == [allowed[0]]
+for bad, words in ((str(len(allowed)), "out of range"), ("a,b", "comma-separated")):
+  try:
+    devices.use_cpu_cores(bad)
+  except ValueError as e:
+    assert words in str(e), e
+  else:
+    raise AssertionError(f"no error for cpu_cores={bad!r}")
+import jax.numpy as jnp
+assert float(jnp.ones(3).sum()) == 3.0
+print("ok")
+"""
+
+
+def test_cpu_runtime_switch_before_the_backend_starts():
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", _RUNTIME],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=REPO,
+  )
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_cpu_cores_pins_the_process_by_index_into_its_allowed_cores():
+  """In a subprocess (pinning is process-wide): index 0 of the allowed cores; clear errors
+  for the first index past them (any core count) and for a malformed spec."""
+  import subprocess
+  import sys
+
+  out = subprocess.run(
+    [sys.executable, "-c", _CORES],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=REPO,
+  )
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

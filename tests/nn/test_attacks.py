@@ -1,0 +1,201 @@
+"""gs_jax.nn.attacks: PGD stays in its ball and the [0, 1] box and finds the optimum of a linear
+model, margins by bisection against the closed form, evaluation in padded chunks, argument
+checks, and the released attack units (docs/protocols.md §3.3)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gs_jax.nn import attacks
+
+
+def _linear(p, x):
+  return x.reshape(x.shape[0], -1) @ p["w"] + p["b"]
+
+
+def _linear_params(seed=0, d=8 * 8 * 3, classes=2):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  return {
+    "w": jax.random.normal(k1, (d, classes)) / np.sqrt(d),
+    "b": jax.random.normal(k2, (classes,)) * 0.01,
+  }
+
+
+def _exact_linf_margin(p, x):
+  """L∞ margin of a 2-class linear model, |f(x)| / ‖u‖₁ with f = u·x + c (clipping unbound)."""
+  lg = np.asarray(_linear(p, x))
+  return np.abs(lg[:, 1] - lg[:, 0]) / float(jnp.sum(jnp.abs(p["w"][:, 1] - p["w"][:, 0])))
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_stays_in_ball_and_box(norm):
+  p = _linear_params()
+  x = jax.random.uniform(jax.random.PRNGKey(5), (16, 8, 8, 3))
+  x = x.at[:4].set(0.0).at[4:8].set(1.0)  # saturated images: clipping must bind
+  y = jnp.argmax(_linear(p, x), -1)
+  eps = 0.03 if norm == "linf" else 0.5
+  eps_vec = jnp.linspace(0.2, 1.0, 16) * eps
+  for e in (eps, eps_vec):
+    x_adv = attacks.pgd(
+      _linear,
+      p,
+      x,
+      y,
+      jax.random.PRNGKey(1),
+      e,
+      norm=norm,
+      steps=7,
+      step_size=jnp.asarray(e) / 2,
+      restarts=2,
+    )
+    d = (x_adv - x).reshape(16, -1)
+    size = jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
+    assert bool(jnp.all(size <= jnp.broadcast_to(e, (16,)) * (1 + 1e-5) + 1e-7))
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def test_pgd_traced_equals_driven_and_finds_the_linear_optimum():
+  p = _linear_params(1)
+  x = 0.5 + 0.01 * jax.random.normal(jax.random.PRNGKey(2), (8, 8, 8, 3))
+  y = jnp.argmax(_linear(p, x), -1)
+  eps = 0.01
+  for rand_init in (True, False):
+    a = attacks.pgd(_linear, p, x, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init)
+    # The same function traced inside one outer jit (pieces inlined, loops unrolled).
+    b = jax.jit(
+      lambda p_, x_: attacks.pgd(
+        _linear, p_, x_, y, jax.random.PRNGKey(3), eps, steps=10, rand_init=rand_init
+      )
+    )(p, x)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 reassociation only
+  # For a linear 2-class model the L∞ optimum moves every pixel by ε against the margin
+  # direction (no clipping near 0.5): PGD with step ε/10 × 10 steps from x reaches that
+  # corner exactly.
+  u = (p["w"][:, 1] - p["w"][:, 0]).reshape(8, 8, 3)
+  s = jnp.where(y == 1, -1.0, 1.0)[:, None, None, None]
+  np.testing.assert_allclose(a - x, s * eps * jnp.sign(u)[None], atol=1e-6)
+
+
+def test_margin_matches_closed_form_for_a_linear_model():
+  p = _linear_params(2)
+  x = 0.5 + 0.02 * jax.random.normal(jax.random.PRNGKey(4), (12, 8, 8, 3))
+  y = jnp.argmax(_linear(p, x), -1)
+  y = y.at[0].set(1 - y[0])  # one misclassified example → 0
+  exact = _exact_linf_margin(p, x)
+  eps_max, steps = 0.2, 10
+  m = np.asarray(
+    attacks.margin(
+      _linear,
+      p,
+      x,
+      y,
+      jax.random.PRNGKey(0),
+      eps_max=eps_max,
+      bisection_steps=steps,
+      rand_init=False,
+    )
+  )
+  assert m[0] == 0.0
+  tol = eps_max / 2**steps
+  inside = exact[1:] < eps_max
+  assert inside.sum() >= 6
+  np.testing.assert_array_less(np.abs(m[1:][inside] - exact[1:][inside]), tol + 1e-7)
+  assert np.all(np.isinf(m[1:][~inside]))
+  # From a random start the 10 steps of ε/10 cannot always use the whole budget: the
+  # margin is never below the exact one, and on average larger.
+  m3 = np.asarray(
+    attacks.margin(_linear, p, x, y, jax.random.PRNGKey(0), eps_max=eps_max, bisection_steps=steps)
+  )
+  fin = np.isfinite(m3[1:]) & inside
+  assert np.all(m3[1:][fin] >= exact[1:][fin] - tol) and m3[1:][fin].mean() > exact[1:][fin].mean()
+
+
+def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
+  """``attacks.evaluate`` over 3 chunks (5, 5, 2 padded to 5 rows) on a linear model whose
+  L∞ margins are known: PGD cannot flip beyond the exact margin; from a random start 10 steps
+  of ε/10 move each coordinate by ε·3/4 on average, so margins below ε/2 flip; the strong
+  attack (50 steps of ε/20) always reaches the corner and flips exactly the margins below ε."""
+  p = _linear_params(3)
+  p["b"] = -0.5 * p["w"].sum(0)  # f(0.5·1) = 0: margins spread from 0 upwards
+  x = 0.5 + 0.05 * jax.random.normal(jax.random.PRNGKey(7), (12, 8, 8, 3))
+  y = jnp.argmax(_linear(p, x), -1)
+  y = y.at[0].set(1 - y[0])  # example 0 misclassified
+  exact = _exact_linf_margin(p, x)
+  s = np.sort(exact[1:])
+  eps = float(s[5] + s[6]) / 2  # between two margins, no ties
+  shapes = []
+
+  def prepare(xb, yb):
+    shapes.append(xb.shape)
+    return xb, yb
+
+  out = attacks.evaluate(
+    _linear,
+    p,
+    x,
+    y,
+    jax.random.PRNGKey(0),
+    eps={"e": eps},
+    margin_n=-1,
+    margin_eps_max=0.05,
+    margin_bisection=10,
+    strong_n=12,
+    batch_size=5,
+    prepare=prepare,
+  )
+  assert set(shapes) == {(5, 8, 8, 3)}  # one shape: compiled once
+  clean = np.asarray(jnp.argmax(_linear(p, x), -1))
+  np.testing.assert_array_equal(out["clean"], clean)
+  y = np.asarray(y)
+  ok = clean == y
+  flipped = out["pgd"]["e"] != y
+  assert not flipped[ok & (exact > eps * 1.001)].any()
+  assert flipped[ok & (exact < eps / 2)].all() and (ok & (exact < eps / 2)).sum() >= 2
+  strong_flipped = out["strong"]["e"]["strong"] != y
+  np.testing.assert_array_equal(strong_flipped[ok], (exact < eps)[ok])
+  np.testing.assert_array_equal(out["strong"]["e"]["weak"] != y, flipped | ~ok)
+  tol = 0.05 / 2**10
+  assert out["margins"][0] == 0 and np.all(out["margins"][1:] >= exact[1:] - tol)
+  only_clean = attacks.evaluate(_linear, p, x, y, jax.random.PRNGKey(0), batch_size=5)
+  assert set(only_clean) == {"clean", "pgd"} and not only_clean["pgd"]
+
+
+def test_attack_rejects_bad_arguments():
+  p = _linear_params()
+  x = jnp.zeros((2, 8, 8, 3))
+  with pytest.raises(ValueError, match="norm must be"):
+    attacks.pgd(_linear, p, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, norm="l1")
+  with pytest.raises(ValueError, match="steps and restarts"):
+    attacks.pgd(_linear, p, x, jnp.zeros(2, int), jax.random.PRNGKey(0), 0.1, steps=0)
+
+
+def test_gap_loss_and_released_attack_units():
+  """The logit-gap loss; a linear model on 2x−1 inputs: the released attack's margin in pixels
+  equals the closed form |z|/(2‖w‖₁), and in [−1,1] units it is twice that."""
+  np.testing.assert_allclose(attacks._gap_sum(jnp.array([[3.0, 1.0, 2.0]]), jnp.array([0])), -1.0)
+  w = jax.random.normal(jax.random.PRNGKey(0), (8 * 8 * 3,))
+
+  def logits_fn(p, x):  # binary logits (0, z) with z = w·(2x−1)
+    z = (2 * x - 1).reshape(x.shape[0], -1) @ p
+    return jnp.stack([jnp.zeros_like(z), z], -1)
+
+  x = 0.5 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), (10, 8, 8, 3))
+  z = np.asarray(logits_fn(w, x)[:, 1])
+  y = jnp.asarray((z > 0).astype(np.int32))
+  exact = np.abs(z) / (2 * np.abs(np.asarray(w)).sum())  # pixels (box [0,1] not active)
+  from gs_jax.tasks.cifar_eval import RELEASED_ATTACKS
+
+  for name, attack in RELEASED_ATTACKS.items():
+    m = np.asarray(
+      attacks.margin(
+        logits_fn, w, x, y, jax.random.PRNGKey(2), eps_max=0.1, bisection_steps=12, **attack
+      )
+    )
+    tol = 0.1 / 2**12
+    assert np.all(m >= exact - 1e-7), name  # bisection returns the flipping end
+    np.testing.assert_array_less(
+      m - exact, tol + 1e-6 if name == "released" else 0.05 * exact + tol
+    )
