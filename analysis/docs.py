@@ -695,8 +695,41 @@ def speed_two_moons(results):
     )
   return (
     "\n".join(rows)
-    + f"\n\n{d['repeats']} repeats on {d['machine']}.\n\n"
+    + f"\n\n{d['repeats']} repeats on {d['machine']}"
+    + (
+      f"; load average at the end {d['load_average'][0]:.1f} (the machine was shared: a loaded "
+      "measurement)"
+      if "load_average" in d
+      else ""
+    )
+    + ".\n\n"
     + source(results, "two_moons_speed/cpu_2core.json")
+  )
+
+
+@block("speed.dual")
+def speed_dual(results):
+  d = read(results, "dual_speed/dual_speed.json")
+  rows = [
+    "| n | Newton to 1e-12: wall (iterations / Cholesky) | residual | Newton to 1e-6 "
+    "| gradient ascent on eq 8: wall, steps | its residual | speed-up to 1e-6 |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for r in d["rows"]:
+    nt, n6, ga = r["newton"], r["newton_1e-6"], r["gradient_ascent"]
+    extra = r["speedup_to_1e-6_extrapolated"]
+    rows.append(
+      f"| {r['n']:,} | {nt['seconds']:.2f} s ({nt['iterations']} / {nt['factorizations']}) "
+      f"| {nt['residual']:.1e} | {n6['seconds']:.2f} s | {ga['seconds']:.0f} s, "
+      f"{ga['steps']:,} | {ga['residual']:.1e} | {r['speedup_to_1e-6']}"
+      + (f"; extrapolated ~{extra:,.0f}×" if extra else "")
+      + " |"
+    )
+  return (
+    "\n".join(rows)
+    + f"\n\n`dual.fixed_point` (compile excluded) against gradient ascent on the dual (eq 8, step "
+    f"1/L, capped); {d['device']}, load average at the end {d['load_average'][0]:.1f} (a loaded "
+    "measurement).\n\n" + source(results, "dual_speed/dual_speed.json")
   )
 
 
