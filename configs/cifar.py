@@ -34,7 +34,7 @@ momentum 0.9, constant learning rate, batch size 1, 40 epochs, trained as compil
 logits (``--sd_coef``; Figure 2: 0 and 0.1). Conversion to our mean form ``sd_lambda·mean(ŷ²)``
 (docs/protocols.md §4): at batch size B with C logits, ``Σ ŷ² = B·C·mean(ŷ²)``, so
 ``sd_lambda = sd_coef·B·C``; at batch 1 with 2 logits sd_coef 0.1 = sd_lambda 0.2 and
-sd_coef 0.01 = sd_lambda 0.02 (the same training loss; tests/test_cifar_released.py checks it).
+sd_coef 0.01 = sd_lambda 0.02 (the same training loss; tests/training/test_objectives.py checks it).
 Margins and OOD accuracies come from two attacks, the released-style Foolbox PGD (40 steps of
 ε/30 on the cross-entropy, no random start) and a strong one (100 steps of ε/20 on the logit
 gap, a clean start plus 3 random starts), with a bisection on ε; results.json holds them in

@@ -11,7 +11,7 @@ the released hyper-parameters; commands (``make cmnist`` runs every preset, then
 Every preset trains 10 restarts (``--seeds``) on the full data (50,000 training / 10,000 test
 examples); ``--seeds=2 --n_train=2000`` etc. give reduced runs. Expected: the paper's Table 2
 (``gs_jax.paper.TABLE2``) within 2 paper standard deviations on test accuracy for erm, sd,
-irm, rex and oracle (tests/test_colored_mnist_experiment.py); ``sd_clean`` keeps the colour
+irm, rex and oracle (tests/experiments/test_colored_mnist.py); ``sd_clean`` keeps the colour
 shortcut. The measured table: docs/experiments/colored_mnist.md (generated from docs/results/).
 
 Sources of the settings: ``erm``, ``sd``, ``irm`` the Gradient-Starvation authors'

@@ -155,13 +155,17 @@ def run(cfg) -> dict:
     preprocess=lambda key, xb: celeba.to_float(xb),
     mesh=mesh,
     checkpoint=ckpt,
-    chunk=cfg.chunk,
-    progress=cfg.run.progress,
-    on_epoch=log_epoch,
     train_step=step,
-    evaluate=evaluate,
-    show=tuple(f"acc_g{k}" for k in range(4)),
-    desc=f"celeba {cfg.method} s{cfg.seed}",
+    loop=train.LoopOptions(
+      chunk=cfg.chunk,
+      progress=cfg.run.progress,
+      show=tuple(f"acc_g{k}" for k in range(4)),
+      desc=f"celeba {cfg.method} s{cfg.seed}",
+    ),
+    callbacks=train.Callbacks(
+      on_epoch=log_epoch,
+      evaluate=evaluate,
+    ),
   )
   train_s = time.perf_counter() - t0
   images = (cfg.epochs - start) * (n // cfg.batch_size) * cfg.batch_size

@@ -117,11 +117,15 @@ def run(cfg) -> dict:
       preprocess=preprocess,
       mesh=mesh,
       checkpoint=ckpt,
-      chunk=cfg.chunk,
-      progress=cfg.run.progress,
-      on_epoch=log_epoch,
-      scan=released,
-      desc=f"{cfg.dataset} {method_name(cfg)} s{cfg.seed}",
+      loop=train.LoopOptions(
+        chunk=cfg.chunk,
+        progress=cfg.run.progress,
+        scan=released,
+        desc=f"{cfg.dataset} {method_name(cfg)} s{cfg.seed}",
+      ),
+      callbacks=train.Callbacks(
+        on_epoch=log_epoch,
+      ),
     )
   except train.Diverged as e:  # a result, not a crash: recorded, nothing evaluated
     log_epoch(e.history[-1])

@@ -155,14 +155,19 @@ def run(cfg) -> dict:
         hparams,
         preprocess=lambda _, xb: cifar.to_float(xb),
         checkpoint=ckpt,
-        chunk=cfg.chunk,
-        progress=cfg.run.progress,
         train_step=step_fn,
-        on_chunk=on_chunk,
-        scan=True,
-        desc=f"{arm} s{seed}",
-        on_epoch=lambda r, arm=arm, seed=seed: writer.log(
-          r["step"], kind="epoch", arm=arm, seed=seed, **{k: v for k, v in r.items() if k != "step"}
+        loop=train.LoopOptions(
+          chunk=cfg.chunk, progress=cfg.run.progress, scan=True, desc=f"{arm} s{seed}"
+        ),
+        callbacks=train.Callbacks(
+          on_chunk=on_chunk,
+          on_epoch=lambda r, arm=arm, seed=seed: writer.log(
+            r["step"],
+            kind="epoch",
+            arm=arm,
+            seed=seed,
+            **{k: v for k, v in r.items() if k != "step"},
+          ),
         ),
       )
       logits = lib.batched_logits(eval_model, state.params, x, cfg.feature_batch)

@@ -138,11 +138,17 @@ def run(cfg) -> dict:
         {"sd_lambda": jnp.float32(sd)},
         preprocess=lambda _, xb: dominoes.to_float(xb, cfg.a, cfg.background),
         checkpoint=ckpt,
-        chunk=cfg.chunk,
-        progress=cfg.run.progress,
-        desc=f"a={cfg.a:g} {arm} s{seed}",
-        on_epoch=lambda r, arm=arm, seed=seed: writer.log(
-          r["step"], kind="epoch", arm=arm, seed=seed, **{k: v for k, v in r.items() if k != "step"}
+        loop=train.LoopOptions(
+          chunk=cfg.chunk, progress=cfg.run.progress, desc=f"a={cfg.a:g} {arm} s{seed}"
+        ),
+        callbacks=train.Callbacks(
+          on_epoch=lambda r, arm=arm, seed=seed: writer.log(
+            r["step"],
+            kind="epoch",
+            arm=arm,
+            seed=seed,
+            **{k: v for k, v in r.items() if k != "step"},
+          ),
         ),
       )
       seconds = time.perf_counter() - t0

@@ -43,16 +43,16 @@ def real_data(*parts: str) -> str:
 # once `step` training steps are done; the hook is the only difference from the plain command.
 # The experiment's own chunk callback, when it passes one, still runs before the kill.
 _KILLED = """
-import importlib, os, sys
+import dataclasses, importlib, os, sys
 from gs_jax import training as train
 fit = train.fit_minibatch
-def killed(*args, on_chunk=None, **kwargs):
+def killed(*args, callbacks=train.Callbacks(), **kwargs):
   def hook(step, metrics):
-    if on_chunk is not None:
-      on_chunk(step, metrics)
+    if callbacks.on_chunk is not None:
+      callbacks.on_chunk(step, metrics)
     if step >= {step}:
       os._exit(3)
-  return fit(*args, on_chunk=hook, **kwargs)
+  return fit(*args, callbacks=dataclasses.replace(callbacks, on_chunk=hook), **kwargs)
 train.fit_minibatch = killed
 importlib.import_module("experiments.{name}").main(sys.argv[1:])
 """

@@ -4,7 +4,7 @@ gs-jax supports ``jax >= 0.5.3`` (README, "Choosing a stack"). Everything that d
 the oldest and the newest JAX, or that JAX exposes only privately, goes through this module,
 so the rest of the library imports only public JAX. Each function picks the public API where
 the installed JAX has one, and the private one where it has none (version or feature checked);
-``tests/test_compat.py`` exercises the branch the running stack takes, and names the other.
+``tests/base/test_compat.py`` exercises the branch the running stack takes, and names the other.
 
 - :func:`backends_started`: whether JAX has started its backends (no public API on any
   version; ``jax._src.xla_bridge.backends_are_initialized``).

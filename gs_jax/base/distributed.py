@@ -22,7 +22,7 @@ shutdown that follows reports ``Task /job:jax_worker/replica:0/task:<i> heartbea
 (non-zero exit either way). If process 0 (the coordinator) dies, the others abort as soon as
 their error poll sees the closed connection (``Failed to send RPC to coordination service …
 Socket closed``; measured: at once). A process that never shows up makes the others fail after
-``init_timeout_s``. Measured (tests/test_distributed.py): with ``timeout_s=4`` the survivor
+``init_timeout_s``. Measured (tests/base/test_distributed.py): with ``timeout_s=4`` the survivor
 exits 2–5 s after the kill (bound asserted: 15 s). A Python exception in one process must not
 leave it waiting at the runtime's shutdown barrier while the others wait for it in a
 collective: :func:`fail_fast` (used by :func:`gs_jax.cli.main`) exits at once instead. The runtime catches SIGTERM (a preemption

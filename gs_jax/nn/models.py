@@ -559,7 +559,7 @@ class ResNet(nn.Module):
   (momentum 0.1, eps 1e-5); its running statistics are
   ``TrainState.model_state["batch_stats"]``. With ``stem="imagenet"`` this is torchvision's
   ``resnet18``/``resnet50`` (v1.5) layer for layer (:mod:`gs_jax.convert` maps its weights;
-  tests/test_convert.py checks the logits against a PyTorch reference).
+  tests/nn/test_convert.py checks the logits against a PyTorch reference).
 
   ``return_features=True`` returns ``(logits, features)``.
   """

@@ -155,7 +155,7 @@ def empirical_ntk(
     block_size: rows/columns per kernel call.
     backend: "jax" (default; JAX transforms only, any supported JAX) or "neural_tangents"
       (``neural_tangents.empirical_ntk_fn`` with the same implementation; needs the optional
-      ``nt`` extra and so JAX < 0.6). Both agree to float round-off (tests/test_ntk.py, on the
+      ``nt`` extra and so JAX < 0.6). Both agree to float round-off (tests/theory/test_ntk.py, on the
       oldest stack).
 
   Returns:

@@ -6,7 +6,7 @@ Everything public is re-exported here, so ``gs_jax.training.fit_minibatch`` (and
 ``gs_jax.train.fit_minibatch``) name the same function.
 """
 
-from gs_jax.training.loops import Diverged, fit_minibatch, make_epoch_runner
+from gs_jax.training.loops import Callbacks, Diverged, LoopOptions, fit_minibatch, make_epoch_runner
 from gs_jax.training.objectives import binary_objective, softmax_objective, softmax_ridge_objective
 from gs_jax.training.probes import PROBE, field_ascent, probe_rows, probe_schedule, with_probe
 from gs_jax.training.seeds import make_seed_init, make_seed_trainer, objective_at, seed_sharding
@@ -23,6 +23,8 @@ from gs_jax.training.state import (
 )
 
 __all__ = [
+  "Callbacks",
+  "LoopOptions",
   "Diverged",
   "fit_minibatch",
   "make_epoch_runner",

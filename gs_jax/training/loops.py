@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, Mapping
 
 import jax
@@ -107,6 +109,43 @@ class Diverged(FloatingPointError):
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """How :func:`fit_minibatch` runs its steps and reports them (never what they compute).
+
+  Attributes:
+    chunk: steps per compiled call; the progress bar and ``on_chunk`` advance after each.
+    scan: run each chunk as one ``lax.scan`` (:func:`make_epoch_runner`; same steps; for
+      batch-1 training).
+    progress: show a progress bar; ``desc`` labels it, ``show`` names scalar metrics shown in it
+      beside the loss.
+    stop_on_nonfinite: raise :class:`Diverged` when an epoch's mean loss is NaN or ±inf.
+  """
+
+  chunk: int = 10
+  scan: bool = False
+  progress: bool = True
+  desc: str | None = None
+  show: tuple = ()
+  stop_on_nonfinite: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Callbacks:
+  """What :func:`fit_minibatch` calls while it trains.
+
+  Attributes:
+    on_chunk: ``on_chunk(step, metrics)`` after every chunk (metrics: ``(chunk, …)`` arrays).
+    evaluate: ``evaluate(state) -> dict`` (JSON-able) after every epoch; its entries join the
+      epoch's record before the checkpoint is written.
+    on_epoch: ``on_epoch(record)`` with each new record, after its checkpoint is written.
+  """
+
+  on_chunk: Callable | None = None
+  evaluate: Callable | None = None
+  on_epoch: Callable | None = None
+
+
 def fit_minibatch(
   apply_fn,
   tx: optax.GradientTransformation,
@@ -120,16 +159,9 @@ def fit_minibatch(
   preprocess: Callable | None = None,
   mesh=None,
   checkpoint=None,
-  chunk: int = 10,
-  progress: bool = True,
-  desc: str | None = None,
-  on_chunk: Callable | None = None,
-  on_epoch: Callable | None = None,
   train_step: Callable | None = None,
-  evaluate: Callable | None = None,
-  show: tuple = (),
-  scan: bool = False,
-  stop_on_nonfinite: bool = True,
+  loop: LoopOptions = LoopOptions(),
+  callbacks: Callbacks = Callbacks(),
 ):
   """Minibatch SGD for ``num_epochs`` epochs from an explicit initial ``state``, resumable.
 
@@ -139,9 +171,9 @@ def fit_minibatch(
   ``data["x"]`` may be a :class:`gs_jax.data.stream.Stream` (images decoded in the background,
   fed per batch; started on each epoch's rows, so batches still depend on the epoch only). Steps run
   through :func:`make_epoch_runner` (``preprocess``, ``mesh`` as there; with a mesh the state
-  and data are replicated over it) in groups of ``chunk`` steps, after each of which
-  ``on_chunk(step, metrics)`` is called and the progress bar advances. ``scan=True`` runs each
-  group as one ``lax.scan`` (:func:`make_epoch_runner`; same steps, for batch-1 training).
+  and data are replicated over it) in groups of ``loop.chunk`` steps (:class:`LoopOptions`),
+  after each of which ``callbacks.on_chunk(step, metrics)`` is called (:class:`Callbacks`) and
+  the progress bar advances.
 
   With a ``checkpoint`` (:class:`gs_jax.checkpoint.Checkpointer`) the state is saved after
   every epoch (as often as its ``every_seconds`` allow, and always after the last) under the
@@ -154,17 +186,15 @@ def fit_minibatch(
   ``train_step(state, batch, hparams) -> (state, metrics)`` replaces
   ``make_train_step(apply_fn, tx, objective)`` for methods whose state is more than one
   :class:`TrainState` (e.g. Group DRO's weights, LfF's two networks; ``state`` then needs
-  ``step`` and ``key`` fields for ``preprocess``). ``evaluate(state) -> dict`` (JSON-able) runs
-  after every epoch and its entries join that epoch's record *before* the checkpoint is
-  written, so a resumed run keeps the evaluations of the epochs it does not redo. ``show``
-  names scalar metrics shown in the progress bar beside the loss. An epoch whose mean loss
-  is NaN or ±inf raises :class:`Diverged` before its state is checkpointed (unless
-  ``stop_on_nonfinite=False``): nothing after it is worth computing.
+  ``step`` and ``key`` fields for ``preprocess``). ``callbacks.evaluate`` runs after every epoch
+  and its entries join that epoch's record *before* the checkpoint is written, so a resumed run
+  keeps the evaluations of the epochs it does not redo. An epoch whose mean loss is NaN or
+  ±inf raises :class:`Diverged` before its state is checkpointed (unless
+  ``loop.stop_on_nonfinite`` is False): nothing after it is worth computing.
 
   Returns:
     ``(state, history)``: ``history[e] = {"epoch": e + 1, "step": steps done, **means}``, the
-    mean of every metric of ``objective`` over the epoch's steps. ``on_epoch(record)`` is
-    called with each new record after its checkpoint is written.
+    mean of every metric of ``objective`` over the epoch's steps.
   """
   from tqdm.auto import tqdm
 
@@ -188,47 +218,49 @@ def fit_minibatch(
     train_step or make_train_step(apply_fn, tx, objective),
     preprocess=preprocess,
     mesh=mesh,
-    scan=scan,
+    scan=loop.scan,
   )
   steps_per_epoch = len(batch_indices(start))
   with tqdm(
     total=steps_per_epoch * num_epochs,
     initial=steps_per_epoch * start,
-    desc=desc,
-    disable=not progress,
+    desc=loop.desc,
+    disable=not loop.progress,
   ) as bar:
     for epoch in range(start, num_epochs):
       idx = batch_indices(epoch)
       if stream.is_stream(data["x"]):
         data["x"].start(idx)  # this epoch's batches, decoded ahead in the background
       sums = {}
-      for first in range(0, len(idx), chunk):
-        state, metrics = run_steps(state, data["x"], data["y"], idx[first : first + chunk], hparams)
+      for first in range(0, len(idx), loop.chunk):
+        state, metrics = run_steps(
+          state, data["x"], data["y"], idx[first : first + loop.chunk], hparams
+        )
         for name, values in metrics.items():  # float64 sums of per-chunk float32 sums
           if name != PROBE:
             sums[name] = sums.get(name, 0.0) + float(jnp.sum(values))
-        bar.update(len(idx[first : first + chunk]))
+        bar.update(len(idx[first : first + loop.chunk]))
         bar.set_postfix(
           epoch=epoch + 1,
           loss=f"{float(metrics['loss'][-1]):.4f}",
-          **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in show},
+          **{k: f"{float(jnp.mean(metrics[k])):.3f}" for k in loop.show},
         )
-        if on_chunk is not None:
-          on_chunk(int(state.step), metrics)
+        if callbacks.on_chunk is not None:
+          callbacks.on_chunk(int(state.step), metrics)
       record = {
         "epoch": epoch + 1,
         "step": int(state.step),
         **{name: total / len(idx) for name, total in sums.items()},
       }
-      if stop_on_nonfinite and not np.isfinite(record.get("loss", 0.0)):
+      if loop.stop_on_nonfinite and not np.isfinite(record.get("loss", 0.0)):
         raise Diverged(epoch + 1, history + [record])
-      if evaluate is not None:
-        record.update(evaluate(state))
+      if callbacks.evaluate is not None:
+        record.update(callbacks.evaluate(state))
       history.append(record)
       if checkpoint is not None:
         checkpoint.maybe_save(
           epoch + 1, state, meta={"history": history}, force=epoch + 1 == num_epochs
         )
-      if on_epoch is not None:
-        on_epoch(record)
+      if callbacks.on_epoch is not None:
+        callbacks.on_epoch(record)
   return state, history

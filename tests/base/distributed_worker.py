@@ -59,8 +59,8 @@ def cifar_task(out, die_after):
     preprocess=lambda k, xb: cifar.to_float(cifar.augment(k, xb)),
     mesh=train.data_mesh(),
     checkpoint=checkpoint.Checkpointer(os.path.join(out, "ckpt"), every_seconds=0.0),
-    progress=False,
-    on_epoch=on_epoch,
+    loop=train.LoopOptions(progress=False),
+    callbacks=train.Callbacks(on_epoch=on_epoch),
   )
   from gs_jax.base import distributed
 

@@ -54,3 +54,31 @@ def test_run_refuses_other_training_and_records_every_start(tmp_path, capsys):
   assert r3.previous is None and not (tmp_path / "r" / "results.json").exists()
   r3.write({"m": 3})
   assert len(r3.read()["provenance"]["calls"]) == 1
+
+
+def test_parts_skip_finished_settings_and_checkpoint_each_under_its_digest(tmp_path):
+  """An experiment made of parts (whole=False): a part is finished only for the settings it
+  ran with; a changed part gets a checkpoint folder of its own; the directory is never
+  refused for other hyper-parameters."""
+  import ml_collections
+
+  from configs._run import run_section
+  from gs_jax.experiment.run import Run, fingerprint
+
+  def config(steps):
+    return ml_collections.ConfigDict(dict(steps=steps, run=run_section(out_dir=str(tmp_path))))
+
+  r = Run(config(10), "demo", whole=False)
+  a, b = {"panel": "a", "steps": 10}, {"panel": "b", "steps": 10}
+  assert not r.finished("a", a)
+  ckpt = r.checkpointer("a", a)
+  assert ckpt.directory.endswith(f"a-{fingerprint(a)}")
+  ckpt.close()
+  r.mark_finished("a", a)
+  r.write({"a": 1})
+  r2 = Run(config(20), "demo", whole=False)  # other hyper-parameters: not refused
+  assert r2.finished("a", a) and not r2.finished("b", b)
+  assert not r2.finished("a", {**a, "steps": 20})
+  assert r2.checkpoint_dir("a", {**a, "steps": 20}) != r2.checkpoint_dir("a", a)
+  r2.remove_checkpoint("a", a)
+  assert not r2.checkpoint_dir("a", a).exists()

@@ -309,11 +309,9 @@ def test_a_diverging_run_stops_and_is_recorded_not_evaluated(tmp_path, capsys):
       lambda e: cifar.epoch_permutation(key, e, 24, 1),
       3,
       {"sd_lambda": jnp.float32(0.0)},
-      chunk=8,
-      progress=False,
-      scan=True,
       preprocess=lambda k, xb: cifar.to_float(xb),
       checkpoint=ckpt,
+      loop=train.LoopOptions(chunk=8, progress=False, scan=True),
     )
   assert err.value.epoch == 1 and ckpt.latest_step() is None
   _fake_cifar10(tmp_path / "cifar10.npz", n_train=60, n_test=20)

@@ -160,9 +160,7 @@ def test_response_probe_inside_scanned_training_equals_responses_after():
     1,
     hp,
     train_step=step,
-    scan=True,
-    chunk=4,
-    progress=False,
+    loop=train.LoopOptions(scan=True, chunk=4, progress=False),
   )
   assert train.PROBE not in history[0] and np.isfinite(history[0]["loss"])
 

@@ -32,7 +32,7 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
   def indices(epoch):
     return jax.random.permutation(jax.random.fold_in(key, epoch), 40)[:32].reshape(4, 8)
 
-  def fit(**kw):
+  def fit(checkpoint=None, **callbacks):
     state = train.init_state(model, tx, jax.random.PRNGKey(0), data["x"][:2])
     return train.fit_minibatch(
       model,
@@ -43,9 +43,9 @@ def test_fit_minibatch_resumes_mid_run_to_the_same_result(tmp_path):
       indices,
       4,
       {"sd_lambda": 0.01},
-      chunk=3,
-      progress=False,
-      **kw,
+      checkpoint=checkpoint,
+      loop=train.LoopOptions(chunk=3, progress=False),
+      callbacks=train.Callbacks(**callbacks),
     )
 
   full, full_hist = fit()
@@ -116,7 +116,7 @@ def test_scanned_fit_minibatch_resumes_to_the_same_result(tmp_path):
   key = jax.random.PRNGKey(2)
   hp = {"sd_lambda": jnp.float32(0.0), "sd_coef": jnp.float32(0.1)}
 
-  def fit(epochs, **kw):
+  def fit(epochs, checkpoint=None, **callbacks):
     return train.fit_minibatch(
       net,
       tx,
@@ -127,10 +127,9 @@ def test_scanned_fit_minibatch_resumes_to_the_same_result(tmp_path):
       epochs,
       hp,
       preprocess=lambda k, xb: cifar.to_float(xb),
-      chunk=8,
-      progress=False,
-      scan=True,
-      **kw,
+      checkpoint=checkpoint,
+      loop=train.LoopOptions(chunk=8, progress=False, scan=True),
+      callbacks=train.Callbacks(**callbacks),
     )
 
   full, full_hist = fit(3)
@@ -150,3 +149,15 @@ def test_scanned_fit_minibatch_resumes_to_the_same_result(tmp_path):
   for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert hist == full_hist
+
+
+def test_loop_options_and_callbacks_are_values():
+  """fit_minibatch's options (how it runs) and callbacks (what it calls) are small frozen
+  values with the defaults of the earlier keyword arguments."""
+  import dataclasses
+
+  opts = train.LoopOptions()
+  assert (opts.chunk, opts.scan, opts.progress, opts.stop_on_nonfinite) == (10, False, True, True)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    opts.chunk = 3
+  assert train.Callbacks() == train.Callbacks(on_chunk=None, evaluate=None, on_epoch=None)
