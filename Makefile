@@ -153,10 +153,17 @@ cifar_features: .venv/.installed
 
 # Theorem 2 on the CIFAR-2 CNN in eq 5's coupled regime: ridge ‖θ−θ0‖² and weight decay at
 # λ = 10…10000, 3 seeds, beside dual.fixed_point (issue 21; docs/protocols.md §3.7).
-.PHONY: cifar_features_coupled dominoes_cpu dominoes_quick
+.PHONY: cifar_features_coupled cifar_features_coupled_cpu dominoes_cpu dominoes_quick
 cifar_features_coupled: .venv/.installed
 	$(PY) -m experiments.cifar_features --preset=coupled --out_dir=runs/cifar_features/coupled \
 	  --no_progress $(ARGS)
+
+# The same on 1,000 images at λ = 1…1000 (preset coupled_cpu): ridge and wd arms, one core each.
+cifar_features_coupled_cpu: .venv/.installed
+	$(PY) -m experiments.cifar_features --preset=coupled_cpu --arms=ridge1,ridge10,ridge100,ridge1000 \
+	  --out_dir=runs/cifar_features/coupled_cpu_ridge --cpu_cores=0 --no_progress $(ARGS) & \
+	$(PY) -m experiments.cifar_features --preset=coupled_cpu --arms=wd1,wd10,wd100,wd1000 \
+	  --out_dir=runs/cifar_features/coupled_cpu_wd --cpu_cores=1 --no_progress $(ARGS); wait
 
 # MNIST-CIFAR dominoes (issue 21; docs/protocols.md §3.8): the sd_lambda sweep, then
 # a ∈ {0, 0.1, 0.25, 0.5, 1} × ERM/L2/SD × 3 seeds (one run per a, one per lane), then the figure.

@@ -6,6 +6,8 @@ Presets and the commands that run them (``make cifar_features_cpu`` = the first)
     python -m experiments.cifar_features                  # cpu: 1,000 training images, 4 epochs, 2 seeds
     python -m experiments.cifar_features --preset=full    # the released protocol: 10,000 images, 40 epochs, 3 seeds
     python -m experiments.cifar_features --preset=coupled # eq 5's ridge (4 λ) and weight decay (4 λ), 3 seeds
+    python -m experiments.cifar_features --preset=coupled_cpu --arms=ridge1,ridge10,ridge100,ridge1000
+                                                          # the same on 1,000 images (λ/10), CPU-sized
     python -m analysis.cifar_features_figures runs/cifar_features/cpu   # figures and table again
 
 Both presets train :class:`gs_jax.models.NarLeNet` with the released Figure-2 protocol of
@@ -28,6 +30,11 @@ step on one pinned core of the loaded machine): one arm-seed 9–25 min, plus th
 ≈ 4 h on an idle core, up to ≈ 10 h loaded; the ridge and wd arms can run as two processes
 (``--arms``, separate ``--out_dir``).
 
+``coupled_cpu`` (§3.7): the coupled arms on the cpu preset's first 1,000 images, for 40 epochs,
+3 seeds, with λ ∈ {1, 10, 100, 1000} (``COUPLED_CPU_LAMBDAS``: the spectrum scales with n, so
+these sit where ``coupled``'s λ sit in the n = 10,000 spectrum); ``make
+cifar_features_coupled_cpu`` runs the ridge and wd arms as two processes.
+
 Expected: one dominant, label-blind feature, then a slowly decaying bulk; SD's final responses
 of features 2–20 close to eq 18 at λ = 0.1 (closer in ``full``, which converges), ERM's a
 similar multiple of SD's in every feature group. The measured tables:
@@ -40,11 +47,14 @@ import ml_collections
 
 from configs._run import run_section
 
-PRESETS = ("cpu", "full", "coupled")
+PRESETS = ("cpu", "full", "coupled", "coupled_cpu")
 # eq-5 λ of the coupled preset, weak → strong against the full preset's spectrum at θ0
 # (s_20² ≈ 55, s_2² ≈ 450–900, s_1² ≈ 3.3e4): below every top-20 s_j², between s_20² and s_2²,
 # about s_2², between s_2² and s_1².
 COUPLED_LAMBDAS = (10.0, 100.0, 1000.0, 10000.0)
+# coupled_cpu: n = 1,000 rather than 10,000. The strengths s_j² of YΦ0 are sums over examples
+# (≈ n times a per-example mean), so the same places in the spectrum sit at λ/10.
+COUPLED_CPU_LAMBDAS = (1.0, 10.0, 100.0, 1000.0)
 
 HELP = {
   "arms": "what is trained from θ0, comma-separated: erm, sd (sd_coef), ridge<λ> "
@@ -78,21 +88,25 @@ HELP = {
 def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose from {PRESETS}")
-  coupled = preset == "coupled"
   full = preset in ("full", "coupled")
+  lambdas = {"coupled": COUPLED_LAMBDAS, "coupled_cpu": COUPLED_CPU_LAMBDAS}.get(preset, ())
   arms = (
-    tuple(f"ridge{v:g}" for v in COUPLED_LAMBDAS) + tuple(f"wd{v:g}" for v in COUPLED_LAMBDAS)
-    if coupled
+    tuple(f"ridge{v:g}" for v in lambdas) + tuple(f"wd{v:g}" for v in lambdas)
+    if lambdas
     else ("erm", "sd")
   )
+  # coupled_cpu: the coupled arms on the cpu preset's 1,000 images for the full preset's 40
+  # epochs (4e4 steps; the ridge relaxes in 1e5/λ steps, so as in `coupled` the weakest λ
+  # has not relaxed fully and the others have), 3 seeds: 24 arm-seeds ≈ 1–2 h on 2 cores.
+  small_long = preset == "coupled_cpu"
   return ml_collections.ConfigDict(
     dict(
       arms=arms,
       dual_dynamics="exact",
       classes="airplane,horse",
       sd_coef=0.1,
-      seeds=3 if full else 2,
-      epochs=40 if full else 4,
+      seeds=3 if full or small_long else 2,
+      epochs=40 if full or small_long else 4,
       batch_size=1,
       lr=1e-3,
       momentum=0.9,
@@ -107,17 +121,17 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
       feature_batch=128,
       # full: one probe per 2,000 steps (a probe = 10,000 forward passes, ~1 s on one core)
       # and 20 log-spaced ones in the first 2,000 steps.
-      response_every=2000 if full else 100,
-      response_early=20 if full else 0,
+      response_every=2000 if full else 1000 if small_long else 100,
+      response_early=20 if full or small_long else 0,
       n_images=8,
-      chunk=2500 if full else 500,
+      chunk=2500 if full else 1000 if small_long else 500,
       # full: batch-1 training as experiments.cifar's released preset runs it (one pinned
       # core, legacy runtime: ~3× faster there); cpu keeps the settings of its committed run.
       run=run_section(
         data=True,
         checkpoint=True,
         cpu=True,
-        cpu_runtime="fastest" if full else "thunk",
+        cpu_runtime="fastest" if full or small_long else "thunk",
         cpu_cores="0" if full else "",
       ),
     )
