@@ -54,14 +54,15 @@ test: .venv/.installed
 	$(PY) -m pytest -q -m "not slow" -n 2 -rs
 
 # The fast unit tier (under two minutes on 2 cores): no reproduction runs, no end-to-end
-# experiment runs (integration), no multi-process jobs, no notebook; it lists its slowest tests
+# experiment runs (integration), no multi-process jobs, no notebook, no `heavy` unit tests (over
+# 10 s alone: a memory-measuring subprocess, a TensorFlow import); it lists its slowest tests
 # (the candidates for a smaller size). Tests mirror the package: tests/<layer>/test_<module>.py,
 # end-to-end runs in tests/experiments/ (markers: pyproject.toml, [tool.pytest.ini_options]).
 # The tier is bound by XLA compilation: it keeps JAX's persistent compilation cache in .cache/jax
 # (untracked; subprocesses inherit it), so a second run reuses the first one's executables.
 test-unit: .venv/.installed
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 \
-	  $(PY) -m pytest -q -m "not slow and not multiprocess and not notebook and not integration" -n 2 -rs --durations=25
+	  $(PY) -m pytest -q -m "not slow and not multiprocess and not notebook and not integration and not heavy" -n 2 -rs --durations=25
 
 # The same suite on the oldest supported stack, with neural-tangents as the NTK reference.
 test-oldest: .venv-oldest/.installed

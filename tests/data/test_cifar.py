@@ -120,6 +120,7 @@ def test_loader_errors(tmp_path):
     cifar.load("cifar10", str(tmp_path / "no_keys.npz"))
 
 
+@pytest.mark.heavy  # imports TensorFlow (~10 s)
 def test_tfds_path_with_mock_data():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=40):

@@ -191,6 +191,7 @@ def test_probe_schedule_records_exactly_its_steps():
   assert np.isnan(np.asarray(m2[train.PROBE])).all(axis=1).sum() == 15 - 3
 
 
+@pytest.mark.heavy  # a subprocess compiling a 4.1M-parameter model (~15–25 s)
 def test_matrix_free_memory_is_o_n_k_plus_m_k_on_a_model_too_big_for_phi0():
   """A 4.1M-parameter MLP on n = 400 points: the explicit Φ0 takes n·m·4 B = 6.6 GB (and the
   dense route's neural-tangents blocks the same per block side), the matrix-free route with
