@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gs_jax.base import batching
+from gs_jax.base import _compat, batching
 
 NORMS = ("linf", "l2")
 # ``logits_fn(params, x) -> logits``: params are traced arguments (not constants baked into the
@@ -139,6 +139,7 @@ def pgd(
   step_frac: float = 0.1,
   loss: str = "xent",
   clean_start: bool = False,
+  active=None,
 ):
   """Untargeted PGD maximising the cross-entropy (or logit gap) of labels ``y``; returns
   adversarial images.
@@ -160,6 +161,13 @@ def pgd(
       1/30 for the released Figure-2 Foolbox attack, docs/protocols.md §3.3).
     loss: "xent" (cross-entropy) or "gap" (logit gap, :func:`_gap_sum`).
     clean_start: the first restart starts from ``x`` (the others as ``rand_init`` says).
+    active: optional (n,) bools: only these rows are attacked; the others come back as ``x``.
+
+  Outside a trace, a restart runs only on the rows no earlier restart has fooled (their
+  result is final) and only on ``active`` rows, gathered into a smaller batch (padded to a
+  power of two, so a few shapes compile); the random starts are drawn for the whole batch and
+  then gathered, so every row gets the start, and the result, of a run on all rows (up to
+  float32 reassociation across batch sizes).
 
   Returns:
     ``x_adv`` with ``x_adv − x`` inside the ε-ball and ``x_adv ∈ [0,1]``.
@@ -176,8 +184,62 @@ def pgd(
     if step_size is None
     else jnp.broadcast_to(jnp.asarray(step_size, x.dtype), x.shape[:1])
   )
-  best, fooled = x, jnp.zeros(x.shape[:1], bool)
+  if any(_compat.is_tracer(a) for a in (x, y, eps, alpha)):
+    if active is not None:
+      raise ValueError("active= needs concrete arrays (call pgd outside jit)")
+    return _pgd_traced(
+      logits_fn, params, x, y, key, eps, alpha, norm, steps, restarts, rand_init, loss, clean_start
+    )
+  x, y = jnp.asarray(x), jnp.asarray(y)
+  n = x.shape[0]
+  todo = np.ones(n, bool) if active is None else np.asarray(active, bool)
+  if todo.shape != (n,):
+    raise ValueError(f"active must have shape ({n},); got {todo.shape}")
+  best, fooled = x, np.zeros(n, bool)
   for r, k in enumerate(jax.random.split(key, restarts)):  # few restarts and steps: Python loops
+    random = rand_init and not (clean_start and r == 0)
+    # Drawn for the whole batch, then gathered: a row gets the start a full-batch run gives it.
+    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
+    rows = todo & ~fooled  # a fooled row keeps its restart: later restarts cannot change it
+    if not rows.any():
+      break
+    idx = None if rows.all() else np.flatnonzero(rows)
+    xs, ys, es, als = (
+      (x, y, eps, alpha) if idx is None else _gather((x, y, eps, alpha, delta), idx)[:4]
+    )
+    if idx is not None:
+      delta = _gather((delta,), idx)[0]
+    for _ in range(steps):
+      delta = _step(logits_fn, params, xs, delta, ys, es, als, norm=norm, loss=loss)
+    x_adv = xs + delta
+    wrong = np.asarray(predict(logits_fn, params, x_adv) != ys)
+    if idx is None:
+      best, fooled = x_adv, wrong.copy()
+    else:
+      best = best.at[idx].set(x_adv[: len(idx)])
+      fooled[idx] |= wrong[: len(idx)]
+  return best
+
+
+def _bucket(m: int, n: int) -> int:
+  """Rows a batch of ``m`` of ``n`` rows is padded to: the next power of two (at least 8, at most
+  ``n``), so a shrinking batch runs in a few shapes and compiles a few times."""
+  return min(n, max(8, 1 << (m - 1).bit_length()))
+
+
+def _gather(arrays, idx):
+  """Rows ``idx`` of each array, padded to :func:`_bucket` rows by repeating row ``idx[0]``."""
+  pad = np.full(_bucket(len(idx), arrays[0].shape[0]) - len(idx), idx[0])
+  rows = jnp.asarray(np.concatenate([idx, pad]))
+  return tuple(a[rows] for a in arrays)
+
+
+def _pgd_traced(
+  logits_fn, params, x, y, key, eps, alpha, norm, steps, restarts, rand_init, loss, clean_start
+):
+  """:func:`pgd` inside a trace (no row selection: every restart runs on every row)."""
+  best, fooled = x, jnp.zeros(x.shape[:1], bool)
+  for r, k in enumerate(jax.random.split(key, restarts)):
     random = rand_init and not (clean_start and r == 0)
     delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
     for _ in range(steps):
@@ -195,23 +257,45 @@ def robust_predictions(logits_fn: LogitsFn, params, x, y, key, eps, **pgd_kwargs
   return predict(logits_fn, params, pgd(logits_fn, params, x, y, key, eps, **pgd_kwargs))
 
 
-def margin_bisection(predict_fn: Callable, x, y, key, *, eps_max: float, bisection_steps: int = 8):
-  """Per-example margin by batched bisection, given ``predict_fn(x, y, key, eps) -> classes``.
+def margin_bisection(
+  predict_fn: Callable,
+  x,
+  y,
+  key,
+  *,
+  eps_max: float,
+  bisection_steps: int = 8,
+  clean=None,
+):
+  """Per-example margin by batched bisection, given ``predict_fn(x, y, key, eps, active=None)
+  -> classes``.
 
   ``predict_fn`` returns the predicted classes on PGD examples at per-example radii ``eps``
-  (shape (n,)), e.g. :func:`robust_predictions`; the bisection itself is a short Python loop,
-  so the attack compiles once and is reused at every step. See :func:`margin`.
+  (shape (n,)), e.g. :func:`robust_predictions`; rows outside ``active`` (bools, or None: all)
+  are not needed and may be left unattacked. The bisection itself is a short Python loop, so
+  the attack compiles once and is reused at every step. ``clean``: the clean predictions, if
+  known (PGD at ε = 0 returns the clean image, so they replace its first call exactly). Rows
+  already decided — misclassified clean (margin 0) or not flipped at ``eps_max`` (margin
+  ``inf``) — are not attacked again. See :func:`margin`.
   """
   eps_max = jnp.asarray(eps_max, jnp.float32)
   n = x.shape[0]
   keys = jax.random.split(key, bisection_steps + 2)
-  clean_wrong = predict_fn(x, y, keys[0], jnp.zeros((n,), jnp.float32)) != y
-  flips_at_max = predict_fn(x, y, keys[1], jnp.full((n,), eps_max)) != y
+  if clean is None:
+    clean = predict_fn(x, y, keys[0], jnp.zeros((n,), jnp.float32))
+  clean_wrong = clean != y
+  traced = _compat.is_tracer(clean_wrong)
+  live = None if traced else ~np.asarray(clean_wrong)
+  flips_at_max = predict_fn(x, y, keys[1], jnp.full((n,), eps_max), active=live) != y
+  if not traced:
+    live = live & np.asarray(flips_at_max)
   lo = jnp.zeros((n,), jnp.float32)
   hi = jnp.full((n,), eps_max)
   for i in range(bisection_steps):
+    if live is not None and not live.any():
+      break  # every row decided: the brackets of decided rows are not used
     mid = 0.5 * (lo + hi)
-    flipped = predict_fn(x, y, keys[i + 2], mid) != y
+    flipped = predict_fn(x, y, keys[i + 2], mid, active=live) != y
     lo, hi = jnp.where(flipped, lo, mid), jnp.where(flipped, mid, hi)
   return jnp.where(clean_wrong, 0.0, jnp.where(flips_at_max, hi, jnp.inf))
 
@@ -251,7 +335,7 @@ def margin(
     (n,) float array of margins.
   """
 
-  def predict_fn(xb, yb, k, eps):
+  def predict_fn(xb, yb, k, eps, active=None):
     return robust_predictions(
       logits_fn,
       params,
@@ -263,10 +347,19 @@ def margin(
       steps=steps,
       restarts=restarts,
       rand_init=rand_init,
+      active=active,
       **pgd_kwargs,
     )
 
-  return margin_bisection(predict_fn, x, y, key, eps_max=eps_max, bisection_steps=bisection_steps)
+  return margin_bisection(
+    predict_fn,
+    x,
+    y,
+    key,
+    eps_max=eps_max,
+    bisection_steps=bisection_steps,
+    clean=predict(logits_fn, params, x),
+  )
 
 
 def evaluate(

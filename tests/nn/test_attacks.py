@@ -113,6 +113,71 @@ def test_margin_matches_closed_form_for_a_linear_model():
   assert np.all(m3[1:][fin] >= exact[1:][fin] - tol) and m3[1:][fin].mean() > exact[1:][fin].mean()
 
 
+def _mlp(p, x):
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ p["w1"])
+  return h @ p["w2"]
+
+
+def _mlp_setup(n=40):
+  k = jax.random.split(jax.random.PRNGKey(7), 3)
+  p = {
+    "w1": jax.random.normal(k[0], (8 * 8 * 3, 16)) / np.sqrt(192),
+    "w2": jax.random.normal(k[1], (16, 3)),
+  }
+  x = jax.random.uniform(k[2], (n, 8, 8, 3))
+  y = jnp.argmax(_mlp(p, x), -1)
+  y = y.at[:3].set((y[:3] + 1) % 3)  # three rows misclassified clean
+  return p, x, y
+
+
+STRONG = dict(steps=4, restarts=3, rand_init=True, clean_start=True, loss="gap", step_frac=0.2)
+
+
+def test_restarts_on_unfooled_rows_only_give_the_full_batch_result():
+  """Outside jit a restart runs only on the rows no earlier restart fooled (gathered into a
+  smaller batch); the traced path runs every restart on every row. Same random starts, same
+  rows kept: equal up to float32 reassociation across batch sizes."""
+  p, x, y = _mlp_setup()
+  key = jax.random.PRNGKey(1)
+  eps = jnp.linspace(0.0, 0.2, x.shape[0])  # from no row fooled to most rows fooled
+  fast = attacks.pgd(_mlp, p, x, y, key, eps, **STRONG)
+  full = jax.jit(lambda x_: attacks.pgd(_mlp, p, x_, y, key, eps, **STRONG))(x)
+  fooled = np.asarray(attacks.predict(_mlp, p, fast) != y)
+  assert 5 < fooled.sum() < 35  # some rows stop early, some run every restart
+  np.testing.assert_allclose(fast, full, atol=1e-6)
+  # rows outside `active` are not attacked; the others are as before
+  active = np.arange(x.shape[0]) % 3 == 0
+  part = attacks.pgd(_mlp, p, x, y, key, eps, active=active, **STRONG)
+  np.testing.assert_array_equal(part[~active], x[~active])
+  np.testing.assert_allclose(part[active], full[active], atol=1e-6)
+  with pytest.raises(ValueError, match="active must have shape"):
+    attacks.pgd(_mlp, p, x, y, key, eps, active=active[:5], **STRONG)
+
+
+def test_margin_skipping_decided_rows_equals_plain_bisection():
+  """attacks.margin (clean predictions instead of PGD at ε = 0, decided rows dropped, restarts
+  only on unfooled rows) against the plain bisection: every call on every row, traced."""
+  p, x, y = _mlp_setup()
+  key = jax.random.PRNGKey(3)
+
+  @jax.jit
+  def plain(xb, yb, k, eps):
+    return attacks.robust_predictions(_mlp, p, xb, yb, k, eps, **STRONG)
+
+  ref = attacks.margin_bisection(
+    lambda xb, yb, k, eps, active=None: plain(xb, yb, k, eps),
+    x,
+    y,
+    key,
+    eps_max=0.15,
+    bisection_steps=6,
+  )
+  m = attacks.margin(_mlp, p, x, y, key, eps_max=0.15, bisection_steps=6, **STRONG)
+  ref, m = np.asarray(ref), np.asarray(m)
+  assert (m == 0).sum() >= 3 and np.isfinite(m).sum() > 10 and np.isinf(m).sum() >= 1
+  np.testing.assert_array_equal(m, ref)
+
+
 def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
   """``attacks.evaluate`` over 3 chunks (5, 5, 2 padded to 5 rows) on a linear model whose
   L∞ margins are known: PGD cannot flip beyond the exact margin; from a random start 10 steps
