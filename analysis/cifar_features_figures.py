@@ -142,22 +142,31 @@ def coupled_arms(res) -> list[str]:
   return [a for a in arms if a.startswith(("ridge", "wd"))]
 
 
-def coupled_table(res) -> str:
+def coupled_table(res, features=None) -> str:
   """The λ table of §3.7: per ridge/wd arm, the relative error ‖z − z*‖/‖z*‖ of the trained
-  network's final responses to ``dual.fixed_point``'s prediction, features 1–k and 2–k,
-  mean ± sample std over seeds ("" when the run has no such arm)."""
+  network's final responses to ``dual.fixed_point``'s prediction, features 1–k and 2–k and by
+  group, the cosine and norm ratio of z and z* (features 2–k), mean ± sample std over seeds
+  ("" when the run has no such arm). With ``features`` ({seed: {"U": …}}, as :func:`load`)
+  also the control cos(z, Uᵀ1): every training example at one margin m gives
+  z = m·Uᵀ1 − UᵀYŷ0 whatever the coupling (§3.6), so z* is informative only where it beats
+  that pattern."""
   arms = coupled_arms(res)
   if not arms:
     return ""
   k = res["config"]["k"]
+  # where along the spectrum the trained network stops following the prediction
+  groups = [(a, min(b, k)) for a, b in ((1, 5), (5, 10), (10, 20)) if a < k]
   lines = [
     "Coupled regime (eq 5): trained responses against the linearised model's optimum "
     f"z* = S² Uᵀ α*/λ, α* = dual.fixed_point (dynamics "
     f"{res['config'].get('dual_dynamics', 'exact')}), mean ± sample std over seeds:",
     "",
     f"| arm | λ (eq 5) | c = λ/n | train acc | ‖z − z*‖/‖z*‖, j = 1–{k} | same, j = 2–{k} "
-    "| Σ_j z_j | Σ_j z_j* |",
-    "|---|---|---|---|---|---|---|---|",
+    + "".join(f"| j = {a + 1}–{b} " for a, b in groups)
+    + f"| cos(z, z*), j = 2–{k} "
+    + (f"| control cos(z, Uᵀ1), j = 2–{k} " if features else "")
+    + f"| ‖z‖/‖z*‖, j = 2–{k} | Σ_j z_j | Σ_j z_j* |",
+    "|---|---|---|---|---|---|" + "---|" * len(groups) + "---|" * (4 + bool(features)),
   ]
   for arm in arms:
     runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
@@ -169,12 +178,41 @@ def coupled_table(res) -> str:
     z = np.array([r["z_final"] for r in runs])
     zd = np.array([r["z_dual"] for r in runs])
     kind = "ridge ‖θ−θ0‖²" if arm.startswith("ridge") else "weight decay ‖θ‖²"
+    eg = [
+      results_lib.mean_std(
+        np.linalg.norm(z[:, a:b] - zd[:, a:b], axis=1) / np.linalg.norm(zd[:, a:b], axis=1)
+      )
+      for a, b in groups
+    ]
+    # direction and scale apart: the prediction's pattern over features vs its size
+    n2, nd2 = np.linalg.norm(z[:, 1:], axis=1), np.linalg.norm(zd[:, 1:], axis=1)
+    cos = results_lib.mean_std(np.sum(z[:, 1:] * zd[:, 1:], axis=1) / (n2 * nd2))
+    ratio = results_lib.mean_std(n2 / nd2)
+    ctrl = ""
+    if features:
+      u1 = np.array([features[r["seed"]]["U"][:, :k].sum(axis=0)[1:] for r in runs])
+      c = results_lib.mean_std(np.sum(z[:, 1:] * u1, axis=1) / (n2 * np.linalg.norm(u1, axis=1)))
+      ctrl = f"| {c['mean']:.2f} ± {c['std']:.2f} "
     lines.append(
       f"| {arm} ({kind}) | {runs[0]['eq5_lambda']:g} | {runs[0]['coefficient']:.3g} "
       f"| {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% "
       f"| {e1['mean']:.3f} ± {e1['std']:.3f} | {e2['mean']:.3f} ± {e2['std']:.3f} "
-      f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |"
+      + "".join(f"| {e['mean']:.3f} ± {e['std']:.3f} " for e in eg)
+      + f"| {cos['mean']:.2f} ± {cos['std']:.2f} "
+      + ctrl
+      + f"| {ratio['mean']:.3g} ± {ratio['std']:.2g} "
+      + f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |"
     )
+  if not res.get("spectra"):
+    return "\n".join(lines)
+  S = np.array([v["S"] for v in res["spectra"].values()]) ** 2
+  idx = [i for i in (0, 1, 4, 9, 19) if i < S.shape[1]]
+  lines += [
+    "",
+    "Strengths s_j² of YΦ0 at θ0 (mean over seeds), to place λ: "
+    + ", ".join(f"s_{i + 1}² = {S[:, i].mean():.3g}" for i in idx)
+    + ".",
+  ]
   return "\n".join(lines)
 
 
@@ -380,7 +418,7 @@ def report(run_dir) -> str:
   """Writes table.md and the figures of ``run_dir``; returns the table."""
   data = load(run_dir)
   text = table(data)
-  extra = coupled_table(data["res"])
+  extra = coupled_table(data["res"], data["features"])
   text = text + ("\n\n" + extra if extra else "")
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)

@@ -21,10 +21,18 @@ def test_coupled_table_and_figure_from_fake_results(tmp_path):
     }
   res = {"config": {"k": 3, "arms": ["erm", "ridge10"], "dual_dynamics": "exact"}, "per_seed": per}
   text = cifar_features_figures.coupled_table(res)
+  # j = 2–3: ‖(2, 3) − (1, 1)‖/‖(1, 1)‖ = √5/√2; cos = 5/(√13·√2); ‖z‖/‖z*‖ = √13/√2
   assert (
     "| ridge10 (ridge ‖θ−θ0‖²) | 10 | 0.01 | 100.0 ± 0.0% | 0.200 ± 0.141 | 0.300 ± 0.141 "
-    "| 6 | 3 |" in text
+    "| 1.581 ± 0.000 | 0.98 ± 0.00 | 2.55 ± 0 | 6 | 3 |" in text
   )
+  # the equal-margin control cos(z, Uᵀ1) and the spectrum line
+  U = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+  res["spectra"] = {"0": {"S": [3.0, 2.0, 1.0]}, "1": {"S": [3.0, 2.0, 1.0]}}
+  text = cifar_features_figures.coupled_table(res, {0: {"U": U}, 1: {"U": U}})
+  # Uᵀ1 over features 2–3 = (2, 1): cos((2, 3), (2, 1)) = 7/(√13·√5) = 0.868
+  assert "| 0.98 ± 0.00 | 0.87 ± 0.00 | 2.55 ± 0 | 6 | 3 |" in text
+  assert "s_1² = 9, s_2² = 4." in text
   assert (
     cifar_features_figures.coupled_table({"config": {"k": 3, "arms": ["erm"]}, "per_seed": {}})
     == ""

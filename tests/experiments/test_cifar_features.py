@@ -73,9 +73,8 @@ def test_killed_run_resumes_to_the_same_responses(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_coupled_arms_end_to_end(tmp_path):
-  """~1.5 min on 2 shared cores: ERM, eq 5's ridge and weight decay on 24 images."""
+  """CI-sized (~1.5 min on 2 shared cores): ERM, eq 5's ridge and weight decay on 24 images."""
   real_data("cifar10", "cifar10.npz")
   out = tmp_path / "coupled"
   r = _run(TINY + ["--arms=erm,ridge10,wd10", "--feature_method=matrix_free", f"--out_dir={out}"])
