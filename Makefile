@@ -167,8 +167,8 @@ cifar_features_coupled_cpu: .venv/.installed
 	  --out_dir=runs/cifar_features/coupled_cpu_wd --cpu_cores=1 --no_progress $(ARGS); wait
 
 # MNIST-CIFAR dominoes (issue 21; docs/protocols.md §3.8): the sd_lambda sweep, then
-# a ∈ {0, 0.1, 0.25, 0.5, 1} × ERM/L2/SD × 3 seeds (one run per a, one per lane), then the figure.
-DOMINO_AS ?= 0 0.1 0.25 0.5 1
+# a ∈ {0, 0.03, 0.1, 0.25, 0.5, 1} × ERM/L2/SD × 3 seeds (one run per a, one per lane), then the figure.
+DOMINO_AS ?= 1 0.5 0.25 0.1 0.03 0
 dominoes_cpu: .venv/.installed
 	$(PY) -m experiments.dominoes --preset=sd_sweep --cpu_cores=0 --no_progress $(ARGS)
 	SD=$$($(PY) -c "import json; print(json.load(open('runs/dominoes/sd_sweep/a1/results.json'))['metrics']['sd_choice']['sd_lambda'])"); \

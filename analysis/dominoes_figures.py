@@ -31,6 +31,7 @@ QUANTITIES = (
   "train_acc",
   "z_cifar",
   "z_mnist",
+  "n_mnist",
 )
 
 
@@ -49,6 +50,7 @@ def collect(run_dirs) -> dict:
         "train_acc": rec["train_acc"],
         "z_cifar": rec["z_cifar"],
         "z_mnist": rec["z_mnist"],
+        "n_mnist": rec["n_mnist"],
         **{f"test_{k}": v for k, v in rec["test_acc"].items()},
       }
       for q, v in vals.items():
@@ -66,8 +68,9 @@ def table(summary) -> str:
     "Accuracies in % and summed final responses, mean ± sample std over seeds:",
     "",
     "| method | a | seeds | CIFAR-only acc. (MNIST randomised) | MNIST-only acc. (CIFAR "
-    "randomised) | intact | train | Σ z, CIFAR-half features | Σ z, MNIST-half features |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "randomised) | intact | train | Σ z, CIFAR-half features | Σ z, MNIST-half features "
+    "| MNIST-half features of the top k |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for m in [m for m in METHODS if m in summary] + [m for m in summary if m not in METHODS]:
     s = summary[m]
@@ -85,7 +88,7 @@ def table(summary) -> str:
         f"| {LABELS.get(m, m)} | {a:g} | {s['test_mnist_random'][a]['n']} | "
         f"{pct('test_mnist_random')} | {pct('test_cifar_random')} | "
         f"{pct('test_intact')} | {pct('train_acc')} | {num('z_cifar')} | "
-        f"{num('z_mnist')} |"
+        f"{num('z_mnist')} | {s['n_mnist'][a]['mean']:.3g} |"
       )
   return "\n".join(lines)
 
@@ -117,7 +120,14 @@ def draw(summary, out_dir) -> list[Path]:
           alpha=0.7,
           label=f"{LABELS[m]}, MNIST-half" if i == 0 else None,
         )
-    ax.set(xlabel="MNIST-half contrast a", title=title)
+    if scale == 100:
+      ax.axhline(50, ls=":", color="gray", lw=0.8)  # chance
+    # the transition sits at small a: a symmetric-log axis spreads 0 … 0.1
+    ax.set_xscale("symlog", linthresh=0.03, linscale=0.5)
+    ticks = sorted({a for m in summary for a in summary[m][q]})
+    ax.set_xticks(ticks, [f"{a:g}" for a in ticks], fontsize=7)
+    ax.set_xlim(-0.005, 1.1)
+    ax.set(xlabel="MNIST-half contrast a (symmetric log axis)", title=title)
     ax.title.set_fontsize(9)
   axes[0].set_ylabel("accuracy (%)")
   axes[0].legend(fontsize=7)

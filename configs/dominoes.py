@@ -6,7 +6,7 @@ Presets and the commands that run them (one run = one contrast ``a``, all method
     python -m experiments.dominoes --preset=quick --a=1        # CI-sized: seconds
     python -m experiments.dominoes --preset=sd_sweep           # sd_lambda on the validation split (a = 1, seed 0)
     python -m experiments.dominoes --a=0.25 --sd_lambda=<chosen>   # cpu: one a, 3 methods × 3 seeds
-    make dominoes_cpu          # the sweep, then a ∈ {0, 0.1, 0.25, 0.5, 1}, then the figures
+    make dominoes_cpu          # the sweep, then a ∈ {0, 0.03, 0.1, 0.25, 0.5, 1}, then the figures
     python -m analysis.dominoes_figures 'runs/dominoes/cpu/a*'  # table + figure again
 
 Network: :class:`gs_jax.models.NarLeNet` (the released CIFAR-2 network of §3.3) on 64×32×3

@@ -24,6 +24,7 @@ def _fake_run(path, a, methods=("erm", "l2", "sd"), seeds=2):
         },
         "z_cifar": 1.0 - a + m_i,
         "z_mnist": a,
+        "n_mnist": int(20 * a) + s,
       }
   os.makedirs(path, exist_ok=True)
   json.dump(
@@ -47,5 +48,6 @@ def test_analysis_on_fake_runs(tmp_path):
   )
   assert summary["sd"]["z_cifar"]["0"]["mean"] == pytest.approx(3.0)
   assert "| ERM | 1 | 2 | 60.5 ± 0.7 |" in text
+  assert summary["erm"]["n_mnist"]["1"]["mean"] == pytest.approx(20.5)  # seeds: 20, 21
   with pytest.raises(FileNotFoundError):
     dominoes_figures.report(str(tmp_path / "nothing*"), tmp_path / "fig2")
