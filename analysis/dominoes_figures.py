@@ -5,7 +5,7 @@ r"""Table and figure of the dominoes sweep (docs/protocols.md §3.8) from the ru
 
 - ``dominoes.png`` / ``.pdf``: left, test accuracy with the MNIST half randomised (what was
   learned from the CIFAR half) against a, one line per method, mean over seeds with a ±1
-  sample-std band; middle, the same with the CIFAR half randomised (the MNIST half); right,
+  sample-std band and every seed as a dot; middle, the same with the CIFAR half randomised (the MNIST half); right,
   the summed final responses of the CIFAR-half features against a (MNIST-half ones dashed);
 - ``dominoes.json``: the numbers behind them, per method and a (mean, sample std, n);
 - ``table.md``: the same as a table.
@@ -58,7 +58,10 @@ def collect(run_dirs) -> dict:
   if not rows:
     raise FileNotFoundError(f"no dominoes results.json in {list(run_dirs)}")
   return {
-    m: {q: {a: results_lib.mean_std(v) for a, v in sorted(by_a.items())} for q, by_a in qs.items()}
+    m: {
+      q: {a: {**results_lib.mean_std(v), "values": v} for a, v in sorted(by_a.items())}
+      for q, by_a in qs.items()
+    }
     for m, qs in rows.items()
   }
 
@@ -109,6 +112,9 @@ def draw(summary, out_dir) -> list[Path]:
       std = scale * np.array([v["std"] for v in by_a.values()])
       ax.plot(a, mean, "o-", color=f"C{i}", label=LABELS[m])
       ax.fill_between(a, mean - std, mean + std, color=f"C{i}", alpha=0.2, lw=0)
+      # every seed too: an outcome can split between seeds (one learns the other half)
+      for ai, v in by_a.items():
+        ax.plot([ai] * len(v["values"]), scale * np.asarray(v["values"]), ".", ms=3, color=f"C{i}")
       if q == "z_cifar":
         zm = summary[m]["z_mnist"]
         ax.plot(
