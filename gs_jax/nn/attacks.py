@@ -197,18 +197,16 @@ def pgd(
     raise ValueError(f"active must have shape ({n},); got {todo.shape}")
   best, fooled = x, np.zeros(n, bool)
   for r, k in enumerate(jax.random.split(key, restarts)):  # few restarts and steps: Python loops
-    random = rand_init and not (clean_start and r == 0)
-    # Drawn for the whole batch, then gathered: a row gets the start a full-batch run gives it.
-    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
     rows = todo & ~fooled  # a fooled row keeps its restart: later restarts cannot change it
     if not rows.any():
       break
+    random = rand_init and not (clean_start and r == 0)
+    # Drawn for the whole batch, then gathered: a row gets the start a full-batch run gives it.
+    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
     idx = None if rows.all() else np.flatnonzero(rows)
-    xs, ys, es, als = (
-      (x, y, eps, alpha) if idx is None else _gather((x, y, eps, alpha, delta), idx)[:4]
-    )
+    xs, ys, es, als = x, y, eps, alpha
     if idx is not None:
-      delta = _gather((delta,), idx)[0]
+      xs, ys, es, als, delta = _gather((x, y, eps, alpha, delta), idx)
     for _ in range(steps):
       delta = _step(logits_fn, params, xs, delta, ys, es, als, norm=norm, loss=loss)
     x_adv = xs + delta
