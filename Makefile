@@ -152,12 +152,26 @@ cifar_features_cpu: .venv/.installed
 cifar_features: .venv/.installed
 	$(PY) -m experiments.cifar_features --preset=full --out_dir=runs/cifar_features/full $(ARGS)
 
-# Theorem 2 on the CIFAR-2 CNN in eq 5's coupled regime: ridge ‖θ−θ0‖² and weight decay at
-# λ = 10…10000, 3 seeds, beside dual.fixed_point (issue 21; docs/protocols.md §3.7).
-.PHONY: cifar_features_coupled cifar_features_coupled_cpu dominoes_cpu dominoes_quick
+# Theorem 2 on the CIFAR-2 CNN in eq 5's coupled regime: ridge ‖θ−θ0‖² at λ = 10…10000,
+# 3 seeds, beside dual.fixed_point (issue 21; docs/protocols.md §3.7). Two processes, one core
+# each (weak and strong λ; each computes the same features at θ0), then their table and
+# figures together in runs/cifar_features/coupled/ridge. cifar_features_coupled_wd: the weight-decay
+# arms the same way.
+COUPLED := runs/cifar_features/coupled
+.PHONY: cifar_features_coupled cifar_features_coupled_wd cifar_features_coupled_cpu dominoes_cpu dominoes_quick
 cifar_features_coupled: .venv/.installed
-	$(PY) -m experiments.cifar_features --preset=coupled --out_dir=runs/cifar_features/coupled \
-	  --no_progress $(ARGS)
+	$(PY) -m experiments.cifar_features --preset=coupled --arms=ridge10,ridge100 \
+	  --out_dir=$(COUPLED)/ridge_weak --cpu_cores=0 --no_progress $(ARGS) & \
+	$(PY) -m experiments.cifar_features --preset=coupled --arms=ridge1000,ridge10000 \
+	  --out_dir=$(COUPLED)/ridge_strong --cpu_cores=1 --no_progress $(ARGS); wait
+	$(PY) -m analysis.cifar_features_figures $(COUPLED)/ridge --merge $(COUPLED)/ridge_weak $(COUPLED)/ridge_strong
+
+cifar_features_coupled_wd: .venv/.installed
+	$(PY) -m experiments.cifar_features --preset=coupled --arms=wd10,wd100 \
+	  --out_dir=$(COUPLED)/wd_weak --cpu_cores=0 --no_progress $(ARGS) & \
+	$(PY) -m experiments.cifar_features --preset=coupled --arms=wd1000,wd10000 \
+	  --out_dir=$(COUPLED)/wd_strong --cpu_cores=1 --no_progress $(ARGS); wait
+	$(PY) -m analysis.cifar_features_figures $(COUPLED)/wd --merge $(COUPLED)/wd_weak $(COUPLED)/wd_strong
 
 # The same on 1,000 images at λ = 1…1000 (preset coupled_cpu): ridge and wd arms, one core each.
 cifar_features_coupled_cpu: .venv/.installed

@@ -68,6 +68,40 @@ def load(run_dir) -> dict:
   return {"res": res, "traj": traj, "features": feats}
 
 
+def merge(datas: list[dict]) -> dict:
+  """One run from several output folders whose arms were split over processes (``--arms``;
+  ``make cifar_features_coupled``): arms in the order given, per-seed results, metrics and
+  trajectories joined. Every folder must have the same settings apart from ``arms`` and the
+  ``run`` section, and the same features at θ0 (they depend on the seed and those settings
+  only, so each process computes the same ones: checked to 1e-6 relative); the first folder's
+  provenance, spectra and features are kept."""
+  if not datas:
+    raise ValueError("merge: no runs given")
+  first = datas[0]["res"]
+  out = {**datas[0], "res": json.loads(json.dumps(first)), "traj": dict(datas[0]["traj"])}
+  res = out["res"]
+  skip = ("arms", "run")
+  base = {k: v for k, v in first["config"].items() if k not in skip}
+  for d in datas[1:]:
+    r = d["res"]
+    other = {k: v for k, v in r["config"].items() if k not in skip}
+    if other != base:
+      diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+      raise ValueError(f"merge: runs differ in settings {diff}; only arms may differ")
+    clash = set(res["per_seed"]) & set(r["per_seed"])
+    if clash:
+      raise ValueError(f"merge: the same arm-seed in two runs: {sorted(clash)}")
+    for seed, f in d["features"].items():
+      u0, u1 = out["features"][seed]["U"], f["U"]
+      if np.linalg.norm(u1 - u0) > 1e-6 * np.linalg.norm(u0):
+        raise ValueError(f"merge: seed {seed}'s features at θ0 differ between the runs")
+    res["config"]["arms"] = list(res["config"]["arms"]) + list(r["config"]["arms"])
+    res["per_seed"].update(r["per_seed"])
+    res["metrics"].update(r.get("metrics", {}))
+    out["traj"].update(d["traj"])
+  return out
+
+
 def _final(res, arm):
   runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
   return np.array([v["z_final"] for v in runs]), runs
@@ -414,12 +448,14 @@ def draw(data, run_dir) -> list[Path]:
   return paths
 
 
-def report(run_dir) -> str:
-  """Writes table.md and the figures of ``run_dir``; returns the table."""
-  data = load(run_dir)
+def report(run_dir, parts=()) -> str:
+  """Writes table.md and the figures of ``run_dir`` (of the runs ``parts`` merged into it
+  when given, :func:`merge`); returns the table."""
+  data = merge([load(p) for p in parts]) if parts else load(run_dir)
   text = table(data)
   extra = coupled_table(data["res"], data["features"])
   text = text + ("\n\n" + extra if extra else "")
+  Path(run_dir).mkdir(parents=True, exist_ok=True)
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)
   paths = draw(data, run_dir) + draw_coupled(data["res"], run_dir, data["traj"])
@@ -434,10 +470,18 @@ def main(argv=None):
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   p.add_argument("run_dir", help="output folder of experiments.cifar_features")
+  p.add_argument(
+    "--merge",
+    nargs="+",
+    default=(),
+    metavar="DIR",
+    help="output folders of one preset whose arms ran as separate processes (--arms): their "
+    "table and figures together, written into run_dir",
+  )
   provenance.add_flag(p)
   args = p.parse_args(argv)
-  provenance.gate_files([args.run_dir], args.allow_dirty, "NTK-feature table")
-  report(args.run_dir)
+  provenance.gate_files(list(args.merge) or [args.run_dir], args.allow_dirty, "NTK-feature table")
+  report(args.run_dir, args.merge)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """analysis.cifar_features_figures: the coupled table and figure from fake results."""
 
 import numpy as np
+import pytest
 
 from analysis import cifar_features_figures
 
@@ -40,3 +41,39 @@ def test_coupled_table_and_figure_from_fake_results(tmp_path):
   traj = {("ridge10", 0): (np.array([1, 10, 100]), np.ones((3, 3)))}
   paths = cifar_features_figures.draw_coupled(res, tmp_path, traj)
   assert {p.suffix for p in paths} == {".png", ".pdf"} and all(p.exists() for p in paths)
+
+
+def _fake_run(arm, U, **config):
+  per = {f"{arm}_s0": {"arm": arm, "seed": 0, "z_final": [1.0], "z_dual": [1.0], "eq5_lambda": 1.0}}
+  cfg = {"k": 1, "lr": 1e-3, "arms": [arm], "run": {"out_dir": arm}, **config}
+  return {
+    "res": {"config": cfg, "per_seed": per, "metrics": {arm: {"x": 1}}},
+    "traj": {(arm, 0): (np.array([1]), np.ones((1, 1)))},
+    "features": {0: {"U": U}},
+  }
+
+
+def test_merge_joins_arms_split_over_processes():
+  """Arms, per-seed results, metrics and trajectories of two folders become one run; the
+  inputs are left as they were."""
+  U = np.eye(3)
+  a, b = _fake_run("ridge10", U), _fake_run("ridge1000", U + 1e-9)
+  m = cifar_features_figures.merge([a, b])
+  assert m["res"]["config"]["arms"] == ["ridge10", "ridge1000"]
+  assert set(m["res"]["per_seed"]) == {"ridge10_s0", "ridge1000_s0"}
+  assert set(m["res"]["metrics"]) == {"ridge10", "ridge1000"}
+  assert set(m["traj"]) == {("ridge10", 0), ("ridge1000", 0)}
+  assert a["res"]["config"]["arms"] == ["ridge10"] and len(a["traj"]) == 1
+
+
+def test_merge_refuses_runs_that_are_not_one_experiment():
+  """Different settings, the same arm twice, or different features at θ0 are errors."""
+  U = np.eye(3)
+  with pytest.raises(ValueError, match=r"differ in settings \['lr'\]"):
+    cifar_features_figures.merge([_fake_run("ridge10", U), _fake_run("wd10", U, lr=0.1)])
+  with pytest.raises(ValueError, match="same arm-seed"):
+    cifar_features_figures.merge([_fake_run("ridge10", U), _fake_run("ridge10", U)])
+  with pytest.raises(ValueError, match="features at θ0 differ"):
+    cifar_features_figures.merge([_fake_run("ridge10", U), _fake_run("wd10", U + 1e-3)])
+  with pytest.raises(ValueError, match="no runs"):
+    cifar_features_figures.merge([])
