@@ -176,6 +176,56 @@ def coupled_arms(res) -> list[str]:
   return [a for a in arms if a.startswith(("ridge", "wd"))]
 
 
+def _groups(k: int) -> list[tuple[int, int]]:
+  """Feature groups j = a+1…b of the λ table: where along the spectrum the trained network
+  stops following the prediction."""
+  return [(a, min(b, k)) for a, b in ((1, 5), (5, 10), (10, 20)) if a < k]
+
+
+def pm(ms, digits) -> str:
+  return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def coupled_stats(res, features=None) -> dict:
+  """Per ridge/wd arm with runs (config order), over seeds (mean ± sample std): train
+  accuracy; ``err_all``/``err_j2`` = ‖z − z*‖/‖z*‖ over features 1–k / 2–k and ``err_groups``
+  per :func:`_groups`; over features 2–k ``cos`` = cos(z, z*), ``ratio`` = ‖z‖/‖z*‖ and, with
+  ``features``, ``control`` = cos(z, Uᵀ1) (:func:`coupled_table`); ``z_sum``/``z_dual_sum``
+  the mean Σ_j z_j and Σ_j z_j*."""
+  k = res["config"]["k"]
+  ms = results_lib.mean_std
+  out = {}
+  for arm in coupled_arms(res):
+    runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
+    if not runs:
+      continue
+    z = np.array([r["z_final"] for r in runs])
+    zd = np.array([r["z_dual"] for r in runs])
+    # direction and scale apart: the prediction's pattern over features vs its size
+    n2, nd2 = np.linalg.norm(z[:, 1:], axis=1), np.linalg.norm(zd[:, 1:], axis=1)
+    st = {
+      "lambda": runs[0]["eq5_lambda"],
+      "coefficient": runs[0]["coefficient"],
+      "seeds": len(runs),
+      "acc": ms([r["train_acc"] for r in runs]),
+      "err_all": ms([r["rel_err_dual"]["all"] for r in runs]),
+      "err_j2": ms([r["rel_err_dual"]["j2plus"] for r in runs]),
+      "err_groups": [
+        ms(np.linalg.norm(z[:, a:b] - zd[:, a:b], axis=1) / np.linalg.norm(zd[:, a:b], axis=1))
+        for a, b in _groups(k)
+      ],
+      "cos": ms(np.sum(z[:, 1:] * zd[:, 1:], axis=1) / (n2 * nd2)),
+      "ratio": ms(n2 / nd2),
+      "z_sum": float(z.sum(axis=1).mean()),
+      "z_dual_sum": float(zd.sum(axis=1).mean()),
+    }
+    if features:
+      u1 = np.array([features[r["seed"]]["U"][:, :k].sum(axis=0)[1:] for r in runs])
+      st["control"] = ms(np.sum(z[:, 1:] * u1, axis=1) / (n2 * np.linalg.norm(u1, axis=1)))
+    out[arm] = st
+  return out
+
+
 def coupled_table(res, features=None) -> str:
   """The λ table of §3.7: per ridge/wd arm, the relative error ‖z − z*‖/‖z*‖ of the trained
   network's final responses to ``dual.fixed_point``'s prediction, features 1–k and 2–k and by
@@ -188,8 +238,7 @@ def coupled_table(res, features=None) -> str:
   if not arms:
     return ""
   k = res["config"]["k"]
-  # where along the spectrum the trained network stops following the prediction
-  groups = [(a, min(b, k)) for a, b in ((1, 5), (5, 10), (10, 20)) if a < k]
+  groups = _groups(k)
   lines = [
     "Coupled regime (eq 5): trained responses against the linearised model's optimum "
     f"z* = S² Uᵀ α*/λ, α* = dual.fixed_point (dynamics "
@@ -202,40 +251,18 @@ def coupled_table(res, features=None) -> str:
     + f"| ‖z‖/‖z*‖, j = 2–{k} | Σ_j z_j | Σ_j z_j* |",
     "|---|---|---|---|---|---|" + "---|" * len(groups) + "---|" * (4 + bool(features)),
   ]
-  for arm in arms:
-    runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
-    if not runs:
-      continue
-    acc = results_lib.mean_std([r["train_acc"] for r in runs])
-    e1 = results_lib.mean_std([r["rel_err_dual"]["all"] for r in runs])
-    e2 = results_lib.mean_std([r["rel_err_dual"]["j2plus"] for r in runs])
-    z = np.array([r["z_final"] for r in runs])
-    zd = np.array([r["z_dual"] for r in runs])
+  for arm, st in coupled_stats(res, features).items():
     kind = "ridge ‖θ−θ0‖²" if arm.startswith("ridge") else "weight decay ‖θ‖²"
-    eg = [
-      results_lib.mean_std(
-        np.linalg.norm(z[:, a:b] - zd[:, a:b], axis=1) / np.linalg.norm(zd[:, a:b], axis=1)
-      )
-      for a, b in groups
-    ]
-    # direction and scale apart: the prediction's pattern over features vs its size
-    n2, nd2 = np.linalg.norm(z[:, 1:], axis=1), np.linalg.norm(zd[:, 1:], axis=1)
-    cos = results_lib.mean_std(np.sum(z[:, 1:] * zd[:, 1:], axis=1) / (n2 * nd2))
-    ratio = results_lib.mean_std(n2 / nd2)
-    ctrl = ""
-    if features:
-      u1 = np.array([features[r["seed"]]["U"][:, :k].sum(axis=0)[1:] for r in runs])
-      c = results_lib.mean_std(np.sum(z[:, 1:] * u1, axis=1) / (n2 * np.linalg.norm(u1, axis=1)))
-      ctrl = f"| {c['mean']:.2f} ± {c['std']:.2f} "
+    ctrl = f"| {pm(st['control'], 2)} " if features else ""
     lines.append(
-      f"| {arm} ({kind}) | {runs[0]['eq5_lambda']:g} | {runs[0]['coefficient']:.3g} "
-      f"| {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}% "
-      f"| {e1['mean']:.3f} ± {e1['std']:.3f} | {e2['mean']:.3f} ± {e2['std']:.3f} "
-      + "".join(f"| {e['mean']:.3f} ± {e['std']:.3f} " for e in eg)
-      + f"| {cos['mean']:.2f} ± {cos['std']:.2f} "
+      f"| {arm} ({kind}) | {st['lambda']:g} | {st['coefficient']:.3g} "
+      f"| {100 * st['acc']['mean']:.1f} ± {100 * st['acc']['std']:.1f}% "
+      f"| {pm(st['err_all'], 3)} | {pm(st['err_j2'], 3)} "
+      + "".join(f"| {pm(e, 3)} " for e in st["err_groups"])
+      + f"| {pm(st['cos'], 2)} "
       + ctrl
-      + f"| {ratio['mean']:.3g} ± {ratio['std']:.2g} "
-      + f"| {z.sum(axis=1).mean():.3g} | {zd.sum(axis=1).mean():.3g} |"
+      + f"| {st['ratio']['mean']:.3g} ± {st['ratio']['std']:.2g} "
+      + f"| {st['z_sum']:.3g} | {st['z_dual_sum']:.3g} |"
     )
   if not res.get("spectra"):
     return "\n".join(lines)

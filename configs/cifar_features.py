@@ -24,11 +24,11 @@ the top ``k`` are recorded every ``response_every`` steps inside the compiled lo
 ``ridge<λ>`` — cross-entropy + ``(λ/2n)‖θ − θ0‖²``, eq 5's coupled regime, eq 5's λ ∈
 {10, 100, 1000, 10000} (``COUPLED_LAMBDAS``) — and ``wd<λ>`` (plain weight decay λ/n toward 0,
 the same λ), each beside the prediction ``dual.fixed_point(U_20, S_20, λ)`` of the linearised
-model. No results yet. Cost (docs/protocols.md §3.7; a short run measured ≈ 3.5 ms per batch-1
-step on one pinned core of the loaded machine): one arm-seed 9–25 min, plus the features
-(≈ 10 min per seed) and one n = 10,000 dual solve per λ and seed (minutes): 8 arms × 3 seeds
-≈ 4 h on an idle core, up to ≈ 10 h loaded; the ridge and wd arms can run as two processes
-(``--arms``, separate ``--out_dir``).
+model. ``make cifar_features_coupled`` runs the ridge arms as two processes, one core each
+(λ ≤ 100 and λ ≥ 1000), and merges their tables (``make cifar_features_coupled_wd``: the wd
+arms). Cost (docs/protocols.md §3.7): per process the features (≈ 10 min per seed), one
+400,000-step batch-1 run per arm and seed (7–9 min on an idle core) and one n = 10,000 dual
+solve per λ and seed; measured times and the table: docs/experiments/cifar_features.md.
 
 ``coupled_cpu`` (§3.7): the coupled arms on the cpu preset's first 1,000 images, for 40 epochs,
 3 seeds, with λ ∈ {1, 10, 100, 1000} (``COUPLED_CPU_LAMBDAS``: the spectrum scales with n, so
