@@ -171,7 +171,8 @@ cifar_features_coupled_wd: .venv/.installed
 	  --out_dir=$(COUPLED)/wd_weak --cpu_cores=0 --no_progress $(ARGS) & \
 	$(PY) -m experiments.cifar_features --preset=coupled --arms=wd1000,wd10000 \
 	  --out_dir=$(COUPLED)/wd_strong --cpu_cores=1 --no_progress $(ARGS); wait
-	$(PY) -m analysis.cifar_features_figures $(COUPLED)/wd --merge $(COUPLED)/wd_weak $(COUPLED)/wd_strong
+	$(PY) -m analysis.cifar_features_figures $(COUPLED)/wd --merge $(COUPLED)/wd_weak $(COUPLED)/wd_strong \
+	  --features_from=$(COUPLED)/ridge_weak
 
 # The same on 1,000 images at λ = 1…1000 (preset coupled_cpu): ridge and wd arms, one core each.
 cifar_features_coupled_cpu: .venv/.installed

@@ -61,11 +61,16 @@ def load(run_dir) -> dict:
       if r.get("kind") == "z":
         z.setdefault((r["arm"], r["seed"]), {})[r["step"]] = r["z"]
   traj = {key: (np.array(sorted(v)), np.array([v[s] for s in sorted(v)])) for key, v in z.items()}
+  return {"res": res, "traj": traj, "features": load_features(run_dir)}
+
+
+def load_features(run_dir) -> dict:
+  """The cached features at θ0 of every seed, ``{seed: {"U": …, "S": …, …}}`` ({} if none)."""
   feats = {}
-  for p in sorted((run_dir / "features").glob("s*.npz")):
+  for p in sorted((Path(run_dir) / "features").glob("s*.npz")):
     with np.load(p) as d:
       feats[int(p.stem[1:])] = dict(d)
-  return {"res": res, "traj": traj, "features": feats}
+  return feats
 
 
 def merge(datas: list[dict]) -> dict:
@@ -475,10 +480,13 @@ def draw(data, run_dir) -> list[Path]:
   return paths
 
 
-def report(run_dir, parts=()) -> str:
+def report(run_dir, parts=(), features_from=None) -> str:
   """Writes table.md and the figures of ``run_dir`` (of the runs ``parts`` merged into it
-  when given, :func:`merge`); returns the table."""
+  when given, :func:`merge`); returns the table. ``features_from``: a run folder of the same
+  settings and seeds whose cached θ0 features stand in when the runs hold none."""
   data = merge([load(p) for p in parts]) if parts else load(run_dir)
+  if features_from and not data["features"]:
+    data["features"] = load_features(features_from)
   text = table(data)
   extra = coupled_table(data["res"], data["features"])
   text = text + ("\n\n" + extra if extra else "")
@@ -505,10 +513,17 @@ def main(argv=None):
     help="output folders of one preset whose arms ran as separate processes (--arms): their "
     "table and figures together, written into run_dir",
   )
+  p.add_argument(
+    "--features_from",
+    default="",
+    metavar="DIR",
+    help="a run folder of the same settings and seeds whose cached features at θ0 "
+    "(features/s<seed>.npz) stand in when the runs hold none",
+  )
   provenance.add_flag(p)
   args = p.parse_args(argv)
   provenance.gate_files(list(args.merge) or [args.run_dir], args.allow_dirty, "NTK-feature table")
-  report(args.run_dir, args.merge)
+  report(args.run_dir, args.merge, args.features_from or None)
 
 
 if __name__ == "__main__":

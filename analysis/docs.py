@@ -620,7 +620,10 @@ def _coupled_full(results: Path, kind: str):
   ]
   if not dirs:
     return None, []
-  return cf.merge([cf.load(results / d) for d in dirs]), [f"{d}/results.json" for d in dirs]
+  data = cf.merge([cf.load(results / d) for d in dirs])
+  if not data["features"]:  # committed once, in ridge_weak (the same θ0 for every process)
+    data["features"] = cf.load_features(results / "cifar_features_coupled/ridge_weak")
+  return data, [f"{d}/results.json" for d in dirs]
 
 
 def _stack(results: Path, files) -> str:

@@ -77,3 +77,13 @@ def test_merge_refuses_runs_that_are_not_one_experiment():
     cifar_features_figures.merge([_fake_run("ridge10", U), _fake_run("wd10", U + 1e-3)])
   with pytest.raises(ValueError, match="no runs"):
     cifar_features_figures.merge([])
+
+
+def test_load_features_reads_every_seed_and_nothing_when_absent(tmp_path):
+  """features/s<seed>.npz → {seed: arrays}; a folder without features gives {}."""
+  (tmp_path / "features").mkdir()
+  for seed in (0, 2):
+    np.savez(tmp_path / "features" / f"s{seed}.npz", U=np.full((4, 2), seed), S=np.ones(2))
+  feats = cifar_features_figures.load_features(tmp_path)
+  assert sorted(feats) == [0, 2] and feats[2]["U"][0, 0] == 2 and feats[0]["S"].shape == (2,)
+  assert cifar_features_figures.load_features(tmp_path / "missing") == {}
