@@ -487,9 +487,10 @@ def report(run_dir, parts=(), features_from=None) -> str:
   data = merge([load(p) for p in parts]) if parts else load(run_dir)
   if features_from and not data["features"]:
     data["features"] = load_features(features_from)
-  text = table(data)
-  extra = coupled_table(data["res"], data["features"])
-  text = text + ("\n\n" + extra if extra else "")
+  # the ERM/SD table only when the run has those arms (coupled runs have ridge/wd arms only)
+  has_erm_sd = any(a in ARMS for a in data["res"]["config"].get("arms", ARMS))
+  parts = [table(data) if has_erm_sd else "", coupled_table(data["res"], data["features"])]
+  text = "\n\n".join(t for t in parts if t)
   Path(run_dir).mkdir(parents=True, exist_ok=True)
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)
