@@ -107,6 +107,15 @@ def merge(datas: list[dict]) -> dict:
   return out
 
 
+def load_merged(run_dirs, features_from=None) -> dict:
+  """:func:`load` of one folder, or :func:`merge` of several; ``features_from``: a run folder
+  of the same settings and seeds whose cached θ0 features stand in when the runs hold none."""
+  data = merge([load(d) for d in run_dirs])
+  if features_from and not data["features"]:
+    data["features"] = load_features(features_from)
+  return data
+
+
 def _final(res, arm):
   runs = [v for v in res["per_seed"].values() if v["arm"] == arm]
   return np.array([v["z_final"] for v in runs]), runs
@@ -187,7 +196,8 @@ def _groups(k: int) -> list[tuple[int, int]]:
   return [(a, min(b, k)) for a, b in ((1, 5), (5, 10), (10, 20)) if a < k]
 
 
-def pm(ms, digits) -> str:
+def pm(ms, digits=1) -> str:
+  """``mean ± std`` of a :func:`gs_jax.base.stats.mean_std` dict."""
   return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
@@ -483,14 +493,13 @@ def draw(data, run_dir) -> list[Path]:
 def report(run_dir, parts=(), features_from=None) -> str:
   """Writes table.md and the figures of ``run_dir`` (of the runs ``parts`` merged into it
   when given, :func:`merge`); returns the table. ``features_from``: a run folder of the same
-  settings and seeds whose cached θ0 features stand in when the runs hold none."""
-  data = merge([load(p) for p in parts]) if parts else load(run_dir)
-  if features_from and not data["features"]:
-    data["features"] = load_features(features_from)
+  settings and seeds whose cached θ0 features stand in when the runs hold none
+  (:func:`load_merged`)."""
+  data = load_merged(parts or [run_dir], features_from)
   # the ERM/SD table only when the run has those arms (coupled runs have ridge/wd arms only)
   has_erm_sd = any(a in ARMS for a in data["res"]["config"].get("arms", ARMS))
-  parts = [table(data) if has_erm_sd else "", coupled_table(data["res"], data["features"])]
-  text = "\n\n".join(t for t in parts if t)
+  tables = [table(data) if has_erm_sd else "", coupled_table(data["res"], data["features"])]
+  text = "\n\n".join(t for t in tables if t)
   Path(run_dir).mkdir(parents=True, exist_ok=True)
   (Path(run_dir) / "table.md").write_text(text + "\n")
   print(text)

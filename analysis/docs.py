@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from analysis import cifar_table, provenance
+from analysis.cifar_features_figures import pm
 
 ROOT = provenance.ROOT
 MARKER = re.compile(
@@ -81,10 +82,6 @@ def source(results: Path, *paths: str, extra: str = "") -> str:
       + "."
     )
   return line + (" " + extra if extra else "")
-
-
-def pm(ms, digits=1) -> str:
-  return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
 def mean_std(values, scale=1.0) -> dict:
@@ -620,9 +617,8 @@ def _coupled_full(results: Path, kind: str):
   ]
   if not dirs:
     return None, []
-  data = cf.merge([cf.load(results / d) for d in dirs])
-  if not data["features"]:  # committed once, in ridge_weak (the same θ0 for every process)
-    data["features"] = cf.load_features(results / "cifar_features_coupled/ridge_weak")
+  # the θ0 features are committed once, in ridge_weak (the same for every process)
+  data = cf.load_merged([results / d for d in dirs], results / "cifar_features_coupled/ridge_weak")
   return data, [f"{d}/results.json" for d in dirs]
 
 
