@@ -53,7 +53,7 @@ COMMON_HELP = {
   "single device); ignored on GPU",
   "cpu_runtime": "XLA:CPU runtime: thunk (JAX's default), legacy (whole program in one "
   "function; batch-1 training on a pinned core ~1.7× faster; jax < 0.6 only) "
-  "or fastest (legacy where it exists, else thunk); "
+  "or fastest (legacy where it exists, else thunk, plus copy insertion by region analysis); "
   "gs_jax.devices.use_cpu_runtime",
   "cpu_cores": "pin the process to these cores: comma-separated indices into the cores it "
   "may use ('0', '1', '0,1'); empty: no pinning. Batch-1 training runs ~1.9× "

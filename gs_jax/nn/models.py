@@ -432,10 +432,18 @@ class _PatchConv(nn.Module):
 
   Why patches: on XLA:CPU (jax 0.5) convolutions inside a ``lax.scan`` run several times
   slower than called directly (measured 7.6 ms against 2.4 ms per batch-1 step of
-  :class:`NarLeNet`), and batch-1 training needs the scan. Shifted slices concatenated in
-  (i, j, c) order, times the reshaped kernel, are the same sum; matmuls stay fast in loops.
-  Outside loops on large batches (evaluation, PGD) the patches cost memory traffic
-  (k² copies of the input) and XLA's convolution is ~2–3× faster.
+  :class:`NarLeNet`; jax 0.10: ~400 against ~2,700 steps/s), and batch-1 training needs the
+  scan. Shifted slices concatenated in (i, j, c) order, times the reshaped kernel, are the
+  same sum; matmuls stay fast in loops. Outside loops on large batches (evaluation, PGD) the
+  patches cost memory traffic (k² copies of the input) and XLA's convolution is ~2–3× faster.
+
+  Why the unit batch axis on the product: the kernel's gradient is ``Pᵀ ḡ`` (P the (M, K)
+  patches, ḡ the (M, c_out) output cotangent). Written as a plain matmul, XLA folds the
+  transposes into a dot that contracts both operands' leading axis, which XLA:CPU runs
+  through Eigen ~1.5–2× slower than the (c_out, M)·(M, K) product it builds when the dot
+  has a batch axis (measured 45 against 23 µs for conv0's shapes at batch 1). The batch-1
+  released step gets ~15–25% faster on jax 0.5.3 and 0.10.2 alike
+  (``benchmarks/cifar_speed.py --protocol=released``); the sums are the same up to order.
   """
 
   features: int
@@ -458,7 +466,13 @@ class _PatchConv(nn.Module):
     patches = jnp.concatenate(
       [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
     )
-    return patches @ kernel.reshape(-1, self.features) + bias
+    n, k2c = patches.shape[0] * h * w, k * k * c_in
+    out = jax.lax.dot_general(  # (1, M, K)·(1, K, c_out): see the docstring for the unit axis
+      patches.reshape(1, n, k2c),
+      kernel.reshape(1, k2c, self.features),
+      (((2,), (1,)), ((0,), (0,))),
+    )
+    return out.reshape(*patches.shape[:3], self.features) + bias
 
 
 def _max_pool2(x):

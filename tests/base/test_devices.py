@@ -35,6 +35,29 @@ print("ok")
 """
 
 
+_FASTEST = """
+import os
+from gs_jax.base import _compat, devices
+got = devices.use_cpu_runtime("fastest")
+assert got == ("legacy" if _compat.HAS_LEGACY_CPU_RUNTIME else "thunk"), got
+flags = os.environ["XLA_FLAGS"].split()
+assert "--xla_cpu_copy_insertion_use_region_analysis=true" in flags, flags
+assert ("--xla_cpu_use_thunk_runtime=false" in flags) == (got == "legacy"), flags
+assert devices.use_cpu_runtime("fastest") == got and os.environ["XLA_FLAGS"].split() == flags
+import jax, jax.numpy as jnp
+# A loop that reads its carried array before updating it (the copy the flag removes): exact.
+def body(c):
+  w, i = c
+  return w + jnp.sum(w) * 1e-3, i + 1
+w, _ = jax.jit(lambda w: jax.lax.while_loop(lambda c: c[1] < 5, body, (w, 0)))(jnp.arange(4.0))
+ref = jnp.arange(4.0)
+for _ in range(5):
+  ref = ref + jnp.sum(ref) * 1e-3
+assert jnp.allclose(w, ref, rtol=1e-6), (w, ref)
+print("ok")
+"""
+
+
 _CORES = """
 import os
 from gs_jax.base import devices
@@ -67,6 +90,19 @@ def test_cpu_runtime_switch_before_the_backend_starts():
     text=True,
     timeout=300,
     cwd=REPO,
+  )
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_fastest_runtime_adds_region_copy_insertion_on_every_stack():
+  """``fastest``: legacy where it exists, else thunk, and the region-analysis copy insertion
+  flag on both (a backend starts with it and computes a loop exactly)."""
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", _FASTEST], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
   )
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 

@@ -309,6 +309,15 @@ def test_xla_convolutions_give_the_patch_network_on_the_same_parameters():
   grad = lambda m: jax.grad(lambda xa: m.apply(v, xa)[:, 0].sum() - m.apply(v, xa)[:, 1].sum())(x)
   g_xla, g_patch = grad(xla), grad(net)
   np.testing.assert_allclose(g_xla, g_patch, rtol=1e-4, atol=1e-5 * float(jnp.abs(g_patch).max()))
+  # Parameter gradients (the patch form's kernel gradient is the unit-batch-axis dot) and a
+  # forward-mode derivative (NTK features use jvp): same up to summation order.
+  loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply({"params": p}, x)))
+  gp_xla, gp_patch = jax.grad(loss(xla))(v["params"]), jax.grad(loss(net))(v["params"])
+  for a, b in zip(jax.tree.leaves(gp_xla), jax.tree.leaves(gp_patch)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))
+  t = jax.tree.map(jnp.ones_like, v["params"])
+  jvp = lambda m: jax.jvp(loss(m), (v["params"],), (t,))[1]
+  np.testing.assert_allclose(jvp(net), jvp(xla), rtol=1e-4)
 
 
 def test_preact_resnet18_layout_and_parameter_count():
