@@ -17,6 +17,9 @@ from pathlib import Path
 from analysis import provenance
 
 
+_REGION = "xla_cpu_copy_insertion_use_region_analysis=true"
+
+
 def rows(folder: Path) -> list[str]:
   out = []
   for path in sorted(folder.glob("*.json")):
@@ -32,7 +35,9 @@ def rows(folder: Path) -> list[str]:
       ips = r["images_per_s"]["gs-jax"]
       out.append(
         f"| CIFAR {r['protocol']} protocol, batch {r['batch_size']}, {r['steps']:,} steps × "
-        f"{r['repeats']} | {where}, runtime {r['xla_cpu_runtime']} | "
+        f"{r['repeats']} | {where}, runtime {r['xla_cpu_runtime']}"
+        + (", region copy insertion" if _REGION in r.get("xla_flags", "") else "")
+        + " | "
         f"{r['median']['gs-jax']:,.0f} img/s ({min(ips):,.0f}–{max(ips):,.0f}) | "
         f"PyTorch eager ({r['torch_threads']} thread): {r['median']['pytorch-eager']:,.0f} "
         f"img/s | **{r['ratio']:.2f}×** ({min(r['ratio_per_repeat']):.2f}–"
@@ -42,7 +47,9 @@ def rows(folder: Path) -> list[str]:
       for m, v in r["methods"].items():
         out.append(
           f"| Colored MNIST full-batch step ({m}, n = {r['n']:,}, h = {v['hidden']}) | "
-          f"{where} | {v['scan_ms']:,.0f} ms/step | PyTorch eager ({v['torch']}): "
+          f"{where}"
+          + (f", dots {r['cpu_dots']}" if "cpu_dots" in r else "")
+          + f" | {v['scan_ms']:,.0f} ms/step | PyTorch eager ({v['torch']}): "
           f"{v['torch_ms']:,.0f} ms | **{v['speedup']:.2f}×** | {v['floor_ms']:,.0f} ms "
           f"({v['floor_gflops']:.0f} GFLOP/s; step/floor {v['scan_over_floor']:.2f}×) | "
           f"{load:.1f} | `{path.name}` |"

@@ -205,7 +205,19 @@ def main(argv=None):
     default=None,
     help="folder with mnist.npz (default: $GS_DATA_DIR/mnist; random inputs when neither exists)",
   )
+  p.add_argument(
+    "--cpu_dots",
+    choices=("xla", "eigen"),
+    default=None,
+    help="library of XLA:CPU's matrix products (gs_jax.devices.use_cpu_dots; default: the "
+    "Colored MNIST experiment's, configs/colored_mnist.py)",
+  )
   args = p.parse_args(argv)
+  from configs import colored_mnist as configs
+  from gs_jax.base import devices
+
+  # Before JAX starts (provenance lists the devices): the experiment's dot library.
+  cpu_dots = devices.use_cpu_dots(args.cpu_dots or configs.get_config("sd").run.cpu_dots)
   from gs_jax.experiment import results
 
   started = results.provenance_at_start()  # the code that runs, before anything is written
@@ -221,13 +233,15 @@ def main(argv=None):
   x, y, env = make_data(args.n, args.data_dir)
   print(
     f"Colored-MNIST full-batch step, n={args.n} x 392, Adam; jax {jax.__version__} on "
-    f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible"
+    f"{jax.devices()[0]}, {os.cpu_count()} CPUs visible; dots: {cpu_dots}"
   )
   out = {
     "n": args.n,
     "steps": args.steps,
     "rounds": args.rounds,
     "jax": jax.__version__,
+    "cpu_dots": cpu_dots,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "methods": {},
   }
   for method in args.methods.split(","):

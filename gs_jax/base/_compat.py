@@ -19,6 +19,9 @@ the installed JAX has one, and the private one where it has none (version or fea
 - :func:`is_tracer`: whether a value is being traced (``jax.core.Tracer``).
 - :func:`enable_x64`: a float64 scope (``jax.experimental.enable_x64`` is gone in newer JAX).
 - :data:`HAS_LEGACY_CPU_RUNTIME`: XLA:CPU's legacy (non-thunk) runtime exists before jax 0.6.
+- :data:`HAS_YNN_DOTS`: XLA:CPU runs dots through YNNPACK by default and takes the flag that
+  turns it off (``--xla_cpu_experimental_ynn_fusion_type``; checked on jaxlib 0.10.2, absent
+  in 0.5.3, where an unknown XLA flag aborts the process — hence the conservative bound).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ JAX_VERSION: tuple[int, ...] = tuple(jax.__version_info__)
 
 # XLA:CPU's whole-program ("legacy") runtime was removed in jax 0.6.
 HAS_LEGACY_CPU_RUNTIME: bool = JAX_VERSION < (0, 6)
+
+# XLA:CPU's YNNPACK dot fusions and their flag (verified on jaxlib 0.10.2 and newer only).
+HAS_YNN_DOTS: bool = JAX_VERSION >= (0, 10)
 
 # jax.distributed.initialize gained a public heartbeat timeout (older JAX: only the private
 # global state took the interval and missed-heartbeat count).

@@ -55,6 +55,9 @@ COMMON_HELP = {
   "function; batch-1 training on a pinned core ~1.7× faster; jax < 0.6 only) "
   "or fastest (legacy where it exists, else thunk, plus copy insertion by region analysis); "
   "gs_jax.devices.use_cpu_runtime",
+  "cpu_dots": "library of XLA:CPU's matrix products: xla (its default; YNNPACK from jax 0.10) "
+  "or eigen (as on jax 0.5; faster for the Colored MNIST full-batch step on jax 0.10); "
+  "gs_jax.devices.use_cpu_dots",
   "cpu_cores": "pin the process to these cores: comma-separated indices into the cores it "
   "may use ('0', '1', '0,1'); empty: no pinning. Batch-1 training runs ~1.9× "
   "faster on one pinned core; give parallel runs different cores",
@@ -297,5 +300,7 @@ def setup(cfg: ml_collections.ConfigDict) -> None:
     devices.use_cpu_cores(r.cpu_cores)
   if "cpu_runtime" in r:
     devices.use_cpu_runtime(r.cpu_runtime)
+  if "cpu_dots" in r:
+    devices.use_cpu_dots(r.cpu_dots)
   if "cpu_devices" in r:
     devices.use_cpu_devices(r.cpu_devices)

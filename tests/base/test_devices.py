@@ -58,6 +58,31 @@ print("ok")
 """
 
 
+_DOTS = """
+import os
+from gs_jax.base import _compat, devices
+flags0 = os.environ.get("XLA_FLAGS", "")
+assert devices.use_cpu_dots("xla") == ("xla" if _compat.HAS_YNN_DOTS else "eigen")
+got = devices.use_cpu_dots("eigen")
+assert got == "eigen"
+flag = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
+# jax < 0.10 neither has YNNPACK dots nor knows the flag (an unknown flag aborts): left alone
+assert (flag in os.environ.get("XLA_FLAGS", "").split()) == _compat.HAS_YNN_DOTS
+if not _compat.HAS_YNN_DOTS:
+  assert os.environ.get("XLA_FLAGS", "") == flags0
+try:
+  devices.use_cpu_dots("mkl")
+except ValueError as e:
+  assert "cpu_dots" in str(e)
+else:
+  raise AssertionError("no error for an unknown dot library")
+import jax, jax.numpy as jnp, numpy as np
+a = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32)
+np.testing.assert_allclose(jax.jit(lambda a: a.T @ a)(a), a.T @ a, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
 _CORES = """
 import os
 from gs_jax.base import devices
@@ -103,6 +128,17 @@ def test_fastest_runtime_adds_region_copy_insertion_on_every_stack():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run(
     [sys.executable, "-c", _FASTEST], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+  )
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_cpu_dots_eigen_sets_the_flag_only_where_jax_has_ynnpack_dots():
+  import subprocess
+  import sys
+
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", _DOTS], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
   )
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
