@@ -115,23 +115,33 @@ def use_cpu_runtime(name: str = "thunk") -> str:
   current = "legacy" if _LEGACY_FLAG in flags else "thunk"
   if name == current and all(f in flags for f in extra):
     return current
-  import jax
+  if name == "legacy" and not _compat.HAS_LEGACY_CPU_RUNTIME and not _compat.backends_started():
+    import jax
 
-  if _compat.backends_started():
-    warnings.warn(
-      f"cpu_runtime={name!r} ignored: JAX's backends already run ({current})", stacklevel=2
-    )
-    return current
-  if name == "legacy" and not _compat.HAS_LEGACY_CPU_RUNTIME:
     warnings.warn(
       f"cpu_runtime='legacy' needs jax < 0.6 (this is {jax.__version__}); "
       "using the default runtime",
       stacklevel=2,
     )
     return current
-  parts = [f for f in flags if f not in (_LEGACY_FLAG, *extra)]
-  os.environ["XLA_FLAGS"] = " ".join(parts + extra + ([_LEGACY_FLAG] if name == "legacy" else []))
+  wanted = extra + ([_LEGACY_FLAG] if name == "legacy" else [])
+  if not _set_xla_flags((_LEGACY_FLAG, *extra), wanted, f"cpu_runtime={name!r}", current):
+    return current
   return name
+
+
+def _set_xla_flags(drop, add, what: str, current: str) -> bool:
+  """Replaces the flags ``drop`` by ``add`` in ``XLA_FLAGS`` if JAX's backends have not
+  started (XLA reads them once, at backend start); otherwise warns that ``what`` is ignored
+  and ``current`` stays. Returns whether the flags were set."""
+  from gs_jax.base import _compat
+
+  if _compat.backends_started():
+    warnings.warn(f"{what} ignored: JAX's backends already run ({current})", stacklevel=3)
+    return False
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in drop]
+  os.environ["XLA_FLAGS"] = " ".join(flags + list(add))
+  return True
 
 
 CPU_DOTS = ("xla", "eigen")
@@ -156,15 +166,10 @@ def use_cpu_dots(name: str = "xla") -> str:
 
   if not _compat.HAS_YNN_DOTS:
     return "eigen"
-  flags = os.environ.get("XLA_FLAGS", "").split()
-  current = "eigen" if _EIGEN_DOTS_FLAG in flags else "xla"
+  current = "eigen" if _EIGEN_DOTS_FLAG in os.environ.get("XLA_FLAGS", "").split() else "xla"
   if name == current:
     return current
-  if _compat.backends_started():
-    warnings.warn(
-      f"cpu_dots={name!r} ignored: JAX's backends already run ({current})", stacklevel=2
-    )
+  wanted = [_EIGEN_DOTS_FLAG] if name == "eigen" else []
+  if not _set_xla_flags((_EIGEN_DOTS_FLAG,), wanted, f"cpu_dots={name!r}", current):
     return current
-  parts = [f for f in flags if f != _EIGEN_DOTS_FLAG]
-  os.environ["XLA_FLAGS"] = " ".join(parts + ([_EIGEN_DOTS_FLAG] if name == "eigen" else []))
   return name

@@ -466,9 +466,9 @@ class _PatchConv(nn.Module):
     patches = jnp.concatenate(
       [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
     )
-    n, k2c = patches.shape[0] * h * w, k * k * c_in
+    m, k2c = patches.shape[0] * h * w, k * k * c_in
     out = jax.lax.dot_general(  # (1, M, K)·(1, K, c_out): see the docstring for the unit axis
-      patches.reshape(1, n, k2c),
+      patches.reshape(1, m, k2c),
       kernel.reshape(1, k2c, self.features),
       (((2,), (1,)), ((0,), (0,))),
     )

@@ -103,57 +103,34 @@ print("ok")
 """
 
 
-def test_cpu_runtime_switch_before_the_backend_starts():
+def _assert_ok_in_fresh_process(script: str, *, keep_xla_flags: bool = False) -> None:
+  """Runs ``script`` in a fresh Python (process-wide settings: XLA flags, pinning), by default
+  without the caller's ``XLA_FLAGS``, and checks it printed ``ok``."""
   import subprocess
   import sys
 
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = {k: v for k, v in os.environ.items() if keep_xla_flags or k != "XLA_FLAGS"}
   out = subprocess.run(
-    [sys.executable, "-c", _RUNTIME],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=REPO,
+    [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
   )
   assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_cpu_runtime_switch_before_the_backend_starts():
+  _assert_ok_in_fresh_process(_RUNTIME)
 
 
 def test_fastest_runtime_adds_region_copy_insertion_on_every_stack():
   """``fastest``: legacy where it exists, else thunk, and the region-analysis copy insertion
   flag on both (a backend starts with it and computes a loop exactly)."""
-  import subprocess
-  import sys
-
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run(
-    [sys.executable, "-c", _FASTEST], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
-  )
-  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+  _assert_ok_in_fresh_process(_FASTEST)
 
 
 def test_cpu_dots_eigen_sets_the_flag_only_where_jax_has_ynnpack_dots():
-  import subprocess
-  import sys
-
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run(
-    [sys.executable, "-c", _DOTS], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
-  )
-  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+  _assert_ok_in_fresh_process(_DOTS)
 
 
 def test_cpu_cores_pins_the_process_by_index_into_its_allowed_cores():
   """In a subprocess (pinning is process-wide): index 0 of the allowed cores; clear errors
   for the first index past them (any core count) and for a malformed spec."""
-  import subprocess
-  import sys
-
-  out = subprocess.run(
-    [sys.executable, "-c", _CORES],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=REPO,
-  )
-  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+  _assert_ok_in_fresh_process(_CORES, keep_xla_flags=True)
