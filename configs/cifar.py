@@ -37,16 +37,19 @@ logits (``--sd_coef``; Figure 2: 0 and 0.1). Conversion to our mean form ``sd_la
 sd_coef 0.01 = sd_lambda 0.02 (the same training loss; tests/training/test_objectives.py checks it).
 Margins and OOD accuracies come from two attacks, the released-style Foolbox PGD (40 steps of
 ε/30 on the cross-entropy, no random start) and a strong one (100 steps of ε/20 on the logit
-gap, a clean start plus 3 random starts), with a bisection on ε; results.json holds them in
-[−1,1] units (the released axis, = 2 × pixel units) and in pixel units. Evaluation dominates a
-run's CPU time, so the preset measures margins on the first 1,000 test images (released attack;
+gap, a clean start plus 3 random starts), with a bisection on ε; both stop an image at its first
+misclassified iterate, as Foolbox 2's attack does (``return_early``, gs_jax.nn.attacks.pgd).
+results.json holds them in [−1,1] units (the released axis, = 2 × pixel units) and in pixel
+units. The preset measures margins on the first 1,000 test images (released attack;
 ``--margin_n=-1``: all 2,000) and the first 100 (strong attack, ``--strong_n``); each attack's
 OOD accuracies use the same images as its margins, IID accuracy the whole test set. Training
 runs on one pinned core (``--cpu_cores=0``: XLA then stops splitting the tiny batch-1
 operations over threads, ~1.9× faster; give runs side by side different cores, as ``make
-cifar2_released`` does) and on XLA:CPU's legacy runtime where JAX < 0.6 has it
-(``--cpu_runtime=fastest``; ~1.7× faster than the default there), and evaluation through XLA convolutions (same parameters, ~2–3× faster on
-large batches).
+cifar2_released`` does), on XLA:CPU's legacy runtime where JAX < 0.6 has it
+(``--cpu_runtime=fastest``; ~1.7× faster than the default there) and with Eigen's matrix
+products (``--cpu_dots=eigen``, jax >= 0.10). Evaluation runs the same patch network, one
+image per compiled attack loop (an image stops when it flips) and 8 images per plain forward
+pass; it takes about as long as training (docs/experiments/cifar_released.md).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its
@@ -87,6 +90,8 @@ HELP = {
   "docs/protocols.md §5",
   "checkpoint": "write an orbax checkpoint after every epoch (needed to resume)",
   "eval_batch": "batch size of evaluation and PGD",
+  "return_early": "released: both attacks stop an image at its first misclassified iterate, "
+  "as Foolbox 2 does (default); false: they judge their last iterate only (before issue 18)",
   "margin_n": "per-example L∞ margins on the first N test images (-1: all, 0: none)",
   "margin_eps_max": "upper end of the margin bisection (pixel units)",
   "margin_bisection": "bisection steps of the margin (resolution margin_eps_max / 2**steps)",
@@ -133,9 +138,17 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
             margin_bisection=10,
             strong_n=100,
             test_limit=0,
+            return_early=True,
           )
         ),
-        run=run_section(data=True, checkpoint=True, cpu=True, cpu_runtime="fastest", cpu_cores="0"),
+        run=run_section(
+          data=True,
+          checkpoint=True,
+          cpu=True,
+          cpu_runtime="fastest",
+          cpu_cores="0",
+          cpu_dots="eigen",  # gs_jax.devices.use_cpu_dots: faster batch-1 products on jax >= 0.10
+        ),
       )
     )
   if preset == "paper_cifar100":

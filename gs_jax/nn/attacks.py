@@ -140,6 +140,9 @@ def pgd(
   loss: str = "xent",
   clean_start: bool = False,
   active=None,
+  return_early: bool = False,
+  group: int = 1,
+  return_predictions: bool = False,
 ):
   """Untargeted PGD maximising the cross-entropy (or logit gap) of labels ``y``; returns
   adversarial images.
@@ -162,15 +165,27 @@ def pgd(
     loss: "xent" (cross-entropy) or "gap" (logit gap, :func:`_gap_sum`).
     clean_start: the first restart starts from ``x`` (the others as ``rand_init`` says).
     active: optional (n,) bools: only these rows are attacked; the others come back as ``x``.
+    return_early: Foolbox 2's rule (its ``return_early=True``, the released attack): every
+      iterate, the start included, is checked, and a row stops at its first misclassified
+      iterate, which is its result; restarts go on for the rows not yet fooled. Without it a
+      restart's result is its last iterate.
+    group: with ``return_early``, rows per compiled loop: a group steps until all its rows
+      have stopped. 1 (each row stops on its own) suits CPUs and small networks; a whole
+      batch suits wide hardware. The result does not depend on it (up to float32
+      reassociation across batch sizes).
+    return_predictions: also return the predicted classes at ``x_adv`` (with
+      ``return_early`` those the attack computed on its way, with no extra forward pass).
 
-  Outside a trace, a restart runs only on the rows no earlier restart has fooled (their
+  With ``return_early`` everything runs in one compiled program (:func:`_early`) per batch
+  shape, traced or not. Otherwise, outside a trace, a restart runs only on the rows no earlier restart has fooled (their
   result is final) and only on ``active`` rows, gathered into a smaller batch (padded to a
   power of two, so a few shapes compile); the random starts are drawn for the whole batch and
   then gathered, so every row gets the start, and the result, of a run on all rows (up to
   float32 reassociation across batch sizes).
 
   Returns:
-    ``x_adv`` with ``x_adv − x`` inside the ε-ball and ``x_adv ∈ [0,1]``.
+    ``x_adv`` with ``x_adv − x`` inside the ε-ball and ``x_adv ∈ [0,1]``; with
+    ``return_predictions``, ``(x_adv, classes)``.
   """
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")
@@ -184,6 +199,61 @@ def pgd(
     if step_size is None
     else jnp.broadcast_to(jnp.asarray(step_size, x.dtype), x.shape[:1])
   )
+  if return_early:
+    x_adv, pred = _pgd_early(
+      logits_fn,
+      params,
+      x,
+      y,
+      key,
+      eps,
+      alpha,
+      norm,
+      steps,
+      restarts,
+      rand_init,
+      loss,
+      clean_start,
+      active,
+      group,
+    )
+    return (x_adv, pred) if return_predictions else x_adv
+  x_adv = _pgd_final(
+    logits_fn,
+    params,
+    x,
+    y,
+    key,
+    eps,
+    alpha,
+    norm,
+    steps,
+    restarts,
+    rand_init,
+    loss,
+    clean_start,
+    active,
+  )
+  return (x_adv, predict(logits_fn, params, x_adv)) if return_predictions else x_adv
+
+
+def _pgd_final(
+  logits_fn,
+  params,
+  x,
+  y,
+  key,
+  eps,
+  alpha,
+  norm,
+  steps,
+  restarts,
+  rand_init,
+  loss,
+  clean_start,
+  active,
+):
+  """:func:`pgd` without ``return_early``: a restart's result is its last iterate."""
   if any(_compat.is_tracer(a) for a in (x, y, eps, alpha)):
     if active is not None:
       raise ValueError("active= needs concrete arrays (call pgd outside jit)")
@@ -219,6 +289,141 @@ def pgd(
   return best
 
 
+def _pgd_early(
+  logits_fn,
+  params,
+  x,
+  y,
+  key,
+  eps,
+  alpha,
+  norm,
+  steps,
+  restarts,
+  rand_init,
+  loss,
+  clean_start,
+  active,
+  group,
+):
+  """``(x_adv, pred)`` of return-early PGD (:func:`pgd`): the adversarial images and the
+  predictions there, computed on the way."""
+  if group < 1:
+    raise ValueError(f"group must be >= 1; got {group}")
+  n = x.shape[0]
+  todo = jnp.ones((n,), bool) if active is None else jnp.asarray(active, bool)
+  if todo.shape != (n,):
+    raise ValueError(f"active must have shape ({n},); got {todo.shape}")
+  # Drawn for the whole batch (as the other path does), so a row's start does not depend on
+  # which rows are attacked.
+  starts = jnp.stack(
+    [
+      _start(k, x, eps, norm=norm)
+      if rand_init and not (clean_start and r == 0)
+      else jnp.zeros_like(x)
+      for r, k in enumerate(jax.random.split(key, restarts))
+    ]
+  )
+  return _early(
+    logits_fn,
+    params,
+    jnp.asarray(x),
+    jnp.asarray(y),
+    starts,
+    eps,
+    alpha,
+    todo,
+    norm=norm,
+    loss=loss,
+    steps=steps,
+    group=group,
+  )
+
+
+def _early_group(logits_fn, params, x, y, starts, eps, alpha, todo, *, norm, loss, steps):
+  """Return-early PGD on one group of g rows (module doc); returns ``(x_adv, pred)``.
+
+  ``starts``: (R, g, …) start perturbations of the R restarts; ``todo``: (g,) rows to attack.
+  Iterate ``p_t`` (t = 0…steps) is checked with the logits its gradient step computes anyway;
+  a row stops at its first misclassified iterate, or after ``p_steps``. Rows outside ``todo`` are only checked at ``x`` (their prediction).
+  """
+  grad_fn = jax.grad(lambda xa: _loss_and_logits(logits_fn, params, xa, y, loss), has_aux=True)
+
+  def run_restart(r, fooled, best, pred):
+    first = r == 0
+    run = todo & ~fooled
+    # Rows outside `todo` enter the first restart at x, for their prediction only.
+    live = run | (first & ~todo)
+    delta = jnp.where(_per_example(run, x) > 0, starts[r], 0.0)
+
+    def cond(c):
+      return jnp.any(c[2])
+
+    def body(c):
+      t, delta, running, hit, p = c
+      # The last iterate, and rows outside `todo`, are only checked: no gradient.
+      g, logits = jax.lax.cond(
+        (t == steps) | ~jnp.any(running & todo),
+        lambda d: (jnp.zeros_like(d), logits_fn(params, x + d)),
+        lambda d: grad_fn(x + d),
+        delta,
+      )
+      now = jnp.argmax(logits, axis=-1)
+      wrong = now != y
+      stop = running & (wrong | (t == steps) | ~todo)
+      step = ascent_step(x, delta, g, eps, alpha, norm)
+      delta = jnp.where(_per_example(running & ~stop, x) > 0, step, delta)
+      return t + 1, delta, running & ~stop, hit | (running & wrong), jnp.where(running, now, p)
+
+    c = (jnp.int32(0), delta, live, jnp.zeros_like(live), pred)
+    _, delta, _, hit, p = jax.lax.while_loop(cond, body, c)
+    best = jnp.where(_per_example(live, x) > 0, x + delta, best)
+    return fooled | (hit & todo), best, jnp.where(live, p, pred)
+
+  def cond(c):
+    r, fooled = c[0], c[1]
+    return (r < starts.shape[0]) & ((r == 0) | jnp.any(todo & ~fooled))
+
+  def body(c):
+    r, fooled, best, pred = c
+    return (r + 1, *run_restart(r, fooled, best, pred))
+
+  c = (jnp.int32(0), jnp.zeros(y.shape, bool), x, jnp.zeros_like(y))
+  _, _, best, pred = jax.lax.while_loop(cond, body, c)
+  return best, pred
+
+
+def _loss_and_logits(logits_fn, params, xa, y, loss):
+  logits = logits_fn(params, xa)
+  return LOSSES[loss](logits, y), logits
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "loss", "steps", "group"))
+def _early(logits_fn, params, x, y, starts, eps, alpha, todo, *, norm, loss, steps, group):
+  """:func:`_early_group` over groups of ``group`` rows (``lax.map``; the last group padded
+  with unattacked copies of row 0), so a group's loops end when its own rows are done."""
+  n = x.shape[0]
+  g = min(group, n)
+  m = -(-n // g) * g
+
+  def grouped(a):  # (n, …) → (m/g, g, …)
+    return batching.pad_rows(a, m).reshape((m // g, g) + a.shape[1:])
+
+  todo = jnp.concatenate([todo, jnp.zeros((m - n,), bool)])
+  s = jnp.swapaxes(jax.vmap(grouped)(starts), 0, 1)  # (m/g, R, g, …)
+
+  def one(args):
+    xg, yg, sg, eg, ag, tg = args
+    return _early_group(
+      logits_fn, params, xg, yg, sg, eg, ag, tg, norm=norm, loss=loss, steps=steps
+    )
+
+  best, pred = jax.lax.map(
+    one, (grouped(x), grouped(y), s, grouped(eps), grouped(alpha), todo.reshape(m // g, g))
+  )
+  return best.reshape((m,) + x.shape[1:])[:n], pred.reshape(m)[:n]
+
+
 def _bucket(m: int, n: int) -> int:
   """Rows a batch of ``m`` of ``n`` rows is padded to: the next power of two (at least 8, at most
   ``n``), so a shrinking batch runs in a few shapes and compiles a few times."""
@@ -251,8 +456,9 @@ def _pgd_traced(
 
 
 def robust_predictions(logits_fn: LogitsFn, params, x, y, key, eps, **pgd_kwargs):
-  """Predicted classes on PGD examples, ``argmax logits_fn(params, pgd(x))`` (shape (n,))."""
-  return predict(logits_fn, params, pgd(logits_fn, params, x, y, key, eps, **pgd_kwargs))
+  """Predicted classes on PGD examples, ``argmax logits_fn(params, pgd(x))`` (shape (n,)); with
+  ``return_early`` the predictions the attack computed there (no second forward pass)."""
+  return pgd(logits_fn, params, x, y, key, eps, return_predictions=True, **pgd_kwargs)[1]
 
 
 def margin_bisection(

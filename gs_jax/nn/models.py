@@ -434,8 +434,9 @@ class _PatchConv(nn.Module):
   slower than called directly (measured 7.6 ms against 2.4 ms per batch-1 step of
   :class:`NarLeNet`; jax 0.10: ~400 against ~2,700 steps/s), and batch-1 training needs the
   scan. Shifted slices concatenated in (i, j, c) order, times the reshaped kernel, are the
-  same sum; matmuls stay fast in loops. Outside loops on large batches (evaluation, PGD) the
-  patches cost memory traffic (k² copies of the input) and XLA's convolution is ~2–3× faster.
+  same sum; matmuls stay fast in loops. On large batches the patches cost memory traffic (k²
+  copies of the input): evaluate them in small chunks (:func:`gs_jax.base.batching.map_chunks`)
+  or use XLA's convolution, which is faster there outside loops.
 
   Why the unit batch axis on the product: the kernel's gradient is ``Pᵀ ḡ`` (P the (M, K)
   patches, ḡ the (M, c_out) output cotangent). Written as a plain matmul, XLA folds the
@@ -493,8 +494,9 @@ class NarLeNet(nn.Module):
   Other input sizes (H, W divisible by 4 after each valid 5×5 convolution, e.g. the 64×32
   dominoes of docs/protocols.md §3.8) widen only the first dense layer: its fan-in is the
   flattened size, 32·((H−4)/2−4)/2·((W−4)/2−4)/2 (2,080 at 64×32).
-  ``patches``: convolutions as patches × matrix (for training inside ``lax.scan``) or, if
-  False, XLA convolutions (faster for large evaluation batches); the parameters are the same.
+  ``patches``: convolutions as patches × matrix (fast at batch 1 inside compiled loops: the
+  scanned training, the per-image attack loops) or, if False, XLA convolutions (faster for
+  large batches outside loops); the parameters are the same.
   """
 
   num_classes: int = 2

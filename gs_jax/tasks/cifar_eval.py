@@ -14,12 +14,21 @@ import numpy as np
 from gs_jax.base import batching
 from gs_jax.nn import attacks
 
+# Rows per forward pass of the released (patch) network in evaluation (batching.map_chunks).
+PATCH_CHUNK = 8
 OOD_EPS = {"eps_0.05": 0.05, "eps_5/255": 5.0 / 255.0}
 # Released protocol (pixel units): ε = 0.05 in the released [−1,1] units is 0.025 pixels.
 RELEASED_OOD_EPS = {"eps_0.05_pm1": 0.025, **OOD_EPS}
-# The two attacks of the released protocol (gs_jax.nn.attacks.pgd arguments).
+# The two attacks of the released protocol (gs_jax.nn.attacks.pgd arguments). Both stop a row
+# at its first misclassified iterate, as Foolbox 2 does (return_early, its default).
 RELEASED_ATTACKS = {
-  "released": {"steps": 40, "step_frac": 1 / 30, "rand_init": False, "loss": "xent"},
+  "released": {
+    "steps": 40,
+    "step_frac": 1 / 30,
+    "rand_init": False,
+    "loss": "xent",
+    "return_early": True,
+  },
   "strong": {
     "steps": 100,
     "step_frac": 1 / 20,
@@ -27,6 +36,7 @@ RELEASED_ATTACKS = {
     "rand_init": True,
     "clean_start": True,
     "loss": "gap",
+    "return_early": True,
   },
 }
 
@@ -95,13 +105,15 @@ def released(
   margin_eps_max: float,
   margin_bisection: int,
   batch: dict,
+  return_early: bool = True,
 ) -> tuple[dict, dict]:
   """The released protocol's evaluation (docs/protocols.md §3.3): test IID accuracy, and for
   each attack of :data:`RELEASED_ATTACKS` the accuracy under PGD at :data:`RELEASED_OOD_EPS`
   and per-example margins (bisection on ε ∈ [0, margin_eps_max] pixels) on the first
   ``margin_n`` (released attack) or ``strong_n`` (strong attack) test images (-1: all).
   ``batch``: :func:`gs_jax.base.batching.batched` options (``batch_size``, ``multiple``,
-  ``prepare``). Returns ``(metrics, extras)``; margins in [−1,1] units (``*_pm1``, the released
+  ``prepare``). ``return_early=False``: both attacks judge only their last iterate (our rule
+  before issue 18; docs/protocols.md §3.3). Returns ``(metrics, extras)``; margins in [−1,1] units (``*_pm1``, the released
   axis) and pixel units."""
   lossless, y = data.test_is_lossless, data.y_test
   t0 = time.perf_counter()
@@ -115,8 +127,9 @@ def released(
 
   clean = run(lambda xb, yb, k: attacks.predict(logits_fn, params, xb), len(y), key)
   metrics = {"test_iid_acc": accuracies(clean, y, lossless), "test_ood_acc": {}, "margins_pm1": {}}
-  extras = {"attacks": RELEASED_ATTACKS, "margins": {}}
-  for a, (name, attack) in enumerate(RELEASED_ATTACKS.items()):
+  attacks_used = {k: {**v, "return_early": return_early} for k, v in RELEASED_ATTACKS.items()}
+  extras = {"attacks": attacks_used, "margins": {}}
+  for a, (name, attack) in enumerate(attacks_used.items()):
     n = margin_n if name == "released" else strong_n
     n = len(y) if n < 0 else min(n, len(y))
     if n == 0:

@@ -1,4 +1,4 @@
-"""gs_jax.base.batching: pad_rows for NumPy and JAX arrays, and batched's chunks, keys and sizes."""
+"""gs_jax.base.batching: pad_rows (NumPy and JAX), batched's chunks, keys and sizes, map_chunks."""
 
 from __future__ import annotations
 
@@ -43,3 +43,24 @@ def test_batched_chunks_keys_and_sizes():
   # Small inputs get a small chunk, a multiple of `multiple` (e.g. the device count).
   assert batching.chunk_size(7, 500, 4) == 8 and batching.chunk_size(7, 500) == 7
   assert batching.chunk_size(1000, 500, 4) == 500
+
+
+def test_map_chunks_equals_one_call_and_pads_the_last_chunk():
+  """Row-wise fn: chunked result equals fn on all rows (10 rows in chunks of 4: 4, 4, 2 + 2
+  padding), fewer rows than a chunk call fn directly, under jit too; chunk < 1 is refused."""
+  w = jax.random.normal(jax.random.PRNGKey(0), (3, 5))
+  x = jax.random.normal(jax.random.PRNGKey(1), (10, 3))
+  calls = []
+
+  def fn(v):
+    calls.append(v.shape)
+    return jnp.tanh(v @ w)
+
+  np.testing.assert_allclose(batching.map_chunks(fn, x, 4), fn(x), rtol=1e-6, atol=1e-7)
+  assert calls[0] == (4, 3)  # traced once on one chunk
+  np.testing.assert_allclose(
+    jax.jit(lambda v: batching.map_chunks(fn, v, 16))(x), fn(x), rtol=1e-6, atol=1e-7
+  )
+  assert calls[-2] == (10, 3)
+  with pytest.raises(ValueError, match="chunk must be >= 1"):
+    batching.map_chunks(fn, x, 0)

@@ -178,6 +178,83 @@ def test_margin_skipping_decided_rows_equals_plain_bisection():
   np.testing.assert_array_equal(m, ref)
 
 
+def _foolbox_rows(
+  logits_fn,
+  p,
+  x,
+  y,
+  key,
+  eps,
+  *,
+  steps,
+  restarts,
+  step_frac,
+  rand_init,
+  clean_start=False,
+  loss="xent",
+  active=None,
+):
+  """Return-early PGD one row at a time, as Foolbox 2's ``_run_one`` loop reads (a Python
+  loop per row; every iterate, the start included, checked; stop at the first misclassified
+  one; the next restart only if none was). Starts as :func:`attacks.pgd` draws them."""
+  n = x.shape[0]
+  eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (n,))
+  starts = [
+    attacks.random_start(k, x, eps, "linf")
+    if rand_init and not (clean_start and r == 0)
+    else jnp.zeros_like(x)
+    for r, k in enumerate(jax.random.split(key, restarts))
+  ]
+  out, pred = np.array(x), np.zeros(n, int)
+  for i in range(n):
+    xi, yi, e = x[i : i + 1], y[i : i + 1], eps[i]
+    if active is not None and not active[i]:
+      pred[i] = int(jnp.argmax(logits_fn(p, xi)[0]))
+      continue
+    for r in range(restarts):
+      delta = starts[r][i : i + 1]
+      for t in range(steps + 1):
+        now = int(jnp.argmax(logits_fn(p, xi + delta)[0]))
+        if now != int(yi[0]) or t == steps:
+          break
+        g = jax.grad(lambda xa: attacks.LOSSES[loss](logits_fn(p, xa), yi))(xi + delta)
+        delta = attacks.ascent_step(xi, delta, g, e, e * step_frac, "linf")
+      out[i], pred[i] = np.asarray(xi + delta)[0], now
+      if now != int(yi[0]):
+        break
+  return out, pred
+
+
+def test_return_early_is_foolbox_run_one_per_row():
+  """``return_early``: each row's result and prediction are those of the literal per-row loop,
+  whatever the grouping (1, 7 with padding, all rows) or an outer jit; ``active`` rows only;
+  and every row the last-iterate rule fools is fooled (the same path, checked more often)."""
+  p, x, y = _mlp_setup(24)
+  key = jax.random.PRNGKey(4)
+  eps = jnp.linspace(0.0, 0.2, x.shape[0])
+  kw = dict(STRONG, return_early=True)
+  ref, ref_pred = _foolbox_rows(_mlp, p, x, y, key, eps, **{k: v for k, v in STRONG.items()})
+  assert 3 < (ref_pred != np.asarray(y)).sum() < 20
+  for group in (1, 7, 24):
+    adv, pred = attacks.pgd(_mlp, p, x, y, key, eps, group=group, return_predictions=True, **kw)
+    np.testing.assert_allclose(adv, ref, atol=1e-6)  # float32 reassociation only
+    np.testing.assert_array_equal(pred, ref_pred)
+  traced = jax.jit(lambda x_: attacks.pgd(_mlp, p, x_, y, key, eps, group=24, **kw))(x)
+  np.testing.assert_allclose(traced, ref, atol=1e-6)
+  np.testing.assert_array_equal(attacks.robust_predictions(_mlp, p, x, y, key, eps, **kw), ref_pred)
+  active = np.arange(x.shape[0]) % 3 != 0
+  part, part_pred = attacks.pgd(
+    _mlp, p, x, y, key, eps, active=active, return_predictions=True, **kw
+  )
+  np.testing.assert_array_equal(part[~active], x[~active])
+  np.testing.assert_array_equal(part_pred[~active], attacks.predict(_mlp, p, x)[~active])
+  np.testing.assert_allclose(part[active], ref[active], atol=1e-6)
+  last = attacks.predict(_mlp, p, attacks.pgd(_mlp, p, x, y, key, eps, **STRONG)) != y
+  assert np.all(ref_pred[np.asarray(last)] != np.asarray(y)[np.asarray(last)])
+  with pytest.raises(ValueError, match="group must be"):
+    attacks.pgd(_mlp, p, x, y, key, eps, group=0, **kw)
+
+
 def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
   """``attacks.evaluate`` over 3 chunks (5, 5, 2 padded to 5 rows) on a linear model whose
   L∞ margins are known: PGD cannot flip beyond the exact margin; from a random start 10 steps
