@@ -15,7 +15,7 @@ LANES ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: venv venv-oldest lint test test-unit test-oldest test-all two_moons two_moons_grid two_moons_dynamics theorem2 primal_dual \
         cmnist cifar cifar2_cpu cifar2_released cifar2_released_extra celeba celeba_cpu bench-two-moons bench-dual \
-        bench-cmnist bench-cifar bench-distributed bench-stacks clean-venv
+        bench-cmnist bench-cifar bench-distributed bench-stacks bench-eval-rules clean-venv
 
 .venv/.installed: pyproject.toml constraints/newest.txt
 	python3 -m venv .venv
@@ -225,6 +225,13 @@ bench-stacks: .venv/.installed .venv-oldest/.installed
 	    --json=$(BENCH_TMP)/cmnist_$$s.json || exit 1; done
 	cp $(BENCH_TMP)/*.json $(BENCH_OUT)/
 	$(PY) -m analysis.speed_table $(BENCH_OUT)
+
+# Released CIFAR-2, ERM and SD 0.1 side by side: evaluation time against training, and the
+# first- against the last-iterate attack rule on the same checkpoints (~15 min on 2 cores).
+bench-eval-rules: .venv/.installed
+	for c in 0 0.1; do echo $$c; done | \
+	  xargs -L 1 -P $(LANES) --process-slot-var=LANE sh -c '$(PY) -m benchmarks.cifar_eval_rules \
+	    --sd_coef=$$0 --cpu_cores=$$LANE --json=runs/eval_rules/sdc$${0}_s0.json $(ARGS)'
 
 bench-ntk-features: .venv/.installed
 	$(PY) -m benchmarks.ntk_features $(ARGS)

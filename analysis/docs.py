@@ -456,10 +456,49 @@ def cifar_released_rerun(results):
     read(results, rel(results, Path(d) / "results.json"))["metrics"]["train_time_this_call_s"]
     for d in dirs
   ]
+  evals = [
+    read(results, rel(results, Path(d) / "results.json"))["metrics"]["eval_time_s"] for d in dirs
+  ]
   return (
     released_markdown(_with_n(rows, groups)) + f"\n\nTraining time per run: "
-    f"{span(train, 's')} (`train_time_this_call_s`; two runs side by side, one per core)."
+    f"{span(train, 's')} (`train_time_this_call_s`), evaluation time {span(evals, 's')} "
+    "(`eval_time_s`); two runs side by side, one per core."
     "\n\n" + source(results, *[rel(results, Path(d) / "results.json") for d in dirs])
+  )
+
+
+@block("cifar_released.eval_rules")
+def cifar_released_eval_rules(results):
+  """benchmarks/cifar_eval_rules.py: evaluation against training time and the two rules."""
+  files = sorted((results / "cifar_eval_rules").glob("*.json"))
+  out = [
+    "| run | training | evaluation, first-iterate rule | eval / train | evaluation, "
+    "last-iterate rule | eval / train | OOD ε=0.05 [−1,1], released / strong: first rule | "
+    "last rule | margin q50 [−1,1], released / strong: first rule | last rule | margins "
+    "that differ (released; strong) | largest difference / bisection step |",
+    "|" + "---|" * 12,
+  ]
+  for f in files:
+    d = json.loads(f.read_text())
+    c, t, e = d["comparison"], d["train_time_s"], d["eval_time_s"]
+    ood = c["ood_acc"]
+    m = c["margins"]
+    name = "ERM" if d["sd_coef"] == 0 else f"SD {d['sd_coef']:g}"
+    both = lambda get, rule: " / ".join(get(a, rule) for a in ("released", "strong"))
+    acc = lambda a, rule: f"{100 * ood[a]['eps_0.05_pm1'][rule]:.1f}"
+    q50 = lambda a, rule: f"{m[a]['quantiles_pm1']['q50'][rule]:.4f}"
+    big = max(m[a]["max_abs_diff_pixel"] / m[a]["bisection_resolution_pixel"] for a in m)
+    out.append(
+      f"| {name}, seed {d['seed']} | {t:.0f} s | {e['first']:.0f} s | {e['first'] / t:.2f} | "
+      f"{e['last']:.0f} s | {e['last'] / t:.2f} | {both(acc, 'first')} | {both(acc, 'last')} | "
+      f"{both(q50, 'first')} | {both(q50, 'last')} | "
+      f"{m['released']['differ']} of {m['released']['n']}; {m['strong']['differ']} of "
+      f"{m['strong']['n']} | {big:.0f} |"
+    )
+  return (
+    "\n".join(out) + "\n\nOne process per step, pinned to one core, the two runs side by side; "
+    "accuracies in %; the last column in bisection steps.\n\n"
+    + source(results, *[rel(results, f) for f in files])
   )
 
 

@@ -37,6 +37,7 @@ def rows(folder: Path) -> list[str]:
         f"| CIFAR {r['protocol']} protocol, batch {r['batch_size']}, {r['steps']:,} steps × "
         f"{r['repeats']} | {where}, runtime {r['xla_cpu_runtime']}"
         + (", region copy insertion" if _REGION in r.get("xla_flags", "") else "")
+        + (f", dots {r['cpu_dots']}" if "cpu_dots" in r else "")
         + " | "
         f"{r['median']['gs-jax']:,.0f} img/s ({min(ips):,.0f}–{max(ips):,.0f}) | "
         f"PyTorch eager ({r['torch_threads']} thread): {r['median']['pytorch-eager']:,.0f} "

@@ -222,6 +222,13 @@ def main(argv=None):
     "as the experiment runs; '' = no pinning)",
   )
   p.add_argument(
+    "--cpu_dots",
+    choices=("xla", "eigen"),
+    default=None,
+    help="library of XLA:CPU's matrix products on the gs-jax side (gs_jax.devices.use_cpu_dots; "
+    "default: the experiment's — eigen for --protocol=released, xla otherwise)",
+  )
+  p.add_argument(
     "--torch_threads", type=int, default=0, help="PyTorch intra-op threads (0: PyTorch's default)"
   )
   p.add_argument("--json", default="", help="also write the numbers (with provenance) here")
@@ -232,6 +239,12 @@ def main(argv=None):
   cores = args.cpu_cores if args.cpu_cores is not None else ("0" if released else "")
   cpus = devices.use_cpu_cores(cores)
   runtime = devices.use_cpu_runtime(args.cpu_runtime or ("fastest" if released else "thunk"))
+  default_dots = "xla"
+  if released:
+    from configs import cifar as configs
+
+    default_dots = configs.get_config("released").run.cpu_dots
+  cpu_dots = devices.use_cpu_dots(args.cpu_dots or default_dots)
   from gs_jax.experiment import results
 
   # The code that runs, recorded before anything is written (after the runtime is chosen:
@@ -298,6 +311,7 @@ def main(argv=None):
         "repeats": args.repeats,
         "jax": jax.__version__,
         "xla_cpu_runtime": runtime,
+        "cpu_dots": cpu_dots,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "cpus": cpus,
         "torch_threads": threads,
