@@ -345,7 +345,8 @@ def _early_group(logits_fn, params, x, y, starts, eps, alpha, todo, *, norm, los
 
   ``starts``: (R, g, …) start perturbations of the R restarts; ``todo``: (g,) rows to attack.
   Iterate ``p_t`` (t = 0…steps) is checked with the logits its gradient step computes anyway;
-  a row stops at its first misclassified iterate, or after ``p_steps``. Rows outside ``todo`` are only checked at ``x`` (their prediction).
+  a row stops at its first misclassified iterate, after ``p_steps``, or at a fixed point of
+  the step (the rest of the run would repeat it). Rows outside ``todo`` are only checked at ``x`` (their prediction).
   """
   grad_fn = jax.grad(lambda xa: _loss_and_logits(logits_fn, params, xa, y, loss), has_aux=True)
 
@@ -370,8 +371,11 @@ def _early_group(logits_fn, params, x, y, starts, eps, alpha, todo, *, norm, los
       )
       now = jnp.argmax(logits, axis=-1)
       wrong = now != y
-      stop = running & (wrong | (t == steps) | ~todo)
       step = ascent_step(x, delta, g, eps, alpha, norm)
+      # A step that leaves δ unchanged (e.g. an underflowed gradient, sign 0) is a fixed
+      # point: every later iterate is this one, so the row's outcome is known now.
+      fixed = jnp.all((step == delta).reshape(step.shape[0], -1), axis=1)
+      stop = running & (wrong | (t == steps) | ~todo | fixed)
       delta = jnp.where(_per_example(running & ~stop, x) > 0, step, delta)
       return t + 1, delta, running & ~stop, hit | (running & wrong), jnp.where(running, now, p)
 

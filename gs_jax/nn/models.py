@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gs_jax.base import _compat
+
 
 def torch_linear_kernel_init(key, shape, dtype=jnp.float32):
   """PyTorch's ``nn.Linear`` / ``nn.Conv2d`` default: ``U(±1/√fan_in)`` (kaiming_uniform with
@@ -425,6 +427,14 @@ def cifar_model(config: str, num_classes: int) -> nn.Module:
   raise ValueError(f"config must be one of {CIFAR_MODELS}; got {config!r}")
 
 
+# Patches built in two stages (k row shifts, then k column shifts) or as one concatenation of
+# k² shifted slices: the same patch matrix, so the same forward sums. The transpose of the
+# two-stage form (the input gradient) adds 2k shifted blocks instead of k². Measured per
+# batch-1 step of NarLeNet: ~13% faster per PGD step and a few % per training step on XLA:CPU's
+# thunk runtime (jax 0.10.2), ~10% slower on the legacy runtime (jax 0.5.3).
+_TWO_STAGE_PATCHES = not _compat.HAS_LEGACY_CPU_RUNTIME
+
+
 class _PatchConv(nn.Module):
   """A VALID, stride-1 convolution (``kernel`` (kh, kw, c_in, c_out) and ``bias`` as
   ``nn.Conv``'s, PyTorch-default init), computed as patches × matrix or, with
@@ -450,6 +460,7 @@ class _PatchConv(nn.Module):
   features: int
   kernel_size: int = 5
   patches: bool = True
+  two_stage: bool = _TWO_STAGE_PATCHES
 
   @nn.compact
   def __call__(self, x):
@@ -463,17 +474,21 @@ class _PatchConv(nn.Module):
         )
         + bias
       )
-    h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
-    patches = jnp.concatenate(
-      [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
-    )
-    m, k2c = patches.shape[0] * h * w, k * k * c_in
+    n, h, w = x.shape[0], x.shape[1] - k + 1, x.shape[2] - k + 1
+    if self.two_stage:  # rows shifted first, then columns: (n, h, w, i, j, c)
+      rows = jnp.stack([x[:, i : i + h] for i in range(k)], axis=3)
+      patches = jnp.stack([rows[:, :, j : j + w] for j in range(k)], axis=4)
+    else:  # k² shifted slices in (i, j) order: (n, h, w, k²·c)
+      patches = jnp.concatenate(
+        [x[:, i : i + h, j : j + w, :] for i in range(k) for j in range(k)], axis=-1
+      )
+    m, k2c = n * h * w, k * k * c_in
     out = jax.lax.dot_general(  # (1, M, K)·(1, K, c_out): see the docstring for the unit axis
       patches.reshape(1, m, k2c),
       kernel.reshape(1, k2c, self.features),
       (((2,), (1,)), ((0,), (0,))),
     )
-    return out.reshape(*patches.shape[:3], self.features) + bias
+    return out.reshape(n, h, w, self.features) + bias
 
 
 def _max_pool2(x):

@@ -255,6 +255,30 @@ def test_return_early_is_foolbox_run_one_per_row():
     attacks.pgd(_mlp, p, x, y, key, eps, group=0, **kw)
 
 
+def test_return_early_stops_at_a_fixed_point_with_the_full_runs_result():
+  """Rows whose gradient is exactly zero (a gate shut by mean(x) < 1/2) never move: the step
+  is a fixed point and the attack stops there; the result is the per-row loop's, which runs
+  every step (a zero sign step changes nothing)."""
+  w = jax.random.normal(jax.random.PRNGKey(0), (8 * 8 * 3, 3)) / 8
+
+  def gated(p, x):
+    flat = x.reshape(x.shape[0], -1)
+    return jax.nn.relu(flat.mean(1, keepdims=True) - 0.5)[:, :1] * (flat @ p)
+
+  x = jax.random.uniform(jax.random.PRNGKey(1), (12, 8, 8, 3)) * 0.6
+  x = x.at[6:].add(0.4)  # rows 0–5: mean ≈ 0.3 (shut); rows 6–11: mean ≈ 0.7 (open)
+  y = jnp.argmax(gated(w, x), -1)
+  kw = dict(steps=30, restarts=1, step_frac=0.1, rand_init=False)
+  ref, ref_pred = _foolbox_rows(gated, w, x, y, jax.random.PRNGKey(2), 0.2, **kw)
+  adv, pred = attacks.pgd(
+    gated, w, x, y, jax.random.PRNGKey(2), 0.2, return_early=True, return_predictions=True, **kw
+  )
+  np.testing.assert_array_equal(adv[:6], x[:6])  # stuck at the start
+  np.testing.assert_allclose(adv, ref, atol=1e-6)
+  np.testing.assert_array_equal(pred, ref_pred)
+  assert (ref_pred[6:] != np.asarray(y)[6:]).any()  # the open rows are attacked
+
+
 def test_evaluate_in_padded_chunks_against_the_linear_closed_form():
   """``attacks.evaluate`` over 3 chunks (5, 5, 2 padded to 5 rows) on a linear model whose
   L∞ margins are known: PGD cannot flip beyond the exact margin; from a random start 10 steps

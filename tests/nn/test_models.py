@@ -320,6 +320,23 @@ def test_xla_convolutions_give_the_patch_network_on_the_same_parameters():
   np.testing.assert_allclose(jvp(net), jvp(xla), rtol=1e-4)
 
 
+def test_patch_convolution_in_one_or_two_stages_is_the_same_function():
+  """The two patch layouts (k² slices at once, or k row shifts then k column shifts; the
+  default depends on the stack) build the same patch matrix: the forward is bitwise equal, and
+  input and kernel gradients differ only by the order of their sums (float32: ~1e-6)."""
+  x = jax.random.uniform(jax.random.PRNGKey(3), (2, 12, 10, 3))
+  one, two = models._PatchConv(4, two_stage=False), models._PatchConv(4, two_stage=True)
+  v = one.init(jax.random.PRNGKey(0), x)
+  np.testing.assert_array_equal(one.apply(v, x), two.apply(v, x))
+  w = jax.random.normal(jax.random.PRNGKey(1), one.apply(v, x).shape)
+  for argnums in (0, 1):
+    g1, g2 = (
+      jax.grad(lambda p, xa: jnp.sum(w * m.apply(p, xa)), argnums)(v, x) for m in (one, two)
+    )
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()))
+
+
 def test_preact_resnet18_layout_and_parameter_count():
   x = jnp.zeros((2, 32, 32, 3))
   # kuangliu/pytorch-cifar PreActResNet18 (no final BN) has 11,171,146 parameters (10 classes)
