@@ -470,13 +470,17 @@ def cifar_released_rerun(results):
 @block("cifar_released.eval_rules")
 def cifar_released_eval_rules(results):
   """benchmarks/cifar_eval_rules.py: evaluation against training time and the two rules."""
-  files = sorted((results / "cifar_eval_rules").glob("*.json"))
+  files = sorted(
+    (results / "cifar_eval_rules").glob("*.json"),
+    key=lambda f: json.loads(f.read_text())["sd_coef"],
+  )
   out = [
     "| run | training | evaluation, first-iterate rule | eval / train | evaluation, "
     "last-iterate rule | eval / train | OOD ε=0.05 [−1,1], released / strong: first rule | "
-    "last rule | margin q50 [−1,1], released / strong: first rule | last rule | margins "
+    "last rule | OOD accuracies equal (3 ε × 2 attacks) | margin q50 [−1,1], released / "
+    "strong: first rule | last rule | margin quantiles equal (q25–q90 × 2 attacks) | margins "
     "that differ (released; strong) | largest difference / bisection step |",
-    "|" + "---|" * 12,
+    "|" + "---|" * 14,
   ]
   for f in files:
     d = json.loads(f.read_text())
@@ -488,10 +492,13 @@ def cifar_released_eval_rules(results):
     acc = lambda a, rule: f"{100 * ood[a]['eps_0.05_pm1'][rule]:.1f}"
     q50 = lambda a, rule: f"{m[a]['quantiles_pm1']['q50'][rule]:.4f}"
     big = max(m[a]["max_abs_diff_pixel"] / m[a]["bisection_resolution_pixel"] for a in m)
+    same_ood = [v["first"] == v["last"] for a in ood for v in ood[a].values()]
+    same_q = [v["first"] == v["last"] for a in m for v in m[a]["quantiles_pm1"].values()]
     out.append(
       f"| {name}, seed {d['seed']} | {t:.0f} s | {e['first']:.0f} s | {e['first'] / t:.2f} | "
       f"{e['last']:.0f} s | {e['last'] / t:.2f} | {both(acc, 'first')} | {both(acc, 'last')} | "
-      f"{both(q50, 'first')} | {both(q50, 'last')} | "
+      f"{sum(same_ood)} of {len(same_ood)} | {both(q50, 'first')} | {both(q50, 'last')} | "
+      f"{sum(same_q)} of {len(same_q)} | "
       f"{m['released']['differ']} of {m['released']['n']}; {m['strong']['differ']} of "
       f"{m['strong']['n']} | {big:.0f} |"
     )
