@@ -36,7 +36,7 @@ from gs_jax.experiment.run import Run
 from gs_jax.nn import models
 from gs_jax.tasks import spurious
 from gs_jax import training as train
-from gs_jax.data import celeba, cifar
+from gs_jax.data import celeba, cifar, paths
 
 SELECTIONS = {"last": None, "best_val_average": "average", "best_val_worst_group": "worst_group"}
 
@@ -188,7 +188,7 @@ def run(cfg) -> dict:
     "optimizer": opt_name,
     "init": f"pretrained from {cfg.pretrained}" if cfg.pretrained else "from scratch",
     "data": {
-      "source": data.source,
+      "source": paths.portable(data.source),
       "division": data.division,
       "group_counts": {k: celeba.group_counts(s).tolist() for k, s in data.splits.items()},
       "image_size": cfg.image_size,

@@ -27,7 +27,7 @@ import optax
 from configs import cifar as configs
 from gs_jax import training as train
 from gs_jax.base import batching
-from gs_jax.data import cifar
+from gs_jax.data import cifar, paths
 from gs_jax.experiment import cli
 from gs_jax.experiment.run import Run
 from gs_jax.nn import attacks, models
@@ -182,7 +182,7 @@ def run(cfg) -> dict:
   extras = {
     "method": method_label(cfg),
     "data": {
-      "source": data.source,
+      "source": paths.portable(data.source),
       "n_train": n,
       "n_test": len(data.x_test),
       "n_test_lossless": int(data.test_is_lossless.sum()),
