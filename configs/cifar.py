@@ -47,10 +47,10 @@ runs on one pinned core (``--cpu_cores=0``: XLA then stops splitting the tiny ba
 operations over threads, ~1.9× faster; give runs side by side different cores, as ``make
 cifar2_released`` does), on XLA:CPU's legacy runtime where JAX < 0.6 has it
 (``--cpu_runtime=fastest``; ~1.7× faster than the default there) and with Eigen's matrix
-products (``--cpu_dots=eigen``, jax >= 0.10). Evaluation runs the same patch network, one
+products (``--cpu_dots=eigen``, jax >= 0.10). Evaluation runs the same patch network (its
+first convolution and pool as one space-to-depth product, faster for input gradients), one
 image per compiled attack loop (an image stops when it flips) and 8 images per plain forward
-pass; for ERM it takes about as long as training, for SD longer
-(docs/experiments/cifar_released.md).
+pass; it takes no longer than training (docs/experiments/cifar_released.md).
 
 Data come from ``--data_dir`` (an npz file or a folder), else ``$GS_DATA_DIR/cifar10`` (CIFAR-2
 and CIFAR-10), else ``tfds.load``. Started again with the same command, a run continues from its

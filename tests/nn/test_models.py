@@ -337,6 +337,52 @@ def test_patch_convolution_in_one_or_two_stages_is_the_same_function():
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()))
 
 
+@pytest.mark.parametrize(
+  "k,shape,c_out", [(5, (2, 32, 32, 3), 12), (5, (1, 14, 10, 4), 6), (3, (2, 8, 12, 2), 5)]
+)
+def test_space_to_depth_conv_pool_is_conv_then_max_pool(k, shape, c_out):
+  """:func:`models._s2d_conv_pool` against XLA's convolution and a 2×2 max-pool written out
+  (independent of the kernel gather): the same sums of ≤ k²·c_in float32 products of size ≤ 1,
+  in another order plus exact zeros (~1e-6 absolute)."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), shape)
+  kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, shape[-1], c_out)) / k
+  bias = jax.random.normal(jax.random.PRNGKey(2), (c_out,))
+  z = jax.lax.conv_general_dilated(
+    x, kernel, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  z = z + bias
+  ref = jnp.maximum(
+    jnp.maximum(z[:, 0::2, 0::2], z[:, 0::2, 1::2]), jnp.maximum(z[:, 1::2, 0::2], z[:, 1::2, 1::2])
+  )
+  np.testing.assert_allclose(models._s2d_conv_pool(x, kernel, bias), ref, rtol=1e-5, atol=2e-6)
+  # Every kernel entry appears once per pool offset (a, b) in the gathered matrix, and the rest
+  # are zeros: 4 copies of the kernel's sum of squares.
+  big = models.s2d_pool_kernel(kernel)
+  np.testing.assert_allclose(jnp.sum(big**2), 4 * jnp.sum(kernel**2), rtol=1e-5)
+  with pytest.raises(ValueError, match="even H, W"):
+    models._s2d_conv_pool(x[:, :-1], kernel, bias)
+
+
+def test_space_to_depth_first_layer_is_the_same_network():
+  """``NarLeNet(s2d_first=True)`` (evaluation's attack loops) is the patch network on the same
+  parameters: logits and input gradients agree up to float32 summation order (~1e-6
+  relative; the max-pool's ties split the gradient alike, since leaky ReLU is monotone)."""
+  net, v = _net_and_params(2)
+  s2d = models.NarLeNet(2, s2d_first=True)
+  assert jax.tree.structure(s2d.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))) == (
+    jax.tree.structure(v)
+  )
+  x = jax.random.uniform(jax.random.PRNGKey(5), (6, 32, 32, 3))
+  np.testing.assert_allclose(s2d.apply(v, x), net.apply(v, x), rtol=1e-5, atol=1e-6)
+  grad = lambda m: jax.grad(lambda xa: m.apply(v, xa)[:, 0].sum() - m.apply(v, xa)[:, 1].sum())(x)
+  g_s2d, g_patch = grad(s2d), grad(net)
+  np.testing.assert_allclose(g_s2d, g_patch, rtol=1e-4, atol=1e-5 * float(jnp.abs(g_patch).max()))
+  # A flat image (CIFAR has flat regions): the pool windows tie exactly in both forms.
+  flat = jnp.full((1, 32, 32, 3), 0.5)
+  g_flat = [jax.grad(lambda xa, m=m: m.apply(v, xa)[0, 0])(flat) for m in (s2d, net)]
+  np.testing.assert_allclose(*g_flat, rtol=1e-4, atol=1e-5 * float(jnp.abs(g_flat[1]).max()))
+
+
 def test_preact_resnet18_layout_and_parameter_count():
   x = jnp.zeros((2, 32, 32, 3))
   # kuangliu/pytorch-cifar PreActResNet18 (no final BN) has 11,171,146 parameters (10 classes)
