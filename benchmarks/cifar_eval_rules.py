@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -135,14 +134,7 @@ def main(argv=None) -> int:
       f"pixels; bisection step {m['bisection_resolution_pixel']:.5f})"
     )
   if args.json:
-    results.atomic_write_json(
-      args.json,
-      {
-        **out,
-        "provenance": {**started, "end_time": results.now()},
-        "load_average": os.getloadavg(),
-      },
-    )
+    results.write_measurement(args.json, out, started)
   return 0
 
 

@@ -302,7 +302,7 @@ def main(argv=None):
 
     from gs_jax.experiment import results
 
-    results.atomic_write_json(
+    results.write_measurement(
       args.json,
       {
         "protocol": args.protocol,
@@ -320,9 +320,8 @@ def main(argv=None):
         "median": med,
         "ratio": med["gs-jax"] / med["pytorch-eager"],
         "ratio_per_repeat": ratios,
-        "load_average": os.getloadavg(),
-        "provenance": {**started, "end_time": results.now()},
       },
+      started,
     )
 
 

@@ -288,14 +288,7 @@ def main(argv=None):
   if args.json:
     from gs_jax.experiment import results
 
-    results.atomic_write_json(
-      args.json,
-      {
-        **out,
-        "provenance": {**started, "end_time": results.now()},
-        "load_average": os.getloadavg(),
-      },
-    )
+    results.write_measurement(args.json, out, started)
   return 0
 
 

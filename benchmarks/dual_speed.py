@@ -188,15 +188,8 @@ def main():
     print(f"         speed-up to 1e-6 (gradient ascent / Newton), wall: {row['speedup_to_1e-6']}")
     if row["speedup_to_1e-6_extrapolated"]:
       print(f"         extrapolated speed-up to 1e-6: ~{row['speedup_to_1e-6_extrapolated']:.0f}x")
-  results.atomic_write_json(
-    args.out,
-    {
-      "device": str(jax.devices()[0]),
-      "cpu_count": os.cpu_count(),
-      "load_average": os.getloadavg(),
-      "rows": rows,
-      "provenance": {**started, "end_time": results.now()},
-    },
+  results.write_measurement(
+    args.out, {"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "rows": rows}, started
   )
   print(f"load average {os.getloadavg()} on {os.cpu_count()} CPUs; wrote", args.out)
 

@@ -229,16 +229,10 @@ def main(argv=None):
   out.mkdir(parents=True, exist_ok=True)
   from gs_jax.experiment import results
 
-  results.atomic_write_json(
+  results.write_measurement(
     out / "ntk_features.json",
-    {
-      "rows": rows,
-      "agreement": agree,
-      "table": text,
-      "cpu_count": os.cpu_count(),
-      "load_average": os.getloadavg(),
-      "provenance": {**started, "end_time": results.now()},
-    },
+    {"rows": rows, "agreement": agree, "table": text, "cpu_count": os.cpu_count()},
+    started,
   )
   return rows
 

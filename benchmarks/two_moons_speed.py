@@ -222,16 +222,7 @@ def main(argv=None):
         )
     _report("end to end", runs["end_to_end"], "fresh processes", 3)
   if args.json:
-    results.atomic_write_json(
-      args.json,
-      {
-        "machine": machine,
-        **vars(args),
-        **runs,
-        "provenance": {**started, "end_time": results.now()},
-        "load_average": os.getloadavg(),
-      },
-    )
+    results.write_measurement(args.json, {"machine": machine, **vars(args), **runs}, started)
     print("wrote", args.json)
 
 

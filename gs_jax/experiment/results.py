@@ -154,6 +154,17 @@ def now() -> str:
   return _now()
 
 
+def write_measurement(path: str | os.PathLike, record: dict, started: dict) -> None:
+  """Writes a benchmark's ``record`` to ``path`` (atomically) with its provenance and the
+  machine's load average: ``started`` is :func:`provenance_at_start`, taken before the
+  measurement ran (the code that ran), completed here by the end time; the load average says
+  whether other work shared the machine and skewed the timings."""
+  atomic_write_json(
+    path,
+    {**record, "provenance": {**started, "end_time": now()}, "load_average": os.getloadavg()},
+  )
+
+
 def _now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

@@ -27,7 +27,7 @@ XLA:CPU's slow convolutions inside while loops (see :func:`gs_jax.train.make_epo
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -199,86 +199,55 @@ def pgd(
     if step_size is None
     else jnp.broadcast_to(jnp.asarray(step_size, x.dtype), x.shape[:1])
   )
+  run = _Settings(norm, steps, restarts, rand_init, loss, clean_start)
   if return_early:
-    x_adv, pred = _pgd_early(
-      logits_fn,
-      params,
-      x,
-      y,
-      key,
-      eps,
-      alpha,
-      norm,
-      steps,
-      restarts,
-      rand_init,
-      loss,
-      clean_start,
-      active,
-      group,
-    )
+    x_adv, pred = _pgd_early(logits_fn, params, x, y, key, eps, alpha, run, active, group)
     return (x_adv, pred) if return_predictions else x_adv
-  x_adv = _pgd_final(
-    logits_fn,
-    params,
-    x,
-    y,
-    key,
-    eps,
-    alpha,
-    norm,
-    steps,
-    restarts,
-    rand_init,
-    loss,
-    clean_start,
-    active,
-  )
+  x_adv = _pgd_final(logits_fn, params, x, y, key, eps, alpha, run, active)
   return (x_adv, predict(logits_fn, params, x_adv)) if return_predictions else x_adv
 
 
-def _pgd_final(
-  logits_fn,
-  params,
-  x,
-  y,
-  key,
-  eps,
-  alpha,
-  norm,
-  steps,
-  restarts,
-  rand_init,
-  loss,
-  clean_start,
-  active,
-):
+class _Settings(NamedTuple):
+  """The static settings of one :func:`pgd` call (its arguments of the same names)."""
+
+  norm: str
+  steps: int
+  restarts: int
+  rand_init: bool
+  loss: str
+  clean_start: bool
+
+  def start(self, r: int, key, x, eps):
+    """Restart ``r``'s start perturbation: a random draw from the ball, or 0 (clean start)."""
+    if self.rand_init and not (self.clean_start and r == 0):
+      return _start(key, x, eps, norm=self.norm)
+    return jnp.zeros_like(x)
+
+
+def _pgd_final(logits_fn, params, x, y, key, eps, alpha, run: _Settings, active):
   """:func:`pgd` without ``return_early``: a restart's result is its last iterate."""
   if any(_compat.is_tracer(a) for a in (x, y, eps, alpha)):
     if active is not None:
       raise ValueError("active= needs concrete arrays (call pgd outside jit)")
-    return _pgd_traced(
-      logits_fn, params, x, y, key, eps, alpha, norm, steps, restarts, rand_init, loss, clean_start
-    )
+    return _pgd_traced(logits_fn, params, x, y, key, eps, alpha, run)
   x, y = jnp.asarray(x), jnp.asarray(y)
   n = x.shape[0]
   todo = np.ones(n, bool) if active is None else np.asarray(active, bool)
   if todo.shape != (n,):
     raise ValueError(f"active must have shape ({n},); got {todo.shape}")
   best, fooled = x, np.zeros(n, bool)
-  for r, k in enumerate(jax.random.split(key, restarts)):  # few restarts and steps: Python loops
+  for r, k in enumerate(jax.random.split(key, run.restarts)):  # few restarts: Python loops
     rows = todo & ~fooled  # a fooled row keeps its restart: later restarts cannot change it
     if not rows.any():
       break
-    random = rand_init and not (clean_start and r == 0)
     # Drawn for the whole batch, then gathered: a row gets the start a full-batch run gives it.
-    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
+    delta = run.start(r, k, x, eps)
     idx = None if rows.all() else np.flatnonzero(rows)
     xs, ys, es, als = x, y, eps, alpha
     if idx is not None:
       xs, ys, es, als, delta = _gather((x, y, eps, alpha, delta), idx)
-    for _ in range(steps):
-      delta = _step(logits_fn, params, xs, delta, ys, es, als, norm=norm, loss=loss)
+    for _ in range(run.steps):
+      delta = _step(logits_fn, params, xs, delta, ys, es, als, norm=run.norm, loss=run.loss)
     x_adv = xs + delta
     wrong = np.asarray(predict(logits_fn, params, x_adv) != ys)
     if idx is None:
@@ -289,23 +258,7 @@ def _pgd_final(
   return best
 
 
-def _pgd_early(
-  logits_fn,
-  params,
-  x,
-  y,
-  key,
-  eps,
-  alpha,
-  norm,
-  steps,
-  restarts,
-  rand_init,
-  loss,
-  clean_start,
-  active,
-  group,
-):
+def _pgd_early(logits_fn, params, x, y, key, eps, alpha, run: _Settings, active, group):
   """``(x_adv, pred)`` of return-early PGD (:func:`pgd`): the adversarial images and the
   predictions there, computed on the way."""
   if group < 1:
@@ -317,25 +270,21 @@ def _pgd_early(
   # Drawn for the whole batch (as the other path does), so a row's start does not depend on
   # which rows are attacked.
   starts = jnp.stack(
-    [
-      _start(k, x, eps, norm=norm)
-      if rand_init and not (clean_start and r == 0)
-      else jnp.zeros_like(x)
-      for r, k in enumerate(jax.random.split(key, restarts))
-    ]
+    [run.start(r, k, x, eps) for r, k in enumerate(jax.random.split(key, run.restarts))]
   )
+  x, y = jnp.asarray(x), jnp.asarray(y)
   return _early(
     logits_fn,
     params,
-    jnp.asarray(x),
-    jnp.asarray(y),
+    x,
+    y,
     starts,
     eps,
     alpha,
     todo,
-    norm=norm,
-    loss=loss,
-    steps=steps,
+    norm=run.norm,
+    loss=run.loss,
+    steps=run.steps,
     group=group,
   )
 
@@ -441,16 +390,13 @@ def _gather(arrays, idx):
   return tuple(a[rows] for a in arrays)
 
 
-def _pgd_traced(
-  logits_fn, params, x, y, key, eps, alpha, norm, steps, restarts, rand_init, loss, clean_start
-):
+def _pgd_traced(logits_fn, params, x, y, key, eps, alpha, run: _Settings):
   """:func:`pgd` inside a trace (no row selection: every restart runs on every row)."""
   best, fooled = x, jnp.zeros(x.shape[:1], bool)
-  for r, k in enumerate(jax.random.split(key, restarts)):
-    random = rand_init and not (clean_start and r == 0)
-    delta = _start(k, x, eps, norm=norm) if random else jnp.zeros_like(x)
-    for _ in range(steps):
-      delta = _step(logits_fn, params, x, delta, y, eps, alpha, norm=norm, loss=loss)
+  for r, k in enumerate(jax.random.split(key, run.restarts)):
+    delta = run.start(r, k, x, eps)
+    for _ in range(run.steps):
+      delta = _step(logits_fn, params, x, delta, y, eps, alpha, norm=run.norm, loss=run.loss)
     x_adv = x + delta
     wrong = predict(logits_fn, params, x_adv) != y
     # Keep the newest restart until one fools the model, then keep that one.

@@ -73,3 +73,18 @@ def test_dirty_flag_looks_at_code_not_at_committed_results(tmp_path):
   assert results.code_dirty(tmp_path) is False
   (tmp_path / "code.py").write_text("x = 2\n")
   assert results.code_dirty(tmp_path) is True
+
+
+def test_write_measurement_adds_start_provenance_end_time_and_load(tmp_path):
+  """A benchmark's record keeps its fields and gets the provenance taken at its start (not at
+  the write: the code that ran), the end time and the load average of the 3 usual windows."""
+  started = {**results.provenance_at_start(), "marker": "taken before the run"}
+  path = tmp_path / "sub" / "bench.json"
+  path.parent.mkdir()
+  results.write_measurement(path, {"ratio": 2.5, "rows": [1, 2]}, started)
+  rec = json.loads(path.read_text())
+  assert rec["ratio"] == 2.5 and rec["rows"] == [1, 2]
+  assert rec["provenance"]["marker"] == "taken before the run"
+  assert rec["provenance"]["end_time"] >= rec["provenance"]["start_time"]
+  assert len(rec["load_average"]) == 3
+  assert [p.name for p in path.parent.iterdir()] == ["bench.json"]  # no temp file left
