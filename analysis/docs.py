@@ -473,7 +473,8 @@ def cifar_released_sweep(results):
   res = [read(results, rel(results, Path(d) / "results.json")) for d in dirs]
   commits = sorted({r["provenance"]["git_commit"][:7] for r in res})
   return (
-    released_markdown(_with_n(rows, groups)) + f"\n\nCommit: {', '.join(commits)}.\n\n"
+    released_markdown(_with_n(rows, groups))
+    + f"\n\nCommit: {', '.join(commits)}.\n\n"
     + source(results, *[rel(results, Path(d) / "results.json") for d in dirs])
   )
 
